@@ -1,0 +1,10 @@
+# The two commands of the README.
+.PHONY: run test
+
+# Start Omega + Envoy on the embedded SQLite default (installs Envoy/buf into the repo if missing).
+run:
+	./scripts/stack.sh
+
+# Every test: buf lint/format, unit tests, end-to-end tests on SQLite and PostgreSQL via Envoy.
+test:
+	./scripts/test.sh

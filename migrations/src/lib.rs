@@ -1,0 +1,27 @@
+//! Omega's schema as one ordered set of sea-orm migrations, run unchanged on SQLite and
+//! PostgreSQL (on start by `omega serve`, or by `omega migrate`).
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261121_000001_businesses_and_api_keys;
+mod m20261121_000002_directory_and_conversations;
+mod m20261121_000003_delivery;
+mod m20261121_000004_webhooks;
+mod m20261121_000005_sessions;
+mod m20261121_000006_chat_inboxes;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261121_000001_businesses_and_api_keys::Migration),
+            Box::new(m20261121_000002_directory_and_conversations::Migration),
+            Box::new(m20261121_000003_delivery::Migration),
+            Box::new(m20261121_000004_webhooks::Migration),
+            Box::new(m20261121_000005_sessions::Migration),
+            Box::new(m20261121_000006_chat_inboxes::Migration),
+        ]
+    }
+}

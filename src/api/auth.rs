@@ -1,0 +1,126 @@
+//! Reading the caller's credentials from request metadata.
+//!
+//! The seeds accept an API key in the `X-API-KEY` header or "the same key in a cookie". The
+//! cookie may be named `X-API-KEY` / `api_key` (any case, `-` or `_`), or, as the seeds' own
+//! example shows, be the bare key alone.
+
+use tonic::{Request, Status, metadata::MetadataMap};
+
+use crate::domain::{Omega, auth::Caller};
+
+const KEY_HEADER: &str = "x-api-key";
+const KEY_COOKIE_NAMES: [&str; 3] = ["x-api-key", "api-key", "omega-api-key"];
+
+/// The key the caller presented, if any: the header first, then the cookie.
+pub fn presented_key(metadata: &MetadataMap) -> Option<String> {
+    if let Some(value) = metadata.get(KEY_HEADER).and_then(|v| v.to_str().ok()) {
+        let value = value.trim();
+        if !value.is_empty() {
+            return Some(value.to_owned());
+        }
+    }
+    metadata.get_all("cookie").iter().filter_map(|v| v.to_str().ok()).find_map(key_from_cookie_header)
+}
+
+fn key_from_cookie_header(header: &str) -> Option<String> {
+    let pairs: Vec<&str> = header.split(';').map(str::trim).filter(|p| !p.is_empty()).collect();
+    for pair in &pairs {
+        if let Some((name, value)) = pair.split_once('=') {
+            let name = name.trim().to_ascii_lowercase().replace('_', "-");
+            let value = value.trim().trim_matches('"');
+            if KEY_COOKIE_NAMES.contains(&name.as_str()) && !value.is_empty() {
+                return Some(value.to_owned());
+            }
+        }
+    }
+    // `cookie: <key>`: a lone value with no name (a token is not a key).
+    match pairs.as_slice() {
+        [single] if !single.contains('=') && !looks_like_token(single) => Some((*single).to_owned()),
+        _ => None,
+    }
+}
+
+/// Whether a credential is shaped like a JWT (three base64url parts, a JSON header).
+fn looks_like_token(value: &str) -> bool {
+    value.starts_with("eyJ") && value.matches('.').count() == 2
+}
+
+/// The access token the caller presented, if any: `Authorization: Bearer`, the
+/// `omega_session` cookie, or a bare cookie that is a token.
+pub fn presented_token(metadata: &MetadataMap) -> Option<String> {
+    if let Some(value) = metadata.get("authorization").and_then(|v| v.to_str().ok()) {
+        let value = value.trim();
+        if let Some(token) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) {
+            return Some(token.trim().to_owned());
+        }
+    }
+    for header in metadata.get_all("cookie").iter().filter_map(|v| v.to_str().ok()) {
+        for pair in header.split(';').map(str::trim) {
+            match pair.split_once('=') {
+                Some((name, value)) if name.trim() == SESSION_COOKIE => {
+                    return Some(value.trim().trim_matches('"').to_owned());
+                }
+                None if looks_like_token(pair) => return Some(pair.to_owned()),
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
+/// The cookie a browser keeps its access token in.
+pub const SESSION_COOKIE: &str = "omega_session";
+
+/// Authenticates the request's caller by access token or API key; UNAUTHENTICATED when none is
+/// given or it is not valid (never saying which).
+pub async fn caller<T>(omega: &Omega, request: &Request<T>) -> Result<Caller, Status> {
+    let caller = match presented_token(request.metadata()) {
+        Some(token) => omega.authenticate_token(&token).await?,
+        None => {
+            let key =
+                presented_key(request.metadata()).ok_or_else(|| Status::from(crate::domain::Error::Unauthenticated))?;
+            omega.authenticate(&key).await?
+        }
+    };
+    tracing::Span::current().record("key_id", caller.key_id);
+    Ok(caller)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata(pairs: &[(&'static str, &'static str)]) -> MetadataMap {
+        let mut map = MetadataMap::new();
+        for (name, value) in pairs {
+            map.append(*name, value.parse().unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn header_wins_over_cookie() {
+        let md = metadata(&[("x-api-key", "from-header"), ("cookie", "X-API-KEY=from-cookie")]);
+        assert_eq!(presented_key(&md).as_deref(), Some("from-header"));
+    }
+
+    #[test]
+    fn cookie_forms_are_accepted() {
+        for (header, want) in [
+            ("X-API-KEY=k1", Some("k1")),
+            ("theme=dark; api_key=k2", Some("k2")),
+            ("omega_api_key=\"k3\"; x=1", Some("k3")),
+            ("k4", Some("k4")),
+            ("theme=dark", None),
+            ("", None),
+        ] {
+            assert_eq!(key_from_cookie_header(header).as_deref(), want, "cookie {header:?}");
+        }
+    }
+
+    #[test]
+    fn empty_header_falls_back_to_cookie() {
+        let md = metadata(&[("x-api-key", " "), ("cookie", "api-key=k5")]);
+        assert_eq!(presented_key(&md).as_deref(), Some("k5"));
+    }
+}

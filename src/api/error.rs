@@ -1,0 +1,58 @@
+//! The one mapping from domain errors to gRPC statuses (and, through Envoy's transcoder and
+//! its Lua hook, to HTTP: INVALID_ARGUMENT → 422, NOT_FOUND → 404, UNAUTHENTICATED → 401,
+//! FAILED_PRECONDITION and ALREADY_EXISTS → 409, …).
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::domain::Error;
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        let message = err.to_string();
+        match err {
+            Error::InvalidArgument(violations) => {
+                let details = ErrorDetails::with_bad_request(
+                    violations
+                        .into_iter()
+                        .map(|v| tonic_types::FieldViolation::new(v.field, v.description))
+                        .collect::<Vec<_>>(),
+                );
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
+            Error::NotFound(_) => Status::not_found(message),
+            Error::Unauthenticated => Status::unauthenticated(message),
+            Error::PermissionDenied(_) => Status::permission_denied(message),
+            Error::FailedPrecondition(_) => Status::failed_precondition(message),
+            Error::Conflict(_) => Status::already_exists(message),
+            Error::Unavailable(_) => Status::unavailable(message),
+            Error::Internal(cause) => {
+                // The cause chain is for operators; the client learns only that it failed.
+                tracing::error!(error = format!("{cause:#}"), "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_errors_carry_bad_request_details() {
+        let status = Status::from(Error::invalid("status", "must be one of OPEN, RESOLVED"));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "invalid request: status: must be one of OPEN, RESOLVED");
+        let bad_request = status.get_details_bad_request().expect("BadRequest details");
+        assert_eq!(bad_request.field_violations.len(), 1);
+        assert_eq!(bad_request.field_violations[0].field, "status");
+    }
+
+    #[test]
+    fn internal_errors_are_opaque() {
+        let status = Status::from(Error::Internal(anyhow::anyhow!("password=hunter2 leaked?")));
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), "internal error");
+    }
+}

@@ -1,0 +1,32 @@
+//! The tonic services: each handler decodes its request, authenticates and authorizes the
+//! caller, calls the domain, and encodes the answer. Domain errors become `tonic::Status` in
+//! one place ([`error`]).
+
+pub mod api_keys;
+pub mod auth;
+pub mod chat;
+pub mod conversations;
+pub mod convert;
+pub mod directory;
+pub mod docs;
+pub mod encode;
+pub mod error;
+pub mod health;
+pub mod limits;
+pub mod messages;
+pub mod onboarding;
+pub mod providers;
+pub mod tokens;
+pub mod webhooks;
+
+pub use api_keys::ApiKeyApi;
+pub use chat::ChatApi;
+pub use conversations::ConversationApi;
+pub use directory::DirectoryApi;
+pub use docs::DocsApi;
+pub use health::HealthApi;
+pub use messages::MessagingApi;
+pub use onboarding::OnboardingApi;
+pub use providers::ProviderApi;
+pub use tokens::TokenApi;
+pub use webhooks::WebhookApi;

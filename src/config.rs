@@ -1,0 +1,260 @@
+//! Command line and `OMEGA_*` environment configuration (flags win over the environment).
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/omega.db?mode=rwc";
+
+#[derive(Debug, Parser)]
+#[command(name = "omega", version, about = "Omnichannel messaging backend: gRPC, gRPC-Web and REST (through Envoy)")]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+// Parsed once at start-up; boxing the big variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the API (gRPC, gRPC-Web, health, reflection) until SIGTERM/SIGINT.
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Create, list and revoke API keys.
+    Keys {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Write the FileDescriptorSet (for Envoy's transcoder, grpcurl, buf) or list the services.
+    Descriptor(DescriptorArgs),
+    /// Render `envoy/envoy.yaml` and the descriptor set into a directory, ready for `envoy -c`.
+    EnvoyConfig(EnvoyConfigArgs),
+    /// Write the OpenAPI 3 document of the REST surface (generated from the protos).
+    Openapi {
+        /// Where to write it (stdout when omitted).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log line format.
+    #[arg(long, global = true, env = "OMEGA_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log filter, in tracing's EnvFilter syntax (e.g. `info,omega=debug`).
+    #[arg(long, global = true, env = "OMEGA_LOG", default_value = "info")]
+    pub log: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// `sqlite://PATH?mode=rwc` (embedded, the default) or `postgres://USER@HOST:PORT/DB`.
+    #[arg(long, env = "OMEGA_DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+    pub database_url: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Address to serve gRPC and gRPC-Web on (port 0 picks a free port).
+    #[arg(long, env = "OMEGA_LISTEN_ADDR", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Write the bound address to this file once serving (useful with port 0).
+    #[arg(long, env = "OMEGA_ADDRESS_FILE")]
+    pub address_file: Option<PathBuf>,
+    /// Apply pending migrations before serving.
+    #[arg(long, env = "OMEGA_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate_on_start: bool,
+    /// A platform API key to install on start if it was never stored (≥ 32 characters).
+    #[arg(long, env = "OMEGA_BOOTSTRAP_API_KEY", hide_env_values = true)]
+    pub bootstrap_api_key: Option<String>,
+    /// Origins allowed by CORS for browser (gRPC-Web) calls, comma-separated; `*` for any.
+    #[arg(long, env = "OMEGA_CORS_ALLOWED_ORIGINS", value_delimiter = ',', default_value = "*")]
+    pub cors_allowed_origins: Vec<String>,
+    /// Seconds between the database checks that drive `grpc.health.v1`.
+    #[arg(long, env = "OMEGA_HEALTH_CHECK_INTERVAL_SECS", default_value_t = 5)]
+    pub health_check_interval_secs: u64,
+    /// Seconds between checks for snoozed conversations whose time has come.
+    #[arg(long, env = "OMEGA_SNOOZE_CHECK_INTERVAL_SECS", default_value_t = 5)]
+    pub snooze_check_interval_secs: u64,
+    /// Secret that signs access tokens (≥ 32 characters; the same on every replica).
+    #[arg(long, env = "OMEGA_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+    /// The secret before the last rotation: its tokens keep working until they expire.
+    #[arg(long, env = "OMEGA_TOKEN_PREVIOUS_SECRET", hide_env_values = true)]
+    pub token_previous_secret: Option<String>,
+    /// Failed authentications allowed per client address per minute before it gets 429s.
+    #[arg(long, env = "OMEGA_AUTH_FAILURES_PER_MINUTE", default_value_t = 30)]
+    pub auth_failures_per_minute: u32,
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
+}
+
+/// The delivery pipeline and its providers.
+#[derive(Debug, Clone, Args)]
+pub struct DeliveryArgs {
+    /// Delivery workers in this process (0 disables delivery here).
+    #[arg(long, env = "OMEGA_DELIVERY_WORKERS", default_value_t = 4)]
+    pub delivery_workers: usize,
+    /// Attempts before a message that keeps failing retryably is FAILED.
+    #[arg(long, env = "OMEGA_DELIVERY_MAX_ATTEMPTS", default_value_t = 5)]
+    pub delivery_max_attempts: i32,
+    /// First retry delay in milliseconds (doubled per attempt, with jitter).
+    #[arg(long, env = "OMEGA_DELIVERY_RETRY_BASE_MS", default_value_t = 2_000)]
+    pub delivery_retry_base_ms: u64,
+    /// How often idle workers look for due jobs, in milliseconds.
+    #[arg(long, env = "OMEGA_DELIVERY_POLL_MS", default_value_t = 500)]
+    pub delivery_poll_ms: u64,
+    /// Seconds a claimed job stays with its worker before another may take it.
+    #[arg(long, env = "OMEGA_DELIVERY_LEASE_SECS", default_value_t = 60)]
+    pub delivery_lease_secs: u64,
+    /// SMS per second per sender (number or messaging service); 0 = unpaced.
+    #[arg(long, env = "OMEGA_SMS_SENDER_RATE", default_value_t = 1.0)]
+    pub sms_sender_rate: f64,
+    /// Emails per second per sender address; 0 = unpaced.
+    #[arg(long, env = "OMEGA_EMAIL_SENDER_RATE", default_value_t = 0.0)]
+    pub email_sender_rate: f64,
+    #[arg(long, env = "OMEGA_TWILIO_BASE_URL", default_value = "https://api.twilio.com")]
+    pub twilio_base_url: String,
+    #[arg(long, env = "OMEGA_SENDGRID_BASE_URL", default_value = "https://api.sendgrid.com")]
+    pub sendgrid_base_url: String,
+    /// Seconds a provider call may take, all in.
+    #[arg(long, env = "OMEGA_PROVIDER_TIMEOUT_SECS", default_value_t = 10)]
+    pub provider_timeout_secs: u64,
+    /// Omega's public base URL, for provider callbacks (e.g. https://api.example.com).
+    #[arg(long, env = "OMEGA_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Twilio account used for businesses that have not set their own.
+    #[arg(long, env = "OMEGA_TWILIO_ACCOUNT_SID")]
+    pub twilio_account_sid: Option<String>,
+    #[arg(long, env = "OMEGA_TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    pub twilio_auth_token: Option<String>,
+    /// Twilio API key (SK…) and secret that sign voice access tokens.
+    #[arg(long, env = "OMEGA_TWILIO_API_KEY_SID")]
+    pub twilio_api_key_sid: Option<String>,
+    #[arg(long, env = "OMEGA_TWILIO_API_KEY_SECRET", hide_env_values = true)]
+    pub twilio_api_key_secret: Option<String>,
+    /// The TwiML app (AP…) whose Voice URL is Omega's /omega/voice-calls/twiml.
+    #[arg(long, env = "OMEGA_TWILIO_TWIML_APP_SID")]
+    pub twilio_twiml_app_sid: Option<String>,
+    /// SendGrid's Event Webhook verification key (base64 SPKI, from SendGrid's settings).
+    #[arg(long, env = "OMEGA_SENDGRID_WEBHOOK_PUBLIC_KEY")]
+    pub sendgrid_webhook_public_key: Option<String>,
+}
+
+impl DeliveryArgs {
+    pub fn webhook_settings(&self) -> crate::domain::webhooks::WebhookSettings {
+        let voice = match (
+            &self.twilio_account_sid,
+            &self.twilio_api_key_sid,
+            &self.twilio_api_key_secret,
+            &self.twilio_twiml_app_sid,
+        ) {
+            (Some(account_sid), Some(api_key_sid), Some(api_key_secret), Some(twiml_app_sid)) => {
+                Some(crate::domain::webhooks::VoiceSettings {
+                    account_sid: account_sid.clone(),
+                    api_key_sid: api_key_sid.clone(),
+                    api_key_secret: api_key_secret.clone(),
+                    twiml_app_sid: twiml_app_sid.clone(),
+                })
+            }
+            _ => None,
+        };
+        crate::domain::webhooks::WebhookSettings {
+            public_url: self.public_url.clone(),
+            platform_twilio: self.to_config().platform_twilio,
+            sendgrid_public_key: self.sendgrid_webhook_public_key.clone(),
+            voice,
+        }
+    }
+
+    pub fn to_config(&self) -> crate::delivery::DeliveryConfig {
+        use std::time::Duration;
+        let interval = |rate: f64| (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
+        crate::delivery::DeliveryConfig {
+            workers: self.delivery_workers,
+            batch: 8,
+            max_attempts: self.delivery_max_attempts.max(1),
+            lease: Duration::from_secs(self.delivery_lease_secs.max(5)),
+            poll_interval: Duration::from_millis(self.delivery_poll_ms.max(10)),
+            retry_base: Duration::from_millis(self.delivery_retry_base_ms),
+            sms_sender_interval: interval(self.sms_sender_rate),
+            email_sender_interval: interval(self.email_sender_rate),
+            twilio_base_url: self.twilio_base_url.clone(),
+            sendgrid_base_url: self.sendgrid_base_url.clone(),
+            provider_timeout: Duration::from_secs(self.provider_timeout_secs.max(1)),
+            public_url: self.public_url.clone(),
+            platform_twilio: match (&self.twilio_account_sid, &self.twilio_auth_token) {
+                (Some(account_sid), Some(auth_token)) => Some(crate::delivery::TwilioCredentials {
+                    account_sid: account_sid.clone(),
+                    auth_token: auth_token.clone(),
+                }),
+                _ => None,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DescriptorArgs {
+    /// Where to write the descriptor set (stdout when omitted).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the fully qualified service names instead.
+    #[arg(long)]
+    pub services: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvoyConfigArgs {
+    /// The config template shipped in the repository.
+    #[arg(long, env = "OMEGA_ENVOY_TEMPLATE", default_value = "envoy/envoy.yaml")]
+    pub template: PathBuf,
+    /// Directory that receives `envoy.yaml` and `omega.pb`.
+    #[arg(long, env = "OMEGA_ENVOY_OUT_DIR", default_value = "target/envoy")]
+    pub out_dir: PathBuf,
+    /// Address Envoy listens on for REST, gRPC and gRPC-Web.
+    #[arg(long, env = "OMEGA_ENVOY_LISTEN_ADDR", default_value = "0.0.0.0")]
+    pub listen_address: String,
+    #[arg(long, env = "OMEGA_ENVOY_PORT", default_value_t = 8080)]
+    pub listen_port: u16,
+    /// Envoy's admin interface, always on loopback.
+    #[arg(long, env = "OMEGA_ENVOY_ADMIN_PORT", default_value_t = 9901)]
+    pub admin_port: u16,
+    /// Where Omega serves gRPC.
+    #[arg(long, env = "OMEGA_UPSTREAM", default_value = "127.0.0.1:50051")]
+    pub upstream: SocketAddr,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it once: the platform's (default) or one business's.
+    Create {
+        /// What the key is for, shown in listings.
+        #[arg(long)]
+        label: String,
+        /// Scope the key to this business instead of the whole platform.
+        #[arg(long)]
+        business_id: Option<i64>,
+    },
+    /// List keys (prefix, scope, dates; never the secret).
+    List {
+        #[arg(long)]
+        business_id: Option<i64>,
+    },
+    /// Revoke a key at once.
+    Revoke { key_id: i64 },
+}

@@ -1,0 +1,801 @@
+//! Messages of every channel: queueing through the durable outbox, recording messages sent
+//! elsewhere, delivery status updates, normalized ingestion, deliberate retries and search.
+
+use chrono::{DateTime, Utc};
+use sea_orm::ConnectionTrait;
+use serde_json::json;
+
+use super::{
+    Error, Omega, Result, Violations,
+    auth::Caller,
+    conversations::{ensure_conversation, reopen},
+    pagination::{Page, PageRequest},
+    values::{self, Channel, ConversationStatus, DeliveryStatus, Direction, now},
+};
+use crate::store::{
+    StoreError,
+    conversations::{self as conversations_db, NewEvent, NewMessage},
+    directory,
+    entity::{client, conversation, location, message, message_attempt},
+    messages::{self as db, RetryFilter, StatusUpdate},
+};
+
+const SMS_MAX_CHARS: usize = 1_600;
+const MAX_MEDIA: usize = 10;
+const MAX_BULK: usize = 1_000;
+const PREVIEW_CHARS: usize = 160;
+
+/// A queue call: one message per client, on SMS or email.
+pub struct QueueInput {
+    pub channel: Channel,
+    pub business_id: i64,
+    pub client_ids: Vec<i64>,
+    pub content: String,
+    pub subject: String,
+    pub html: String,
+    pub media_urls: Vec<String>,
+    pub location_id: Option<i64>,
+    pub sent_by: Option<i64>,
+    pub idempotency_key: String,
+    /// The request id of the call, shared by all its messages.
+    pub request_id: String,
+}
+
+pub struct Queued {
+    pub request_id: String,
+    pub messages: Vec<message::Model>,
+}
+
+/// Who a message belongs to, as an ingesting service knows it.
+#[derive(Default)]
+pub struct ClientRef {
+    pub client_id: Option<i64>,
+    pub phone: String,
+    pub email: String,
+    pub external_ref: String,
+    pub name: String,
+}
+
+/// A message to store as it is (recorded or ingested; nothing is sent).
+pub struct IncomingMessage {
+    pub business_id: i64,
+    pub channel: Channel,
+    pub direction: String,
+    pub client: ClientRef,
+    pub content: String,
+    pub subject: String,
+    pub html: String,
+    pub media_urls: Vec<String>,
+    pub status: String,
+    pub provider: String,
+    pub provider_message_id: String,
+    pub idempotency_key: String,
+    pub occurred_at: String,
+    pub location_id: Option<i64>,
+    pub sent_by: Option<i64>,
+    pub request_id: String,
+}
+
+/// A delivery status reported for a message, by its id or the provider's.
+pub struct StatusReport {
+    pub message_id: String,
+    pub provider_message_id: String,
+    pub status: String,
+    pub error_code: String,
+    pub error_message: String,
+}
+
+/// Which FAILED messages a retry call re-enqueues.
+pub struct RetrySelection {
+    pub public_ids: Vec<String>,
+    pub request_id: String,
+    pub business_id: Option<i64>,
+    pub since: String,
+    pub until: String,
+    pub limit: u32,
+}
+
+pub struct Stored {
+    pub message: message::Model,
+    pub created: bool,
+}
+
+pub struct StatusOutcome {
+    pub message: message::Model,
+    pub applied: bool,
+}
+
+pub struct SearchHit {
+    pub message: message::Model,
+    pub rank: f64,
+    pub highlight: String,
+}
+
+/// Which sender a queued message goes out from, and the key its pace is kept under.
+struct Sender {
+    location_id: i64,
+    from: String,
+    key: String,
+}
+
+fn preview(content: &str) -> String {
+    content.chars().take(PREVIEW_CHARS).collect()
+}
+
+fn validate_media(v: &mut Violations, urls: &[String]) -> Vec<String> {
+    if urls.len() > MAX_MEDIA {
+        v.add("media_urls", format!("at most {MAX_MEDIA} media per message"));
+    }
+    let mut out = Vec::new();
+    for (i, url) in urls.iter().enumerate() {
+        let url = url.trim();
+        let ok = (url.starts_with("https://") || url.starts_with("http://"))
+            && url.len() > 10
+            && !url.contains(char::is_whitespace);
+        if ok {
+            out.push(url.to_owned());
+        } else {
+            v.add(format!("media_urls[{i}]"), "must be a public http(s) URL");
+        }
+    }
+    out
+}
+
+/// The sender a location gives a channel: its messaging service or first number for SMS, its
+/// email sender for email.
+fn sender_of(channel: Channel, location: &location::Model, numbers: &[(i64, String)]) -> Option<Sender> {
+    let from = match channel {
+        Channel::Sms => location
+            .messaging_service_sid
+            .clone()
+            .or_else(|| numbers.iter().find(|(id, _)| *id == location.id).map(|(_, n)| n.clone())),
+        Channel::Email => location.email_sender.clone(),
+        _ => None,
+    }?;
+    let key = sender_key(channel.as_str(), &from);
+    Some(Sender { location_id: location.id, from, key })
+}
+
+/// The key a sender's pace is kept under ("sms:+1415…", "sms:MG…", "email:hi@…").
+pub(crate) fn sender_key(channel: &str, from: &str) -> String {
+    format!("{}:{from}", channel.to_ascii_lowercase())
+}
+
+impl Omega {
+    async fn choose_sender(&self, business_id: i64, channel: Channel, location_id: Option<i64>) -> Result<Sender> {
+        let conn = self.store.connection();
+        let locations = match location_id {
+            Some(id) => vec![
+                directory::location(conn, business_id, id)
+                    .await?
+                    .ok_or_else(|| Error::invalid("location_id", format!("no location {id} in this business")))?,
+            ],
+            None => directory::list_locations(conn, business_id, None, 1_000).await?.0,
+        };
+        let ids: Vec<i64> = locations.iter().map(|l| l.id).collect();
+        let numbers = directory::location_numbers(conn, &ids).await?;
+        let what = if channel == Channel::Sms { "a phone number or messaging service" } else { "an email sender" };
+        locations.iter().find_map(|l| sender_of(channel, l, &numbers)).ok_or_else(|| match location_id {
+            Some(id) => {
+                Error::FailedPrecondition(format!("location {id} has no {} sender: give it {what}", channel.as_str()))
+            }
+            None => Error::FailedPrecondition(format!(
+                "the business has no {} sender: give a location {what}",
+                channel.as_str()
+            )),
+        })
+    }
+
+    /// Stores one QUEUED message per client and its delivery job, all in one transaction, and
+    /// wakes the dispatcher. A repeated idempotency key answers the first call's messages.
+    pub async fn queue_messages(&self, caller: &Caller, input: QueueInput) -> Result<Queued> {
+        let mut v = Violations::default();
+        let mut client_ids = Vec::new();
+        for id in &input.client_ids {
+            if !client_ids.contains(id) {
+                client_ids.push(*id);
+            }
+        }
+        if client_ids.is_empty() {
+            v.add("client_id", "is required: give client_id or client_ids");
+        }
+        if client_ids.len() > MAX_BULK {
+            v.add("client_ids", format!("at most {MAX_BULK} clients per call"));
+        }
+        let media = validate_media(&mut v, &input.media_urls);
+        let (content, subject, html) = match input.channel {
+            Channel::Sms => {
+                let content = input.content.trim().to_owned();
+                if content.chars().count() > SMS_MAX_CHARS {
+                    v.add("content", format!("must be at most {SMS_MAX_CHARS} characters"));
+                }
+                if content.is_empty() && media.is_empty() {
+                    v.add("content", "is required (or media_urls)");
+                }
+                (content, None, None)
+            }
+            _ => {
+                let subject = v.check(values::required_text("subject", &input.subject, 998));
+                let content = v.check(values::required_text("content", &input.content, 200_000)).unwrap_or_default();
+                let html = v.check(values::optional_text("html", &input.html, 1_000_000)).flatten();
+                if !media.is_empty() {
+                    v.add("media_urls", "email attachments are not supported yet");
+                }
+                (content, subject, html)
+            }
+        };
+        let key = v.check(values::optional_text("idempotency_key", &input.idempotency_key, 100)).flatten();
+        v.finish()?;
+        self.business(caller, input.business_id).await?;
+        let business_id = input.business_id;
+        let conn = self.store.connection();
+
+        let keys: Vec<String> = match &key {
+            Some(key) => client_ids.iter().map(|c| format!("{key}#{c}")).collect(),
+            None => Vec::new(),
+        };
+        let earlier = db::by_idempotency_keys(conn, business_id, &keys).await?;
+        if !earlier.is_empty() {
+            let request_id = earlier[0].request_id.clone().unwrap_or_default();
+            return Ok(Queued { request_id, messages: earlier });
+        }
+
+        let mut clients: Vec<client::Model> = Vec::with_capacity(client_ids.len());
+        let mut problems = Vec::new();
+        for id in &client_ids {
+            match directory::client(conn, business_id, *id).await? {
+                None => return Err(Error::NotFound(format!("client {id}"))),
+                Some(client) => {
+                    match input.channel {
+                        Channel::Sms if client.phone_e164.is_none() => {
+                            problems.push(format!("client {id} has no phone number"))
+                        }
+                        Channel::Sms if !client.sms_consent => problems.push(format!(
+                            "client {id} has not agreed to SMS (sms_consent is off, or they replied STOP)"
+                        )),
+                        Channel::Email if client.email.is_none() => {
+                            problems.push(format!("client {id} has no email address"))
+                        }
+                        _ => {}
+                    }
+                    clients.push(client);
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Error::FailedPrecondition(format!("nothing was queued: {}", problems.join("; "))));
+        }
+        let sender = self.choose_sender(business_id, input.channel, input.location_id).await?;
+        if let Some(staff_id) = input.sent_by {
+            self.active_staff(business_id, "sent_by", staff_id).await?;
+        }
+
+        let now = now();
+        let media_json = (!media.is_empty()).then(|| json!(media).to_string());
+        let txn = self.store.begin().await?;
+        let mut messages = Vec::with_capacity(clients.len());
+        for (i, client) in clients.iter().enumerate() {
+            let (conversation, _) =
+                ensure_conversation(&txn, Some(caller), business_id, client.id, Some(sender.location_id), now).await?;
+            let to = match input.channel {
+                Channel::Sms => client.phone_e164.clone(),
+                _ => client.email.clone(),
+            };
+            let message = conversations_db::insert_message(
+                &txn,
+                NewMessage {
+                    public_id: uuid::Uuid::now_v7().to_string(),
+                    business_id,
+                    conversation_id: conversation.id,
+                    client_id: client.id,
+                    channel: input.channel.as_str().into(),
+                    direction: Direction::Outbound.as_str().into(),
+                    sender_type: if input.sent_by.is_some() { "staff" } else { "system" }.into(),
+                    sender_staff_id: input.sent_by,
+                    content: content.clone(),
+                    subject: subject.clone(),
+                    html: html.clone(),
+                    media: media_json.clone(),
+                    request_id: Some(input.request_id.clone()),
+                    idempotency_key: keys.get(i).cloned(),
+                    location_id: Some(sender.location_id),
+                    from_address: Some(sender.from.clone()),
+                    to_address: to,
+                    status: DeliveryStatus::Queued.as_str().into(),
+                    ..Default::default()
+                },
+                now,
+            )
+            .await
+            .map_err(|err| match err {
+                StoreError::UniqueViolation(_) => {
+                    Error::Conflict("a call with this idempotency_key is in progress; retry".into())
+                }
+                other => other.into(),
+            })?;
+            db::insert_job(&txn, &message, &sender.key, now).await?;
+            let text = if content.is_empty() { "(media)" } else { &content };
+            db::note_message_in_conversation(
+                &txn,
+                conversation.id,
+                input.channel.bit(),
+                &preview(text),
+                input.channel.as_str(),
+                "OUTBOUND",
+                now,
+            )
+            .await?;
+            let event = NewEvent {
+                business_id,
+                conversation_id: Some(conversation.id),
+                kind: "message.queued",
+                actor_key_id: caller.actor_key(),
+                actor_staff_id: input.sent_by,
+                data: json!({ "message_id": message.public_id, "channel": message.channel, "request_id": input.request_id }),
+            };
+            conversations_db::append_event(&txn, event, now).await?;
+            messages.push(message);
+        }
+        txn.commit().await.map_err(StoreError::from)?;
+        self.delivery_wakeup.notify_waiters();
+        Ok(Queued { request_id: input.request_id, messages })
+    }
+
+    /// Finds the client an ingested message belongs to, creating it from the phone, email or
+    /// external reference given when none matches.
+    async fn resolve_client(&self, business: i64, reference: &ClientRef) -> Result<client::Model> {
+        let conn = self.store.connection();
+        if let Some(id) = reference.client_id {
+            return directory::client(conn, business, id).await?.ok_or_else(|| Error::NotFound(format!("client {id}")));
+        }
+        let calling_code =
+            directory::business(conn, business).await?.map(|b| b.default_calling_code).unwrap_or_else(|| "1".into());
+        let mut v = Violations::default();
+        let phone = (!reference.phone.trim().is_empty())
+            .then(|| v.check(values::phone("client.phone", &reference.phone, &calling_code)))
+            .flatten();
+        let email = (!reference.email.trim().is_empty())
+            .then(|| v.check(values::email("client.email", &reference.email)))
+            .flatten();
+        let external_ref =
+            v.check(values::optional_text("client.external_ref", &reference.external_ref, 200)).flatten();
+        let name = v.check(values::optional_text("client.name", &reference.name, 200)).flatten();
+        if phone.is_none() && email.is_none() && external_ref.is_none() && reference.client_id.is_none() {
+            v.add("client", "give client_id, phone, email or external_ref");
+        }
+        v.finish()?;
+        let found =
+            directory::clients_by_identity(conn, business, external_ref.as_deref(), phone.as_deref(), email.as_deref())
+                .await?;
+        let preferred = found
+            .iter()
+            .find(|c| external_ref.is_some() && c.external_ref == external_ref)
+            .or_else(|| found.iter().find(|c| phone.is_some() && c.phone_e164 == phone))
+            .or_else(|| found.first())
+            .cloned();
+        if let Some(client) = preferred {
+            return Ok(client);
+        }
+        let fields = directory::ClientFields { external_ref, name, phone_e164: phone, email, sms_consent: None };
+        match directory::insert_client(conn, business, fields, now()).await {
+            Ok(client) => Ok(client),
+            // Created concurrently by another message of the same client.
+            Err(StoreError::UniqueViolation(_)) => Box::pin(self.resolve_client(business, reference)).await,
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Stores a message as given (recorded or ingested); nothing is sent. Idempotent on the
+    /// provider's id and on the caller's idempotency key. An inbound message bumps the unread
+    /// count and reopens a resolved or snoozed conversation.
+    pub async fn store_message(&self, caller: &Caller, input: IncomingMessage) -> Result<Stored> {
+        let mut v = Violations::default();
+        if input.channel == Channel::Note {
+            v.add("channel", "notes are added with the note endpoint");
+        }
+        let direction = match input.direction.trim().to_ascii_uppercase().as_str() {
+            "INBOUND" => Some(Direction::Inbound),
+            "OUTBOUND" => Some(Direction::Outbound),
+            _ => {
+                v.add("direction", "must be INBOUND or OUTBOUND");
+                None
+            }
+        };
+        let media = validate_media(&mut v, &input.media_urls);
+        let content = input.content.trim().to_owned();
+        if content.is_empty() && media.is_empty() && input.channel != Channel::Voice {
+            v.add("content", "is required (or media_urls)");
+        }
+        if input.channel == Channel::Sms && content.chars().count() > SMS_MAX_CHARS {
+            v.add("content", format!("must be at most {SMS_MAX_CHARS} characters"));
+        }
+        let subject = v.check(values::optional_text("subject", &input.subject, 998)).flatten();
+        let html = v.check(values::optional_text("html", &input.html, 1_000_000)).flatten();
+        let status = match (input.status.trim().is_empty(), direction) {
+            (true, Some(Direction::Inbound)) => Some(DeliveryStatus::Received),
+            (true, _) => Some(DeliveryStatus::Sent),
+            (false, _) => v.check(DeliveryStatus::parse("status", &input.status)),
+        };
+        let occurred_at = v.check(values::parse_optional_time("occurred_at", &input.occurred_at)).flatten();
+        let provider =
+            v.check(values::optional_text("provider", &input.provider, 32)).flatten().map(|p| p.to_ascii_lowercase());
+        let provider_id =
+            v.check(values::optional_text("provider_message_id", &input.provider_message_id, 200)).flatten();
+        let key = v.check(values::optional_text("idempotency_key", &input.idempotency_key, 100)).flatten();
+        v.finish()?;
+        let (direction, status) = (direction.unwrap_or(Direction::Inbound), status.unwrap_or(DeliveryStatus::Received));
+        self.business(caller, input.business_id).await?;
+        let business_id = input.business_id;
+        let conn = self.store.connection();
+
+        // Already stored? (A provider retrying its webhook, a caller retrying its call.)
+        if let Some(provider_id) = &provider_id
+            && let Some(existing) = db::by_provider_id(conn, provider.as_deref(), provider_id).await?
+        {
+            if existing.business_id != business_id {
+                return Err(Error::invalid("provider_message_id", "belongs to another business's message"));
+            }
+            return Ok(Stored { message: existing, created: false });
+        }
+        if let Some(key) = &key
+            && let Some(existing) = db::by_idempotency_keys(conn, business_id, std::slice::from_ref(key)).await?.pop()
+        {
+            return Ok(Stored { message: existing, created: false });
+        }
+        if let Some(location_id) = input.location_id
+            && directory::location(conn, business_id, location_id).await?.is_none()
+        {
+            return Err(Error::invalid("location_id", format!("no location {location_id} in this business")));
+        }
+        if let Some(staff_id) = input.sent_by {
+            self.active_staff(business_id, "sent_by", staff_id).await?;
+        }
+        let client = self.resolve_client(business_id, &input.client).await?;
+
+        let now = now();
+        let at = occurred_at.unwrap_or(now);
+        let txn = self.store.begin().await?;
+        let (conversation, _) =
+            ensure_conversation(&txn, Some(caller), business_id, client.id, input.location_id, now).await?;
+        let (from, to) = match (input.channel, direction) {
+            (Channel::Sms, Direction::Inbound) => (client.phone_e164.clone(), None),
+            (Channel::Sms, _) => (None, client.phone_e164.clone()),
+            (Channel::Email, Direction::Inbound) => (client.email.clone(), None),
+            (Channel::Email, _) => (None, client.email.clone()),
+            _ => (None, None),
+        };
+        let inserted = conversations_db::insert_message(
+            &txn,
+            NewMessage {
+                public_id: uuid::Uuid::now_v7().to_string(),
+                business_id,
+                conversation_id: conversation.id,
+                client_id: client.id,
+                channel: input.channel.as_str().into(),
+                direction: direction.as_str().into(),
+                sender_type: match (direction, input.sent_by) {
+                    (Direction::Inbound, _) => "client",
+                    (_, Some(_)) => "staff",
+                    _ => "system",
+                }
+                .into(),
+                sender_staff_id: input.sent_by,
+                content: content.clone(),
+                subject,
+                html,
+                media: (!media.is_empty()).then(|| json!(media).to_string()),
+                request_id: Some(input.request_id.clone()),
+                idempotency_key: key.clone(),
+                provider: provider.clone(),
+                provider_message_id: provider_id.clone(),
+                location_id: input.location_id,
+                from_address: from,
+                to_address: to,
+                status: status.as_str().into(),
+                sent_at: (direction == Direction::Outbound && status.rank() >= DeliveryStatus::Sent.rank())
+                    .then_some(at),
+                delivered_at: (status == DeliveryStatus::Delivered).then_some(at),
+                created_at: Some(at),
+                ..Default::default()
+            },
+            now,
+        )
+        .await;
+        let message = match inserted {
+            Ok(message) => message,
+            // The same provider id or key stored concurrently: answer that one.
+            Err(StoreError::UniqueViolation(_)) => {
+                txn.rollback().await.map_err(StoreError::from)?;
+                let existing = match (&provider_id, &key) {
+                    (Some(id), _) => db::by_provider_id(conn, provider.as_deref(), id).await?,
+                    (None, Some(key)) => {
+                        db::by_idempotency_keys(conn, business_id, std::slice::from_ref(key)).await?.pop()
+                    }
+                    _ => None,
+                };
+                return existing
+                    .map(|message| Stored { message, created: false })
+                    .ok_or_else(|| Error::Conflict("the message changed concurrently; retry".into()));
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let text =
+            if content.is_empty() { format!("({})", input.channel.as_str().to_ascii_lowercase()) } else { content };
+        db::note_message_in_conversation(
+            &txn,
+            conversation.id,
+            input.channel.bit(),
+            &preview(&text),
+            input.channel.as_str(),
+            direction.as_str(),
+            at,
+        )
+        .await?;
+        if direction == Direction::Inbound {
+            reopen_for_inbound(&txn, &conversation, now).await?;
+        }
+        let event = NewEvent {
+            business_id,
+            conversation_id: Some(conversation.id),
+            kind: if direction == Direction::Inbound { "message.received" } else { "message.recorded" },
+            actor_key_id: caller.actor_key(),
+            actor_staff_id: input.sent_by,
+            data: json!({ "message_id": message.public_id, "channel": message.channel }),
+        };
+        conversations_db::append_event(&txn, event, now).await?;
+        txn.commit().await.map_err(StoreError::from)?;
+        Ok(Stored { message, created: true })
+    }
+
+    /// Applies a delivery status reported for a message (by its id or the provider's), if it is
+    /// a step forward; older and duplicate reports change nothing.
+    pub async fn update_delivery_status(
+        &self,
+        caller: &Caller,
+        channel: Channel,
+        report: StatusReport,
+    ) -> Result<StatusOutcome> {
+        let StatusReport { message_id, provider_message_id, status, error_code, error_message } = report;
+        let (message_id, provider_message_id) = (message_id.as_str(), provider_message_id.as_str());
+        let mut v = Violations::default();
+        let status = v.check(DeliveryStatus::parse("status", &status));
+        if message_id.trim().is_empty() && provider_message_id.trim().is_empty() {
+            v.add("message_id", "give message_id or provider_message_id");
+        }
+        let error_code = v.check(values::optional_text("error_code", &error_code, 32)).flatten();
+        let error_message = v.check(values::optional_text("error_message", &error_message, 2_000)).flatten();
+        v.finish()?;
+        let status = status.unwrap_or(DeliveryStatus::Queued);
+        let conn = self.store.connection();
+        let found = if message_id.trim().is_empty() {
+            db::by_provider_id(conn, None, provider_message_id.trim()).await?
+        } else {
+            db::by_public_id(conn, message_id.trim()).await?
+        };
+        let what = || {
+            format!(
+                "{} message {}",
+                channel.as_str(),
+                if message_id.is_empty() { provider_message_id } else { message_id }
+            )
+        };
+        let mut message = found
+            .filter(|m| m.channel == channel.as_str() && caller.require_business(m.business_id).is_ok())
+            .ok_or_else(|| Error::NotFound(what()))?;
+        for _ in 0..3 {
+            let current = DeliveryStatus::from_stored(&message.status);
+            if !current.may_become(status) {
+                return Ok(StatusOutcome { message, applied: false });
+            }
+            if self.apply_status(&message, status, error_code.clone(), error_message.clone(), None).await? {
+                let updated = db::by_id(conn, message.id).await?.unwrap_or(message);
+                return Ok(StatusOutcome { message: updated, applied: true });
+            }
+            // Changed under us: decide again from what is stored now.
+            message = db::by_id(conn, message.id).await?.ok_or_else(|| Error::NotFound(what()))?;
+        }
+        Err(Error::Conflict("the message changed concurrently; retry".into()))
+    }
+
+    /// Moves a message to `status` if it still has the status it was read with; appends an
+    /// event. Answers whether it moved.
+    pub(crate) async fn apply_status(
+        &self,
+        message: &message::Model,
+        status: DeliveryStatus,
+        error_code: Option<String>,
+        error_message: Option<String>,
+        provider: Option<(String, String)>,
+    ) -> Result<bool> {
+        let txn = self.store.begin().await?;
+        let change = StatusMove { status, error_code, error_message, provider };
+        if !move_status(&txn, message, &message.status, change, now()).await? {
+            return Ok(false);
+        }
+        txn.commit().await.map_err(StoreError::from)?;
+        Ok(true)
+    }
+
+    pub async fn messages_by_request(&self, caller: &Caller, request_id: &str) -> Result<Vec<message::Model>> {
+        let request_id = values::required_text("request_id", request_id, 64)?;
+        let scope = match caller.scope {
+            super::auth::Scope::Platform => None,
+            super::auth::Scope::Business(id) => Some(id),
+        };
+        let messages = db::by_request(self.store.connection(), scope, &request_id).await?;
+        if messages.is_empty() {
+            return Err(Error::NotFound(format!("messages of request {request_id}")));
+        }
+        Ok(messages)
+    }
+
+    pub async fn message_with_attempts(
+        &self,
+        caller: &Caller,
+        public_id: &str,
+    ) -> Result<(message::Model, Vec<message_attempt::Model>)> {
+        let conn = self.store.connection();
+        let message = db::by_public_id(conn, public_id.trim())
+            .await?
+            .filter(|m| caller.require_business(m.business_id).is_ok())
+            .ok_or_else(|| Error::NotFound(format!("message {public_id}")))?;
+        let attempts = db::attempts(conn, message.id).await?;
+        Ok((message, attempts))
+    }
+
+    /// Re-enqueues the FAILED messages a filter selects, each under a conditional update so that
+    /// two concurrent retries cannot both send it; their attempt history stays.
+    pub async fn retry_failed(&self, caller: &Caller, selection: RetrySelection) -> Result<(Vec<String>, u64)> {
+        let RetrySelection { public_ids, request_id, business_id, since, until, limit } = selection;
+        let (request_id, since, until) = (request_id.as_str(), since.as_str(), until.as_str());
+        let mut v = Violations::default();
+        let since = v.check(values::parse_optional_time("since", since)).flatten();
+        let until = v.check(values::parse_optional_time("until", until)).flatten();
+        let request_id = v.check(values::optional_text("request_id", request_id, 64)).flatten();
+        if limit > 1_000 {
+            v.add("limit", "must be at most 1000");
+        }
+        if public_ids.len() > 1_000 {
+            v.add("message_ids", "at most 1000 ids");
+        }
+        let business_id = match (caller.scope, business_id) {
+            (super::auth::Scope::Business(own), None) => Some(own),
+            (_, Some(id)) => Some(caller.require_business(id)?),
+            (super::auth::Scope::Platform, None) => None,
+        };
+        if public_ids.is_empty() && request_id.is_none() && business_id.is_none() && since.is_none() && until.is_none()
+        {
+            v.add("message_ids", "give message_ids, request_id, business_id or a time range");
+        }
+        v.finish()?;
+        let filter = RetryFilter {
+            business_id,
+            public_ids,
+            request_id,
+            since,
+            until,
+            limit: u64::from(if limit == 0 { 100 } else { limit }),
+        };
+        let candidates = db::retry_candidates(self.store.connection(), &filter).await?;
+        let (mut retried, mut skipped) = (Vec::new(), 0);
+        for message in candidates {
+            if message.status != DeliveryStatus::Failed.as_str() {
+                skipped += 1;
+                continue;
+            }
+            let now = now();
+            let txn = self.store.begin().await?;
+            if !db::requeue_failed(&txn, message.id, now).await? {
+                skipped += 1;
+                continue;
+            }
+            let sender_key = sender_key(&message.channel, message.from_address.as_deref().unwrap_or_default());
+            db::reschedule_job(&txn, &message, &sender_key, now).await?;
+            let event = NewEvent {
+                business_id: message.business_id,
+                conversation_id: Some(message.conversation_id),
+                kind: "message.retried",
+                actor_key_id: caller.actor_key(),
+                actor_staff_id: None,
+                data: json!({ "message_id": message.public_id, "attempts_so_far": message.attempt_count }),
+            };
+            conversations_db::append_event(&txn, event, now).await?;
+            txn.commit().await.map_err(StoreError::from)?;
+            retried.push(message.public_id);
+        }
+        if !retried.is_empty() {
+            self.delivery_wakeup.notify_waiters();
+        }
+        Ok((retried, skipped))
+    }
+
+    /// Full-text search within one conversation: every word must match (as a prefix), best
+    /// matches first, with a highlighted passage.
+    pub async fn search_messages(
+        &self,
+        caller: &Caller,
+        ids: (i64, i64, i64),
+        q: &str,
+        include_notes: bool,
+        page: PageRequest<u64>,
+    ) -> Result<Page<SearchHit>> {
+        let terms: Vec<String> =
+            q.split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty()).map(str::to_lowercase).take(16).collect();
+        if terms.is_empty() {
+            return Err(Error::invalid("q", "is required: one or more words to find"));
+        }
+        let conversation = self.conversation_at(caller, ids.0, ids.1, ids.2).await?;
+        let offset = page.after.unwrap_or(0);
+        let (rows, total) =
+            db::search(self.store.connection(), conversation.id, &terms, include_notes, offset, page.size + 1).await?;
+        let hits: Vec<SearchHit> =
+            rows.into_iter().map(|(message, rank, highlight)| SearchHit { message, rank, highlight }).collect();
+        let mut page = Page::from_rows(hits, page.size, total, |_| 0_u64);
+        if !page.next_page_token.is_empty() {
+            // Search pages by rank, which has no stable key: the cursor is the next offset.
+            page.next_page_token = super::pagination::token(&(offset + page.items.len() as u64));
+        }
+        Ok(page)
+    }
+}
+
+/// A delivery status to move a message to, with what the provider said.
+pub(crate) struct StatusMove {
+    pub status: DeliveryStatus,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    /// (provider, its id for the message), when it just accepted it.
+    pub provider: Option<(String, String)>,
+}
+
+/// Moves a message to a status if it is still `expected` (what the caller decided from), with
+/// the timestamps that go with it, and logs the change — in the caller's transaction. Answers
+/// whether it moved.
+pub(crate) async fn move_status(
+    conn: &impl ConnectionTrait,
+    message: &message::Model,
+    expected: &str,
+    change: StatusMove,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let StatusMove { status, error_code, error_message, provider } = change;
+    let failed = matches!(status, DeliveryStatus::Failed | DeliveryStatus::Undelivered);
+    let event_code = error_code.clone();
+    let update = StatusUpdate {
+        status: status.as_str(),
+        error_code,
+        error_message,
+        provider: provider.as_ref().map(|(p, _)| p.clone()),
+        provider_message_id: provider.map(|(_, id)| id),
+        sent_at: (status.rank() >= DeliveryStatus::Sent.rank() && message.sent_at.is_none() && !failed).then_some(now),
+        delivered_at: (status == DeliveryStatus::Delivered).then_some(now),
+        failed_at: failed.then_some(now),
+    };
+    if !db::change_status(conn, message.id, expected, update, now).await? {
+        return Ok(false);
+    }
+    let event = NewEvent {
+        business_id: message.business_id,
+        conversation_id: Some(message.conversation_id),
+        kind: "message.status_changed",
+        actor_key_id: None,
+        actor_staff_id: None,
+        data: json!({ "message_id": message.public_id, "from": expected, "to": status.as_str(), "error_code": event_code }),
+    };
+    conversations_db::append_event(conn, event, now).await?;
+    Ok(true)
+}
+
+/// An inbound message wakes a resolved or snoozed conversation (conditionally, counted and
+/// logged in the caller's transaction).
+pub(crate) async fn reopen_for_inbound(
+    conn: &impl ConnectionTrait,
+    conversation: &conversation::Model,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let status = ConversationStatus::from_stored(&conversation.status);
+    if matches!(status, ConversationStatus::Resolved | ConversationStatus::Snoozed) {
+        reopen(conn, conversation, "inbound_message", None, now).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! The rules of Omega, independent of any transport. API handlers call into this layer with an
+//! authenticated [`auth::Caller`]; it talks to the database only through [`crate::store`].
+
+pub mod auth;
+pub mod chat;
+pub mod conversations;
+pub mod directory;
+mod error;
+pub mod health;
+pub mod jwt;
+pub mod messages;
+pub mod pagination;
+pub mod providers;
+pub mod tokens;
+pub mod values;
+pub mod webhooks;
+
+use std::{sync::Arc, time::Instant};
+
+use tokio::sync::Notify;
+
+pub use error::{Error, FieldViolation, Result, Violations};
+
+use crate::store::Store;
+
+/// Omega's application core, shared by every transport and handler.
+#[derive(Clone, Debug)]
+pub struct Omega {
+    pub store: Store,
+    pub started_at: Instant,
+    /// Wakes the delivery workers when messages are queued (they also poll, for other replicas'
+    /// work and for retries that come due).
+    pub delivery_wakeup: Arc<Notify>,
+    /// What provider webhooks and voice tokens need (public URL, verification keys).
+    pub webhooks: Arc<webhooks::WebhookSettings>,
+    /// Access-token signing secrets and the session liveness cache.
+    pub tokens: Arc<tokens::TokenSettings>,
+}
+
+impl Omega {
+    pub fn new(store: Store) -> Self {
+        Self::with_settings(store, webhooks::WebhookSettings::default(), tokens::TokenSettings::default())
+    }
+
+    pub fn with_settings(store: Store, webhooks: webhooks::WebhookSettings, tokens: tokens::TokenSettings) -> Self {
+        Self {
+            store,
+            started_at: Instant::now(),
+            delivery_wakeup: Arc::new(Notify::new()),
+            webhooks: Arc::new(webhooks),
+            tokens: Arc::new(tokens),
+        }
+    }
+
+    pub async fn authenticate(&self, presented_key: &str) -> Result<auth::Caller> {
+        auth::authenticate(&self.store, presented_key).await
+    }
+}

@@ -1,0 +1,94 @@
+//! Keyset pagination shared by every list: a bounded page size and an opaque cursor
+//! ("page_token") that encodes where the previous page stopped, never an offset.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::{Error, Result};
+
+pub const DEFAULT_PAGE_SIZE: u64 = 50;
+pub const MAX_PAGE_SIZE: u64 = 200;
+
+/// A validated page request; `after` is the decoded cursor of the previous page.
+#[derive(Debug, Clone)]
+pub struct PageRequest<C> {
+    pub size: u64,
+    pub after: Option<C>,
+}
+
+impl<C: DeserializeOwned> PageRequest<C> {
+    /// Validates the wire fields `page_size` (0 = default) and `page_token` ("" = first page).
+    pub fn parse(page_size: u32, page_token: &str) -> Result<Self> {
+        let size = match u64::from(page_size) {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n > MAX_PAGE_SIZE => {
+                return Err(Error::invalid("page_size", format!("must be between 1 and {MAX_PAGE_SIZE}")));
+            }
+            n => n,
+        };
+        let after = if page_token.is_empty() {
+            None
+        } else {
+            let bytes = URL_SAFE_NO_PAD
+                .decode(page_token)
+                .map_err(|_| Error::invalid("page_token", "is not a token this list returned"))?;
+            Some(
+                serde_json::from_slice(&bytes)
+                    .map_err(|_| Error::invalid("page_token", "is not a token this list returned"))?,
+            )
+        };
+        Ok(Self { size, after })
+    }
+}
+
+/// One page of a list: its rows, the cursor of the next page (if any), and the total count.
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_page_token: String,
+    pub total: u64,
+}
+
+impl<T> Page<T> {
+    /// Builds a page from up to `size + 1` rows (the extra row tells that another page exists);
+    /// `cursor` gives the position of a row.
+    pub fn from_rows<C: Serialize>(mut rows: Vec<T>, size: u64, total: u64, cursor: impl Fn(&T) -> C) -> Self {
+        let more = rows.len() as u64 > size;
+        rows.truncate(size as usize);
+        let next_page_token = match rows.last() {
+            Some(last) if more => token(&cursor(last)),
+            _ => String::new(),
+        };
+        Self { items: rows, next_page_token, total }
+    }
+}
+
+/// The opaque page token of a cursor.
+pub fn token<C: Serialize>(cursor: &C) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(cursor).expect("cursors serialize"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_size_is_bounded_and_defaults() {
+        assert_eq!(PageRequest::<i64>::parse(0, "").unwrap().size, DEFAULT_PAGE_SIZE);
+        assert_eq!(PageRequest::<i64>::parse(200, "").unwrap().size, 200);
+        let err = PageRequest::<i64>::parse(201, "").unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(v) if v[0].field == "page_size"));
+    }
+
+    #[test]
+    fn tokens_round_trip_and_garbage_is_rejected() {
+        let page = Page::from_rows(vec![5_i64, 4, 3], 2, 3, |id| *id);
+        assert_eq!(page.items, vec![5, 4]);
+        let next = PageRequest::<i64>::parse(2, &page.next_page_token).unwrap();
+        assert_eq!(next.after, Some(4));
+        let last = Page::from_rows(vec![3_i64], 2, 3, |id| *id);
+        assert!(last.next_page_token.is_empty());
+        let err = PageRequest::<i64>::parse(2, "%%%").unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(v) if v[0].field == "page_token"));
+    }
+}

@@ -1,0 +1,157 @@
+//! A business's provider credentials: stored as given, never returned, never logged.
+
+use serde_json::json;
+
+use super::{Error, Omega, Result, Violations, auth::Caller, values::now};
+use crate::{
+    delivery::{SendGridCredentials, SmtpCredentials, TwilioCredentials},
+    store::messages as db,
+};
+
+/// What is configured, without secrets.
+pub struct ProviderSettings {
+    pub twilio_account_sid: Option<String>,
+    pub email_provider: Option<String>,
+    pub smtp_host: Option<String>,
+    pub smtp_port: u16,
+}
+
+fn sid_like(value: &str, prefix: &str) -> bool {
+    value.len() == 34 && value.starts_with(prefix) && value[2..].chars().all(|c| c.is_ascii_hexdigit())
+}
+
+impl Omega {
+    pub async fn set_twilio_credentials(
+        &self,
+        caller: &Caller,
+        business_id: i64,
+        account_sid: &str,
+        auth_token: &str,
+    ) -> Result<ProviderSettings> {
+        self.business(caller, business_id).await?;
+        let mut v = Violations::default();
+        if !sid_like(account_sid.trim(), "AC") {
+            v.add("account_sid", "must be a Twilio account SID (AC followed by 32 hex digits)");
+        }
+        if auth_token.trim().len() < 16 || auth_token.trim().len() > 128 {
+            v.add("auth_token", "must be the account's auth token");
+        }
+        v.finish()?;
+        let creds = TwilioCredentials { account_sid: account_sid.trim().into(), auth_token: auth_token.trim().into() };
+        let account = Some(creds.account_sid.clone());
+        self.store_credentials(
+            business_id,
+            "twilio",
+            serde_json::to_string(&creds).map_err(anyhow::Error::new)?,
+            account,
+        )
+        .await
+    }
+
+    pub async fn set_sendgrid_credentials(
+        &self,
+        caller: &Caller,
+        business_id: i64,
+        api_key: &str,
+    ) -> Result<ProviderSettings> {
+        self.business(caller, business_id).await?;
+        let key = api_key.trim();
+        if key.len() < 16 || key.len() > 256 || key.contains(char::is_whitespace) {
+            return Err(Error::invalid("api_key", "must be a SendGrid API key"));
+        }
+        let creds = SendGridCredentials { api_key: key.into() };
+        self.store_credentials(
+            business_id,
+            "sendgrid",
+            serde_json::to_string(&creds).map_err(anyhow::Error::new)?,
+            None,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn set_smtp_credentials(
+        &self,
+        caller: &Caller,
+        business_id: i64,
+        host: &str,
+        port: u32,
+        tls: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<ProviderSettings> {
+        self.business(caller, business_id).await?;
+        let mut v = Violations::default();
+        let host = host.trim();
+        if host.is_empty() || host.len() > 253 || host.contains(char::is_whitespace) {
+            v.add("host", "must be the SMTP server's host name");
+        }
+        let port = if port == 0 { 587 } else { port };
+        if port > 65_535 {
+            v.add("port", "must be a TCP port");
+        }
+        let tls = match tls.trim().to_ascii_lowercase().as_str() {
+            "" | "starttls" => "starttls",
+            "tls" => "tls",
+            "none" => "none",
+            _ => {
+                v.add("tls", "must be starttls, tls or none");
+                "starttls"
+            }
+        };
+        if username.is_empty() != password.is_empty() {
+            v.add("password", "give username and password together");
+        }
+        v.finish()?;
+        let creds = SmtpCredentials {
+            host: host.into(),
+            port: port as u16,
+            tls: tls.into(),
+            username: (!username.is_empty()).then(|| username.into()),
+            password: (!password.is_empty()).then(|| password.into()),
+        };
+        self.store_credentials(business_id, "smtp", serde_json::to_string(&creds).map_err(anyhow::Error::new)?, None)
+            .await
+    }
+
+    async fn store_credentials(
+        &self,
+        business_id: i64,
+        kind: &str,
+        config: String,
+        account: Option<String>,
+    ) -> Result<ProviderSettings> {
+        db::set_credentials(self.store.connection(), business_id, kind, config, account, now()).await?;
+        tracing::info!(business_id, kind, "provider credentials updated");
+        self.settings_of(business_id).await
+    }
+
+    pub async fn provider_settings(&self, caller: &Caller, business_id: i64) -> Result<ProviderSettings> {
+        self.business(caller, business_id).await?;
+        self.settings_of(business_id).await
+    }
+
+    async fn settings_of(&self, business_id: i64) -> Result<ProviderSettings> {
+        let rows = db::credentials(self.store.connection(), business_id).await?;
+        let mut settings =
+            ProviderSettings { twilio_account_sid: None, email_provider: None, smtp_host: None, smtp_port: 0 };
+        for row in rows {
+            let value: serde_json::Value = serde_json::from_str(&row.config).unwrap_or(json!({}));
+            match row.kind.as_str() {
+                "twilio" => settings.twilio_account_sid = value["account_sid"].as_str().map(str::to_owned),
+                "sendgrid" => {
+                    settings.email_provider = Some("sendgrid".into());
+                    settings.smtp_host = None;
+                    settings.smtp_port = 0;
+                }
+                "smtp" => {
+                    settings.email_provider = Some("smtp".into());
+                    settings.smtp_host = value["host"].as_str().map(str::to_owned);
+                    settings.smtp_port = value["port"].as_u64().unwrap_or(0) as u16;
+                }
+                _ => {}
+            }
+        }
+        Ok(settings)
+    }
+}

@@ -1,0 +1,415 @@
+//! The small vocabulary of the domain — statuses, channels, directions — and the validation
+//! and normalization of values that arrive from outside (phones, emails, time zones, times).
+
+use chrono::{DateTime, Utc};
+
+use super::{Error, Result};
+
+/// Time with microsecond precision: what PostgreSQL stores, so that values read back compare
+/// equal to the ones written (keyset cursors depend on it).
+pub fn now() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
+
+/// Parses an RFC 3339 time given in `field`.
+pub fn parse_time(field: &str, value: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(value.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| Error::invalid(field, "must be an RFC 3339 time, e.g. 2026-01-31T17:00:00Z"))
+}
+
+/// An optional RFC 3339 time: empty means absent.
+pub fn parse_optional_time(field: &str, value: &str) -> Result<Option<DateTime<Utc>>> {
+    if value.trim().is_empty() { Ok(None) } else { parse_time(field, value).map(Some) }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConversationStatus {
+    Open,
+    Pending,
+    Snoozed,
+    Resolved,
+}
+
+impl ConversationStatus {
+    pub const ALL: [Self; 4] = [Self::Open, Self::Pending, Self::Snoozed, Self::Resolved];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "OPEN",
+            Self::Pending => "PENDING",
+            Self::Snoozed => "SNOOZED",
+            Self::Resolved => "RESOLVED",
+        }
+    }
+
+    /// Any case; the seeds' ACTIVE is OPEN.
+    pub fn parse(field: &str, value: &str) -> Result<Self> {
+        match value.trim().to_ascii_uppercase().as_str() {
+            "OPEN" | "ACTIVE" => Ok(Self::Open),
+            "PENDING" => Ok(Self::Pending),
+            "SNOOZED" => Ok(Self::Snoozed),
+            "RESOLVED" => Ok(Self::Resolved),
+            "" => Err(Error::invalid(field, "is required: OPEN (or ACTIVE), PENDING, SNOOZED or RESOLVED")),
+            _ => Err(Error::invalid(
+                field,
+                format!("unknown status {value:?}: use OPEN (or ACTIVE), PENDING, SNOOZED or RESOLVED"),
+            )),
+        }
+    }
+
+    /// Reads a stored value (written by [`Self::as_str`]).
+    pub fn from_stored(value: &str) -> Self {
+        Self::parse("status", value).unwrap_or(Self::Open)
+    }
+}
+
+/// The channels a message travels on. Each has a bit in `conversations.channel_mask`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Channel {
+    Sms,
+    Email,
+    Voice,
+    Chat,
+    /// Internal notes: never sent, never shown to clients.
+    Note,
+}
+
+impl Channel {
+    /// The channels clients talk on (notes excluded).
+    pub const CLIENT_FACING: [Self; 4] = [Self::Sms, Self::Email, Self::Voice, Self::Chat];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sms => "SMS",
+            Self::Email => "EMAIL",
+            Self::Voice => "VOICE",
+            Self::Chat => "CHAT",
+            Self::Note => "NOTE",
+        }
+    }
+
+    pub fn bit(self) -> i32 {
+        match self {
+            Self::Sms => 1,
+            Self::Email => 2,
+            Self::Voice => 4,
+            Self::Chat => 8,
+            Self::Note => 0,
+        }
+    }
+
+    pub fn parse(field: &str, value: &str) -> Result<Self> {
+        match value.trim().to_ascii_uppercase().as_str() {
+            "SMS" | "MMS" => Ok(Self::Sms),
+            "EMAIL" => Ok(Self::Email),
+            "VOICE" | "CALL" => Ok(Self::Voice),
+            "CHAT" => Ok(Self::Chat),
+            "NOTE" => Ok(Self::Note),
+            _ => Err(Error::invalid(field, format!("unknown channel {value:?}: use SMS, EMAIL, VOICE, CHAT or NOTE"))),
+        }
+    }
+
+    /// An optional filter value: empty means any channel.
+    pub fn parse_filter(field: &str, value: &str) -> Result<Option<Self>> {
+        if value.trim().is_empty() { Ok(None) } else { Self::parse(field, value).map(Some) }
+    }
+
+    /// The channel names present in a mask.
+    pub fn names_in_mask(mask: i32) -> Vec<String> {
+        Self::CLIENT_FACING.iter().filter(|c| mask & c.bit() != 0).map(|c| c.as_str().to_owned()).collect()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+    Internal,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inbound => "INBOUND",
+            Self::Outbound => "OUTBOUND",
+            Self::Internal => "INTERNAL",
+        }
+    }
+
+    pub fn parse_filter(field: &str, value: &str) -> Result<Option<Self>> {
+        match value.trim().to_ascii_uppercase().as_str() {
+            "" => Ok(None),
+            "INBOUND" => Ok(Some(Self::Inbound)),
+            "OUTBOUND" => Ok(Some(Self::Outbound)),
+            "INTERNAL" => Ok(Some(Self::Internal)),
+            _ => Err(Error::invalid(field, format!("unknown direction {value:?}: use INBOUND, OUTBOUND or INTERNAL"))),
+        }
+    }
+}
+
+/// A required, trimmed text of at most `max` characters.
+pub fn required_text(field: &str, value: &str, max: usize) -> Result<String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(Error::invalid(field, "is required"));
+    }
+    optional_text(field, value, max).map(|v| v.unwrap_or_default())
+}
+
+/// An optional, trimmed text of at most `max` characters: empty means absent.
+pub fn optional_text(field: &str, value: &str, max: usize) -> Result<Option<String>> {
+    let value = value.trim();
+    if value.chars().count() > max {
+        return Err(Error::invalid(field, format!("must be at most {max} characters")));
+    }
+    Ok((!value.is_empty()).then(|| value.to_owned()))
+}
+
+/// A lower-case identifier word (`role`, `category`): letters, digits and underscores.
+pub fn slug(field: &str, value: &str, default: &str) -> Result<String> {
+    let value = value.trim().to_ascii_lowercase();
+    if value.is_empty() {
+        return Ok(default.to_owned());
+    }
+    let ok = value.len() <= 32
+        && value.starts_with(|c: char| c.is_ascii_lowercase())
+        && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok { Ok(value) } else { Err(Error::invalid(field, "must be 1 to 32 lower-case letters, digits or underscores")) }
+}
+
+/// Validates an IANA time zone name ("America/New_York"); empty is an error.
+pub fn time_zone(field: &str, value: &str) -> Result<String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(Error::invalid(field, "is required: an IANA time zone such as America/New_York"));
+    }
+    value.parse::<chrono_tz::Tz>().map(|tz| tz.name().to_owned()).map_err(|_| {
+        Error::invalid(field, format!("unknown time zone {value:?}: use an IANA name such as America/New_York"))
+    })
+}
+
+/// A country calling code: 1 to 3 digits, no leading zero ("1" when empty).
+pub fn calling_code(field: &str, value: &str) -> Result<String> {
+    let value = value.trim().trim_start_matches('+');
+    if value.is_empty() {
+        return Ok("1".into());
+    }
+    let ok = (1..=3).contains(&value.len()) && value.chars().all(|c| c.is_ascii_digit()) && !value.starts_with('0');
+    if ok { Ok(value.to_owned()) } else { Err(Error::invalid(field, "must be a country calling code such as 1 or 44")) }
+}
+
+/// Normalizes a phone number to E.164. Spaces, dashes, dots and parentheses are ignored;
+/// `+` or `00` introduce an international number; otherwise the business's calling code is
+/// assumed (a leading trunk `0` is dropped, and for NANP an 11-digit number starting with 1 is
+/// taken as already including it). E.164 allows at most 15 digits.
+pub fn phone(field: &str, value: &str, default_calling_code: &str) -> Result<String> {
+    let raw = value.trim();
+    let invalid = || Error::invalid(field, format!("{raw:?} is not a valid phone number (E.164, e.g. +14155550123)"));
+    if raw.is_empty() {
+        return Err(Error::invalid(field, "is required"));
+    }
+    let mut digits = String::new();
+    for (i, c) in raw.chars().enumerate() {
+        match c {
+            '0'..='9' => digits.push(c),
+            '+' if i == 0 => {}
+            ' ' | '-' | '.' | '(' | ')' => {}
+            _ => return Err(invalid()),
+        }
+    }
+    let international = if raw.starts_with('+') {
+        digits
+    } else if let Some(rest) = digits.strip_prefix("00") {
+        rest.to_owned()
+    } else if default_calling_code == "1" && digits.len() == 11 && digits.starts_with('1') {
+        digits
+    } else {
+        format!("{default_calling_code}{}", digits.trim_start_matches('0'))
+    };
+    let national_ok = if international.starts_with('1') { international.len() == 11 } else { true };
+    if !(8..=15).contains(&international.len()) || international.starts_with('0') || !national_ok {
+        return Err(invalid());
+    }
+    Ok(format!("+{international}"))
+}
+
+/// Lower-cases and checks an email address (one `@`, a dotted domain, no spaces).
+pub fn email(field: &str, value: &str) -> Result<String> {
+    let value = value.trim().to_lowercase();
+    let valid = value.len() <= 254
+        && !value.chars().any(char::is_whitespace)
+        && value.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains("..")
+        });
+    if valid { Ok(value) } else { Err(Error::invalid(field, format!("{value:?} is not a valid email address"))) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phones_normalize_to_e164() {
+        for (input, want) in [
+            ("+1 (415) 555-0123", "+14155550123"),
+            ("415.555.0123", "+14155550123"),
+            ("1-415-555-0123", "+14155550123"),
+            ("0044 20 7946 0958", "+442079460958"),
+            ("+44 20 7946 0958", "+442079460958"),
+        ] {
+            assert_eq!(phone("phone", input, "1").unwrap(), want, "{input}");
+        }
+        assert_eq!(phone("phone", "020 7946 0958", "44").unwrap(), "+442079460958");
+        for bad in ["", "12345", "+1 415 555 012", "415-555-0123 ext 4", "+0123456789", "+1234567890123456", "phone"] {
+            assert!(phone("phone", bad, "1").is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn emails_are_lowercased_and_checked() {
+        assert_eq!(email("email", " Ana@Example.COM ").unwrap(), "ana@example.com");
+        for bad in ["ana", "ana@", "@x.com", "ana@x", "a b@x.com", "a@x..com", "a@@x.com"] {
+            assert!(email("email", bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn statuses_accept_the_seeds_spelling() {
+        assert_eq!(ConversationStatus::parse("status", "ACTIVE").unwrap(), ConversationStatus::Open);
+        assert_eq!(ConversationStatus::parse("status", "resolved").unwrap(), ConversationStatus::Resolved);
+        assert!(
+            matches!(ConversationStatus::parse("status", "DONE"), Err(Error::InvalidArgument(v)) if v[0].field == "status")
+        );
+    }
+
+    #[test]
+    fn time_zones_and_slugs() {
+        assert_eq!(time_zone("tz", "America/New_York").unwrap(), "America/New_York");
+        assert!(time_zone("tz", "Mars/Olympus").is_err());
+        assert_eq!(slug("role", "", "staff").unwrap(), "staff");
+        assert_eq!(slug("role", "Front_Desk", "staff").unwrap(), "front_desk");
+        assert!(slug("role", "front desk", "staff").is_err());
+    }
+
+    #[test]
+    fn channel_masks_round_trip() {
+        let mask = Channel::Sms.bit() | Channel::Chat.bit();
+        assert_eq!(Channel::names_in_mask(mask), vec!["SMS", "CHAT"]);
+    }
+}
+
+/// Where a message is on its way. Statuses only move up in rank (provider callbacks arrive out
+/// of order and twice); only a deliberate retry sends a FAILED message back to QUEUED.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    Accepted,
+    Scheduled,
+    Queued,
+    Sending,
+    Sent,
+    Delivered,
+    Undelivered,
+    Failed,
+    PartiallyDelivered,
+    Canceled,
+    Read,
+    /// Inbound messages.
+    Received,
+    /// Internal notes and other messages that are never delivered.
+    Recorded,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "ACCEPTED",
+            Self::Scheduled => "SCHEDULED",
+            Self::Queued => "QUEUED",
+            Self::Sending => "SENDING",
+            Self::Sent => "SENT",
+            Self::Delivered => "DELIVERED",
+            Self::Undelivered => "UNDELIVERED",
+            Self::Failed => "FAILED",
+            Self::PartiallyDelivered => "PARTIALLY_DELIVERED",
+            Self::Canceled => "CANCELED",
+            Self::Read => "READ",
+            Self::Received => "RECEIVED",
+            Self::Recorded => "RECORDED",
+        }
+    }
+
+    /// Twilio's statuses (DESIGN.md's order), email event names, and our own names, any case.
+    pub fn parse(field: &str, value: &str) -> Result<Self> {
+        Ok(match value.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+            "accepted" => Self::Accepted,
+            "scheduled" => Self::Scheduled,
+            "queued" => Self::Queued,
+            "sending" | "deferred" => Self::Sending,
+            "sent" | "processed" => Self::Sent,
+            "delivered" => Self::Delivered,
+            "undelivered" | "bounce" | "bounced" => Self::Undelivered,
+            "failed" | "dropped" => Self::Failed,
+            "partially_delivered" => Self::PartiallyDelivered,
+            "canceled" | "cancelled" => Self::Canceled,
+            "read" | "open" | "opened" => Self::Read,
+            "received" | "receiving" => Self::Received,
+            "recorded" => Self::Recorded,
+            "" => return Err(Error::invalid(field, "is required")),
+            _ => return Err(Error::invalid(field, format!("unknown delivery status {value:?}"))),
+        })
+    }
+
+    pub fn from_stored(value: &str) -> Self {
+        Self::parse("status", value).unwrap_or(Self::Queued)
+    }
+
+    /// accepted|scheduled < queued < sending < sent < {delivered, undelivered, failed,
+    /// partially delivered, canceled} < read.
+    pub fn rank(self) -> u8 {
+        match self {
+            Self::Accepted | Self::Scheduled => 0,
+            Self::Queued => 1,
+            Self::Sending => 2,
+            Self::Sent => 3,
+            Self::Delivered
+            | Self::Undelivered
+            | Self::Failed
+            | Self::PartiallyDelivered
+            | Self::Canceled
+            | Self::Received
+            | Self::Recorded => 4,
+            Self::Read => 5,
+        }
+    }
+
+    /// Whether a message that is `self` may become `next`.
+    pub fn may_become(self, next: Self) -> bool {
+        next.rank() > self.rank()
+    }
+}
+
+#[cfg(test)]
+mod delivery_status_tests {
+    use super::DeliveryStatus::*;
+    use super::*;
+
+    #[test]
+    fn statuses_only_move_up() {
+        assert!(Queued.may_become(Sent));
+        assert!(Sent.may_become(Delivered));
+        assert!(Delivered.may_become(Read));
+        assert!(!Delivered.may_become(Sent));
+        assert!(!Delivered.may_become(Failed), "terminal statuses do not replace each other");
+        assert!(!Sent.may_become(Sent), "duplicates change nothing");
+        assert_eq!(DeliveryStatus::parse("status", "partially-delivered").unwrap(), PartiallyDelivered);
+        assert_eq!(DeliveryStatus::parse("status", "bounce").unwrap(), Undelivered);
+        assert!(DeliveryStatus::parse("status", "teleported").is_err());
+    }
+}

@@ -1,0 +1,522 @@
+//! Provider webhooks: Twilio's inbound SMS, SMS and call status callbacks, the TwiML a browser
+//! call asks for, SendGrid's event webhook — and the voice access tokens browsers call with.
+//!
+//! Every webhook is authenticated by the provider's signature, checked before anything it says
+//! is used; then it is applied idempotently (providers retry, and reorder).
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use super::{
+    Error, Omega, Result,
+    auth::{Caller, Scope},
+    messages::{ClientRef, IncomingMessage, StatusReport},
+    values::{self, Channel, DeliveryStatus, now},
+};
+use crate::{
+    delivery::TwilioCredentials,
+    providers::signatures,
+    store::{
+        directory::{self, ClientFields},
+        entity::location,
+        messages as db,
+    },
+};
+
+const MAX_BODY: usize = 256 * 1024;
+const MAX_EVENTS: usize = 10_000;
+
+/// Settings webhooks and voice tokens need.
+#[derive(Clone, Debug, Default)]
+pub struct WebhookSettings {
+    /// Omega's public base URL (what providers call); otherwise taken from the forwarded headers
+    /// Envoy sets.
+    pub public_url: Option<String>,
+    pub platform_twilio: Option<TwilioCredentials>,
+    /// SendGrid's Event Webhook verification key (base64 SPKI).
+    pub sendgrid_public_key: Option<String>,
+    pub voice: Option<VoiceSettings>,
+}
+
+#[derive(Clone)]
+pub struct VoiceSettings {
+    pub account_sid: String,
+    pub api_key_sid: String,
+    pub api_key_secret: String,
+    pub twiml_app_sid: String,
+}
+
+impl std::fmt::Debug for VoiceSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VoiceSettings").field("api_key_sid", &self.api_key_sid).finish_non_exhaustive()
+    }
+}
+
+/// A webhook as it arrived.
+pub struct WebhookRequest {
+    /// The full public URL the provider called (with its query).
+    pub url: String,
+    pub content_type: String,
+    pub body: Vec<u8>,
+    /// The provider's signature header(s): Twilio's, or SendGrid's signature and timestamp.
+    pub signature: String,
+    pub timestamp: String,
+}
+
+const STOP_WORDS: [&str; 6] = ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"];
+const START_WORDS: [&str; 3] = ["START", "YES", "UNSTOP"];
+
+/// The empty TwiML answer (nothing to say back).
+pub const EMPTY_TWIML: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#;
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&apos;")
+}
+
+fn form_of(request: &WebhookRequest) -> Result<Vec<(String, String)>> {
+    if request.body.len() > MAX_BODY {
+        return Err(Error::invalid("body", format!("is larger than {MAX_BODY} bytes")));
+    }
+    let media_type = request.content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    if media_type != "application/x-www-form-urlencoded" {
+        // Twilio error 12300: webhooks are form posts.
+        return Err(Error::invalid("content-type", "must be application/x-www-form-urlencoded"));
+    }
+    Ok(form_urlencoded::parse(&request.body).into_owned().collect())
+}
+
+fn param<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    form.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+}
+
+fn required<'a>(form: &'a [(String, String)], name: &str) -> Result<&'a str> {
+    param(form, name).ok_or_else(|| Error::invalid(name, "is required"))
+}
+
+impl Omega {
+    /// Checks `X-Twilio-Signature` with the auth token of the account the form names; answers
+    /// that account's SID. Nothing is looked up but the token.
+    async fn verify_twilio(&self, request: &WebhookRequest, form: &[(String, String)]) -> Result<String> {
+        let forbidden = || Error::PermissionDenied("the Twilio signature does not match".into());
+        let account = param(form, "AccountSid").ok_or_else(forbidden)?.to_owned();
+        let mut tokens = Vec::new();
+        if let Some(platform) = &self.webhooks.platform_twilio
+            && platform.account_sid == account
+        {
+            tokens.push(platform.auth_token.clone());
+        }
+        for row in db::credentials_by_account(self.store.connection(), "twilio", &account).await? {
+            if let Ok(creds) = serde_json::from_str::<TwilioCredentials>(&row.config) {
+                tokens.push(creds.auth_token);
+            }
+        }
+        let valid = tokens
+            .iter()
+            .any(|token| signatures::twilio_signature_valid(token, &request.url, form, &request.signature));
+        if !valid {
+            tracing::warn!(account, "Twilio webhook with a bad or missing signature refused");
+            return Err(forbidden());
+        }
+        Ok(account)
+    }
+
+    /// The location a Twilio message concerns: by its messaging service first (pools send from
+    /// many numbers), then by the number it was sent to. The business must use `account`.
+    async fn location_for(
+        &self,
+        account: &str,
+        messaging_service: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Option<location::Model>> {
+        let conn = self.store.connection();
+        let found = match (messaging_service, to) {
+            (Some(sid), _) => directory::location_by_messaging_service(conn, sid).await?,
+            _ => None,
+        };
+        let found = match (found, to) {
+            (Some(location), _) => Some(location),
+            (None, Some(number)) => directory::location_by_number(conn, number).await?,
+            (None, None) => None,
+        };
+        let Some(location) = found else { return Ok(None) };
+        let uses_account = self.webhooks.platform_twilio.as_ref().is_some_and(|p| p.account_sid == account)
+            || db::credentials(conn, location.business_id)
+                .await?
+                .iter()
+                .any(|c| c.kind == "twilio" && c.account_ref.as_deref() == Some(account));
+        if !uses_account {
+            return Err(Error::PermissionDenied(
+                "the number belongs to a business that does not use this Twilio account".into(),
+            ));
+        }
+        Ok(Some(location))
+    }
+
+    /// An inbound SMS/MMS: stored once (by MessageSid) in the sender's conversation, which it
+    /// reopens; STOP / START keywords change the client's SMS consent. Answers TwiML.
+    pub async fn receive_twilio_sms(&self, request: WebhookRequest) -> Result<String> {
+        let form = form_of(&request)?;
+        let account = self.verify_twilio(&request, &form).await?;
+        let sid = required(&form, "MessageSid").or_else(|_| required(&form, "SmsSid"))?.to_owned();
+        let from = required(&form, "From")?.to_owned();
+        let body = param(&form, "Body").unwrap_or_default().to_owned();
+        let media_count: usize = param(&form, "NumMedia").and_then(|n| n.parse().ok()).unwrap_or(0).min(10);
+        let media: Vec<String> =
+            (0..media_count).filter_map(|i| param(&form, &format!("MediaUrl{i}")).map(str::to_owned)).collect();
+        let Some(location) =
+            self.location_for(&account, param(&form, "MessagingServiceSid"), param(&form, "To")).await?
+        else {
+            tracing::warn!(message_sid = sid, "inbound SMS for a number no business uses; ignored");
+            return Ok(EMPTY_TWIML.to_owned());
+        };
+        let business_id = location.business_id;
+        let caller = Caller::without_key(Scope::Business(business_id));
+        let stored = self
+            .store_message(
+                &caller,
+                IncomingMessage {
+                    business_id,
+                    channel: Channel::Sms,
+                    direction: "INBOUND".into(),
+                    client: ClientRef { phone: from, ..Default::default() },
+                    content: if body.is_empty() && media.is_empty() { "(empty message)".into() } else { body.clone() },
+                    subject: String::new(),
+                    html: String::new(),
+                    media_urls: media,
+                    status: "received".into(),
+                    provider: "twilio".into(),
+                    provider_message_id: sid,
+                    idempotency_key: String::new(),
+                    occurred_at: String::new(),
+                    location_id: Some(location.id),
+                    sent_by: None,
+                    request_id: String::new(),
+                },
+            )
+            .await?;
+        if stored.created {
+            let keyword = body.trim().to_ascii_uppercase();
+            let consent = if STOP_WORDS.contains(&keyword.as_str()) {
+                Some(false)
+            } else if START_WORDS.contains(&keyword.as_str()) {
+                Some(true)
+            } else {
+                None
+            };
+            if let Some(consent) = consent {
+                self.set_sms_consent(business_id, stored.message.client_id, consent).await?;
+            }
+        }
+        Ok(EMPTY_TWIML.to_owned())
+    }
+
+    async fn set_sms_consent(&self, business_id: i64, client_id: i64, consent: bool) -> Result<()> {
+        let conn = self.store.connection();
+        if let Some(client) = directory::client(conn, business_id, client_id).await? {
+            let fields = ClientFields {
+                external_ref: None,
+                name: None,
+                phone_e164: None,
+                email: None,
+                sms_consent: Some(consent),
+            };
+            directory::update_client(conn, client, fields, now()).await?;
+            tracing::info!(business_id, client_id, consent, "SMS consent changed by keyword");
+        }
+        Ok(())
+    }
+
+    /// Twilio's status callback for an SMS: applied if it moves the message forward.
+    pub async fn receive_twilio_sms_status(&self, request: WebhookRequest) -> Result<()> {
+        let form = form_of(&request)?;
+        self.verify_twilio(&request, &form).await?;
+        let sid = required(&form, "MessageSid").or_else(|_| required(&form, "SmsSid"))?.to_owned();
+        let status = required(&form, "MessageStatus").or_else(|_| required(&form, "SmsStatus"))?.to_owned();
+        let report = StatusReport {
+            message_id: String::new(),
+            provider_message_id: sid.clone(),
+            status,
+            error_code: param(&form, "ErrorCode").unwrap_or_default().to_owned(),
+            error_message: param(&form, "ErrorMessage").unwrap_or_default().to_owned(),
+        };
+        match self.update_delivery_status(&Caller::without_key(Scope::Platform), Channel::Sms, report).await {
+            Ok(_) => Ok(()),
+            // A message Omega did not send (or no longer has): nothing to update, and Twilio
+            // must not retry.
+            Err(Error::NotFound(_)) => {
+                tracing::info!(message_sid = sid, "status callback for an unknown message; ignored");
+                Ok(())
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Twilio's call status callback: moves the call record forward (ordered by SequenceNumber;
+    /// late and repeated callbacks change nothing) and records its duration.
+    pub async fn receive_twilio_voice_status(&self, request: WebhookRequest) -> Result<()> {
+        let form = form_of(&request)?;
+        self.verify_twilio(&request, &form).await?;
+        let sid = required(&form, "CallSid")?.to_owned();
+        let call_status = required(&form, "CallStatus")?.to_ascii_lowercase();
+        let status = match call_status.as_str() {
+            "queued" | "initiated" => DeliveryStatus::Queued,
+            "ringing" => DeliveryStatus::Sending,
+            "in-progress" | "answered" => DeliveryStatus::Sent,
+            "completed" => DeliveryStatus::Delivered,
+            "busy" | "no-answer" => DeliveryStatus::Undelivered,
+            "failed" => DeliveryStatus::Failed,
+            "canceled" => DeliveryStatus::Canceled,
+            _ => return Err(Error::invalid("CallStatus", format!("unknown call status {call_status:?}"))),
+        };
+        let sequence: Option<i32> = param(&form, "SequenceNumber").and_then(|s| s.parse().ok());
+        let duration: Option<i32> = param(&form, "CallDuration").and_then(|s| s.parse().ok());
+        let conn = self.store.connection();
+        let Some(call) = db::by_provider_id(conn, Some("twilio"), &sid).await?.filter(|m| m.channel == "VOICE") else {
+            tracing::info!(call_sid = sid, "status callback for an unknown call; ignored");
+            return Ok(());
+        };
+        if let (Some(seq), Some(seen)) = (sequence, call.provider_sequence)
+            && seq <= seen
+        {
+            return Ok(()); // Older than what was applied.
+        }
+        let current = DeliveryStatus::from_stored(&call.status);
+        if current.may_become(status) {
+            let code = (status == DeliveryStatus::Undelivered || status == DeliveryStatus::Failed)
+                .then(|| call_status.clone());
+            self.apply_status(&call, status, code, None, None).await?;
+        }
+        db::set_call_progress(conn, call.id, duration, sequence).await?;
+        Ok(())
+    }
+
+    /// The TwiML for a call a staff member's browser places (identity `staff_<business>_<staff>`):
+    /// dial the number with a number the business owns as caller id, and record the call in the
+    /// client's conversation.
+    pub async fn twiml_for_call(&self, request: WebhookRequest) -> Result<String> {
+        let form = form_of(&request)?;
+        let account = self.verify_twilio(&request, &form).await?;
+        let call_sid = required(&form, "CallSid")?.to_owned();
+        let Some((business_id, staff_id)) = param(&form, "From").and_then(parse_identity) else {
+            return Ok(say_and_hang_up("This call could not be placed: the caller is not a staff member."));
+        };
+        let Some(to) = param(&form, "To") else {
+            return Ok(say_and_hang_up("This call could not be placed: no number was given."));
+        };
+        let Some(business) = directory::business(self.store.connection(), business_id).await? else {
+            return Ok(say_and_hang_up("This call could not be placed."));
+        };
+        if self.active_staff(business_id, "From", staff_id).await.is_err() {
+            return Ok(say_and_hang_up("This call could not be placed: the staff member is not active."));
+        }
+        let Ok(number) = values::phone("To", to, &business.default_calling_code) else {
+            return Ok(
+                r#"<?xml version="1.0" encoding="UTF-8"?><Response><Reject reason="rejected"/></Response>"#.to_owned()
+            );
+        };
+        let conn = self.store.connection();
+        let (locations, _) = directory::list_locations(conn, business_id, None, 100).await?;
+        let ids: Vec<i64> = locations.iter().map(|l| l.id).collect();
+        let numbers = directory::location_numbers(conn, &ids).await?;
+        let Some((location_id, caller_id)) = numbers.first().cloned() else {
+            return Ok(say_and_hang_up("This call could not be placed: the business has no phone number."));
+        };
+        let uses_account = self.location_for(&account, None, Some(&caller_id)).await.is_ok();
+        if !uses_account {
+            return Err(Error::PermissionDenied("the business does not use this Twilio account".into()));
+        }
+        let caller = Caller::without_key(Scope::Business(business_id));
+        self.store_message(
+            &caller,
+            IncomingMessage {
+                business_id,
+                channel: Channel::Voice,
+                direction: "OUTBOUND".into(),
+                client: ClientRef { phone: number.clone(), ..Default::default() },
+                content: format!("Call to {number}"),
+                subject: String::new(),
+                html: String::new(),
+                media_urls: Vec::new(),
+                status: "queued".into(),
+                provider: "twilio".into(),
+                provider_message_id: call_sid,
+                idempotency_key: String::new(),
+                occurred_at: String::new(),
+                location_id: Some(location_id),
+                sent_by: Some(staff_id),
+                request_id: String::new(),
+            },
+        )
+        .await?;
+        let callback = format!("{}/omega/twilio/voice/status", self.public_base(&request.url));
+        Ok(format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><Response><Dial callerId="{}" answerOnBridge="true"><Number statusCallback="{}" statusCallbackEvent="initiated ringing answered completed">{}</Number></Dial></Response>"#,
+            xml_escape(&caller_id),
+            xml_escape(&callback),
+            xml_escape(&number)
+        ))
+    }
+
+    /// The scheme and host part of a webhook URL (where Twilio should call back).
+    fn public_base(&self, url: &str) -> String {
+        if let Some(base) = &self.webhooks.public_url {
+            return base.trim_end_matches('/').to_owned();
+        }
+        let after_scheme = url.find("://").map_or(0, |i| i + 3);
+        match url[after_scheme..].find('/') {
+            Some(slash) => url[..after_scheme + slash].to_owned(),
+            None => url.to_owned(),
+        }
+    }
+
+    /// SendGrid's Event Webhook: verified with its ECDSA key over timestamp + raw body, each
+    /// event applied once (by `sg_event_id`) to the message Omega put in `custom_args`.
+    /// Answers how many events changed a message.
+    pub async fn receive_email_events(&self, provider: &str, request: WebhookRequest) -> Result<usize> {
+        if !provider.eq_ignore_ascii_case("sendgrid") {
+            return Err(Error::NotFound(format!("email provider {provider:?}")));
+        }
+        if request.body.len() > MAX_BODY * 8 {
+            return Err(Error::invalid("body", "is too large"));
+        }
+        let key = self.webhooks.sendgrid_public_key.as_deref().ok_or_else(|| {
+            Error::PermissionDenied("SendGrid events are not accepted: no verification key is configured".into())
+        })?;
+        if !signatures::sendgrid_signature_valid(key, &request.timestamp, &request.body, &request.signature) {
+            tracing::warn!("SendGrid webhook with a bad or missing signature refused");
+            return Err(Error::PermissionDenied("the SendGrid signature does not match".into()));
+        }
+        let events: Vec<Value> = serde_json::from_slice(&request.body)
+            .map_err(|_| Error::invalid("body", "must be a JSON array of events"))?;
+        if events.len() > MAX_EVENTS {
+            return Err(Error::invalid("body", format!("at most {MAX_EVENTS} events per post")));
+        }
+        let mut applied = 0;
+        for event in events {
+            if self.apply_sendgrid_event(&event).await? {
+                applied += 1;
+            }
+        }
+        Ok(applied)
+    }
+
+    async fn apply_sendgrid_event(&self, event: &Value) -> Result<bool> {
+        let conn = self.store.connection();
+        let Some(event_id) = event["sg_event_id"].as_str() else { return Ok(false) };
+        let status = match event["event"].as_str().unwrap_or_default() {
+            "processed" => DeliveryStatus::Sent,
+            "deferred" => DeliveryStatus::Sending,
+            "delivered" => DeliveryStatus::Delivered,
+            "bounce" => DeliveryStatus::Undelivered,
+            "dropped" => DeliveryStatus::Failed,
+            "open" => DeliveryStatus::Read,
+            _ => return Ok(false), // click, spamreport, unsubscribe…: nothing to move.
+        };
+        if !db::first_delivery_of_event(conn, "sendgrid", event_id, now()).await? {
+            return Ok(false); // A retried delivery of an event already applied.
+        }
+        let by_our_id = match event["omega_message_id"].as_str() {
+            Some(id) => db::by_public_id(conn, id).await?,
+            None => None,
+        };
+        let message = match by_our_id {
+            Some(message) => Some(message),
+            None => match event["sg_message_id"].as_str().and_then(|id| id.split('.').next()) {
+                Some(prefix) if !prefix.is_empty() => db::by_provider_id(conn, Some("sendgrid"), prefix).await?,
+                _ => None,
+            },
+        };
+        let Some(message) = message.filter(|m| m.channel == "EMAIL") else { return Ok(false) };
+        if !DeliveryStatus::from_stored(&message.status).may_become(status) {
+            return Ok(false);
+        }
+        let reason = event["reason"].as_str().or(event["response"].as_str()).map(str::to_owned);
+        let code = matches!(status, DeliveryStatus::Failed | DeliveryStatus::Undelivered)
+            .then(|| event["event"].as_str().unwrap_or_default().to_owned());
+        self.apply_status(&message, status, code, reason, None).await
+    }
+
+    /// A Twilio Voice access token (JWT, HS256 with the API key secret) for a staff member.
+    pub async fn voice_token(
+        &self,
+        caller: &Caller,
+        business_id: i64,
+        staff_id: Option<i64>,
+        ttl_seconds: u32,
+    ) -> Result<(String, String, DateTime<Utc>)> {
+        // The identity is the token's staff member when the call comes with one.
+        let staff_id = match (caller.staff_id, staff_id) {
+            (Some(own), None) => own,
+            (Some(own), Some(given)) if given != own => {
+                return Err(Error::PermissionDenied("staff_id must be the staff member the token acts for".into()));
+            }
+            (_, Some(given)) => given,
+            (None, None) => {
+                return Err(Error::invalid("staff_id", "is required (or call with a staff member's token)"));
+            }
+        };
+        let ttl = match ttl_seconds {
+            0 => 3_600,
+            60..=86_400 => ttl_seconds,
+            _ => return Err(Error::invalid("ttl_seconds", "must be between 60 and 86400")),
+        };
+        self.business(caller, business_id).await?;
+        self.active_staff(business_id, "staff_id", staff_id).await?;
+        let voice = self.webhooks.voice.as_ref().ok_or_else(|| {
+            Error::FailedPrecondition("voice calling is not configured (OMEGA_TWILIO_API_KEY_SID…)".into())
+        })?;
+        let identity = format!("staff_{business_id}_{staff_id}");
+        let now = now();
+        let expires = now + chrono::Duration::seconds(i64::from(ttl));
+        let header = json!({ "typ": "JWT", "alg": "HS256", "cty": "twilio-fpa;v=1" });
+        let claims = json!({
+            "jti": format!("{}-{}", voice.api_key_sid, now.timestamp()),
+            "iss": voice.api_key_sid,
+            "sub": voice.account_sid,
+            "nbf": now.timestamp(),
+            "exp": expires.timestamp(),
+            "grants": {
+                "identity": identity,
+                "voice": { "incoming": { "allow": true }, "outgoing": { "application_sid": voice.twiml_app_sid } },
+            },
+        });
+        let signing_input =
+            format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(voice.api_key_secret.as_bytes()).expect("HMAC takes keys of any length");
+        mac.update(signing_input.as_bytes());
+        let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()));
+        Ok((token, identity, expires))
+    }
+}
+
+fn say_and_hang_up(text: &str) -> String {
+    format!(r#"<?xml version="1.0" encoding="UTF-8"?><Response><Say>{}</Say><Hangup/></Response>"#, xml_escape(text))
+}
+
+/// `client:staff_<business>_<staff>` → (business, staff).
+fn parse_identity(from: &str) -> Option<(i64, i64)> {
+    let rest = from.strip_prefix("client:")?.strip_prefix("staff_")?;
+    let (business, staff) = rest.split_once('_')?;
+    Some((business.parse().ok()?, staff.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_round_trip() {
+        assert_eq!(parse_identity("client:staff_7_42"), Some((7, 42)));
+        assert_eq!(parse_identity("client:someone"), None);
+        assert_eq!(parse_identity("+14155550100"), None);
+    }
+
+    #[test]
+    fn xml_is_escaped() {
+        assert_eq!(xml_escape(r#"<a & "b">"#), "&lt;a &amp; &quot;b&quot;&gt;");
+    }
+}

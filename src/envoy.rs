@@ -1,0 +1,84 @@
+//! Renders the Envoy config shipped in `envoy/` for a given set of ports, next to the descriptor
+//! set it loads. The template holds `{{NAME}}` placeholders; the service list comes from the
+//! descriptor set, so a new service needs no edit to the Envoy config.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, bail};
+
+use crate::proto;
+
+pub struct EnvoyParams {
+    pub listen_address: String,
+    pub listen_port: u16,
+    pub admin_port: u16,
+    pub upstream: SocketAddr,
+}
+
+/// Fills every placeholder of `template`; fails if one is left unknown.
+pub fn render(template: &str, params: &EnvoyParams, descriptor: &Path, lua: &Path) -> anyhow::Result<String> {
+    let services = serde_json::to_string(&proto::service_names())?;
+    let values = [
+        ("LISTEN_ADDRESS", params.listen_address.clone()),
+        ("LISTEN_PORT", params.listen_port.to_string()),
+        ("ADMIN_PORT", params.admin_port.to_string()),
+        ("UPSTREAM_HOST", params.upstream.ip().to_string()),
+        ("UPSTREAM_PORT", params.upstream.port().to_string()),
+        ("DESCRIPTOR_PATH", descriptor.display().to_string()),
+        ("LUA_PATH", lua.display().to_string()),
+        ("SERVICES", services),
+    ];
+    let mut out = template.to_owned();
+    for (name, value) in values {
+        out = out.replace(&format!("{{{{{name}}}}}"), &value);
+    }
+    if let Some(at) = out.find("{{") {
+        let rest: String = out[at..].chars().take(40).collect();
+        bail!("unknown placeholder in the Envoy template: {rest}");
+    }
+    Ok(out)
+}
+
+/// Writes `omega.pb` and `envoy.yaml` into `out_dir`; the Lua filter is loaded from beside the
+/// template. Answers the path of the config file.
+pub fn write_config(template_path: &Path, out_dir: &Path, params: &EnvoyParams) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let out_dir = out_dir.canonicalize()?;
+    let template = std::fs::read_to_string(template_path)
+        .with_context(|| format!("reading the Envoy template {}", template_path.display()))?;
+    let lua = template_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("omega.lua")
+        .canonicalize()
+        .context("finding omega.lua beside the Envoy template")?;
+    let descriptor = out_dir.join("omega.pb");
+    std::fs::write(&descriptor, proto::DESCRIPTOR_SET)?;
+    let config = out_dir.join("envoy.yaml");
+    std::fs::write(&config, render(&template, params, &descriptor, &lua)?)?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_placeholder_is_filled_and_unknown_ones_fail() {
+        let params = EnvoyParams {
+            listen_address: "0.0.0.0".into(),
+            listen_port: 8080,
+            admin_port: 9901,
+            upstream: "127.0.0.1:50051".parse().unwrap(),
+        };
+        let out =
+            render("{{LISTEN_PORT}} {{UPSTREAM_PORT}} {{SERVICES}}", &params, Path::new("/d.pb"), Path::new("/o.lua"))
+                .unwrap();
+        assert!(out.starts_with("8080 50051 [\"omega.v1."), "{out}");
+        assert!(out.contains("\"omega.v1.HealthService\""), "{out}");
+        assert!(render("{{NOPE}}", &params, Path::new("/d"), Path::new("/l")).is_err());
+    }
+}

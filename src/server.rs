@@ -1,0 +1,274 @@
+//! The gRPC server: one tonic router that speaks gRPC (HTTP/2) and gRPC-Web (HTTP/1.1 or 2),
+//! with CORS, request ids, tracing, `grpc.health.v1` and reflection.
+
+use std::{future::Future, net::SocketAddr, path::Path, time::Duration};
+
+use anyhow::Context;
+use http::{HeaderName, HeaderValue, Method};
+use tokio::net::TcpListener;
+use tonic::transport::{Server, server::TcpIncoming};
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    cors::{AllowOrigin, CorsLayer},
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+
+use crate::{
+    api::{
+        ApiKeyApi, ChatApi, ConversationApi, DirectoryApi, DocsApi, HealthApi, MessagingApi, OnboardingApi,
+        ProviderApi, TokenApi, WebhookApi,
+    },
+    config::ServeArgs,
+    domain::{Omega, auth},
+    proto::{
+        self,
+        omega::v1::{
+            api_key_service_server::ApiKeyServiceServer, auth_service_server::AuthServiceServer,
+            chat_service_server::ChatServiceServer, client_service_server::ClientServiceServer,
+            conversation_service_server::ConversationServiceServer, docs_service_server::DocsServiceServer,
+            email_service_server::EmailServiceServer, health_service_server::HealthServiceServer,
+            inbox_service_server::InboxServiceServer, location_service_server::LocationServiceServer,
+            message_service_server::MessageServiceServer, onboarding_service_server::OnboardingServiceServer,
+            provider_service_server::ProviderServiceServer, session_service_server::SessionServiceServer,
+            sms_service_server::SmsServiceServer, staff_service_server::StaffServiceServer,
+            voice_service_server::VoiceServiceServer, webhook_service_server::WebhookServiceServer,
+        },
+    },
+    store::Store,
+};
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Connects, migrates, installs the bootstrap key, binds, and serves until `shutdown` resolves.
+pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let store = Store::connect(&args.database.database_url).await.context("connecting to the database")?;
+    if args.migrate_on_start {
+        store.migrate().await.context("applying migrations")?;
+    }
+    if let Some(key) = &args.bootstrap_api_key
+        && auth::ensure_bootstrap_key(&store, key).await.map_err(anyhow::Error::new)?
+    {
+        tracing::info!("bootstrap platform api key installed");
+    }
+    if args.token_secret.as_ref().is_some_and(|s| s.len() < 32) {
+        anyhow::bail!("OMEGA_TOKEN_SECRET must be at least 32 characters");
+    }
+    let tokens =
+        crate::domain::tokens::TokenSettings::new(args.token_secret.clone(), args.token_previous_secret.clone());
+    if tokens.ephemeral {
+        tracing::warn!(
+            "no OMEGA_TOKEN_SECRET: access tokens are signed with a random secret and end with this process"
+        );
+    }
+    let omega = Omega::with_settings(store.clone(), args.delivery.webhook_settings(), tokens);
+
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let watcher = tokio::spawn(watch_database(
+        omega.clone(),
+        reporter,
+        Duration::from_secs(args.health_check_interval_secs.max(1)),
+    ));
+
+    let (stop_delivery, delivery_stopped) = tokio::sync::watch::channel(false);
+    let delivery_config = args.delivery.to_config();
+    let workers = if delivery_config.workers > 0 {
+        crate::delivery::Dispatcher::spawn(omega.clone(), delivery_config, delivery_stopped)
+    } else {
+        Vec::new()
+    };
+    let sweeper =
+        tokio::spawn(reopen_snoozed(omega.clone(), Duration::from_secs(args.snooze_check_interval_secs.max(1))));
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let local = listener.local_addr()?;
+
+    let layers = tower::ServiceBuilder::new()
+        // A panicking handler answers INTERNAL instead of resetting the stream (which Envoy
+        // would report as an opaque 503).
+        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+            tracing::error!("handler panicked");
+            tonic::Status::internal("internal error").into_http::<String>()
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(TraceLayer::new_for_grpc().make_span_with(|req: &http::Request<_>| {
+            let request_id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::info_span!("request", path = %req.uri().path(), request_id, key_id = tracing::field::Empty)
+        }))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(cors(&args.cors_allowed_origins)?)
+        .layer(tonic_web::GrpcWebLayer::new())
+        .layer(crate::api::limits::AuthFailureLimitLayer::new(args.auth_failures_per_minute))
+        .into_inner();
+
+    let directory = DirectoryApi::new(omega.clone());
+    let messaging = MessagingApi::new(omega.clone());
+    let webhooks = WebhookApi::new(omega.clone());
+    let token_api = TokenApi::new(omega.clone());
+    let chat = ChatApi::new(omega.clone());
+    let docs = DocsApi::new();
+    // Announced only now that everything is built: a reader of the address file can call at once.
+    if let Some(path) = &args.address_file {
+        write_address_file(path, local)?;
+    }
+    tracing::info!(address = %local, database = omega.store.engine(), "omega serving gRPC and gRPC-Web");
+    let result = Server::builder()
+        .accept_http1(true)
+        .layer(layers)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(HealthServiceServer::new(HealthApi::new(omega.clone())))
+        .add_service(ApiKeyServiceServer::new(ApiKeyApi::new(omega.clone())))
+        .add_service(OnboardingServiceServer::new(OnboardingApi::new(omega.clone())))
+        .add_service(LocationServiceServer::new(directory.clone()))
+        .add_service(ClientServiceServer::new(directory.clone()))
+        .add_service(StaffServiceServer::new(directory))
+        .add_service(ConversationServiceServer::new(ConversationApi::new(omega.clone())))
+        .add_service(SmsServiceServer::new(messaging.clone()))
+        .add_service(EmailServiceServer::new(messaging.clone()))
+        .add_service(MessageServiceServer::new(messaging))
+        .add_service(ProviderServiceServer::new(ProviderApi::new(omega.clone())))
+        .add_service(WebhookServiceServer::new(webhooks.clone()))
+        .add_service(VoiceServiceServer::new(webhooks))
+        .add_service(AuthServiceServer::new(token_api.clone()))
+        .add_service(SessionServiceServer::new(token_api))
+        .add_service(ChatServiceServer::new(chat.clone()))
+        .add_service(InboxServiceServer::new(chat))
+        .add_service(DocsServiceServer::new(docs))
+        // TCP_NODELAY: without it, Nagle holds back the small trailing HTTP/2 frames of each
+        // answer until the peer's delayed ACK (~40 ms per call behind Envoy).
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
+        .await;
+    watcher.abort();
+    sweeper.abort();
+    // Workers finish the message in hand, then stop; a send cut short would be ambiguous.
+    let _ = stop_delivery.send(true);
+    let drained = tokio::time::timeout(Duration::from_secs(20), futures_join_all(workers)).await;
+    if drained.is_err() {
+        tracing::warn!("delivery workers did not stop in time");
+    }
+    store.close().await;
+    tracing::info!("omega stopped");
+    result.context("serving")
+}
+
+/// Keeps `grpc.health.v1` truthful: every service is SERVING only while the database answers.
+async fn watch_database(omega: Omega, reporter: HealthReporter, every: Duration) {
+    let services: Vec<String> = std::iter::once(String::new()).chain(proto::service_names()).collect();
+    let mut last = None;
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let status = match omega.check_database().await {
+            Ok(_) => ServingStatus::Serving,
+            Err(_) => ServingStatus::NotServing,
+        };
+        if last != Some(status) {
+            for service in &services {
+                reporter.set_service_status(service, status).await;
+            }
+            if last.is_some() {
+                tracing::warn!(?status, "health changed");
+            }
+            last = Some(status);
+        }
+    }
+}
+
+async fn futures_join_all(handles: Vec<tokio::task::JoinHandle<()>>) {
+    for handle in handles {
+        let _ = handle.await;
+    }
+}
+
+/// Reopens snoozed conversations when their time comes. Every replica may run it: each
+/// reopening is conditional, so none happens twice.
+async fn reopen_snoozed(omega: Omega, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    let mut last_purge: Option<std::time::Instant> = None;
+    loop {
+        tick.tick().await;
+        match omega.reopen_expired_snoozes().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(reopened = n, "snoozed conversations reopened"),
+            Err(err) => tracing::warn!(error = %err, "could not reopen snoozed conversations"),
+        }
+        // Hourly housekeeping rides on the same loop.
+        if last_purge.is_none_or(|at| at.elapsed() >= Duration::from_secs(3_600)) {
+            last_purge = Some(std::time::Instant::now());
+            match omega.purge_stale_records().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "expired sessions and old provider events deleted"),
+                Err(err) => tracing::warn!(error = %err, "housekeeping failed"),
+            }
+        }
+    }
+}
+
+fn cors(origins: &[String]) -> anyhow::Result<CorsLayer> {
+    let headers =
+        ["x-api-key", "authorization", "content-type", "x-grpc-web", "x-user-agent", "grpc-timeout", "x-request-id"]
+            .map(HeaderName::from_static);
+    let exposed =
+        ["grpc-status", "grpc-message", "grpc-status-details-bin", "x-request-id"].map(HeaderName::from_static);
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_headers(headers)
+        .expose_headers(exposed)
+        .max_age(Duration::from_secs(86_400));
+    let origins: Vec<&str> = origins.iter().map(|o| o.trim()).filter(|o| !o.is_empty()).collect();
+    if origins.is_empty() || origins.contains(&"*") {
+        return Ok(layer.allow_origin(AllowOrigin::any()));
+    }
+    let list = origins
+        .iter()
+        .map(|o| HeaderValue::from_str(o).with_context(|| format!("invalid CORS origin {o:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // Named origins may send cookies (the API key cookie); `*` may not, by the CORS rules.
+    Ok(layer.allow_origin(AllowOrigin::list(list)).allow_credentials(true))
+}
+
+/// Writes the address atomically, so that a reader never sees a half-written file.
+fn write_address_file(path: &Path, address: SocketAddr) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, address.to_string()).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    // Registered now, not when first polled: a SIGTERM that arrives while the server is still
+    // starting must not kill the process outright.
+    #[cfg(unix)]
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        #[cfg(unix)]
+        let terminate = async {
+            match terminate.as_mut() {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = terminate => {},
+        }
+        tracing::info!("shutdown signal received; finishing in-flight requests");
+    }
+}

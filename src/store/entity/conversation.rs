@@ -1,0 +1,34 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "conversations")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub business_id: i64,
+    pub client_id: i64,
+    pub location_id: Option<i64>,
+    pub status: String,
+    pub snoozed_until: Option<ChronoDateTimeUtc>,
+    pub assigned_staff_id: Option<i64>,
+    pub resolved_at: Option<ChronoDateTimeUtc>,
+    pub resolved_by_staff_id: Option<i64>,
+    pub resolution_note: Option<String>,
+    pub unread_count: i32,
+    pub channel_mask: i32,
+    pub last_message_at: Option<ChronoDateTimeUtc>,
+    pub last_message_preview: Option<String>,
+    pub last_message_channel: Option<String>,
+    pub last_message_direction: Option<String>,
+    pub last_activity_at: ChronoDateTimeUtc,
+    pub created_at: ChronoDateTimeUtc,
+    pub updated_at: ChronoDateTimeUtc,
+    /// When the contact last looked at it (web chat).
+    pub contact_last_seen_at: Option<ChronoDateTimeUtc>,
+    pub agent_last_seen_at: Option<ChronoDateTimeUtc>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

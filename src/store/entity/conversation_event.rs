@@ -1,0 +1,23 @@
+use sea_orm::entity::prelude::*;
+
+/// The ordered log of changes in a business's inbox, appended in the same transaction as the
+/// change itself.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "conversation_events")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub business_id: i64,
+    pub conversation_id: Option<i64>,
+    pub kind: String,
+    pub actor_key_id: Option<i64>,
+    pub actor_staff_id: Option<i64>,
+    /// JSON object with the change's details.
+    pub data: String,
+    pub created_at: ChronoDateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,28 @@
+use sea_orm::entity::prelude::*;
+
+/// The outbox: one job per outbound message, written in the same transaction as the message and
+/// claimed by workers (`FOR UPDATE SKIP LOCKED` on PostgreSQL).
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "delivery_jobs")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub message_id: i64,
+    pub business_id: i64,
+    pub channel: String,
+    pub sender_key: String,
+    /// pending, running, done, failed.
+    pub state: String,
+    pub attempts: i32,
+    pub next_attempt_at: ChronoDateTimeUtc,
+    pub locked_by: Option<String>,
+    pub locked_until: Option<ChronoDateTimeUtc>,
+    pub last_error: Option<String>,
+    pub created_at: ChronoDateTimeUtc,
+    pub updated_at: ChronoDateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,21 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "locations")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub business_id: i64,
+    pub external_ref: Option<String>,
+    pub name: String,
+    pub time_zone: Option<String>,
+    pub messaging_service_sid: Option<String>,
+    pub email_sender: Option<String>,
+    pub created_at: ChronoDateTimeUtc,
+    pub updated_at: ChronoDateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,23 @@
+use sea_orm::entity::prelude::*;
+
+/// One try at handing a message to its provider, kept forever (a retry adds, never rewrites).
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "message_attempts")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub message_id: i64,
+    pub attempt: i32,
+    pub started_at: ChronoDateTimeUtc,
+    pub finished_at: Option<ChronoDateTimeUtc>,
+    /// accepted, retryable, rejected, ambiguous, skipped.
+    pub outcome: String,
+    pub provider_message_id: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

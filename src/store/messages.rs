@@ -1,0 +1,594 @@
+//! Queries on messages in flight: idempotency and provider-id lookups, conditional status
+//! changes, the outbox (`delivery_jobs`), attempts, per-sender pacing, provider credentials and
+//! full-text search.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, Statement,
+    sea_query::{Expr, ExprTrait, OnConflict},
+};
+
+use super::{
+    StoreResult,
+    entity::{
+        conversation, delivery_job as job, message, message_attempt as attempt, provider_credential as credential,
+        sender_pacing, webhook_event,
+    },
+};
+
+// ---- messages ----
+
+pub async fn by_public_id(conn: &impl ConnectionTrait, public_id: &str) -> StoreResult<Option<message::Model>> {
+    Ok(message::Entity::find().filter(message::Column::PublicId.eq(public_id)).one(conn).await?)
+}
+
+pub async fn by_id(conn: &impl ConnectionTrait, id: i64) -> StoreResult<Option<message::Model>> {
+    Ok(message::Entity::find_by_id(id).one(conn).await?)
+}
+
+/// The message a provider knows by `provider_message_id` (unique per provider).
+pub async fn by_provider_id(
+    conn: &impl ConnectionTrait,
+    provider: Option<&str>,
+    provider_message_id: &str,
+) -> StoreResult<Option<message::Model>> {
+    let mut select = message::Entity::find().filter(message::Column::ProviderMessageId.eq(provider_message_id));
+    if let Some(provider) = provider {
+        select = select.filter(message::Column::Provider.eq(provider));
+    }
+    Ok(select.one(conn).await?)
+}
+
+pub async fn by_idempotency_keys(
+    conn: &impl ConnectionTrait,
+    business_id: i64,
+    keys: &[String],
+) -> StoreResult<Vec<message::Model>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(message::Entity::find()
+        .filter(message::Column::BusinessId.eq(business_id))
+        .filter(message::Column::IdempotencyKey.is_in(keys.iter().cloned()))
+        .order_by_asc(message::Column::Id)
+        .all(conn)
+        .await?)
+}
+
+/// Every message one call created, oldest first; scoped to a business unless `None` (platform).
+pub async fn by_request(
+    conn: &impl ConnectionTrait,
+    business_id: Option<i64>,
+    request_id: &str,
+) -> StoreResult<Vec<message::Model>> {
+    let mut select = message::Entity::find().filter(message::Column::RequestId.eq(request_id));
+    if let Some(business_id) = business_id {
+        select = select.filter(message::Column::BusinessId.eq(business_id));
+    }
+    Ok(select.order_by_asc(message::Column::Id).limit(10_000).all(conn).await?)
+}
+
+/// A status change and what goes with it.
+pub struct StatusUpdate<'a> {
+    pub status: &'a str,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub provider: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub failed_at: Option<DateTime<Utc>>,
+}
+
+/// Sets the status if it is still `expected` (the caller decided from it); answers whether it
+/// was. Timestamps and provider ids are only filled in, never cleared.
+pub async fn change_status(
+    conn: &impl ConnectionTrait,
+    id: i64,
+    expected: &str,
+    update: StatusUpdate<'_>,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let mut query = message::Entity::update_many()
+        .col_expr(message::Column::Status, Expr::value(update.status))
+        .col_expr(message::Column::StatusUpdatedAt, Expr::value(now));
+    if update.error_code.is_some() || update.error_message.is_some() {
+        query = query
+            .col_expr(message::Column::ErrorCode, Expr::value(update.error_code))
+            .col_expr(message::Column::ErrorMessage, Expr::value(update.error_message));
+    }
+    for (column, value) in [
+        (message::Column::SentAt, update.sent_at),
+        (message::Column::DeliveredAt, update.delivered_at),
+        (message::Column::FailedAt, update.failed_at),
+    ] {
+        if let Some(value) = value {
+            query = query.col_expr(column, Expr::value(value));
+        }
+    }
+    if let (Some(provider), Some(id)) = (update.provider, update.provider_message_id) {
+        query = query
+            .col_expr(message::Column::Provider, Expr::value(provider))
+            .col_expr(message::Column::ProviderMessageId, Expr::value(id));
+    }
+    let result =
+        query.filter(message::Column::Id.eq(id)).filter(message::Column::Status.eq(expected)).exec(conn).await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// Sends a FAILED message back to QUEUED for a deliberate retry (conditional on FAILED);
+/// clears its error but keeps its attempts.
+pub async fn requeue_failed(conn: &impl ConnectionTrait, id: i64, now: DateTime<Utc>) -> StoreResult<bool> {
+    let result = message::Entity::update_many()
+        .col_expr(message::Column::Status, Expr::value("QUEUED"))
+        .col_expr(message::Column::StatusUpdatedAt, Expr::value(now))
+        .col_expr(message::Column::ErrorCode, Expr::value(Option::<String>::None))
+        .col_expr(message::Column::ErrorMessage, Expr::value(Option::<String>::None))
+        .col_expr(message::Column::FailedAt, Expr::value(Option::<DateTime<Utc>>::None))
+        .filter(message::Column::Id.eq(id))
+        .filter(message::Column::Status.eq("FAILED"))
+        .exec(conn)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// Outbound messages matching a retry filter (any status; the caller keeps the FAILED ones).
+pub struct RetryFilter {
+    pub business_id: Option<i64>,
+    pub public_ids: Vec<String>,
+    pub request_id: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub limit: u64,
+}
+
+pub async fn retry_candidates(conn: &impl ConnectionTrait, filter: &RetryFilter) -> StoreResult<Vec<message::Model>> {
+    let mut cond = Condition::all().add(message::Column::Direction.eq("OUTBOUND"));
+    if let Some(business_id) = filter.business_id {
+        cond = cond.add(message::Column::BusinessId.eq(business_id));
+    }
+    if !filter.public_ids.is_empty() {
+        cond = cond.add(message::Column::PublicId.is_in(filter.public_ids.clone()));
+    }
+    if let Some(request_id) = &filter.request_id {
+        cond = cond.add(message::Column::RequestId.eq(request_id.clone()));
+    }
+    if let Some(since) = filter.since {
+        cond = cond.add(message::Column::CreatedAt.gte(since));
+    }
+    if let Some(until) = filter.until {
+        cond = cond.add(message::Column::CreatedAt.lt(until));
+    }
+    Ok(message::Entity::find().filter(cond).order_by_asc(message::Column::Id).limit(filter.limit).all(conn).await?)
+}
+
+/// Keeps a conversation's summary in step with a new message: its channel bit, last message,
+/// activity time and, for inbound messages, the unread count.
+pub async fn note_message_in_conversation(
+    conn: &impl ConnectionTrait,
+    conversation_id: i64,
+    channel_bit: i32,
+    preview: &str,
+    channel: &str,
+    direction: &str,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    let mut query = conversation::Entity::update_many()
+        .col_expr(conversation::Column::ChannelMask, Expr::col(conversation::Column::ChannelMask).bit_or(channel_bit))
+        .col_expr(conversation::Column::LastMessageAt, Expr::value(at))
+        .col_expr(conversation::Column::LastMessagePreview, Expr::value(preview))
+        .col_expr(conversation::Column::LastMessageChannel, Expr::value(channel))
+        .col_expr(conversation::Column::LastMessageDirection, Expr::value(direction))
+        .col_expr(conversation::Column::LastActivityAt, Expr::value(at))
+        .col_expr(conversation::Column::UpdatedAt, Expr::value(at));
+    if direction == "INBOUND" {
+        query = query.col_expr(conversation::Column::UnreadCount, Expr::col(conversation::Column::UnreadCount).add(1));
+    }
+    query.filter(conversation::Column::Id.eq(conversation_id)).exec(conn).await?;
+    Ok(())
+}
+
+// ---- the outbox ----
+
+pub async fn insert_job(
+    conn: &impl ConnectionTrait,
+    message: &message::Model,
+    sender_key: &str,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    job::ActiveModel {
+        message_id: Set(message.id),
+        business_id: Set(message.business_id),
+        channel: Set(message.channel.clone()),
+        sender_key: Set(sender_key.to_owned()),
+        state: Set("pending".into()),
+        attempts: Set(0),
+        next_attempt_at: Set(at),
+        locked_by: Set(None),
+        locked_until: Set(None),
+        last_error: Set(None),
+        created_at: Set(at),
+        updated_at: Set(at),
+        ..Default::default()
+    }
+    .insert(conn)
+    .await?;
+    Ok(())
+}
+
+/// Puts a message's job back in line (a deliberate retry), or creates it if it never had one.
+pub async fn reschedule_job(
+    conn: &impl ConnectionTrait,
+    message: &message::Model,
+    sender_key: &str,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    let result = job::Entity::update_many()
+        .col_expr(job::Column::State, Expr::value("pending"))
+        .col_expr(job::Column::NextAttemptAt, Expr::value(at))
+        .col_expr(job::Column::LockedBy, Expr::value(Option::<String>::None))
+        .col_expr(job::Column::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(job::Column::UpdatedAt, Expr::value(at))
+        .filter(job::Column::MessageId.eq(message.id))
+        .exec(conn)
+        .await?;
+    if result.rows_affected == 0 {
+        insert_job(conn, message, sender_key, at).await?;
+    }
+    Ok(())
+}
+
+/// Claims up to `limit` due jobs for `worker` until `lease_until`: pending ones whose time has
+/// come, and claimed ones whose worker vanished before it started sending. One statement, so
+/// no job is claimed twice: PostgreSQL skips rows other workers hold (`FOR UPDATE SKIP
+/// LOCKED`), SQLite runs one writer at a time.
+pub async fn claim_jobs(
+    conn: &impl ConnectionTrait,
+    worker: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: u64,
+) -> StoreResult<Vec<job::Model>> {
+    let backend = conn.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => {
+            "UPDATE delivery_jobs SET state = 'running', locked_by = $1, locked_until = $2, updated_at = $3 \
+             WHERE id IN (SELECT id FROM delivery_jobs \
+               WHERE (state = 'pending' AND next_attempt_at <= $3) OR (state = 'running' AND locked_until < $3) \
+               ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             RETURNING *"
+        }
+        _ => {
+            "UPDATE delivery_jobs SET state = 'running', locked_by = ?1, locked_until = ?2, updated_at = ?3 \
+             WHERE id IN (SELECT id FROM delivery_jobs \
+               WHERE (state = 'pending' AND next_attempt_at <= ?3) OR (state = 'running' AND locked_until < ?3) \
+               ORDER BY next_attempt_at LIMIT ?4) \
+             RETURNING *"
+        }
+    };
+    let rows = job::Model::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [worker.into(), lease_until.into(), now.into(), (limit as i64).into()],
+    ))
+    .all(conn)
+    .await?;
+    Ok(rows)
+}
+
+/// Jobs whose worker vanished in the middle of a send: whether the provider got the message is
+/// unknown. Answers them, claimed for `worker`, so that they can be failed as ambiguous.
+pub async fn claim_abandoned_sends(
+    conn: &impl ConnectionTrait,
+    worker: &str,
+    now: DateTime<Utc>,
+    limit: u64,
+) -> StoreResult<Vec<job::Model>> {
+    let backend = conn.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => {
+            "UPDATE delivery_jobs SET state = 'settling', locked_by = $1, updated_at = $2 \
+             WHERE id IN (SELECT id FROM delivery_jobs WHERE state = 'sending' AND locked_until < $2 \
+               LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING *"
+        }
+        _ => {
+            "UPDATE delivery_jobs SET state = 'settling', locked_by = ?1, updated_at = ?2 \
+             WHERE id IN (SELECT id FROM delivery_jobs WHERE state = 'sending' AND locked_until < ?2 LIMIT ?3) RETURNING *"
+        }
+    };
+    Ok(job::Model::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [worker.into(), now.into(), (limit as i64).into()],
+    ))
+    .all(conn)
+    .await?)
+}
+
+/// Marks the job as being sent (the point after which a crash leaves the outcome unknown),
+/// if `worker` still holds it.
+pub async fn start_sending(
+    conn: &impl ConnectionTrait,
+    job_id: i64,
+    worker: &str,
+    lease_until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let result = job::Entity::update_many()
+        .col_expr(job::Column::State, Expr::value("sending"))
+        .col_expr(job::Column::Attempts, Expr::col(job::Column::Attempts).add(1))
+        .col_expr(job::Column::LockedUntil, Expr::value(lease_until))
+        .col_expr(job::Column::UpdatedAt, Expr::value(now))
+        .filter(job::Column::Id.eq(job_id))
+        .filter(job::Column::State.eq("running"))
+        .filter(job::Column::LockedBy.eq(worker))
+        .exec(conn)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// Ends a job's turn: `done`, `failed`, or back to `pending` at `next_attempt_at`.
+pub async fn finish_job(
+    conn: &impl ConnectionTrait,
+    job_id: i64,
+    state: &str,
+    next_attempt_at: Option<DateTime<Utc>>,
+    last_error: Option<String>,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let mut query = job::Entity::update_many()
+        .col_expr(job::Column::State, Expr::value(state))
+        .col_expr(job::Column::LockedBy, Expr::value(Option::<String>::None))
+        .col_expr(job::Column::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(job::Column::LastError, Expr::value(last_error))
+        .col_expr(job::Column::UpdatedAt, Expr::value(now));
+    if let Some(at) = next_attempt_at {
+        query = query.col_expr(job::Column::NextAttemptAt, Expr::value(at));
+    }
+    query.filter(job::Column::Id.eq(job_id)).exec(conn).await?;
+    Ok(())
+}
+
+pub async fn pending_jobs(conn: &impl ConnectionTrait) -> StoreResult<u64> {
+    Ok(job::Entity::find().filter(job::Column::State.is_in(["pending", "running", "sending"])).count(conn).await?)
+}
+
+// ---- attempts ----
+
+/// Appends an attempt to a message's history and counts it on the message.
+pub async fn record_attempt(conn: &impl ConnectionTrait, new: attempt::ActiveModel) -> StoreResult<()> {
+    let row = new.insert(conn).await?;
+    message::Entity::update_many()
+        .col_expr(message::Column::AttemptCount, Expr::col(message::Column::AttemptCount).add(1))
+        .filter(message::Column::Id.eq(row.message_id))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn attempts(conn: &impl ConnectionTrait, message_id: i64) -> StoreResult<Vec<attempt::Model>> {
+    Ok(attempt::Entity::find()
+        .filter(attempt::Column::MessageId.eq(message_id))
+        .order_by_asc(attempt::Column::Attempt)
+        .order_by_asc(attempt::Column::Id)
+        .all(conn)
+        .await?)
+}
+
+// ---- pacing ----
+
+/// Reserves the next send slot of a sender spaced `interval` apart, shared by every worker and
+/// replica through the database; answers when the slot starts (now, or later when busy).
+pub async fn reserve_slot(
+    conn: &impl ConnectionTrait,
+    sender_key: &str,
+    interval: chrono::Duration,
+    now: DateTime<Utc>,
+) -> StoreResult<DateTime<Utc>> {
+    let backend = conn.get_database_backend();
+    // Make sure the row exists, then lock it (PostgreSQL) / rely on the single writer (SQLite).
+    sender_pacing::Entity::insert(sender_pacing::ActiveModel {
+        sender_key: Set(sender_key.to_owned()),
+        next_slot_at: Set(now),
+    })
+    .on_conflict(OnConflict::column(sender_pacing::Column::SenderKey).do_nothing().to_owned())
+    .exec_without_returning(conn)
+    .await?;
+    let mut select = sender_pacing::Entity::find_by_id(sender_key.to_owned());
+    if backend == DbBackend::Postgres {
+        select = select.lock_exclusive();
+    }
+    let current = select.one(conn).await?.map_or(now, |row| row.next_slot_at);
+    let slot = std::cmp::max(current, now);
+    sender_pacing::Entity::update_many()
+        .col_expr(sender_pacing::Column::NextSlotAt, Expr::value(slot + interval))
+        .filter(sender_pacing::Column::SenderKey.eq(sender_key))
+        .exec(conn)
+        .await?;
+    Ok(slot)
+}
+
+// ---- provider credentials ----
+
+pub async fn credentials(conn: &impl ConnectionTrait, business_id: i64) -> StoreResult<Vec<credential::Model>> {
+    Ok(credential::Entity::find()
+        .filter(credential::Column::BusinessId.eq(business_id))
+        .order_by_asc(credential::Column::UpdatedAt)
+        .all(conn)
+        .await?)
+}
+
+pub async fn set_credentials(
+    conn: &impl ConnectionTrait,
+    business_id: i64,
+    kind: &str,
+    config: String,
+    account_ref: Option<String>,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    credential::Entity::insert(credential::ActiveModel {
+        business_id: Set(business_id),
+        kind: Set(kind.to_owned()),
+        config: Set(config),
+        updated_at: Set(now),
+        account_ref: Set(account_ref),
+    })
+    .on_conflict(
+        OnConflict::columns([credential::Column::BusinessId, credential::Column::Kind])
+            .update_columns([credential::Column::Config, credential::Column::UpdatedAt, credential::Column::AccountRef])
+            .to_owned(),
+    )
+    .exec_without_returning(conn)
+    .await?;
+    Ok(())
+}
+
+/// Credentials stored for a provider account (several businesses may share one account).
+pub async fn credentials_by_account(
+    conn: &impl ConnectionTrait,
+    kind: &str,
+    account_ref: &str,
+) -> StoreResult<Vec<credential::Model>> {
+    Ok(credential::Entity::find()
+        .filter(credential::Column::Kind.eq(kind))
+        .filter(credential::Column::AccountRef.eq(account_ref))
+        .all(conn)
+        .await?)
+}
+
+/// Records a provider event as applied; answers false when it already was (a retry).
+pub async fn first_delivery_of_event(
+    conn: &impl ConnectionTrait,
+    provider: &str,
+    event_id: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let result = webhook_event::Entity::insert(webhook_event::ActiveModel {
+        provider: Set(provider.to_owned()),
+        event_id: Set(event_id.to_owned()),
+        received_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::columns([webhook_event::Column::Provider, webhook_event::Column::EventId]).do_nothing().to_owned(),
+    )
+    .exec_without_returning(conn)
+    .await?;
+    Ok(result == 1)
+}
+
+/// Forgets provider events received before `before` (providers stop retrying long before);
+/// answers how many.
+pub async fn purge_webhook_events(conn: &impl ConnectionTrait, before: DateTime<Utc>) -> StoreResult<u64> {
+    Ok(webhook_event::Entity::delete_many()
+        .filter(webhook_event::Column::ReceivedAt.lt(before))
+        .exec(conn)
+        .await?
+        .rows_affected)
+}
+
+/// Records a call's progress: its duration and the sequence number of the callback applied.
+pub async fn set_call_progress(
+    conn: &impl ConnectionTrait,
+    id: i64,
+    duration: Option<i32>,
+    sequence: Option<i32>,
+) -> StoreResult<()> {
+    let mut query = message::Entity::update_many().filter(message::Column::Id.eq(id));
+    if let Some(duration) = duration {
+        query = query.col_expr(message::Column::DurationSeconds, Expr::value(duration));
+    }
+    if let Some(sequence) = sequence {
+        query = query.col_expr(message::Column::ProviderSequence, Expr::value(sequence));
+    }
+    query.exec(conn).await?;
+    Ok(())
+}
+
+// ---- search ----
+
+#[derive(Debug, FromQueryResult)]
+struct HitRow {
+    id: i64,
+    rank: f64,
+    highlight: String,
+}
+
+/// One page of a conversation's messages matching every term, best first, with a highlighted
+/// passage; and how many match. SQLite: FTS5 with bm25; PostgreSQL: tsvector with ts_rank.
+pub async fn search(
+    conn: &impl ConnectionTrait,
+    conversation_id: i64,
+    terms: &[String],
+    include_notes: bool,
+    offset: u64,
+    limit: u64,
+) -> StoreResult<(Vec<(message::Model, f64, String)>, u64)> {
+    let backend = conn.get_database_backend();
+    let notes = if include_notes { "" } else { " AND m.channel <> 'NOTE'" };
+    let (count_sql, page_sql, query) = match backend {
+        DbBackend::Postgres => {
+            // Terms become a prefix AND query of quoted lexemes: no user text is parsed as
+            // tsquery syntax.
+            let query = terms.iter().map(|t| format!("'{}':*", t.replace('\'', "''"))).collect::<Vec<_>>().join(" & ");
+            (
+                format!(
+                    "SELECT COUNT(*) AS n FROM messages m WHERE m.conversation_id = $1 AND m.search @@ to_tsquery('simple', $2){notes}"
+                ),
+                format!(
+                    "SELECT m.id, ts_rank(m.search, to_tsquery('simple', $2))::float8 AS rank, \
+                     ts_headline('simple', m.content, to_tsquery('simple', $2), 'StartSel=<mark>, StopSel=</mark>, MaxFragments=1, MaxWords=20, MinWords=5') AS highlight \
+                     FROM messages m WHERE m.conversation_id = $1 AND m.search @@ to_tsquery('simple', $2){notes} \
+                     ORDER BY rank DESC, m.id DESC LIMIT $3 OFFSET $4"
+                ),
+                query,
+            )
+        }
+        _ => {
+            // Each term quoted (no FTS5 syntax from users), prefix-matched, all required.
+            let query =
+                terms.iter().map(|t| format!("\"{}\"*", t.replace('"', "\"\""))).collect::<Vec<_>>().join(" AND ");
+            (
+                format!(
+                    "SELECT COUNT(*) AS n FROM messages_fts f JOIN messages m ON m.id = f.rowid \
+                     WHERE m.conversation_id = ?1 AND messages_fts MATCH ?2{notes}"
+                ),
+                format!(
+                    "SELECT m.id, -bm25(messages_fts) AS rank, snippet(messages_fts, 1, '<mark>', '</mark>', '…', 20) AS highlight \
+                     FROM messages_fts f JOIN messages m ON m.id = f.rowid \
+                     WHERE m.conversation_id = ?1 AND messages_fts MATCH ?2{notes} \
+                     ORDER BY rank DESC, m.id DESC LIMIT ?3 OFFSET ?4"
+                ),
+                query,
+            )
+        }
+    };
+    #[derive(FromQueryResult)]
+    struct Count {
+        n: i64,
+    }
+    let total = Count::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        &count_sql,
+        [conversation_id.into(), query.clone().into()],
+    ))
+    .one(conn)
+    .await?
+    .map_or(0, |c| c.n as u64);
+    let hits = HitRow::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        &page_sql,
+        [conversation_id.into(), query.into(), (limit as i64).into(), (offset as i64).into()],
+    ))
+    .all(conn)
+    .await?;
+    let ids: Vec<i64> = hits.iter().map(|h| h.id).collect();
+    let mut rows = message::Entity::find().filter(message::Column::Id.is_in(ids)).all(conn).await?;
+    let mut out = Vec::with_capacity(hits.len());
+    for hit in hits {
+        if let Some(pos) = rows.iter().position(|m| m.id == hit.id) {
+            out.push((rows.swap_remove(pos), hit.rank, hit.highlight));
+        }
+    }
+    Ok((out, total))
+}

@@ -1,0 +1,181 @@
+//! Persistence: the sea-orm connection, its error type, and one module of queries per table.
+//! Every query that touches business data takes the caller's business scope as a parameter.
+
+pub mod api_keys;
+pub mod chat;
+pub mod conversations;
+pub mod directory;
+pub mod entity;
+pub mod messages;
+pub mod sessions;
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use omega_migrations::MigratorTrait;
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr, SqlErr, Statement,
+};
+
+/// The store layer's one error type.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached (connection refused, dropped, pool exhausted).
+    #[error("database unavailable")]
+    Unavailable(#[source] DbErr),
+    /// A unique constraint rejected the write.
+    #[error("unique constraint violated")]
+    UniqueViolation(#[source] DbErr),
+    /// A configuration or usage error found before reaching the database.
+    #[error("{0}")]
+    Config(String),
+    /// The SQLite file was deleted or moved while Omega had it open: writes would go to an
+    /// unlinked file and be lost.
+    #[error("the database file {0} no longer exists")]
+    FileGone(String),
+    #[error("database error")]
+    Other(#[source] DbErr),
+}
+
+impl From<DbErr> for StoreError {
+    fn from(err: DbErr) -> Self {
+        if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) {
+            return StoreError::UniqueViolation(err);
+        }
+        if is_connectivity(&err) {
+            return StoreError::Unavailable(err);
+        }
+        StoreError::Other(err)
+    }
+}
+
+/// Whether the error means "cannot talk to the database" rather than "the query was wrong".
+fn is_connectivity(err: &DbErr) -> bool {
+    let runtime = match err {
+        DbErr::ConnectionAcquire(_) => return true,
+        DbErr::Conn(e) | DbErr::Exec(e) | DbErr::Query(e) => e,
+        _ => return false,
+    };
+    let RuntimeErr::SqlxError(sqlx_err) = runtime else {
+        return false;
+    };
+    use sea_orm::sqlx::Error as Sqlx;
+    match sqlx_err.as_ref() {
+        Sqlx::Io(_) | Sqlx::Tls(_) | Sqlx::PoolTimedOut | Sqlx::PoolClosed | Sqlx::WorkerCrashed => true,
+        // PostgreSQL: class 08 (connection exception), 57P0x (server shutting down / terminated
+        // the session), 3D000 (the database does not exist).
+        Sqlx::Database(db) => {
+            db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P") || code == "3D000")
+        }
+        _ => false,
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A LIKE pattern matching `text` anywhere, its wildcards taken literally (escaped with `!`).
+pub(crate) fn contains_pattern(text: &str) -> sea_orm::sea_query::LikeExpr {
+    let escaped = text.replace('!', "!!").replace('%', "!%").replace('_', "!_");
+    sea_orm::sea_query::LikeExpr::new(format!("%{escaped}%")).escape('!')
+}
+
+/// A handle to Omega's database; cheap to clone (the pool is shared).
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+    /// The file behind a SQLite database, checked by [`Store::ping`].
+    sqlite_path: Option<PathBuf>,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://PATH?mode=rwc` or `postgres://…`). For SQLite the parent
+    /// directory is created, and the connection runs in WAL mode with a busy timeout so that
+    /// readers never block the writer.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        if let Some(path) = sqlite_file(url)
+            && let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Config(format!("cannot create the database directory {}: {e}", dir.display()))
+            })?;
+        }
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .sqlx_logging(false)
+            .connect_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(5))
+            .map_sqlx_sqlite_opts(|opts| {
+                opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(5))
+                    .foreign_keys(true)
+            });
+        let db = Database::connect(options).await?;
+        Ok(Self { db, sqlite_path: sqlite_file(url).map(PathBuf::from) })
+    }
+
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Starts a transaction: the domain runs a change and its event-log rows through it.
+    pub async fn begin(&self) -> StoreResult<sea_orm::DatabaseTransaction> {
+        use sea_orm::TransactionTrait;
+        Ok(self.db.begin().await?)
+    }
+
+    /// "sqlite" or "postgresql".
+    pub fn engine(&self) -> &'static str {
+        match self.db.get_database_backend() {
+            DbBackend::Sqlite => "sqlite",
+            DbBackend::Postgres => "postgresql",
+            _ => "other",
+        }
+    }
+
+    /// Applies every pending migration; safe to run on every start and from several replicas.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        omega_migrations::Migrator::up(&self.db, None).await?;
+        Ok(())
+    }
+
+    /// One real round trip that reads a table, so that a missing or corrupt database fails
+    /// (a bare `SELECT 1` would succeed on SQLite without touching the file). For SQLite the
+    /// file must also still exist: open connections keep working on a deleted file.
+    pub async fn ping(&self) -> StoreResult<()> {
+        if let Some(path) = &self.sqlite_path
+            && !tokio::fs::try_exists(path).await.unwrap_or(false)
+        {
+            return Err(StoreError::FileGone(path.display().to_string()));
+        }
+        let backend = self.db.get_database_backend();
+        self.db.query_one_raw(Statement::from_string(backend, "SELECT COUNT(*) AS n FROM seaql_migrations")).await?;
+        Ok(())
+    }
+
+    pub async fn close(self) {
+        let _ = self.db.close().await;
+    }
+}
+
+/// The file path of a `sqlite:` URL, if it names a file (not `:memory:`).
+fn sqlite_file(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && path != ":memory:").then_some(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite_file;
+
+    #[test]
+    fn sqlite_file_is_taken_from_the_url() {
+        assert_eq!(sqlite_file("sqlite://data/omega.db?mode=rwc"), Some("data/omega.db"));
+        assert_eq!(sqlite_file("sqlite:///tmp/x.db"), Some("/tmp/x.db"));
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_file("postgres://localhost/db"), None);
+    }
+}

@@ -1,0 +1,181 @@
+//! API keys end to end: lifecycle, scopes, the error model (422 naming the field over REST,
+//! INVALID_ARGUMENT with field violations over gRPC), and nothing written on a rejected call.
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::{Db, TestApp, spawn_app};
+use omega::proto::omega::v1::{CreateApiKeyRequest, api_key_service_client::ApiKeyServiceClient};
+use serde_json::{Value, json};
+use tonic_types::StatusExt;
+
+both_databases!(
+    a_created_key_works_until_it_is_revoked,
+    business_keys_cannot_manage_keys,
+    rest_parameter_errors_are_422_naming_the_field,
+    grpc_parameter_errors_carry_field_violations,
+    key_lists_paginate_without_gaps_or_duplicates,
+);
+
+async fn list_keys(app: &TestApp, query: &str) -> Value {
+    let resp = app.get(&format!("/omega/api-keys{query}"), &app.platform_key).await;
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+async fn db_check_status(app: &TestApp, key: &str) -> u16 {
+    let resp = app.get("/omega/health/db", key).await;
+    resp.status().as_u16()
+}
+
+async fn a_created_key_works_until_it_is_revoked(db: Db) {
+    let app = spawn_app(db).await;
+    let (id, secret) = app.create_key("reporting service", None).await;
+    assert!(secret.starts_with("omk_") && secret.len() == 44, "{secret}");
+    assert_eq!(db_check_status(&app, &secret).await, 200);
+
+    let listed = list_keys(&app, "").await;
+    let entry = listed["api_keys"].as_array().unwrap().iter().find(|k| k["id"] == id).unwrap().clone();
+    assert_eq!(entry["label"], "reporting service");
+    assert_eq!(entry["scope"], "platform");
+    assert_eq!(entry["prefix"], &secret[..12]);
+    // The secret never comes back after creation.
+    assert!(!listed.to_string().contains(&secret));
+    assert_eq!(listed["total_size"], 2, "bootstrap key + the new one");
+
+    let resp = app.post(&format!("/omega/api-keys/{id}/revoke"), &app.platform_key, None).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap()["key_id"], id);
+    // Revocation takes effect on the very next request.
+    assert_eq!(db_check_status(&app, &secret).await, 401);
+
+    // Revoking twice, or an unknown key: 404.
+    for target in [id, 999_999] {
+        let resp = app.post(&format!("/omega/api-keys/{target}/revoke"), &app.platform_key, None).await;
+        assert_eq!(resp.status(), 404);
+    }
+}
+
+async fn business_keys_cannot_manage_keys(db: Db) {
+    let app = spawn_app(db).await;
+    let business = app.insert_business("Lotus Yoga").await;
+    let (_, business_key) = app.create_key("front desk", Some(business)).await;
+    let listed = list_keys(&app, &format!("?business_id={business}")).await;
+    assert_eq!(listed["total_size"], 1);
+    assert_eq!(listed["api_keys"][0]["scope"], "business");
+    assert_eq!(listed["api_keys"][0]["business_id"], business);
+
+    // A business key authenticates…
+    assert_eq!(db_check_status(&app, &business_key).await, 200);
+    // …but platform operations are refused, and nothing is created.
+    let resp = app.post("/omega/api-keys", &business_key, Some(json!({ "label": "sneaky" }))).await;
+    assert_eq!(resp.status(), 403);
+    let resp = app.get("/omega/api-keys", &business_key).await;
+    assert_eq!(resp.status(), 403);
+    assert_eq!(list_keys(&app, "").await["total_size"], 2);
+
+    // A key for a business that does not exist: 404, nothing written.
+    let resp = app
+        .post("/omega/api-keys", &app.platform_key, Some(json!({ "label": "ghost", "business_id": business + 100 })))
+        .await;
+    assert_eq!(resp.status(), 404);
+    assert_eq!(list_keys(&app, "").await["total_size"], 2);
+}
+
+async fn rest_parameter_errors_are_422_naming_the_field(db: Db) {
+    let app = spawn_app(db).await;
+    let post = |body: String| {
+        app.http
+            .post(app.rest("/omega/api-keys"))
+            .header("x-api-key", &app.platform_key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+
+    // Rejected by Omega's validation: google.rpc.BadRequest details name the field.
+    let resp = post(json!({ "label": "  " }).to_string()).await.unwrap();
+    assert_eq!(resp.status(), 422);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    assert!(!resp.headers().contains_key("grpc-status"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], 3);
+    assert_eq!(body["details"][0]["@type"], "type.googleapis.com/google.rpc.BadRequest");
+    assert_eq!(body["details"][0]["field_violations"][0]["field"], "label");
+
+    let resp = post(json!({ "label": "x", "business_id": 0 }).to_string()).await.unwrap();
+    assert_eq!(resp.status(), 422);
+    assert_eq!(resp.json::<Value>().await.unwrap()["details"][0]["field_violations"][0]["field"], "business_id");
+
+    // Rejected by Envoy before Omega (wrong types, broken JSON): still 422 JSON naming the field.
+    for (body, field) in [
+        (json!({ "label": "x", "business_id": -1 }).to_string(), Some("business_id")),
+        (json!({ "label": "x", "business_id": "abc" }).to_string(), Some("business_id")),
+        ("{\"label\":".to_owned(), None),
+    ] {
+        let resp = post(body.clone()).await.unwrap();
+        assert_eq!(resp.status(), 422, "{body}");
+        assert_eq!(resp.headers()["content-type"], "application/json");
+        let err: Value = resp.json().await.unwrap();
+        assert_eq!(err["code"], 3, "{body}: {err}");
+        if let Some(field) = field {
+            assert!(err["message"].as_str().unwrap().contains(field), "{body}: {err}");
+        }
+    }
+
+    for (query, field) in
+        [("?page_size=500", "page_size"), ("?page_size=abc", "page_size"), ("?page_token=garbage!", "page_token")]
+    {
+        let resp = app.get(&format!("/omega/api-keys{query}"), &app.platform_key).await;
+        assert_eq!(resp.status(), 422, "{query}");
+        let err: Value = resp.json().await.unwrap();
+        assert!(err.to_string().contains(field), "{query}: {err}");
+    }
+    // A non-numeric id, and an empty one as the seeds' examples leave them (`…//…`).
+    for path in ["/omega/api-keys/abc/revoke", "/omega/api-keys//revoke"] {
+        let resp = app.post(path, &app.platform_key, None).await;
+        assert_eq!(resp.status(), 422, "{path}");
+        assert!(resp.text().await.unwrap().contains("key_id"), "{path}");
+    }
+
+    // None of the rejected calls wrote anything.
+    assert_eq!(list_keys(&app, "").await["total_size"], 1);
+}
+
+async fn grpc_parameter_errors_carry_field_violations(db: Db) {
+    let app = spawn_app(db).await;
+    let mut client = ApiKeyServiceClient::new(app.grpc_channel().await);
+    let request = common::with_key(CreateApiKeyRequest { label: String::new(), business_id: None }, &app.platform_key);
+    let status = client.create_api_key(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    let bad_request = status.get_details_bad_request().expect("BadRequest details");
+    assert_eq!(bad_request.field_violations[0].field, "label");
+
+    let request = tonic::Request::new(CreateApiKeyRequest { label: "x".into(), business_id: None });
+    assert_eq!(client.create_api_key(request).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+}
+
+async fn key_lists_paginate_without_gaps_or_duplicates(db: Db) {
+    let app = spawn_app(db).await;
+    for i in 0..7 {
+        app.create_key(&format!("key {i}"), None).await;
+    }
+    let (mut seen, mut token, mut pages) = (Vec::new(), String::new(), 0);
+    loop {
+        let page = list_keys(&app, &format!("?page_size=3&page_token={token}")).await;
+        assert_eq!(page["total_size"], 8);
+        let ids: Vec<u64> = page["api_keys"].as_array().unwrap().iter().map(|k| k["id"].as_u64().unwrap()).collect();
+        assert!(ids.len() <= 3);
+        seen.extend(ids);
+        pages += 1;
+        token = page["next_page_token"].as_str().unwrap().to_owned();
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen.len(), 8);
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 8);
+    assert!(seen.windows(2).all(|w| w[0] > w[1]), "newest first: {seen:?}");
+}
