@@ -1,7 +1,7 @@
 //! The `omega` binary's commands: migrate, keys, descriptor, envoy-config (validated by the real
 //! Envoy), and `serve`'s start-up checks and graceful shutdown.
 
-mod common;
+use crate::common;
 
 use std::{
     process::{Command, Output},

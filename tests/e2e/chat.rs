@@ -2,7 +2,7 @@
 //! seed's request and response shapes, a whole widget conversation, notes never leaking, and
 //! bad input.
 
-mod common;
+use crate::common;
 
 use common::{Db, TestApp, TestBusiness, spawn_app};
 use serde_json::{Value, json};

@@ -1,7 +1,7 @@
 //! API keys end to end: lifecycle, scopes, the error model (422 naming the field over REST,
 //! INVALID_ARGUMENT with field violations over gRPC), and nothing written on a rejected call.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

@@ -1,7 +1,7 @@
 //! Provider webhooks through real Envoy, posted as the providers post them: form bodies signed
 //! over the public URL (Twilio), JSON arrays signed with ECDSA (SendGrid).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! The seeds' health group, over REST through Envoy and over gRPC directly, on both databases.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

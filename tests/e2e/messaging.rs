@@ -1,7 +1,7 @@
 //! Messages and their delivery, end to end: REST through Envoy into Omega, the durable outbox,
 //! and fake Twilio / SendGrid / SMTP servers on loopback that check what the real ones check.
 
-mod common;
+use crate::common;
 
 use std::{collections::HashSet, time::Duration};
 

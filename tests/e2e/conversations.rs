@@ -2,7 +2,7 @@
 //! send them, status rules and history, assignment, notes, lists with filters and counts,
 //! read status, concurrency, pagination under inserts, and tenant isolation.
 
-mod common;
+use crate::common;
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 

@@ -2,7 +2,7 @@
 //! validated as a whole), onboarding status, locations, staff and clients (upserts by identity,
 //! normalization, concurrency, search and pagination), and tenant isolation between businesses.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

@@ -2,7 +2,7 @@
 //! forged, expired, mis-addressed and `none`/RS256 tokens refused; secret rotation; staff
 //! identity from the token; tenant scope; the failed-authentication limit.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

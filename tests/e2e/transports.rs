@@ -2,7 +2,7 @@
 //! directly to tonic-web and through Envoy, and the REST edge's behaviour (404s, CORS, query
 //! parameters) through Envoy.
 
-mod common;
+use crate::common;
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use bytes::{Buf, BufMut, Bytes, BytesMut};

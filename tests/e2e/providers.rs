@@ -2,8 +2,7 @@
 //! the documented request arrives exactly, success is parsed, and every failure is classified
 //! by whether resending is safe.
 
-#[path = "common/fakes.rs"]
-mod fakes;
+use crate::common::fakes;
 
 use std::time::{Duration, Instant};
 

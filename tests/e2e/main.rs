@@ -1,0 +1,18 @@
+//! End-to-end tests, one module per API area. They are one test binary on purpose: every test
+//! binary links the whole service statically, and one link instead of eleven keeps CI's build
+//! time and disk use down.
+
+#[macro_use]
+mod common;
+
+mod api_keys;
+mod chat;
+mod cli;
+mod conversations;
+mod directory;
+mod health;
+mod messaging;
+mod providers;
+mod tokens;
+mod transports;
+mod webhooks;
