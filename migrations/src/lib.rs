@@ -9,6 +9,7 @@ mod m20261121_000003_delivery;
 mod m20261121_000004_webhooks;
 mod m20261121_000005_sessions;
 mod m20261121_000006_chat_inboxes;
+mod m20261121_000007_client_text_index;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000004_webhooks::Migration),
             Box::new(m20261121_000005_sessions::Migration),
             Box::new(m20261121_000006_chat_inboxes::Migration),
+            Box::new(m20261121_000007_client_text_index::Migration),
         ]
     }
 }

@@ -152,6 +152,7 @@ impl ConversationService for ConversationApi {
             conversations: all(list.page.items, encode::conversation)?,
             status_counts: filter_values(list.status_counts),
             assignee_counts: filter_values(list.assignee_counts),
+            total_size_capped: list.total_capped,
         }))
     }
 

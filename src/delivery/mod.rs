@@ -104,6 +104,15 @@ pub struct Dispatcher {
     clients: tokio::sync::Mutex<HashMap<i64, Arc<Clients>>>,
 }
 
+/// An attempt made, waiting to be recorded.
+struct Settled {
+    job: delivery_job::Model,
+    message: message::Model,
+    attempt: i32,
+    started: DateTime<Utc>,
+    outcome: Outcome,
+}
+
 /// What happened to one attempt.
 enum Outcome {
     Sent(Accepted, &'static str),
@@ -147,7 +156,8 @@ impl Dispatcher {
     }
 
     /// Settles abandoned sends, then claims and delivers one batch; answers how many jobs it
-    /// handled.
+    /// handled. A batch costs a fixed number of round trips (claim, load, mark as sending, one
+    /// transaction recording every outcome) plus one provider call per message.
     async fn round(&self, worker: &str) -> anyhow::Result<usize> {
         let conn = self.omega.store.connection();
         let now = now();
@@ -157,11 +167,9 @@ impl Dispatcher {
         let lease_until = now + chrono::Duration::from_std(self.config.lease)?;
         let jobs = db::claim_jobs(conn, worker, now, lease_until, self.config.batch).await?;
         let handled = jobs.len();
-        for job in jobs {
-            if let Err(err) = self.deliver(worker, &job).await {
-                // The job stays claimed; its lease expiry hands it to another worker.
-                tracing::warn!(job_id = job.id, error = format!("{err:#}"), "delivery failed before the send");
-            }
+        if let Err(err) = self.deliver_batch(worker, jobs).await {
+            // Claimed jobs stay claimed; their lease expiry hands them to another worker.
+            tracing::warn!(worker, error = format!("{err:#}"), "delivery failed before the send");
         }
         Ok(handled)
     }
@@ -186,49 +194,84 @@ impl Dispatcher {
             retryable: false,
             ambiguous: true,
         };
-        self.record(&job, &message, job.attempts, now(), outcome).await
+        self.record(vec![Settled { attempt: job.attempts, started: now(), job, message, outcome }]).await
     }
 
-    async fn deliver(&self, worker: &str, job: &delivery_job::Model) -> anyhow::Result<()> {
+    async fn deliver_batch(&self, worker: &str, jobs: Vec<delivery_job::Model>) -> anyhow::Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
         let conn = self.omega.store.connection();
-        let Some(message) = db::by_id(conn, job.message_id).await? else {
-            db::finish_job(conn, job.id, "done", None, None, now()).await?;
-            return Ok(());
-        };
-        if message.status != DeliveryStatus::Queued.as_str() {
-            // Cancelled, recorded as sent elsewhere, or already settled.
-            db::finish_job(conn, job.id, "done", None, None, now()).await?;
-            return Ok(());
+        let ids: Vec<i64> = jobs.iter().map(|j| j.message_id).collect();
+        let mut messages: HashMap<i64, message::Model> =
+            db::by_ids(conn, &ids).await?.into_iter().map(|m| (m.id, m)).collect();
+        // (job, message, paced slot)
+        let mut ready = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let message = messages.remove(&job.message_id);
+            let Some(message) = message.filter(|m| m.status == DeliveryStatus::Queued.as_str()) else {
+                // Gone, cancelled, recorded as sent elsewhere, or already settled.
+                db::finish_job(conn, job.id, "done", None, None, now()).await?;
+                continue;
+            };
+            let interval = match message.channel.as_str() {
+                "SMS" => self.config.sms_sender_interval,
+                _ => self.config.email_sender_interval,
+            };
+            let slot = match interval {
+                None => None,
+                Some(interval) => {
+                    let now = now();
+                    let txn = self.omega.store.begin().await?;
+                    let slot =
+                        db::reserve_slot(&txn, &job.sender_key, chrono::Duration::from_std(interval)?, now).await?;
+                    txn.commit().await.map_err(StoreError::from)?;
+                    if (slot - now).to_std().unwrap_or_default() > Duration::from_secs(2) {
+                        // Busy sender: come back for the slot instead of holding a worker.
+                        db::finish_job(conn, job.id, "pending", Some(slot), None, now).await?;
+                        continue;
+                    }
+                    Some(slot)
+                }
+            };
+            ready.push((job, message, slot));
         }
-        let interval = match message.channel.as_str() {
-            "SMS" => self.config.sms_sender_interval,
-            _ => self.config.email_sender_interval,
-        };
-        if let Some(interval) = interval {
-            let now = now();
-            let txn = self.omega.store.begin().await?;
-            let slot = db::reserve_slot(&txn, &job.sender_key, chrono::Duration::from_std(interval)?, now).await?;
-            txn.commit().await.map_err(StoreError::from)?;
-            let wait = (slot - now).to_std().unwrap_or_default();
-            if wait > Duration::from_secs(2) {
-                // Busy sender: come back for the slot instead of holding a worker.
-                db::finish_job(conn, job.id, "pending", Some(slot), None, now).await?;
-                return Ok(());
-            }
-            tokio::time::sleep(wait).await;
-        }
+        // Unpaced jobs turn `sending` together; a paced one only once its slot has come, so
+        // that a worker stopped while waiting leaves nothing ambiguous.
         let started = now();
         let lease_until = started + chrono::Duration::from_std(self.config.lease)?;
-        if !db::start_sending(conn, job.id, worker, lease_until, started).await? {
-            return Ok(()); // The lease was lost; another worker has it.
+        let unpaced: Vec<i64> = ready.iter().filter(|(_, _, slot)| slot.is_none()).map(|(j, _, _)| j.id).collect();
+        let held = db::start_sending_many(conn, &unpaced, worker, lease_until, started).await?;
+        let mut clients: HashMap<i64, Arc<Clients>> = HashMap::new();
+        let mut settled = Vec::with_capacity(ready.len());
+        for (job, message, slot) in ready {
+            let started = match slot {
+                None if !held.contains(&job.id) => continue, // The lease was lost; another worker has it.
+                None => started,
+                Some(slot) => {
+                    tokio::time::sleep((slot - now()).to_std().unwrap_or_default()).await;
+                    let started = now();
+                    let lease_until = started + chrono::Duration::from_std(self.config.lease)?;
+                    if !db::start_sending(conn, job.id, worker, lease_until, started).await? {
+                        continue;
+                    }
+                    started
+                }
+            };
+            let business = match clients.get(&message.business_id) {
+                Some(c) => Ok(c.clone()),
+                None => self.clients_of(message.business_id).await.inspect(|c| {
+                    clients.insert(message.business_id, c.clone());
+                }),
+            };
+            let outcome = self.send(business, &message).await;
+            settled.push(Settled { attempt: job.attempts + 1, started, job, message, outcome });
         }
-        let attempt = job.attempts + 1;
-        let outcome = self.send(&message).await;
-        self.record(job, &message, attempt, started, outcome).await
+        self.record(settled).await
     }
 
-    async fn send(&self, message: &message::Model) -> Outcome {
-        let clients = match self.clients_of(message.business_id).await {
+    async fn send(&self, clients: anyhow::Result<Arc<Clients>>, message: &message::Model) -> Outcome {
+        let clients = match clients {
             Ok(clients) => clients,
             Err(err) => {
                 return Outcome::Failed {
@@ -315,18 +358,49 @@ impl Dispatcher {
         }
     }
 
-    /// Writes an attempt's outcome — the attempt row, the message's status, the job's next state
-    /// and an event — in one transaction.
-    async fn record(
-        &self,
-        job: &delivery_job::Model,
-        message: &message::Model,
-        attempt: i32,
-        started: DateTime<Utc>,
-        outcome: Outcome,
-    ) -> anyhow::Result<()> {
-        let now = now();
+    /// Writes a batch's outcomes in one transaction. Should it fail, each outcome is written on
+    /// its own, so that one bad row does not leave the others' messages unaccounted for.
+    async fn record(&self, settled: Vec<Settled>) -> anyhow::Result<()> {
+        if settled.is_empty() {
+            return Ok(());
+        }
         let txn = self.omega.store.begin().await?;
+        let mut result = Ok(());
+        for item in &settled {
+            result = self.record_one(&txn, item).await;
+            if result.is_err() {
+                break;
+            }
+        }
+        let result = match result {
+            Ok(()) => txn.commit().await.map_err(|e| anyhow::Error::from(StoreError::from(e))),
+            Err(err) => {
+                let _ = txn.rollback().await;
+                Err(err)
+            }
+        };
+        match result {
+            Ok(()) => {}
+            Err(err) if settled.len() > 1 => {
+                tracing::warn!(error = format!("{err:#}"), "recording a batch failed; recording one by one");
+                for item in &settled {
+                    let txn = self.omega.store.begin().await?;
+                    self.record_one(&txn, item).await?;
+                    txn.commit().await.map_err(StoreError::from)?;
+                }
+            }
+            Err(err) => return Err(err),
+        }
+        Ok(())
+    }
+
+    /// An attempt's outcome: the attempt row, the message's status, the job's next state and an
+    /// event.
+    async fn record_one(&self, txn: &sea_orm::DatabaseTransaction, item: &Settled) -> anyhow::Result<()> {
+        let Settled { job, message, attempt, started, outcome } = item;
+        let (attempt, started) = (*attempt, *started);
+        let now = now();
+        let txn = txn;
         let (outcome_name, provider_id, code, text) = match &outcome {
             Outcome::Sent(accepted, _) => ("accepted", Some(accepted.provider_message_id.clone()), None, None),
             Outcome::Failed { code, message, retryable, ambiguous, .. } => (
@@ -343,7 +417,7 @@ impl Dispatcher {
             ),
         };
         db::record_attempt(
-            &txn,
+            txn,
             message_attempt::ActiveModel {
                 message_id: sea_orm::Set(message.id),
                 attempt: sea_orm::Set(attempt),
@@ -379,11 +453,10 @@ impl Dispatcher {
                 provider,
             };
             // Conditional on QUEUED: a status callback or a recording may have moved it on.
-            move_status(&txn, message, DeliveryStatus::Queued.as_str(), change, now).await?;
+            move_status(txn, message, DeliveryStatus::Queued.as_str(), change, now).await?;
         }
         let last_error = text.map(|t| format!("{}: {t}", code.unwrap_or_default()));
-        db::finish_job(&txn, job.id, job_state, next_attempt, last_error, now).await?;
-        txn.commit().await.map_err(StoreError::from)?;
+        db::finish_job(txn, job.id, job_state, next_attempt, last_error, now).await?;
         match &outcome {
             Outcome::Sent(..) => {
                 tracing::debug!(message_id = message.public_id, attempt, "message handed to its provider")

@@ -32,6 +32,8 @@ pub struct ConversationView {
 
 pub struct ConversationList {
     pub page: Page<ConversationView>,
+    /// Whether `page.total` stopped at [`TOTAL_CAP`] (there are at least that many).
+    pub total_capped: bool,
     /// (value, label, count) per status and per assignee bucket.
     pub status_counts: Vec<(String, String, u64)>,
     pub assignee_counts: Vec<(String, String, u64)>,
@@ -153,6 +155,12 @@ fn transition_allowed(from: ConversationStatus, to: ConversationStatus) -> bool 
     use ConversationStatus::*;
     !matches!((from, to), (Resolved, Pending) | (Resolved, Snoozed))
 }
+
+/// Inbox totals the counters cannot answer are counted up to this many ("10,000 or more").
+pub const TOTAL_CAP: u64 = 10_000;
+
+/// Up to this many clients matching a text filter are looked up by index first.
+const CLIENT_MATCH_LIMIT: u64 = 2_000;
 
 impl Omega {
     /// The conversation at `/businesses/{b}/clients/{c}/conversations/{id}`: it must belong to
@@ -473,6 +481,7 @@ impl Omega {
             channel_bit: channel.map(Channel::bit),
             unread_only: query.unread_only,
             client_text: text.map(|t| t.to_lowercase()),
+            client_ids: None,
         })
     }
 
@@ -483,13 +492,21 @@ impl Omega {
         query: &ListQuery,
         page: PageRequest<ActivityCursor>,
     ) -> Result<ConversationList> {
-        let filter = Self::parse_list_query(caller, query)?;
+        let mut filter = Self::parse_list_query(caller, query)?;
         self.business(caller, business_id).await?;
         let conn = self.store.connection();
+        if let Some(text) = &filter.client_text
+            && let Some(ids) = db::clients_matching(conn, business_id, text, CLIENT_MATCH_LIMIT).await?
+            && (ids.len() as u64) < CLIENT_MATCH_LIMIT
+        {
+            // Few clients match: their conversations, straight from the index. Many match: the
+            // inbox is walked in activity order testing each client, and matches are dense.
+            filter.client_ids = Some(ids);
+        }
         let buckets = db::bucket_counts(conn, business_id).await?;
         // Totals come from the counters when they can; other filters count their matches.
-        let total = if filter.countable_from_buckets() {
-            buckets
+        let (total, total_capped) = if filter.countable_from_buckets() {
+            let total = buckets
                 .iter()
                 .filter(|b| filter.statuses.is_empty() || filter.statuses.contains(&b.status))
                 .filter(|b| match filter.assignee {
@@ -499,15 +516,22 @@ impl Omega {
                     AssigneeFilter::Staff(id) => b.assignee_id == id,
                 })
                 .map(|b| b.count as u64)
-                .sum()
+                .sum::<u64>();
+            (total, false)
+        } else if filter.client_ids.as_ref().is_some_and(Vec::is_empty) {
+            (0, false)
         } else {
-            db::count_conversations(conn, business_id, &filter).await?
+            db::count_conversations_capped(conn, business_id, &filter, TOTAL_CAP).await?
         };
-        let rows = db::list_conversations(conn, business_id, &filter, page.after, page.size + 1).await?;
+        let rows = if filter.client_ids.as_ref().is_some_and(Vec::is_empty) {
+            Vec::new()
+        } else {
+            db::list_conversations(conn, business_id, &filter, page.after, page.size + 1).await?
+        };
         let views = self.views(business_id, rows).await?;
         let page = Page::from_rows(views, page.size, total, |v| (v.conversation.last_activity_at, v.conversation.id));
         let (status_counts, assignee_counts) = self.bucket_summary(business_id, &buckets).await?;
-        Ok(ConversationList { page, status_counts, assignee_counts })
+        Ok(ConversationList { page, total_capped, status_counts, assignee_counts })
     }
 
     /// The business's conversations per status (every status, zeros included) and per assignee
@@ -562,7 +586,7 @@ impl Omega {
         let mut channels = Vec::new();
         for channel in Channel::CLIENT_FACING {
             let filter = ConversationFilter { channel_bit: Some(channel.bit()), ..Default::default() };
-            let n = db::count_conversations(conn, business_id, &filter).await?;
+            let (n, _) = db::count_conversations_capped(conn, business_id, &filter, TOTAL_CAP).await?;
             if n > 0 {
                 channels.push((channel.as_str().to_owned(), channel.as_str().to_owned(), n));
             }
@@ -577,9 +601,8 @@ impl Omega {
                 Some((id.to_string(), names.get(&id).cloned().unwrap_or_default(), n as u64))
             })
             .collect();
-        let unread =
-            db::count_conversations(conn, business_id, &ConversationFilter { unread_only: true, ..Default::default() })
-                .await?;
+        let unread_only = ConversationFilter { unread_only: true, ..Default::default() };
+        let unread = db::count_conversations_capped(conn, business_id, &unread_only, TOTAL_CAP).await?.0;
         Ok(FilterCounts { statuses, assignees, channels, locations, unread, total })
     }
 

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, Statement,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, Statement,
     sea_query::{Expr, ExprTrait, OnConflict, Query},
 };
 
@@ -198,6 +198,9 @@ pub struct ConversationFilter {
     pub unread_only: bool,
     /// Lower-cased text matched against the client's name, phone and email.
     pub client_text: Option<String>,
+    /// The clients matching `client_text`, when looked up first (see [`clients_matching`]):
+    /// the conversations of these clients instead of a per-row text test.
+    pub client_ids: Option<Vec<i64>>,
 }
 
 #[derive(Default, Clone, Copy, PartialEq, Eq)]
@@ -235,7 +238,9 @@ impl ConversationFilter {
         if self.unread_only {
             cond = cond.add(conversation::Column::UnreadCount.gt(0));
         }
-        if let Some(text) = &self.client_text {
+        if let Some(ids) = &self.client_ids {
+            cond = cond.add(conversation::Column::ClientId.is_in(ids.iter().copied()));
+        } else if let Some(text) = &self.client_text {
             // The client must be of the same business as the conversation (belt and braces:
             // conversations only ever point at their own business's clients).
             let matching_client = Query::select()
@@ -282,12 +287,70 @@ pub async fn list_conversations(
         .await?)
 }
 
-pub async fn count_conversations(
+/// How many conversations match, counting no further than `cap`: (count, whether it stopped at
+/// the cap). Filters the bucket counters cannot answer would otherwise count every match, which
+/// at a million conversations costs more than the page itself.
+pub async fn count_conversations_capped(
     conn: &impl ConnectionTrait,
     business_id: i64,
     filter: &ConversationFilter,
-) -> StoreResult<u64> {
-    Ok(conversation::Entity::find().filter(filter.condition(business_id)).count(conn).await?)
+    cap: u64,
+) -> StoreResult<(u64, bool)> {
+    #[derive(FromQueryResult)]
+    struct Count {
+        n: i64,
+    }
+    let matches = conversation::Entity::find()
+        .select_only()
+        .column(conversation::Column::Id)
+        .filter(filter.condition(business_id))
+        .limit(cap + 1)
+        .into_query();
+    let count = Query::select().expr_as(Expr::cust("COUNT(*)"), "n").from_subquery(matches, "capped").to_owned();
+    let backend = conn.get_database_backend();
+    let n = Count::find_by_statement(backend.build(&count)).one(conn).await?.map_or(0, |c| c.n as u64);
+    Ok((std::cmp::min(n, cap), n > cap))
+}
+
+/// Up to `limit` ids of the business's clients whose name, phone or email contains `text`
+/// (lower-case), found through the trigram index (migration 7). None when the text cannot use
+/// it (LIKE wildcards in it): the caller then tests each conversation's client instead.
+pub async fn clients_matching(
+    conn: &impl ConnectionTrait,
+    business_id: i64,
+    text: &str,
+    limit: u64,
+) -> StoreResult<Option<Vec<i64>>> {
+    #[derive(FromQueryResult)]
+    struct Id {
+        id: i64,
+    }
+    let backend = conn.get_database_backend();
+    let statement = match backend {
+        DbBackend::Postgres => Statement::from_sql_and_values(
+            backend,
+            "SELECT id FROM clients WHERE business_id = $1 AND search_text LIKE $2 ESCAPE '!' LIMIT $3",
+            [
+                business_id.into(),
+                format!("%{}%", text.replace('!', "!!").replace('%', "!%").replace('_', "!_")).into(),
+                (limit as i64).into(),
+            ],
+        ),
+        _ => {
+            // FTS5's trigram index serves LIKE without an ESCAPE clause only.
+            if text.contains(['%', '_']) {
+                return Ok(None);
+            }
+            Statement::from_sql_and_values(
+                backend,
+                "SELECT c.id FROM clients_trgm t JOIN clients c ON c.id = t.rowid \
+                 WHERE t.search_text LIKE ?1 AND c.business_id = ?2 LIMIT ?3",
+                [format!("%{text}%").into(), business_id.into(), (limit as i64).into()],
+            )
+        }
+    };
+    let rows = Id::find_by_statement(statement).all(conn).await?;
+    Ok(Some(rows.into_iter().map(|r| r.id).collect()))
 }
 
 /// Conversations per location (None: no location), for the filter list.

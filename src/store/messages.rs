@@ -27,6 +27,14 @@ pub async fn by_id(conn: &impl ConnectionTrait, id: i64) -> StoreResult<Option<m
     Ok(message::Entity::find_by_id(id).one(conn).await?)
 }
 
+/// Messages by row id, in one query (the delivery workers load a claimed batch at once).
+pub async fn by_ids(conn: &impl ConnectionTrait, ids: &[i64]) -> StoreResult<Vec<message::Model>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(message::Entity::find().filter(message::Column::Id.is_in(ids.iter().copied())).all(conn).await?)
+}
+
 /// The message a provider knows by `provider_message_id` (unique per provider).
 pub async fn by_provider_id(
     conn: &impl ConnectionTrait,
@@ -326,6 +334,31 @@ pub async fn start_sending(
         .exec(conn)
         .await?;
     Ok(result.rows_affected == 1)
+}
+
+/// `start_sending` for a batch in one statement; answers the ids still held by `worker` (a job
+/// whose lease was lost is left to the worker that has it).
+pub async fn start_sending_many(
+    conn: &impl ConnectionTrait,
+    job_ids: &[i64],
+    worker: &str,
+    lease_until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<i64>> {
+    if job_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = job::Entity::update_many()
+        .col_expr(job::Column::State, Expr::value("sending"))
+        .col_expr(job::Column::Attempts, Expr::col(job::Column::Attempts).add(1))
+        .col_expr(job::Column::LockedUntil, Expr::value(lease_until))
+        .col_expr(job::Column::UpdatedAt, Expr::value(now))
+        .filter(job::Column::Id.is_in(job_ids.iter().copied()))
+        .filter(job::Column::State.eq("running"))
+        .filter(job::Column::LockedBy.eq(worker))
+        .exec_with_returning(conn)
+        .await?;
+    Ok(rows.into_iter().map(|j| j.id).collect())
 }
 
 /// Ends a job's turn: `done`, `failed`, or back to `pending` at `next_attempt_at`.

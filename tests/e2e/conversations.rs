@@ -21,6 +21,7 @@ both_databases!(
     assignment_needs_an_active_staff_member_of_the_business,
     notes_are_validated_and_listed_as_internal_messages,
     lists_filter_count_and_match_text,
+    large_inboxes_cap_filtered_totals_and_find_clients_by_index,
     read_status_follows_filters_and_unread_counts_follow,
     pagination_has_no_gaps_or_duplicates_while_conversations_arrive,
     another_business_sees_nothing,
@@ -616,4 +617,64 @@ async fn grpc_reports_field_violations(db: Db) {
         .unwrap()
         .into_inner();
     assert_eq!(ok.status, "RESOLVED");
+}
+
+/// 10,050 conversations (written straight into the database): totals of filters the counters
+/// cannot answer stop at 10,000 and say so; the client text filter finds one client among them
+/// through the trigram index, and many through the walk in activity order.
+async fn large_inboxes_cap_filtered_totals_and_find_clients_by_index(db: Db) {
+    let app = spawn_app(db).await;
+    let b = app.onboard_simple("lotus", "+14155550100").await;
+    let now = chrono::Utc::now();
+    let clients = match db {
+        Db::Sqlite => {
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10050) \
+             INSERT INTO clients (business_id, name, phone_e164, sms_consent, search_text, created_at, updated_at) \
+             SELECT $1, 'Bulk ' || i, '+1999' || printf('%07d', i), 1, 'bulk ' || i || ' +1999' || printf('%07d', i), $2, $2 FROM n"
+        }
+        Db::Postgres => {
+            "INSERT INTO clients (business_id, name, phone_e164, sms_consent, search_text, created_at, updated_at) \
+             SELECT $1, 'Bulk ' || i, '+1999' || lpad(i::text, 7, '0'), true, 'bulk ' || i || ' +1999' || lpad(i::text, 7, '0'), $2, $2 \
+             FROM generate_series(1, 10050) AS i"
+        }
+    };
+    app.sql(clients, vec![(b.id as i64).into(), now.into()]).await;
+    app.sql(
+        "INSERT INTO conversations (business_id, client_id, status, unread_count, channel_mask, last_activity_at, created_at, updated_at) \
+         SELECT business_id, id, 'OPEN', 1, 1, created_at, created_at, created_at FROM clients WHERE business_id = $1",
+        vec![(b.id as i64).into()],
+    )
+    .await;
+    let list = |query: &str| {
+        let path = format!("/omega/businesses/{}/conversations{query}", b.id);
+        let key = b.key.clone();
+        let app = &app;
+        async move { json_of(app.get(&path, &key).await, 200).await }
+    };
+
+    let unread = list("?unread_only=true&page_size=50").await;
+    assert_eq!(unread["total_size"], 10_000);
+    assert_eq!(unread["total_size_capped"], true);
+    assert_eq!(unread["conversations"].as_array().unwrap().len(), 50);
+    assert!(!unread["next_page_token"].as_str().unwrap().is_empty());
+
+    // One client among 10,050, by a fragment of its phone number.
+    let one = list("?query=9990004321").await;
+    assert_eq!(one["total_size"], 1);
+    assert_eq!(one["total_size_capped"], false);
+    assert_eq!(one["conversations"][0]["client_name"], "Bulk 4321");
+    // Many: a full page, the total capped.
+    let many = list("?query=BULK&page_size=20").await;
+    assert_eq!(many["conversations"].as_array().unwrap().len(), 20);
+    assert_eq!(many["total_size"], 10_000);
+    assert_eq!(many["total_size_capped"], true);
+    // None, and a fragment shorter than a trigram.
+    let none = list("?query=nobody-here").await;
+    assert_eq!(none["total_size"], 0);
+    assert!(none["conversations"].as_array().is_none_or(|c| c.is_empty()));
+    let short = list("?query=43").await;
+    assert!(short["total_size"].as_u64().unwrap() > 0);
+    // Status totals still come from the counters, exact and never capped.
+    let open = list("?status=OPEN").await;
+    assert_eq!(open["total_size_capped"], false);
 }

@@ -60,13 +60,19 @@ impl BenchDb {
                 admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await?;
                 admin.close().await?;
                 let base = postgres_url.rsplit_once('/').map_or(postgres_url, |(b, _)| b);
-                Ok(Self {
-                    backend,
-                    url: format!("{base}/{name}"),
-                    admin: Some((postgres_url.to_owned(), name)),
-                })
+                Ok(Self { backend, url: format!("{base}/{name}"), admin: Some((postgres_url.to_owned(), name)) })
             }
         }
+    }
+
+    /// An existing database (a dataset kept by an earlier run with `--keep`).
+    pub fn existing(backend: Backend, url: String) -> Self {
+        Self { backend, url, admin: None }
+    }
+
+    /// Keeps the database after the run (a kept SQLite file must live outside the temp dir).
+    pub fn keep(&mut self) {
+        self.admin = None;
     }
 
     pub async fn connect(&self) -> anyhow::Result<DatabaseConnection> {

@@ -51,6 +51,12 @@ pub struct Cli {
     /// Directory for the SQLite database and logs (a temp dir under it is removed at the end).
     #[arg(long, default_value = "target/bench/work")]
     work_dir: PathBuf,
+    /// Keep the generated dataset (under --work-dir/kept-<database>) for later runs.
+    #[arg(long)]
+    keep: bool,
+    /// Run on the dataset an earlier `--keep` run left (skips generation).
+    #[arg(long)]
+    reuse: bool,
 }
 
 pub struct Settings {
@@ -80,9 +86,26 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&cli.work_dir)?;
     for backend in cli.database.iter().copied() {
         let dir = tempfile::tempdir_in(&cli.work_dir)?;
-        let db = BenchDb::fresh(backend, dir.path(), &cli.postgres_url).await?;
+        let kept = std::path::absolute(cli.work_dir.join(format!("kept-{backend:?}").to_lowercase()))?;
+        let (mut db, dataset) = if cli.reuse {
+            let url = std::fs::read_to_string(kept.join("url"))?;
+            let dataset: dataset::Dataset = serde_json::from_slice(&std::fs::read(kept.join("dataset.json"))?)?;
+            (BenchDb::existing(backend, url.trim().to_owned()), Some(dataset))
+        } else if cli.keep {
+            std::fs::create_dir_all(&kept)?;
+            (BenchDb::fresh(backend, &kept, &cli.postgres_url).await?, None)
+        } else {
+            (BenchDb::fresh(backend, dir.path(), &cli.postgres_url).await?, None)
+        };
         eprintln!("== {} ==", backend.name());
-        let result = phases::run_all(&db, dir.path(), scale, &settings, &cli.only, &mut report).await;
+        let result = phases::run_all(&db, dir.path(), scale, &settings, &cli.only, dataset, &mut report).await;
+        if cli.keep {
+            if let Ok(data) = &result {
+                std::fs::write(kept.join("url"), &db.url)?;
+                std::fs::write(kept.join("dataset.json"), serde_json::to_vec(data)?)?;
+            }
+            db.keep();
+        }
         db.drop_now().await?;
         result?;
         // Each database's figures are saved as soon as they exist.

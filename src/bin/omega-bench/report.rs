@@ -112,7 +112,10 @@ impl Report {
             s.other_conversations,
             s.other_messages
         );
-        let _ = writeln!(out, "| phase | db | figure | value | baseline (same run) | baseline value | ratio | target | met |");
+        let _ = writeln!(
+            out,
+            "| phase | db | figure | value | baseline (same run) | baseline value | ratio | target | met |"
+        );
         let _ = writeln!(out, "|---|---|---|---:|---|---:|---:|---|:-:|");
         for r in &self.rows {
             let _ = writeln!(

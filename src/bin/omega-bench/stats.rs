@@ -28,7 +28,6 @@ impl Samples {
     pub fn p99(&self) -> f64 {
         self.quantile(0.99)
     }
-
 }
 
 /// Times `n` sequential calls of `call` after `warmup` untimed ones.
