@@ -400,7 +400,6 @@ impl Dispatcher {
         let Settled { job, message, attempt, started, outcome } = item;
         let (attempt, started) = (*attempt, *started);
         let now = now();
-        let txn = txn;
         let (outcome_name, provider_id, code, text) = match &outcome {
             Outcome::Sent(accepted, _) => ("accepted", Some(accepted.provider_message_id.clone()), None, None),
             Outcome::Failed { code, message, retryable, ambiguous, .. } => (
