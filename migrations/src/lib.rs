@@ -10,6 +10,7 @@ mod m20261121_000004_webhooks;
 mod m20261121_000005_sessions;
 mod m20261121_000006_chat_inboxes;
 mod m20261121_000007_client_text_index;
+mod m20261121_000008_conversation_scoped_search;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000005_sessions::Migration),
             Box::new(m20261121_000006_chat_inboxes::Migration),
             Box::new(m20261121_000007_client_text_index::Migration),
+            Box::new(m20261121_000008_conversation_scoped_search::Migration),
         ]
     }
 }

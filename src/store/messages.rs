@@ -559,11 +559,10 @@ pub async fn search(
 ) -> StoreResult<(Vec<(message::Model, f64, String)>, u64)> {
     let backend = conn.get_database_backend();
     let notes = if include_notes { "" } else { " AND m.channel <> 'NOTE'" };
+    // Whole words, all required; every term quoted, so no user text is parsed as query syntax.
     let (count_sql, page_sql, query) = match backend {
         DbBackend::Postgres => {
-            // Terms become a prefix AND query of quoted lexemes: no user text is parsed as
-            // tsquery syntax.
-            let query = terms.iter().map(|t| format!("'{}':*", t.replace('\'', "''"))).collect::<Vec<_>>().join(" & ");
+            let query = terms.iter().map(|t| format!("'{}'", t.replace('\'', "''"))).collect::<Vec<_>>().join(" & ");
             (
                 format!(
                     "SELECT COUNT(*) AS n FROM messages m WHERE m.conversation_id = $1 AND m.search @@ to_tsquery('simple', $2){notes}"
@@ -578,21 +577,26 @@ pub async fn search(
             )
         }
         _ => {
-            // Each term quoted (no FTS5 syntax from users), prefix-matched, all required.
-            let query =
-                terms.iter().map(|t| format!("\"{}\"*", t.replace('"', "\"\""))).collect::<Vec<_>>().join(" AND ");
+            // The conversation is a token of the index (migration 8): one FTS5 query intersects
+            // its doclist with the words'. ?1 stays bound for the statements' shape.
+            let words = terms
+                .iter()
+                .map(|t| format!("{{subject content}} : \"{}\"", t.replace('"', "\"\"")))
+                .collect::<Vec<_>>()
+                .join(" AND ");
             (
                 format!(
                     "SELECT COUNT(*) AS n FROM messages_fts f JOIN messages m ON m.id = f.rowid \
-                     WHERE m.conversation_id = ?1 AND messages_fts MATCH ?2{notes}"
+                     WHERE messages_fts MATCH ?2 AND m.conversation_id = ?1{notes}"
                 ),
                 format!(
-                    "SELECT m.id, -bm25(messages_fts) AS rank, snippet(messages_fts, 1, '<mark>', '</mark>', '…', 20) AS highlight \
+                    "SELECT m.id, -bm25(messages_fts, 0.0, 1.0, 1.0) AS rank, \
+                     snippet(messages_fts, 2, '<mark>', '</mark>', '…', 20) AS highlight \
                      FROM messages_fts f JOIN messages m ON m.id = f.rowid \
-                     WHERE m.conversation_id = ?1 AND messages_fts MATCH ?2{notes} \
+                     WHERE messages_fts MATCH ?2 AND m.conversation_id = ?1{notes} \
                      ORDER BY rank DESC, m.id DESC LIMIT ?3 OFFSET ?4"
                 ),
-                query,
+                format!("conversation : \"c{conversation_id}\" AND {words}"),
             )
         }
     };

@@ -458,9 +458,17 @@ async fn search_finds_ranks_and_highlights(db: Db) {
     );
     assert!(hits[0]["highlight"].as_str().unwrap().to_lowercase().contains("<mark>invoice</mark>"), "{found}");
     assert!(hits[0]["rank"].as_f64().unwrap() >= hits[1]["rank"].as_f64().unwrap());
-    // Every word must match; prefixes match; punctuation is not syntax.
+    // Every word must match, as a whole word; punctuation is not syntax.
     assert_eq!(json_of(search("invoice%20march").await, 200).await["total_size"], 1);
-    assert_eq!(json_of(search("studi").await, 200).await["total_size"], 1);
+    assert_eq!(json_of(search("studio").await, 200).await["total_size"], 1);
+    assert_eq!(json_of(search("studi").await, 200).await["total_size"], 0);
+    // Only this conversation's messages: another client's invoice is not found.
+    let other = json!({ "business_id": b.id, "channel": "SMS", "direction": "INBOUND",
+                        "client": { "phone": "+14155550177", "name": "Other" },
+                        "content": "My invoice never came", "provider": "twilio", "provider_message_id": "SMsearch-other" });
+    json_of(app.post("/omega/messages", &b.key, Some(other)).await, 200).await;
+    assert_eq!(json_of(search("invoice").await, 200).await["total_size"], 2);
+    assert_eq!(json_of(search(&format!("c{conversation}")).await, 200).await["total_size"], 0);
     assert_eq!(json_of(search("%22invoice%22%20*%20(").await, 200).await["total_size"], 2);
     let page = json_of(search("invoice&page_size=1").await, 200).await;
     assert_eq!(page["hits"].as_array().unwrap().len(), 1);

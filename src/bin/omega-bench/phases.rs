@@ -314,35 +314,43 @@ fn inbox_cases(b: &Business) -> Vec<(&'static str, ListConversationsRequest)> {
     ]
 }
 
-async fn inbox_latency(
-    channel: &Channel,
-    request: ListConversationsRequest,
+/// The request for the page `depth` pages in (following next_page_token).
+async fn page_request(
+    client: &mut ConversationServiceClient<Channel>,
+    mut request: ListConversationsRequest,
     depth: usize,
-    settings: &Settings,
-) -> anyhow::Result<Samples> {
-    let mut client = ConversationServiceClient::new(channel.clone());
-    let mut request = request;
+) -> anyhow::Result<ListConversationsRequest> {
     for _ in 0..depth {
-        {
-            let page = client.list_conversations(keyed(request.clone())).await?.into_inner();
-            anyhow::ensure!(
-                !page.next_page_token.is_empty(),
-                "fewer pages than {depth} for {request:?} ({} rows, total {})",
-                page.conversations.len(),
-                page.total_size
-            );
-            request.page_token = page.next_page_token;
+        let page = client.list_conversations(keyed(request.clone())).await?.into_inner();
+        anyhow::ensure!(
+            !page.next_page_token.is_empty(),
+            "fewer pages than {depth} for {request:?} ({} rows, total {})",
+            page.conversations.len(),
+            page.total_size
+        );
+        request.page_token = page.next_page_token;
+    }
+    Ok(request)
+}
+
+/// Times two requests alternately, so that whatever else the machine does falls on both alike.
+async fn paired_latency(
+    channel: &Channel,
+    (a, b): (ListConversationsRequest, ListConversationsRequest),
+    samples: usize,
+) -> anyhow::Result<(Samples, Samples)> {
+    let mut client = ConversationServiceClient::new(channel.clone());
+    let (mut sa, mut sb) = (Samples::default(), Samples::default());
+    for i in 0..samples + 3 {
+        for (request, samples) in [(&a, &mut sa), (&b, &mut sb)] {
+            let started = Instant::now();
+            client.list_conversations(keyed(request.clone())).await?;
+            if i >= 3 {
+                samples.push(started.elapsed());
+            }
         }
     }
-    time_calls(3, settings.samples, |_| {
-        let mut client = client.clone();
-        let request = request.clone();
-        async move {
-            client.list_conversations(keyed(request)).await?;
-            Ok(())
-        }
-    })
-    .await
+    Ok((sa, sb))
 }
 
 async fn inbox(
@@ -368,8 +376,10 @@ async fn inbox(
     for ((name, small), (_, large)) in small_cases.into_iter().zip(large_cases) {
         let depth = if name.starts_with("deep") { deepest } else { 0 };
         let name = if depth > 0 { format!("{name} (page {})", depth + 1) } else { name.to_owned() };
-        let small = inbox_latency(channel, small, depth, settings).await?;
-        let large = inbox_latency(channel, large, depth, settings).await?;
+        let mut client = ConversationServiceClient::new(channel.clone());
+        let small = page_request(&mut client, small, depth).await?;
+        let large = page_request(&mut client, large, depth).await?;
+        let (small, large) = paired_latency(channel, (small, large), settings.samples).await?;
         let small_label = format!("p99 at {} conversations", data.small.conversations);
         report.add(
             "P2",
@@ -455,7 +465,7 @@ async fn search(
         backend,
         format!("search within a conversation: p99 ({} messages in the business)", b.messages),
         (typical.p99(), "ms"),
-        base.clone(),
+        base,
         "p99 ≤ 20 ms",
         Some(typical.p99() <= 20.0),
     );
@@ -464,7 +474,7 @@ async fn search(
         backend,
         format!("search within the busiest conversation ({} messages): p99", b.busiest.2),
         (busiest.p99(), "ms"),
-        base.clone(),
+        base,
         "p99 ≤ 20 ms",
         Some(busiest.p99() <= 20.0),
     );
@@ -494,7 +504,7 @@ async fn search(
             backend,
             format!("conversation list filtered by {what}: p99 ({} conversations)", b.conversations),
             (samples.p99(), "ms"),
-            base.clone(),
+            base,
             "p99 ≤ 100 ms",
             Some(samples.p99() <= 100.0),
         );
@@ -612,7 +622,7 @@ async fn dispatch(
             (rate, "msg/s"),
             ("the fake's own rate from a plain HTTP client", raw_rate),
             if limited { "≈ 1,500/s (3 × 500)" } else { "≥ 2,000/s" },
-            Some(if limited { rate >= 1_500.0 * 0.8 && rate <= 1_500.0 * 1.1 } else { rate >= 2_000.0 }),
+            Some(if limited { (1_200.0..=1_650.0).contains(&rate) } else { rate >= 2_000.0 }),
         );
     }
     Ok(())
