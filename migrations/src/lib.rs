@@ -11,6 +11,7 @@ mod m20261121_000005_sessions;
 mod m20261121_000006_chat_inboxes;
 mod m20261121_000007_client_text_index;
 mod m20261121_000008_conversation_scoped_search;
+mod m20261121_000009_conversation_search_index;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000006_chat_inboxes::Migration),
             Box::new(m20261121_000007_client_text_index::Migration),
             Box::new(m20261121_000008_conversation_scoped_search::Migration),
+            Box::new(m20261121_000009_conversation_search_index::Migration),
         ]
     }
 }

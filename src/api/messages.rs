@@ -312,9 +312,11 @@ impl MessageService for MessagingApi {
             required_id("conversation_id", r.conversation_id)?,
         );
         let page = PageRequest::parse(r.page_size, &r.page_token)?;
-        let page = self.omega.search_messages(&caller, ids, &r.q, r.include_notes.unwrap_or(true), page).await?;
+        let (page, capped) =
+            self.omega.search_messages(&caller, ids, &r.q, r.include_notes.unwrap_or(true), page).await?;
         Ok(Response::new(SearchConversationMessagesResponse {
             total_size: total(page.total),
+            total_size_capped: capped,
             next_page_token: page.next_page_token,
             hits: page
                 .items

@@ -709,8 +709,9 @@ impl Omega {
         Ok((retried, skipped))
     }
 
-    /// Full-text search within one conversation: every word must match (as a prefix), best
-    /// matches first, with a highlighted passage.
+    /// Full-text search within one conversation: every word must match (whole words), best
+    /// matches first (newest first beyond a thousand matches: then the flag is true), with a
+    /// highlighted passage.
     pub async fn search_messages(
         &self,
         caller: &Caller,
@@ -718,7 +719,7 @@ impl Omega {
         q: &str,
         include_notes: bool,
         page: PageRequest<u64>,
-    ) -> Result<Page<SearchHit>> {
+    ) -> Result<(Page<SearchHit>, bool)> {
         let terms: Vec<String> =
             q.split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty()).map(str::to_lowercase).take(16).collect();
         if terms.is_empty() {
@@ -726,16 +727,16 @@ impl Omega {
         }
         let conversation = self.conversation_at(caller, ids.0, ids.1, ids.2).await?;
         let offset = page.after.unwrap_or(0);
-        let (rows, total) =
+        let found =
             db::search(self.store.connection(), conversation.id, &terms, include_notes, offset, page.size + 1).await?;
         let hits: Vec<SearchHit> =
-            rows.into_iter().map(|(message, rank, highlight)| SearchHit { message, rank, highlight }).collect();
-        let mut page = Page::from_rows(hits, page.size, total, |_| 0_u64);
+            found.hits.into_iter().map(|(message, rank, highlight)| SearchHit { message, rank, highlight }).collect();
+        let mut page = Page::from_rows(hits, page.size, found.total, |_| 0_u64);
         if !page.next_page_token.is_empty() {
             // Search pages by rank, which has no stable key: the cursor is the next offset.
             page.next_page_token = super::pagination::token(&(offset + page.items.len() as u64));
         }
-        Ok(page)
+        Ok((page, found.capped))
     }
 }
 

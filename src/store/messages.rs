@@ -547,8 +547,24 @@ struct HitRow {
     highlight: String,
 }
 
-/// One page of a conversation's messages matching every term, best first, with a highlighted
-/// passage; and how many match. SQLite: FTS5 with bm25; PostgreSQL: tsvector with ts_rank.
+/// Matches ranked by relevance up to this many; a search matching more lists them newest first
+/// (ranking every one of tens of thousands of matches would cost more than the page is worth).
+pub const RANKED_MATCHES: u64 = 1_000;
+
+/// One page of a search within a conversation.
+pub struct SearchPage {
+    /// (message, rank, highlighted passage), in page order.
+    pub hits: Vec<(message::Model, f64, String)>,
+    /// Matches, counted up to [`RANKED_MATCHES`] + 1.
+    pub total: u64,
+    /// Whether there were more than [`RANKED_MATCHES`]: then `total` is that cap and the hits
+    /// are newest first instead of best first.
+    pub capped: bool,
+}
+
+/// One page of a conversation's messages matching every term, with a highlighted passage.
+/// SQLite: FTS5 with bm25, scoped by the conversation's token; PostgreSQL: tsvector with
+/// ts_rank, through the (conversation_id, search) GIN index.
 pub async fn search(
     conn: &impl ConnectionTrait,
     conversation_id: i64,
@@ -556,29 +572,32 @@ pub async fn search(
     include_notes: bool,
     offset: u64,
     limit: u64,
-) -> StoreResult<(Vec<(message::Model, f64, String)>, u64)> {
+) -> StoreResult<SearchPage> {
     let backend = conn.get_database_backend();
     let notes = if include_notes { "" } else { " AND m.channel <> 'NOTE'" };
     // Whole words, all required; every term quoted, so no user text is parsed as query syntax.
-    let (count_sql, page_sql, query) = match backend {
+    let (matches, select, by_rank, by_age, query) = match backend {
         DbBackend::Postgres => {
             let query = terms.iter().map(|t| format!("'{}'", t.replace('\'', "''"))).collect::<Vec<_>>().join(" & ");
+            // The (conversation_id, search) GIN index answers the match (the id is bound as
+            // bigint, the type the index's operator class takes). The page is cut before
+            // ts_headline runs; `m.id + 0` keeps the planner from walking the primary key
+            // backwards hoping to meet matches.
             (
-                format!(
-                    "SELECT COUNT(*) AS n FROM messages m WHERE m.conversation_id = $1 AND m.search @@ to_tsquery('simple', $2){notes}"
-                ),
-                format!(
-                    "SELECT m.id, ts_rank(m.search, to_tsquery('simple', $2))::float8 AS rank, \
-                     ts_headline('simple', m.content, to_tsquery('simple', $2), 'StartSel=<mark>, StopSel=</mark>, MaxFragments=1, MaxWords=20, MinWords=5') AS highlight \
-                     FROM messages m WHERE m.conversation_id = $1 AND m.search @@ to_tsquery('simple', $2){notes} \
-                     ORDER BY rank DESC, m.id DESC LIMIT $3 OFFSET $4"
-                ),
+                "FROM messages m WHERE m.conversation_id = $1 AND m.search @@ to_tsquery('simple', $2)".to_owned()
+                    + notes,
+                "SELECT page.id, page.rank, ts_headline('simple', page.content, to_tsquery('simple', $2), \
+                 'StartSel=<mark>, StopSel=</mark>, MaxFragments=1, MaxWords=20, MinWords=5') AS highlight \
+                 FROM (SELECT m.id, m.content, ts_rank(m.search, to_tsquery('simple', $2))::float8 AS rank",
+                "ORDER BY rank DESC, m.id DESC LIMIT $3 OFFSET $4) page ORDER BY page.rank DESC, page.id DESC",
+                "ORDER BY m.id + 0 DESC LIMIT $3 OFFSET $4) page ORDER BY page.id DESC",
                 query,
             )
         }
         _ => {
             // The conversation is a token of the index (migration 8): one FTS5 query intersects
-            // its doclist with the words'. ?1 stays bound for the statements' shape.
+            // its doclist with the words'. `+` keeps SQLite from driving the join by the
+            // conversation's rows instead, which would re-run the match per row.
             let words = terms
                 .iter()
                 .map(|t| format!("{{subject content}} : \"{}\"", t.replace('"', "\"\"")))
@@ -586,16 +605,13 @@ pub async fn search(
                 .join(" AND ");
             (
                 format!(
-                    "SELECT COUNT(*) AS n FROM messages_fts f JOIN messages m ON m.id = f.rowid \
-                     WHERE messages_fts MATCH ?2 AND m.conversation_id = ?1{notes}"
+                    "FROM messages_fts f JOIN messages m ON m.id = f.rowid \
+                     WHERE messages_fts MATCH ?2 AND +m.conversation_id = ?1{notes}"
                 ),
-                format!(
-                    "SELECT m.id, -bm25(messages_fts, 0.0, 1.0, 1.0) AS rank, \
-                     snippet(messages_fts, 2, '<mark>', '</mark>', '…', 20) AS highlight \
-                     FROM messages_fts f JOIN messages m ON m.id = f.rowid \
-                     WHERE messages_fts MATCH ?2 AND m.conversation_id = ?1{notes} \
-                     ORDER BY rank DESC, m.id DESC LIMIT ?3 OFFSET ?4"
-                ),
+                "SELECT m.id, -bm25(messages_fts, 0.0, 1.0, 1.0) AS rank, \
+                 snippet(messages_fts, 2, '<mark>', '</mark>', '…', 20) AS highlight",
+                "ORDER BY rank DESC, m.id DESC LIMIT ?3 OFFSET ?4",
+                "ORDER BY f.rowid DESC LIMIT ?3 OFFSET ?4",
                 format!("conversation : \"c{conversation_id}\" AND {words}"),
             )
         }
@@ -604,7 +620,8 @@ pub async fn search(
     struct Count {
         n: i64,
     }
-    let total = Count::find_by_statement(Statement::from_sql_and_values(
+    let count_sql = format!("SELECT COUNT(*) AS n FROM (SELECT 1 {matches} LIMIT {}) capped", RANKED_MATCHES + 1);
+    let counted = Count::find_by_statement(Statement::from_sql_and_values(
         backend,
         &count_sql,
         [conversation_id.into(), query.clone().into()],
@@ -612,6 +629,8 @@ pub async fn search(
     .one(conn)
     .await?
     .map_or(0, |c| c.n as u64);
+    let capped = counted > RANKED_MATCHES;
+    let page_sql = format!("{select} {matches} {}", if capped { by_age } else { by_rank });
     let hits = HitRow::find_by_statement(Statement::from_sql_and_values(
         backend,
         &page_sql,
@@ -627,5 +646,5 @@ pub async fn search(
             out.push((rows.swap_remove(pos), hit.rank, hit.highlight));
         }
     }
-    Ok((out, total))
+    Ok(SearchPage { hits: out, total: std::cmp::min(counted, RANKED_MATCHES), capped })
 }

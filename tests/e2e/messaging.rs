@@ -22,6 +22,7 @@ both_databases!(
     ingestion_finds_or_creates_the_client_and_reopens_the_conversation,
     recorded_messages_are_stored_and_never_sent,
     search_finds_ranks_and_highlights,
+    search_beyond_a_thousand_matches_lists_newest_first,
     one_sender_is_paced_across_workers,
     retryable_failures_give_up_after_the_last_attempt,
 );
@@ -549,4 +550,38 @@ async fn retryable_failures_give_up_after_the_last_attempt(db: Db) {
     assert!(!failed["message"]["error_message"].as_str().unwrap().is_empty());
     assert!(twilio.messages().is_empty(), "Twilio never accepted it");
     assert_eq!(twilio.requests().len(), 3);
+}
+
+/// More than 1,000 matches: the total stops at 1,000 and says so, and hits come newest first.
+async fn search_beyond_a_thousand_matches_lists_newest_first(db: Db) {
+    let (app, _twilio, b, client) = sms_setup(db, &[]).await;
+    let body = json!({ "business_id": b.id, "channel": "SMS", "direction": "INBOUND", "client": { "client_id": client },
+                       "content": "first invoice", "provider": "twilio", "provider_message_id": "SMbulk-first" });
+    let conversation =
+        json_of(app.post("/omega/messages", &b.key, Some(body)).await, 200).await["conversation_id"].as_u64().unwrap();
+    let rows = match db {
+        Db::Sqlite => {
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1005) \
+             INSERT INTO messages (public_id, business_id, conversation_id, client_id, channel, direction, sender_type, content, status, attempt_count, created_at) \
+             SELECT 'bulk-' || i, $1, $2, $3, 'SMS', 'INBOUND', 'client', 'invoice number ' || i, 'RECEIVED', 0, $4 FROM n"
+        }
+        Db::Postgres => {
+            "INSERT INTO messages (public_id, business_id, conversation_id, client_id, channel, direction, sender_type, content, status, attempt_count, created_at) \
+             SELECT 'bulk-' || i, $1, $2, $3, 'SMS', 'INBOUND', 'client', 'invoice number ' || i, 'RECEIVED', 0, $4 FROM generate_series(1, 1005) AS i"
+        }
+    };
+    let now = chrono::Utc::now();
+    app.sql(rows, vec![(b.id as i64).into(), (conversation as i64).into(), (client as i64).into(), now.into()]).await;
+    let path = format!("/omega/businesses/{}/clients/{client}/conversations/{conversation}/messages/search", b.id);
+    let found = json_of(app.get(&format!("{path}?q=invoice&page_size=3"), &b.key).await, 200).await;
+    assert_eq!(found["total_size"], 1000);
+    assert_eq!(found["total_size_capped"], true);
+    let contents: Vec<&str> =
+        found["hits"].as_array().unwrap().iter().map(|h| h["message"]["content"].as_str().unwrap()).collect();
+    assert_eq!(contents, ["invoice number 1005", "invoice number 1004", "invoice number 1003"]);
+    assert!(found["hits"][0]["highlight"].as_str().unwrap().contains("<mark>invoice</mark>"), "{found}");
+    // A rarer word is ranked as usual.
+    let one = json_of(app.get(&format!("{path}?q=first"), &b.key).await, 200).await;
+    assert_eq!(one["total_size"], 1);
+    assert_eq!(one["total_size_capped"], false);
 }
