@@ -12,6 +12,7 @@ mod m20261121_000006_chat_inboxes;
 mod m20261121_000007_client_text_index;
 mod m20261121_000008_conversation_scoped_search;
 mod m20261121_000009_conversation_search_index;
+mod m20261121_000010_inbox_covering_indexes;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000007_client_text_index::Migration),
             Box::new(m20261121_000008_conversation_scoped_search::Migration),
             Box::new(m20261121_000009_conversation_search_index::Migration),
+            Box::new(m20261121_000010_inbox_covering_indexes::Migration),
         ]
     }
 }

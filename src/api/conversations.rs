@@ -194,6 +194,7 @@ impl ConversationService for ConversationApi {
         let page = self.omega.list_messages(&caller, ids, &query, page).await?;
         Ok(Response::new(ListConversationMessagesResponse {
             total_size: total(page.total),
+            total_size_capped: page.total_capped,
             next_page_token: page.next_page_token,
             messages: all(page.items, encode::message)?,
         }))

@@ -496,15 +496,42 @@ impl Omega {
         let mut filter = Self::parse_list_query(caller, query)?;
         self.business(caller, business_id).await?;
         let conn = self.store.connection();
+        // Few clients match the text: their conversations, straight from the index. Many: the
+        // inbox is walked in activity order testing each client (matches are dense), and when
+        // the first matching clients already have the capped number of conversations between
+        // them, that is the total.
+        let mut known_total = None;
         if let Some(text) = &filter.client_text
             && let Some(ids) = db::clients_matching(conn, business_id, text, CLIENT_MATCH_LIMIT).await?
-            && (ids.len() as u64) < CLIENT_MATCH_LIMIT
         {
-            // Few clients match: their conversations, straight from the index. Many match: the
-            // inbox is walked in activity order testing each client, and matches are dense.
-            filter.client_ids = Some(ids);
+            if (ids.len() as u64) < CLIENT_MATCH_LIMIT {
+                filter.client_ids = Some(ids);
+            } else {
+                let some = ConversationFilter { client_ids: Some(ids), ..filter.clone() };
+                let (n, capped) = db::count_conversations_capped(conn, business_id, &some, TOTAL_CAP).await?;
+                known_total = capped.then_some((n, capped));
+            }
         }
-        let buckets = db::bucket_counts(conn, business_id).await?;
+        let no_match = filter.client_ids.as_ref().is_some_and(Vec::is_empty);
+        // The counters, the count and the page are independent reads: in parallel.
+        let counting = async {
+            if filter.countable_from_buckets() || no_match {
+                Ok((0, false))
+            } else if let Some(total) = known_total {
+                Ok(total)
+            } else {
+                db::count_conversations_capped(conn, business_id, &filter, TOTAL_CAP).await
+            }
+        };
+        let listing = async {
+            if no_match {
+                Ok(Vec::new())
+            } else {
+                db::list_conversations(conn, business_id, &filter, page.after, page.size + 1).await
+            }
+        };
+        let (buckets, counted, rows) = tokio::join!(db::bucket_counts(conn, business_id), counting, listing);
+        let (buckets, counted, rows) = (buckets?, counted?, rows?);
         // Totals come from the counters when they can; other filters count their matches.
         let (total, total_capped) = if filter.countable_from_buckets() {
             let total = buckets
@@ -519,15 +546,8 @@ impl Omega {
                 .map(|b| b.count as u64)
                 .sum::<u64>();
             (total, false)
-        } else if filter.client_ids.as_ref().is_some_and(Vec::is_empty) {
-            (0, false)
         } else {
-            db::count_conversations_capped(conn, business_id, &filter, TOTAL_CAP).await?
-        };
-        let rows = if filter.client_ids.as_ref().is_some_and(Vec::is_empty) {
-            Vec::new()
-        } else {
-            db::list_conversations(conn, business_id, &filter, page.after, page.size + 1).await?
+            counted
         };
         let views = self.views(business_id, rows).await?;
         let page = Page::from_rows(views, page.size, total, |v| (v.conversation.last_activity_at, v.conversation.id));
@@ -654,9 +674,12 @@ impl Omega {
             until,
             include_notes: query.include_notes.unwrap_or(true),
         };
-        let (rows, total) =
-            db::list_messages(self.store.connection(), id, &filter, newest_first, page.after, page.size + 1).await?;
-        Ok(Page::from_rows(rows, page.size, total, |m| (m.created_at, m.id)))
+        let conn = self.store.connection();
+        let (rows, (total, capped)) =
+            db::list_messages(conn, id, &filter, newest_first, page.after, page.size + 1, TOTAL_CAP).await?;
+        let mut page = Page::from_rows(rows, page.size, total, |m| (m.created_at, m.id));
+        page.total_capped = capped;
+        Ok(page)
     }
 
     /// The conversation's history, oldest first.

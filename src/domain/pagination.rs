@@ -47,6 +47,8 @@ pub struct Page<T> {
     pub items: Vec<T>,
     pub next_page_token: String,
     pub total: u64,
+    /// Whether `total` is a cap the count stopped at (there are at least that many).
+    pub total_capped: bool,
 }
 
 impl<T> Page<T> {
@@ -59,7 +61,7 @@ impl<T> Page<T> {
             Some(last) if more => token(&cursor(last)),
             _ => String::new(),
         };
-        Self { items: rows, next_page_token, total }
+        Self { items: rows, next_page_token, total, total_capped: false }
     }
 }
 

@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, Statement,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter,
+    QueryOrder, QuerySelect, Set, Statement,
     sea_query::{Expr, ExprTrait, OnConflict, Query},
 };
 
@@ -189,7 +189,7 @@ pub async fn expired_snoozes(
 }
 
 /// Inbox filters; every one is optional.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct ConversationFilter {
     pub statuses: Vec<String>,
     pub assignee: AssigneeFilter,
@@ -296,20 +296,7 @@ pub async fn count_conversations_capped(
     filter: &ConversationFilter,
     cap: u64,
 ) -> StoreResult<(u64, bool)> {
-    #[derive(FromQueryResult)]
-    struct Count {
-        n: i64,
-    }
-    let matches = conversation::Entity::find()
-        .select_only()
-        .column(conversation::Column::Id)
-        .filter(filter.condition(business_id))
-        .limit(cap + 1)
-        .into_query();
-    let count = Query::select().expr_as(Expr::cust("COUNT(*)"), "n").from_subquery(matches, "capped").to_owned();
-    let backend = conn.get_database_backend();
-    let n = Count::find_by_statement(backend.build(&count)).one(conn).await?.map_or(0, |c| c.n as u64);
-    Ok((std::cmp::min(n, cap), n > cap))
+    super::count_capped(conn, conversation::Entity::find().filter(filter.condition(business_id)), cap).await
 }
 
 /// Up to `limit` ids of the business's clients whose name, phone or email contains `text`
@@ -337,15 +324,18 @@ pub async fn clients_matching(
             ],
         ),
         _ => {
-            // FTS5's trigram index serves LIKE without an ESCAPE clause only.
-            if text.contains(['%', '_']) {
+            // A trigram phrase query is a substring match that needs no second look at the
+            // text (LIKE through the same index re-reads every candidate). Under three
+            // characters there are no trigrams to look up.
+            if text.chars().count() < 3 {
                 return Ok(None);
             }
+            // CROSS JOIN: the index drives, rather than probing it once per client.
             Statement::from_sql_and_values(
                 backend,
-                "SELECT c.id FROM clients_trgm t JOIN clients c ON c.id = t.rowid \
-                 WHERE t.search_text LIKE ?1 AND c.business_id = ?2 LIMIT ?3",
-                [format!("%{text}%").into(), business_id.into(), (limit as i64).into()],
+                "SELECT c.id FROM clients_trgm t CROSS JOIN clients c ON c.id = t.rowid \
+                 WHERE clients_trgm MATCH ?1 AND c.business_id = ?2 LIMIT ?3",
+                [format!("\"{}\"", text.replace('"', "\"\"")).into(), business_id.into(), (limit as i64).into()],
             )
         }
     };
@@ -538,9 +528,10 @@ pub async fn list_messages(
     newest_first: bool,
     after: Option<MessageCursor>,
     limit: u64,
-) -> StoreResult<(Vec<message::Model>, u64)> {
+    count_cap: u64,
+) -> StoreResult<(Vec<message::Model>, (u64, bool))> {
     let select = message::Entity::find().filter(filter.condition(conversation_id));
-    let total = select.clone().count(conn).await?;
+    let total = super::count_capped(conn, select.clone(), count_cap).await?;
     let mut select = select;
     if let Some((at, id)) = after {
         let (time_past, id_past) = if newest_first {

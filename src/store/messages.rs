@@ -630,14 +630,42 @@ pub async fn search(
     .await?
     .map_or(0, |c| c.n as u64);
     let capped = counted > RANKED_MATCHES;
-    let page_sql = format!("{select} {matches} {}", if capped { by_age } else { by_rank });
-    let hits = HitRow::find_by_statement(Statement::from_sql_and_values(
-        backend,
-        &page_sql,
-        [conversation_id.into(), query.into(), (limit as i64).into(), (offset as i64).into()],
-    ))
-    .all(conn)
-    .await?;
+    let page = |extra: &str| {
+        let order = if capped { by_age } else { by_rank };
+        let sql = format!("{select} {matches}{extra} {order}");
+        HitRow::find_by_statement(Statement::from_sql_and_values(
+            backend,
+            &sql,
+            [conversation_id.into(), query.clone().into(), (limit as i64).into(), (offset as i64).into()],
+        ))
+        .all(conn)
+    };
+    let hits = if capped && backend == DbBackend::Sqlite {
+        // FTS5 walks a doclist backwards by loading it whole: for a common word, a million
+        // entries. Starting from the conversation's recent messages bounds that walk; the
+        // page is only taken from there if it is full, otherwise from everything.
+        let recent = (offset + limit) * 4 + 1_000;
+        let floor = message::Entity::find()
+            .select_only()
+            .column(message::Column::Id)
+            .filter(message::Column::ConversationId.eq(conversation_id))
+            .order_by_desc(message::Column::CreatedAt)
+            .order_by_desc(message::Column::Id)
+            .offset(recent)
+            .limit(1)
+            .into_tuple::<i64>()
+            .one(conn)
+            .await?;
+        match floor {
+            Some(floor) => {
+                let hits = page(&format!(" AND f.rowid >= {floor}")).await?;
+                if hits.len() as u64 >= limit { hits } else { page("").await? }
+            }
+            None => page("").await?,
+        }
+    } else {
+        page("").await?
+    };
     let ids: Vec<i64> = hits.iter().map(|h| h.id).collect();
     let mut rows = message::Entity::find().filter(message::Column::Id.is_in(ids)).all(conn).await?;
     let mut out = Vec::with_capacity(hits.len());

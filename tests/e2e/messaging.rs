@@ -561,13 +561,13 @@ async fn search_beyond_a_thousand_matches_lists_newest_first(db: Db) {
         json_of(app.post("/omega/messages", &b.key, Some(body)).await, 200).await["conversation_id"].as_u64().unwrap();
     let rows = match db {
         Db::Sqlite => {
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1005) \
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1100) \
              INSERT INTO messages (public_id, business_id, conversation_id, client_id, channel, direction, sender_type, content, status, attempt_count, created_at) \
              SELECT 'bulk-' || i, $1, $2, $3, 'SMS', 'INBOUND', 'client', 'invoice number ' || i, 'RECEIVED', 0, $4 FROM n"
         }
         Db::Postgres => {
             "INSERT INTO messages (public_id, business_id, conversation_id, client_id, channel, direction, sender_type, content, status, attempt_count, created_at) \
-             SELECT 'bulk-' || i, $1, $2, $3, 'SMS', 'INBOUND', 'client', 'invoice number ' || i, 'RECEIVED', 0, $4 FROM generate_series(1, 1005) AS i"
+             SELECT 'bulk-' || i, $1, $2, $3, 'SMS', 'INBOUND', 'client', 'invoice number ' || i, 'RECEIVED', 0, $4 FROM generate_series(1, 1100) AS i"
         }
     };
     let now = chrono::Utc::now();
@@ -578,7 +578,11 @@ async fn search_beyond_a_thousand_matches_lists_newest_first(db: Db) {
     assert_eq!(found["total_size_capped"], true);
     let contents: Vec<&str> =
         found["hits"].as_array().unwrap().iter().map(|h| h["message"]["content"].as_str().unwrap()).collect();
-    assert_eq!(contents, ["invoice number 1005", "invoice number 1004", "invoice number 1003"]);
+    assert_eq!(contents, ["invoice number 1100", "invoice number 1099", "invoice number 1098"]);
+    // A later page, from the same ordering.
+    let token = found["next_page_token"].as_str().unwrap();
+    let next = json_of(app.get(&format!("{path}?q=invoice&page_size=3&page_token={token}"), &b.key).await, 200).await;
+    assert_eq!(next["hits"][0]["message"]["content"], "invoice number 1097");
     assert!(found["hits"][0]["highlight"].as_str().unwrap().contains("<mark>invoice</mark>"), "{found}");
     // A rarer word is ranked as usual.
     let one = json_of(app.get(&format!("{path}?q=first"), &b.key).await, 200).await;

@@ -438,7 +438,8 @@ async fn search(
             }
         }
     };
-    let typical = time_calls(3, settings.samples, search_in(b.sample.clone())).await?;
+    // The sample starts with the busiest conversation, measured on its own below.
+    let typical = time_calls(3, settings.samples, search_in(b.sample[1..].to_vec())).await?;
     let busiest = time_calls(3, settings.samples, search_in(vec![(b.busiest.0, b.busiest.1)])).await?;
     // Baseline: the cheapest authenticated read of the same conversation (first page of messages).
     let conversations = ConversationServiceClient::new(channel.clone());
