@@ -547,6 +547,93 @@ struct HitRow {
     highlight: String,
 }
 
+/// SQLite's ranked page: every match of the conversation (at most [`RANKED_MATCHES`]) scored
+/// with BM25's term-frequency saturation and length normalisation over the conversation's own
+/// matches (every word is required, so a corpus-wide IDF would only scale the scores), then
+/// the page's highlights from FTS5.
+async fn rank_in_conversation(
+    conn: &impl ConnectionTrait,
+    matches: &str,
+    query: &str,
+    conversation_id: i64,
+    terms: &[String],
+    offset: u64,
+    limit: u64,
+) -> StoreResult<Vec<HitRow>> {
+    #[derive(FromQueryResult)]
+    struct Doc {
+        id: i64,
+        subject: String,
+        content: String,
+    }
+    let backend = conn.get_database_backend();
+    let docs = Doc::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        format!("SELECT m.id, coalesce(m.subject, '') AS subject, m.content {matches}"),
+        [conversation_id.into(), query.into()],
+    ))
+    .all(conn)
+    .await?;
+    let scores = bm25_scores(terms, docs.iter().map(|d| (d.id, format!("{} {}", d.subject, d.content))));
+    let page: Vec<(i64, f64)> = scores.into_iter().skip(offset as usize).take(limit as usize).collect();
+    if page.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = page.iter().map(|(id, _)| id.to_string()).collect::<Vec<_>>().join(",");
+    #[derive(FromQueryResult)]
+    struct Highlight {
+        id: i64,
+        highlight: String,
+    }
+    let highlights = Highlight::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        format!(
+            "SELECT f.rowid AS id, snippet(messages_fts, 2, '<mark>', '</mark>', '…', 20) AS highlight \
+             FROM messages_fts f WHERE messages_fts MATCH ?1 AND f.rowid IN ({ids})"
+        ),
+        [query.into()],
+    ))
+    .all(conn)
+    .await?;
+    Ok(page
+        .into_iter()
+        .map(|(id, rank)| HitRow {
+            id,
+            rank,
+            highlight: highlights.iter().find(|h| h.id == id).map(|h| h.highlight.clone()).unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// BM25 without IDF over `docs` (id, text): best first, ties newest (highest id) first.
+fn bm25_scores(terms: &[String], docs: impl Iterator<Item = (i64, String)>) -> Vec<(i64, f64)> {
+    const K1: f64 = 1.2;
+    const B: f64 = 0.75;
+    let tokenized: Vec<(i64, Vec<String>)> = docs
+        .map(|(id, text)| {
+            let tokens = text.split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty()).map(str::to_lowercase);
+            (id, tokens.collect())
+        })
+        .collect();
+    let average = tokenized.iter().map(|(_, t)| t.len() as f64).sum::<f64>() / tokenized.len().max(1) as f64;
+    let mut scores: Vec<(i64, f64)> = tokenized
+        .iter()
+        .map(|(id, tokens)| {
+            let norm = K1 * (1.0 - B + B * tokens.len() as f64 / average.max(1.0));
+            let score = terms
+                .iter()
+                .map(|term| {
+                    let tf = tokens.iter().filter(|t| *t == term).count() as f64;
+                    tf * (K1 + 1.0) / (tf + norm)
+                })
+                .sum();
+            (*id, score)
+        })
+        .collect();
+    scores.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
+    scores
+}
+
 /// Matches ranked by relevance up to this many; a search matching more lists them newest first
 /// (ranking every one of tens of thousands of matches would cost more than the page is worth).
 pub const RANKED_MATCHES: u64 = 1_000;
@@ -608,9 +695,11 @@ pub async fn search(
                     "FROM messages_fts f JOIN messages m ON m.id = f.rowid \
                      WHERE messages_fts MATCH ?2 AND +m.conversation_id = ?1{notes}"
                 ),
-                "SELECT m.id, -bm25(messages_fts, 0.0, 1.0, 1.0) AS rank, \
-                 snippet(messages_fts, 2, '<mark>', '</mark>', '…', 20) AS highlight",
-                "ORDER BY rank DESC, m.id DESC LIMIT ?3 OFFSET ?4",
+                // No bm25(): it counts, per query, every row holding each word across the whole
+                // index (a common word: a million, ~60 ms). Ranked pages are scored from the
+                // conversation's own matches instead (`rank_in_conversation`).
+                "SELECT m.id, 0.0 AS rank, snippet(messages_fts, 2, '<mark>', '</mark>', '…', 20) AS highlight",
+                "",
                 "ORDER BY f.rowid DESC LIMIT ?3 OFFSET ?4",
                 format!("conversation : \"c{conversation_id}\" AND {words}"),
             )
@@ -663,6 +752,8 @@ pub async fn search(
             }
             None => page("").await?,
         }
+    } else if backend == DbBackend::Sqlite {
+        rank_in_conversation(conn, &matches, &query, conversation_id, terms, offset, limit).await?
     } else {
         page("").await?
     };
@@ -675,4 +766,22 @@ pub async fn search(
         }
     }
     Ok(SearchPage { hits: out, total: std::cmp::min(counted, RANKED_MATCHES), capped })
+}
+
+#[cfg(test)]
+mod ranking_tests {
+    use super::bm25_scores;
+
+    #[test]
+    fn more_occurrences_and_shorter_texts_rank_first_ties_newest_first() {
+        let terms = vec!["invoice".to_owned()];
+        let docs = vec![
+            (1, "Invoice paid".to_owned()),
+            (2, "Invoice paid, thanks. Another invoice question".to_owned()),
+            (3, "Is my invoice for March ready, and can you also tell me the opening hours?".to_owned()),
+            (4, "Invoice paid".to_owned()),
+        ];
+        let order: Vec<i64> = bm25_scores(&terms, docs.into_iter()).into_iter().map(|(id, _)| id).collect();
+        assert_eq!(order, [2, 4, 1, 3]);
+    }
 }
