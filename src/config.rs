@@ -109,6 +109,9 @@ pub struct DeliveryArgs {
     /// Delivery workers in this process (0 disables delivery here).
     #[arg(long, env = "OMEGA_DELIVERY_WORKERS", default_value_t = 4)]
     pub delivery_workers: usize,
+    /// Jobs a worker claims, marks as sending and records per round trip.
+    #[arg(long, env = "OMEGA_DELIVERY_BATCH", default_value_t = 16)]
+    pub delivery_batch: u64,
     /// Attempts before a message that keeps failing retryably is FAILED.
     #[arg(long, env = "OMEGA_DELIVERY_MAX_ATTEMPTS", default_value_t = 5)]
     pub delivery_max_attempts: i32,
@@ -186,7 +189,7 @@ impl DeliveryArgs {
         let interval = |rate: f64| (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
         crate::delivery::DeliveryConfig {
             workers: self.delivery_workers,
-            batch: 8,
+            batch: self.delivery_batch.clamp(1, 500),
             max_attempts: self.delivery_max_attempts.max(1),
             lease: Duration::from_secs(self.delivery_lease_secs.max(5)),
             poll_interval: Duration::from_millis(self.delivery_poll_ms.max(10)),

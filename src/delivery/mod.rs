@@ -33,6 +33,7 @@ use crate::{
     },
     store::{
         StoreError,
+        conversations::{self as conversations_db, NewEvent},
         entity::{delivery_job, message, message_attempt},
         messages as db,
     },
@@ -136,8 +137,15 @@ impl Dispatcher {
     }
 
     async fn run(self: Arc<Self>, worker: String, mut stop: watch::Receiver<bool>) {
+        let mut abandoned_checked: Option<std::time::Instant> = None;
         while !*stop.borrow() {
-            match self.round(&worker).await {
+            // Abandoned sends are rare (a replica died mid-send): looked for once a poll
+            // interval, not on every round.
+            let check = abandoned_checked.is_none_or(|at| at.elapsed() >= self.config.poll_interval);
+            if check {
+                abandoned_checked = Some(std::time::Instant::now());
+            }
+            match self.round(&worker, check).await {
                 Ok(0) => {
                     let wakeup = self.omega.delivery_wakeup.notified();
                     tokio::select! {
@@ -158,11 +166,13 @@ impl Dispatcher {
     /// Settles abandoned sends, then claims and delivers one batch; answers how many jobs it
     /// handled. A batch costs a fixed number of round trips (claim, load, mark as sending, one
     /// transaction recording every outcome) plus one provider call per message.
-    async fn round(&self, worker: &str) -> anyhow::Result<usize> {
+    async fn round(&self, worker: &str, settle_abandoned: bool) -> anyhow::Result<usize> {
         let conn = self.omega.store.connection();
         let now = now();
-        for job in db::claim_abandoned_sends(conn, worker, now, self.config.batch).await? {
-            self.settle_abandoned(job).await?;
+        if settle_abandoned {
+            for job in db::claim_abandoned_sends(conn, worker, now, self.config.batch).await? {
+                self.settle_abandoned(job).await?;
+            }
         }
         let lease_until = now + chrono::Duration::from_std(self.config.lease)?;
         let jobs = db::claim_jobs(conn, worker, now, lease_until, self.config.batch).await?;
@@ -365,12 +375,15 @@ impl Dispatcher {
             return Ok(());
         }
         let txn = self.omega.store.begin().await?;
-        let mut result = Ok(());
-        for item in &settled {
-            result = self.record_one(&txn, item).await;
+        // Accepted sends (nearly all) are recorded together; failures one by one.
+        let (accepted, others): (Vec<&Settled>, Vec<&Settled>) =
+            settled.iter().partition(|item| matches!(item.outcome, Outcome::Sent(..)));
+        let mut result = self.record_accepted(&txn, &accepted).await;
+        for item in others {
             if result.is_err() {
                 break;
             }
+            result = self.record_one(&txn, item).await;
         }
         let result = match result {
             Ok(()) => txn.commit().await.map_err(|e| anyhow::Error::from(StoreError::from(e))),
@@ -390,6 +403,54 @@ impl Dispatcher {
                 }
             }
             Err(err) => return Err(err),
+        }
+        Ok(())
+    }
+
+    /// Accepted sends: attempt rows, QUEUED → SENT, jobs done and the status events, in a few
+    /// statements for the whole batch.
+    async fn record_accepted(&self, txn: &sea_orm::DatabaseTransaction, items: &[&Settled]) -> anyhow::Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let now = now();
+        let accepted: Vec<db::Accepted> = items
+            .iter()
+            .filter_map(|item| match &item.outcome {
+                Outcome::Sent(accepted, provider) => Some(db::Accepted {
+                    job_id: item.job.id,
+                    message_id: item.message.id,
+                    attempt: item.attempt,
+                    started_at: item.started,
+                    provider: (*provider).to_owned(),
+                    provider_message_id: accepted.provider_message_id.clone(),
+                }),
+                Outcome::Failed { .. } => None,
+            })
+            .collect();
+        let moved = db::settle_accepted(txn, &accepted, now).await?;
+        let events = items
+            .iter()
+            .filter(|item| moved.contains(&item.message.id))
+            .map(|item| NewEvent {
+                business_id: item.message.business_id,
+                conversation_id: Some(item.message.conversation_id),
+                kind: "message.status_changed",
+                actor_key_id: None,
+                actor_staff_id: None,
+                data: serde_json::json!({
+                    "message_id": item.message.public_id, "from": DeliveryStatus::Queued.as_str(),
+                    "to": DeliveryStatus::Sent.as_str(), "error_code": null
+                }),
+            })
+            .collect();
+        conversations_db::append_events(txn, events, now).await?;
+        for item in items {
+            tracing::debug!(
+                message_id = item.message.public_id,
+                attempt = item.attempt,
+                "message handed to its provider"
+            );
         }
         Ok(())
     }

@@ -649,6 +649,30 @@ pub async fn append_event(conn: &impl ConnectionTrait, new: NewEvent<'_>, now: D
     Ok(())
 }
 
+/// Several events in one INSERT.
+pub async fn append_events(
+    conn: &impl ConnectionTrait,
+    events: Vec<NewEvent<'_>>,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    event::Entity::insert_many(events.into_iter().map(|new| event::ActiveModel {
+        business_id: Set(new.business_id),
+        conversation_id: Set(new.conversation_id),
+        kind: Set(new.kind.to_owned()),
+        actor_key_id: Set(new.actor_key_id),
+        actor_staff_id: Set(new.actor_staff_id),
+        data: Set(new.data.to_string()),
+        created_at: Set(now),
+        ..Default::default()
+    }))
+    .exec_without_returning(conn)
+    .await?;
+    Ok(())
+}
+
 /// A page of a conversation's events, oldest first (its history), and how many it has.
 pub async fn conversation_events(
     conn: &impl ConnectionTrait,

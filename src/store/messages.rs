@@ -361,6 +361,83 @@ pub async fn start_sending_many(
     Ok(rows.into_iter().map(|j| j.id).collect())
 }
 
+/// A message its provider accepted, to be recorded with others in one go.
+pub struct Accepted {
+    pub job_id: i64,
+    pub message_id: i64,
+    pub attempt: i32,
+    pub started_at: DateTime<Utc>,
+    pub provider: String,
+    pub provider_message_id: String,
+}
+
+/// Records a batch of accepted sends in a handful of statements whatever its size: the attempt
+/// rows, the attempt counts, QUEUED → SENT with the provider's ids (conditional, as
+/// [`change_status`]), the jobs done. Answers the ids of the messages that moved to SENT (one
+/// a status callback already moved on keeps its newer status).
+pub async fn settle_accepted(
+    conn: &impl ConnectionTrait,
+    accepted: &[Accepted],
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<i64>> {
+    if accepted.is_empty() {
+        return Ok(Vec::new());
+    }
+    attempt::Entity::insert_many(accepted.iter().map(|a| attempt::ActiveModel {
+        message_id: Set(a.message_id),
+        attempt: Set(a.attempt),
+        started_at: Set(a.started_at),
+        finished_at: Set(Some(now)),
+        outcome: Set("accepted".into()),
+        provider_message_id: Set(Some(a.provider_message_id.clone())),
+        ..Default::default()
+    }))
+    .exec_without_returning(conn)
+    .await?;
+    let message_ids: Vec<i64> = accepted.iter().map(|a| a.message_id).collect();
+    message::Entity::update_many()
+        .col_expr(message::Column::AttemptCount, Expr::col(message::Column::AttemptCount).add(1))
+        .filter(message::Column::Id.is_in(message_ids.iter().copied()))
+        .exec(conn)
+        .await?;
+    // One UPDATE over a VALUES list of (id, provider, provider id), on both databases.
+    let backend = conn.get_database_backend();
+    let p = |i: usize| if backend == DbBackend::Postgres { format!("${i}") } else { format!("?{i}") };
+    let mut values: Vec<sea_orm::Value> = vec![now.into()];
+    let rows = accepted
+        .iter()
+        .map(|a| {
+            values.extend([a.message_id.into(), a.provider.clone().into(), a.provider_message_id.clone().into()]);
+            let n = values.len();
+            let id = if backend == DbBackend::Postgres { format!("{}::bigint", p(n - 2)) } else { p(n - 2) };
+            format!("({id}, {}, {})", p(n - 1), p(n))
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "WITH v(id, provider, provider_message_id) AS (VALUES {rows}) \
+         UPDATE messages SET status = 'SENT', status_updated_at = {now}, sent_at = COALESCE(messages.sent_at, {now}), \
+         provider = v.provider, provider_message_id = v.provider_message_id \
+         FROM v WHERE messages.id = v.id AND messages.status = 'QUEUED' RETURNING messages.id",
+        now = p(1)
+    );
+    #[derive(FromQueryResult)]
+    struct Moved {
+        id: i64,
+    }
+    let moved = Moved::find_by_statement(Statement::from_sql_and_values(backend, &sql, values)).all(conn).await?;
+    job::Entity::update_many()
+        .col_expr(job::Column::State, Expr::value("done"))
+        .col_expr(job::Column::LockedBy, Expr::value(Option::<String>::None))
+        .col_expr(job::Column::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(job::Column::LastError, Expr::value(Option::<String>::None))
+        .col_expr(job::Column::UpdatedAt, Expr::value(now))
+        .filter(job::Column::Id.is_in(accepted.iter().map(|a| a.job_id)))
+        .exec(conn)
+        .await?;
+    Ok(moved.into_iter().map(|m| m.id).collect())
+}
+
 /// Ends a job's turn: `done`, `failed`, or back to `pending` at `next_attempt_at`.
 pub async fn finish_job(
     conn: &impl ConnectionTrait,
