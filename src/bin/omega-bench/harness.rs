@@ -60,14 +60,15 @@ impl BenchDb {
                 admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await?;
                 admin.close().await?;
                 let base = postgres_url.rsplit_once('/').map_or(postgres_url, |(b, _)| b);
-                Ok(Self { backend, url: format!("{base}/{name}"), admin: Some((postgres_url.to_owned(), name)) })
+                let url = loopback_plaintext(backend, format!("{base}/{name}"));
+                Ok(Self { backend, url, admin: Some((postgres_url.to_owned(), name)) })
             }
         }
     }
 
     /// An existing database (a dataset kept by an earlier run with `--keep`).
     pub fn existing(backend: Backend, url: String) -> Self {
-        Self { backend, url, admin: None }
+        Self { backend, url: loopback_plaintext(backend, url), admin: None }
     }
 
     /// Keeps the database after the run (a kept SQLite file must live outside the temp dir).
@@ -87,6 +88,16 @@ impl BenchDb {
             admin.close().await?;
         }
         Ok(())
+    }
+}
+
+/// PostgreSQL on loopback without TLS (unless the URL says otherwise): the driver's TLS
+/// handshake costs ~45 ms per new connection here, which would be measured as Omega's start.
+fn loopback_plaintext(backend: Backend, url: String) -> String {
+    if backend == Backend::Postgres && !url.contains('?') && url.contains("127.0.0.1") {
+        format!("{url}?sslmode=disable")
+    } else {
+        url
     }
 }
 
