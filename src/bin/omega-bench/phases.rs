@@ -111,14 +111,18 @@ async fn ingest(
     let n = settings.messages;
     let concurrency = 16;
     let business = &data.small;
+    // Provider ids unique to this run: a rerun on a kept dataset must store, not deduplicate.
+    let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let clients = business.conversations;
     let phone = move |i: usize| format!("+1{}", 2_000_000_000 + (i as u64 * 7919) % clients);
-    let raw = raw_ingest(db, business, n, concurrency).await?;
+    let raw = raw_ingest(db, business, n, concurrency, &run).await?;
     let grpc = run_concurrently(n, concurrency, {
         let channel = channel.clone();
         let business_id = business.id;
+        let run = run.clone();
         move |i| {
             let mut client = MessageServiceClient::new(channel.clone());
+            let run = run.clone();
             let phone = phone(i);
             async move {
                 client
@@ -129,7 +133,7 @@ async fn ingest(
                         client: Some(ClientRef { phone, ..Default::default() }),
                         content: format!("Can I move my massage to {} pm tomorrow?", 1 + i % 9),
                         provider: "twilio".into(),
-                        provider_message_id: format!("SMbenchgrpc{i:024}"),
+                        provider_message_id: format!("SMgrpc{run}{i:020}"),
                         ..Default::default()
                     }))
                     .await?;
@@ -143,6 +147,7 @@ async fn ingest(
         let business_id = business.id;
         move |i| {
             let http = http.clone();
+            let run = run.clone();
             let phone = phone(i);
             async move {
                 let resp = http
@@ -155,7 +160,7 @@ async fn ingest(
                         "client": { "phone": phone },
                         "content": format!("Is there parking near the studio at {} pm?", 1 + i % 9),
                         "provider": "twilio",
-                        "provider_message_id": format!("SMbenchrest{i:024}"),
+                        "provider_message_id": format!("SMrest{run}{i:020}"),
                     }))
                     .send()
                     .await?;
@@ -204,7 +209,14 @@ where
     Ok(started.elapsed())
 }
 
-async fn raw_ingest(db: &BenchDb, business: &Business, n: usize, concurrency: usize) -> anyhow::Result<Duration> {
+async fn raw_ingest(
+    db: &BenchDb,
+    business: &Business,
+    n: usize,
+    concurrency: usize,
+    run: &str,
+) -> anyhow::Result<Duration> {
+    let run = run.to_owned();
     let conn = db.connect().await?;
     let backend = conn.get_database_backend();
     let p = |i: usize| if backend == DbBackend::Postgres { format!("${i}") } else { format!("?{i}") };
@@ -246,6 +258,7 @@ async fn raw_ingest(db: &BenchDb, business: &Business, n: usize, concurrency: us
         let (message_sql, conversation_sql, event_sql) =
             (message_sql.clone(), conversation_sql.clone(), event_sql.clone());
         let (conversation, client) = sample[i % sample.len()];
+        let run = run.clone();
         async move {
             let now = chrono::Utc::now();
             let content = format!("Can I move my massage to {} pm tomorrow?", 1 + i % 9);
@@ -262,7 +275,7 @@ async fn raw_ingest(db: &BenchDb, business: &Business, n: usize, concurrency: us
                     content.clone().into(),
                     now.into(),
                     uuid::Uuid::new_v4().to_string().into(),
-                    format!("SMbenchraw{i:024}").into(),
+                    format!("SMraw{run}{i:020}").into(),
                 ],
             ))
             .await?;
