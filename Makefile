@@ -1,5 +1,5 @@
 # The two commands of the README.
-.PHONY: run test
+.PHONY: run test bench
 
 # Start Omega + Envoy on the embedded SQLite default (installs Envoy/buf into the repo if missing).
 run:
@@ -8,3 +8,9 @@ run:
 # Every test: buf lint/format, unit tests, end-to-end tests on SQLite and PostgreSQL via Envoy.
 test:
 	./scripts/test.sh
+
+# The benchmark at full scale on both databases (see README: Benchmarks). BENCH_ARGS adds flags.
+bench:
+	./scripts/ensure-tools.sh
+	cargo build --release --bins
+	target/release/omega-bench $(BENCH_ARGS)

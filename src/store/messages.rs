@@ -624,33 +624,44 @@ struct HitRow {
     highlight: String,
 }
 
+/// A matching message's text, for ranking.
+#[derive(FromQueryResult)]
+struct Doc {
+    id: i64,
+    subject: String,
+    content: String,
+}
+
+/// Up to `limit` of the conversation's matching messages' texts (SQLite).
+async fn matching_docs(
+    conn: &impl ConnectionTrait,
+    matches: &str,
+    query: &str,
+    conversation_id: i64,
+    limit: u64,
+) -> StoreResult<Vec<Doc>> {
+    Ok(Doc::find_by_statement(Statement::from_sql_and_values(
+        conn.get_database_backend(),
+        format!("SELECT m.id, coalesce(m.subject, '') AS subject, m.content {matches} LIMIT {limit}"),
+        [conversation_id.into(), query.into()],
+    ))
+    .all(conn)
+    .await?)
+}
+
 /// SQLite's ranked page: every match of the conversation (at most [`RANKED_MATCHES`]) scored
 /// with BM25's term-frequency saturation and length normalisation over the conversation's own
 /// matches (every word is required, so a corpus-wide IDF would only scale the scores), then
 /// the page's highlights from FTS5.
 async fn rank_in_conversation(
     conn: &impl ConnectionTrait,
-    matches: &str,
+    docs: Vec<Doc>,
     query: &str,
-    conversation_id: i64,
     terms: &[String],
     offset: u64,
     limit: u64,
 ) -> StoreResult<Vec<HitRow>> {
-    #[derive(FromQueryResult)]
-    struct Doc {
-        id: i64,
-        subject: String,
-        content: String,
-    }
     let backend = conn.get_database_backend();
-    let docs = Doc::find_by_statement(Statement::from_sql_and_values(
-        backend,
-        format!("SELECT m.id, coalesce(m.subject, '') AS subject, m.content {matches}"),
-        [conversation_id.into(), query.into()],
-    ))
-    .all(conn)
-    .await?;
     let scores = bm25_scores(terms, docs.iter().map(|d| (d.id, format!("{} {}", d.subject, d.content))));
     let page: Vec<(i64, f64)> = scores.into_iter().skip(offset as usize).take(limit as usize).collect();
     if page.is_empty() {
@@ -786,15 +797,26 @@ pub async fn search(
     struct Count {
         n: i64,
     }
-    let count_sql = format!("SELECT COUNT(*) AS n FROM (SELECT 1 {matches} LIMIT {}) capped", RANKED_MATCHES + 1);
-    let counted = Count::find_by_statement(Statement::from_sql_and_values(
-        backend,
-        &count_sql,
-        [conversation_id.into(), query.clone().into()],
-    ))
-    .one(conn)
-    .await?
-    .map_or(0, |c| c.n as u64);
+    // SQLite: the matches' texts are loaded once, both to count them and to rank them.
+    let docs = match backend {
+        DbBackend::Sqlite => Some(matching_docs(conn, &matches, &query, conversation_id, RANKED_MATCHES + 1).await?),
+        _ => None,
+    };
+    let counted = match &docs {
+        Some(docs) => docs.len() as u64,
+        None => {
+            let count_sql =
+                format!("SELECT COUNT(*) AS n FROM (SELECT 1 {matches} LIMIT {}) capped", RANKED_MATCHES + 1);
+            Count::find_by_statement(Statement::from_sql_and_values(
+                backend,
+                &count_sql,
+                [conversation_id.into(), query.clone().into()],
+            ))
+            .one(conn)
+            .await?
+            .map_or(0, |c| c.n as u64)
+        }
+    };
     let capped = counted > RANKED_MATCHES;
     let page = |extra: &str| {
         let order = if capped { by_age } else { by_rank };
@@ -829,8 +851,8 @@ pub async fn search(
             }
             None => page("").await?,
         }
-    } else if backend == DbBackend::Sqlite {
-        rank_in_conversation(conn, &matches, &query, conversation_id, terms, offset, limit).await?
+    } else if let Some(docs) = docs {
+        rank_in_conversation(conn, docs, &query, terms, offset, limit).await?
     } else {
         page("").await?
     };
