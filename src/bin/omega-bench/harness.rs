@@ -148,6 +148,21 @@ pub struct Omega {
     pub started_in: Duration,
 }
 
+impl Omega {
+    /// Stops the server as an operator would (SIGTERM), so that delivery workers record the
+    /// batch in hand; killing it would leave those sends ambiguous for the next run to settle.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let pid = self.process.pid().to_string();
+        std::process::Command::new("kill").args(["-TERM", &pid]).status()?;
+        let started = Instant::now();
+        while self.process.child.try_wait()?.is_none() {
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "omega did not stop on SIGTERM");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+}
+
 /// The `omega` binary built beside this one (`cargo build --release --bins`).
 pub fn omega_binary() -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe()?;
@@ -265,9 +280,12 @@ pub async fn start_fake_twilio() -> anyhow::Result<(SocketAddr, Arc<AtomicU64>)>
     let addr = listener.local_addr()?;
     let count = Arc::new(AtomicU64::new(0));
     let counter = count.clone();
+    // Message SIDs unique across runs too: a kept dataset already holds the last run's.
+    let run: Arc<str> = uuid::Uuid::new_v4().simple().to_string()[..8].into();
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             let counter = counter.clone();
+            let run = run.clone();
             tokio::spawn(async move {
                 let _ = socket.set_nodelay(true);
                 let mut buf = Vec::with_capacity(4096);
@@ -297,8 +315,9 @@ pub async fn start_fake_twilio() -> anyhow::Result<(SocketAddr, Arc<AtomicU64>)>
                     }
                     buf.drain(..head_end + length);
                     let n = counter.fetch_add(1, Ordering::Relaxed);
-                    let body =
-                        format!(r#"{{"sid":"SM{n:032x}","status":"queued","error_code":null,"error_message":null}}"#);
+                    let body = format!(
+                        r#"{{"sid":"SM{run}{n:024x}","status":"queued","error_code":null,"error_message":null}}"#
+                    );
                     let response = format!(
                         "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
                         body.len()

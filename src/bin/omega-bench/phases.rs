@@ -634,7 +634,7 @@ async fn dispatch(
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let elapsed = started.elapsed() - omega.started_in;
-        drop(omega);
+        omega.stop().await?;
         let rate = queued as f64 / elapsed.as_secs_f64();
         let limited = name.contains("limited");
         report.add(
