@@ -323,7 +323,9 @@ pub async fn generate(db: &BenchDb, channel: Channel, scale: Scale) -> anyhow::R
                 ))
                 .await?;
             }
-            conn.execute_unprepared("ANALYZE").await?;
+            // A database in steady state has been vacuumed: its visibility map lets the inbox's
+            // covering indexes answer without visiting the table.
+            conn.execute_unprepared("VACUUM (ANALYZE)").await?;
         }
         _ => {
             conn.execute_unprepared("ANALYZE").await?;
