@@ -634,6 +634,11 @@ pub struct NewEvent<'a> {
 }
 
 pub async fn append_event(conn: &impl ConnectionTrait, new: NewEvent<'_>, now: DateTime<Utc>) -> StoreResult<()> {
+    event_row(new, now).insert(conn).await?;
+    Ok(())
+}
+
+fn event_row(new: NewEvent<'_>, now: DateTime<Utc>) -> event::ActiveModel {
     event::ActiveModel {
         business_id: Set(new.business_id),
         conversation_id: Set(new.conversation_id),
@@ -644,9 +649,6 @@ pub async fn append_event(conn: &impl ConnectionTrait, new: NewEvent<'_>, now: D
         created_at: Set(now),
         ..Default::default()
     }
-    .insert(conn)
-    .await?;
-    Ok(())
 }
 
 /// Several events in one INSERT.
@@ -658,18 +660,7 @@ pub async fn append_events(
     if events.is_empty() {
         return Ok(());
     }
-    event::Entity::insert_many(events.into_iter().map(|new| event::ActiveModel {
-        business_id: Set(new.business_id),
-        conversation_id: Set(new.conversation_id),
-        kind: Set(new.kind.to_owned()),
-        actor_key_id: Set(new.actor_key_id),
-        actor_staff_id: Set(new.actor_staff_id),
-        data: Set(new.data.to_string()),
-        created_at: Set(now),
-        ..Default::default()
-    }))
-    .exec_without_returning(conn)
-    .await?;
+    event::Entity::insert_many(events.into_iter().map(|new| event_row(new, now))).exec_without_returning(conn).await?;
     Ok(())
 }
 
