@@ -23,7 +23,7 @@ use tokio::{sync::watch, task::JoinHandle};
 use crate::{
     domain::{
         Omega,
-        messages::{StatusMove, move_status},
+        messages::{StatusMove, move_status, status_changed_event},
         values::{DeliveryStatus, now},
     },
     providers::{
@@ -32,8 +32,7 @@ use crate::{
         twilio::{SmsRequest, TwilioClient, TwilioConfig},
     },
     store::{
-        StoreError,
-        conversations::{self as conversations_db, NewEvent},
+        StoreError, conversations as conversations_db,
         entity::{delivery_job, message, message_attempt},
         messages as db,
     },
@@ -432,16 +431,8 @@ impl Dispatcher {
         let events = items
             .iter()
             .filter(|item| moved.contains(&item.message.id))
-            .map(|item| NewEvent {
-                business_id: item.message.business_id,
-                conversation_id: Some(item.message.conversation_id),
-                kind: "message.status_changed",
-                actor_key_id: None,
-                actor_staff_id: None,
-                data: serde_json::json!({
-                    "message_id": item.message.public_id, "from": DeliveryStatus::Queued.as_str(),
-                    "to": DeliveryStatus::Sent.as_str(), "error_code": null
-                }),
+            .map(|item| {
+                status_changed_event(&item.message, DeliveryStatus::Queued.as_str(), DeliveryStatus::Sent, None)
             })
             .collect();
         conversations_db::append_events(txn, events, now).await?;

@@ -775,16 +775,26 @@ pub(crate) async fn move_status(
     if !db::change_status(conn, message.id, expected, update, now).await? {
         return Ok(false);
     }
-    let event = NewEvent {
+    let event = status_changed_event(message, expected, status, event_code);
+    conversations_db::append_event(conn, event, now).await?;
+    Ok(true)
+}
+
+/// The event log's record of a message moving from one delivery status to another.
+pub(crate) fn status_changed_event(
+    message: &message::Model,
+    from: &str,
+    to: DeliveryStatus,
+    error_code: Option<String>,
+) -> NewEvent<'static> {
+    NewEvent {
         business_id: message.business_id,
         conversation_id: Some(message.conversation_id),
         kind: "message.status_changed",
         actor_key_id: None,
         actor_staff_id: None,
-        data: json!({ "message_id": message.public_id, "from": expected, "to": status.as_str(), "error_code": event_code }),
-    };
-    conversations_db::append_event(conn, event, now).await?;
-    Ok(true)
+        data: json!({ "message_id": message.public_id, "from": from, "to": to.as_str(), "error_code": error_code }),
+    }
 }
 
 /// An inbound message wakes a resolved or snoozed conversation (conditionally, counted and

@@ -323,17 +323,7 @@ pub async fn start_sending(
     lease_until: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> StoreResult<bool> {
-    let result = job::Entity::update_many()
-        .col_expr(job::Column::State, Expr::value("sending"))
-        .col_expr(job::Column::Attempts, Expr::col(job::Column::Attempts).add(1))
-        .col_expr(job::Column::LockedUntil, Expr::value(lease_until))
-        .col_expr(job::Column::UpdatedAt, Expr::value(now))
-        .filter(job::Column::Id.eq(job_id))
-        .filter(job::Column::State.eq("running"))
-        .filter(job::Column::LockedBy.eq(worker))
-        .exec(conn)
-        .await?;
-    Ok(result.rows_affected == 1)
+    Ok(!start_sending_many(conn, &[job_id], worker, lease_until, now).await?.is_empty())
 }
 
 /// `start_sending` for a batch in one statement; answers the ids still held by `worker` (a job
@@ -426,15 +416,8 @@ pub async fn settle_accepted(
         id: i64,
     }
     let moved = Moved::find_by_statement(Statement::from_sql_and_values(backend, &sql, values)).all(conn).await?;
-    job::Entity::update_many()
-        .col_expr(job::Column::State, Expr::value("done"))
-        .col_expr(job::Column::LockedBy, Expr::value(Option::<String>::None))
-        .col_expr(job::Column::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
-        .col_expr(job::Column::LastError, Expr::value(Option::<String>::None))
-        .col_expr(job::Column::UpdatedAt, Expr::value(now))
-        .filter(job::Column::Id.is_in(accepted.iter().map(|a| a.job_id)))
-        .exec(conn)
-        .await?;
+    let job_ids: Vec<i64> = accepted.iter().map(|a| a.job_id).collect();
+    finish_jobs(conn, &job_ids, "done", None, None, now).await?;
     Ok(moved.into_iter().map(|m| m.id).collect())
 }
 
@@ -442,6 +425,18 @@ pub async fn settle_accepted(
 pub async fn finish_job(
     conn: &impl ConnectionTrait,
     job_id: i64,
+    state: &str,
+    next_attempt_at: Option<DateTime<Utc>>,
+    last_error: Option<String>,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    finish_jobs(conn, &[job_id], state, next_attempt_at, last_error, now).await
+}
+
+/// [`finish_job`] for several jobs in one statement.
+pub async fn finish_jobs(
+    conn: &impl ConnectionTrait,
+    job_ids: &[i64],
     state: &str,
     next_attempt_at: Option<DateTime<Utc>>,
     last_error: Option<String>,
@@ -456,7 +451,7 @@ pub async fn finish_job(
     if let Some(at) = next_attempt_at {
         query = query.col_expr(job::Column::NextAttemptAt, Expr::value(at));
     }
-    query.filter(job::Column::Id.eq(job_id)).exec(conn).await?;
+    query.filter(job::Column::Id.is_in(job_ids.iter().copied())).exec(conn).await?;
     Ok(())
 }
 
@@ -730,7 +725,7 @@ pub const RANKED_MATCHES: u64 = 1_000;
 pub struct SearchPage {
     /// (message, rank, highlighted passage), in page order.
     pub hits: Vec<(message::Model, f64, String)>,
-    /// Matches, counted up to [`RANKED_MATCHES`] + 1.
+    /// Matches, counted up to [`RANKED_MATCHES`].
     pub total: u64,
     /// Whether there were more than [`RANKED_MATCHES`]: then `total` is that cap and the hits
     /// are newest first instead of best first.
@@ -738,8 +733,8 @@ pub struct SearchPage {
 }
 
 /// One page of a conversation's messages matching every term, with a highlighted passage.
-/// SQLite: FTS5 with bm25, scoped by the conversation's token; PostgreSQL: tsvector with
-/// ts_rank, through the (conversation_id, search) GIN index.
+/// SQLite: FTS5 scoped by the conversation's token, ranked by [`rank_in_conversation`];
+/// PostgreSQL: tsvector with ts_rank, through the (conversation_id, search) GIN index.
 pub async fn search(
     conn: &impl ConnectionTrait,
     conversation_id: i64,
