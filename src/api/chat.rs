@@ -21,13 +21,14 @@ use crate::{
             CreateChatContactRequest, CreateChatConversationRequest, CreateChatMessageRequest, CreateInboxRequest,
             CreateInboxResponse, GetChatContactRequest, GetChatConversationRequest, Inbox,
             ListChatConversationsRequest, ListChatMessagesRequest, ListInboxesRequest, ListInboxesResponse,
-            ToggleChatStatusRequest, ToggleChatTypingRequest, UpdateChatContactRequest, UpdateChatLastSeenRequest,
-            UpdateChatMessageRequest, chat_service_server::ChatService, inbox_service_server::InboxService,
+            MergeVisitorRequest, MergeVisitorResponse, ToggleChatStatusRequest, ToggleChatTypingRequest,
+            UpdateChatContactRequest, UpdateChatLastSeenRequest, UpdateChatMessageRequest,
+            chat_service_server::ChatService, inbox_service_server::InboxService,
         },
     },
     store::{
         directory,
-        entity::{client, conversation, inbox, message},
+        entity::{conversation, inbox, message},
     },
 };
 
@@ -80,14 +81,17 @@ fn contact_input(body: &Value) -> ContactInput {
     }
 }
 
-/// Chatwoot's contact JSON (seed 004's `contact`).
-fn contact_json(inbox: &inbox::Model, client: &client::Model) -> Result<Value> {
+/// Chatwoot's contact JSON (seed 004's `contact`): the client's record once the contact proved
+/// who it is, its own claims until then.
+fn contact_json(chat: &ChatContact) -> Result<Value> {
+    let (inbox, client) = (&chat.inbox, &chat.client);
+    let (identifier, email, phone) = chat.shown_identity();
     Ok(json!({
         "id": wire_id(client.id)?,
         "name": client.name,
-        "email": client.email,
-        "phone_number": client.phone_e164,
-        "identifier": client.external_ref.as_deref().filter(|r| !r.starts_with("chat:")),
+        "email": email,
+        "phone_number": phone,
+        "identifier": identifier,
         "blocked": false,
         "additional_attributes": {},
         "custom_attributes": {},
@@ -107,22 +111,18 @@ fn contact_json(inbox: &inbox::Model, client: &client::Model) -> Result<Value> {
 
 /// The contact as the create / get / update calls answer it: with its source id.
 fn contact_with_source(chat: &ChatContact) -> Result<Value> {
-    let mut value = contact_json(&chat.inbox, &chat.client)?;
+    let mut value = contact_json(chat)?;
     value["source_id"] = json!(chat.contact.source_id);
-    value["pubsub_token"] = json!(chat.contact.source_id);
+    value["pubsub_token"] = json!(chat.contact.pubsub_token);
     Ok(value)
 }
 
 /// Chatwoot's message JSON: `message_type` 0 for the contact's messages, 1 for staff/outgoing.
-fn message_json(
-    inbox: &inbox::Model,
-    client: &client::Model,
-    staff: &HashMap<i64, String>,
-    m: &message::Model,
-) -> Result<Value> {
+fn message_json(chat: &ChatContact, staff: &HashMap<i64, String>, m: &message::Model) -> Result<Value> {
+    let client = &chat.client;
     let incoming = m.direction == "INBOUND";
     let sender = if incoming {
-        let mut contact = contact_json(inbox, client)?;
+        let mut contact = contact_json(chat)?;
         contact["type"] = json!("contact");
         contact["available_name"] = json!(client.name);
         contact["avatar_url"] = json!("");
@@ -188,8 +188,7 @@ impl ChatApi {
     async fn conversation_json(&self, chat: &ChatContact, c: &conversation::Model) -> Result<Value> {
         let messages = self.omega.chat_messages(c).await?;
         let staff = self.staff_names(chat.inbox.business_id, &messages).await?;
-        let messages: Vec<Value> =
-            messages.iter().map(|m| message_json(&chat.inbox, &chat.client, &staff, m)).collect::<Result<_>>()?;
+        let messages: Vec<Value> = messages.iter().map(|m| message_json(chat, &staff, m)).collect::<Result<_>>()?;
         Ok(json!({
             "id": wire_id(c.id)?,
             "uuid": conversation_uuid(c),
@@ -198,15 +197,26 @@ impl ChatApi {
             "status": c.status.to_ascii_lowercase(),
             "agent_last_seen_at": c.agent_last_seen_at.map_or(0, |t| t.timestamp()),
             "messages": messages,
-            "contact": contact_json(&chat.inbox, &chat.client)?,
+            "contact": contact_json(chat)?,
         }))
     }
 
-    async fn conversation_of(&self, inbox: &str, contact: &str, id: u32) -> Result<(ChatContact, conversation::Model)> {
-        let chat = self.omega.chat_contact(inbox, contact).await?;
+    async fn conversation_of(
+        &self,
+        inbox: &str,
+        contact: &str,
+        id: u32,
+        identifier_hash: Option<&str>,
+    ) -> Result<(ChatContact, conversation::Model)> {
+        let chat = self.omega.chat_contact(inbox, contact, identifier_hash).await?;
         let conversation = self.omega.chat_conversation(&chat, required_id("conversation_id", id)?).await?;
         Ok((chat, conversation))
     }
+}
+
+/// The identifier hash a call carries: its query parameter, or its JSON body's field.
+fn presented_hash<'a>(query: &'a str, body: Option<&'a Value>) -> Option<&'a str> {
+    Some(query.trim()).filter(|h| !h.is_empty()).or_else(|| body.and_then(|b| b["identifier_hash"].as_str()))
 }
 
 #[tonic::async_trait]
@@ -220,7 +230,8 @@ impl ChatService for ChatApi {
 
     async fn get_contact(&self, request: Request<GetChatContactRequest>) -> Result<Response<HttpBody>, Status> {
         let r = request.into_inner();
-        let chat = self.omega.chat_contact(&r.inbox_identifier, &r.contact_identifier).await?;
+        let hash = presented_hash(&r.identifier_hash, None);
+        let chat = self.omega.chat_contact(&r.inbox_identifier, &r.contact_identifier, hash).await?;
         Ok(json_response(contact_with_source(&chat)?))
     }
 
@@ -237,8 +248,9 @@ impl ChatService for ChatApi {
         request: Request<CreateChatConversationRequest>,
     ) -> Result<Response<HttpBody>, Status> {
         let r = request.into_inner();
-        body_json(r.body.as_ref())?;
-        let chat = self.omega.chat_contact(&r.inbox_identifier, &r.contact_identifier).await?;
+        let body = body_json(r.body.as_ref())?;
+        let hash = presented_hash(&r.identifier_hash, Some(&body));
+        let chat = self.omega.chat_contact(&r.inbox_identifier, &r.contact_identifier, hash).await?;
         let conversation = self.omega.create_chat_conversation(&chat).await?;
         Ok(json_response(self.conversation_json(&chat, &conversation).await?))
     }
@@ -248,7 +260,8 @@ impl ChatService for ChatApi {
         request: Request<ListChatConversationsRequest>,
     ) -> Result<Response<HttpBody>, Status> {
         let r = request.into_inner();
-        let chat = self.omega.chat_contact(&r.inbox_identifier, &r.contact_identifier).await?;
+        let hash = presented_hash(&r.identifier_hash, None);
+        let chat = self.omega.chat_contact(&r.inbox_identifier, &r.contact_identifier, hash).await?;
         let mut list = Vec::new();
         for conversation in self.omega.chat_conversations(&chat).await? {
             list.push(self.conversation_json(&chat, &conversation).await?);
@@ -261,15 +274,18 @@ impl ChatService for ChatApi {
         request: Request<GetChatConversationRequest>,
     ) -> Result<Response<HttpBody>, Status> {
         let r = request.into_inner();
+        let hash = presented_hash(&r.identifier_hash, None);
         let (chat, conversation) =
-            self.conversation_of(&r.inbox_identifier, &r.contact_identifier, r.conversation_id).await?;
+            self.conversation_of(&r.inbox_identifier, &r.contact_identifier, r.conversation_id, hash).await?;
         Ok(json_response(self.conversation_json(&chat, &conversation).await?))
     }
 
     async fn toggle_status(&self, request: Request<ToggleChatStatusRequest>) -> Result<Response<HttpBody>, Status> {
         let r = request.into_inner();
+        let body = body_json(r.body.as_ref())?;
+        let hash = presented_hash(&r.identifier_hash, Some(&body));
         let (chat, conversation) =
-            self.conversation_of(&r.inbox_identifier, &r.contact_identifier, r.conversation_id).await?;
+            self.conversation_of(&r.inbox_identifier, &r.contact_identifier, r.conversation_id, hash).await?;
         let conversation = self.omega.toggle_chat_status(&chat, &conversation).await?;
         Ok(json_response(self.conversation_json(&chat, &conversation).await?))
     }
@@ -277,8 +293,9 @@ impl ChatService for ChatApi {
     async fn toggle_typing(&self, request: Request<ToggleChatTypingRequest>) -> Result<Response<HttpBody>, Status> {
         let r = request.into_inner();
         let body = body_json(r.body.as_ref())?;
+        let hash = presented_hash(&r.identifier_hash, Some(&body));
         let (chat, conversation) =
-            self.conversation_of(&r.inbox_identifier, &r.contact_identifier, r.conversation_id).await?;
+            self.conversation_of(&r.inbox_identifier, &r.contact_identifier, r.conversation_id, hash).await?;
         let typing = text(&body, "typing_status").unwrap_or_default();
         self.omega.chat_typing(&chat, &conversation, &typing).await?;
         Ok(json_response(json!({})))
@@ -289,38 +306,42 @@ impl ChatService for ChatApi {
         request: Request<UpdateChatLastSeenRequest>,
     ) -> Result<Response<HttpBody>, Status> {
         let r = request.into_inner();
+        let body = body_json(r.body.as_ref())?;
+        let hash = presented_hash(&r.identifier_hash, Some(&body));
         let (_, conversation) =
-            self.conversation_of(&r.inbox_identifier, &r.contact_identifier, r.conversation_id).await?;
+            self.conversation_of(&r.inbox_identifier, &r.contact_identifier, r.conversation_id, hash).await?;
         self.omega.chat_seen(&conversation).await?;
         Ok(json_response(json!({})))
     }
 
     async fn list_messages(&self, request: Request<ListChatMessagesRequest>) -> Result<Response<HttpBody>, Status> {
         let r = request.into_inner();
+        let hash = presented_hash(&r.identifier_hash, None);
         let (chat, conversation) =
-            self.conversation_of(&r.inbox_identifier, &r.contact_identifier, r.conversation_id).await?;
+            self.conversation_of(&r.inbox_identifier, &r.contact_identifier, r.conversation_id, hash).await?;
         let messages = self.omega.chat_messages(&conversation).await?;
         let staff = self.staff_names(chat.inbox.business_id, &messages).await?;
-        let list: Vec<Value> =
-            messages.iter().map(|m| message_json(&chat.inbox, &chat.client, &staff, m)).collect::<Result<_>>()?;
+        let list: Vec<Value> = messages.iter().map(|m| message_json(&chat, &staff, m)).collect::<Result<_>>()?;
         Ok(json_response(Value::Array(list)))
     }
 
     async fn create_message(&self, request: Request<CreateChatMessageRequest>) -> Result<Response<HttpBody>, Status> {
         let r = request.into_inner();
         let body = body_json(r.body.as_ref())?;
+        let hash = presented_hash(&r.identifier_hash, Some(&body));
         let (chat, conversation) =
-            self.conversation_of(&r.inbox_identifier, &r.contact_identifier, r.conversation_id).await?;
+            self.conversation_of(&r.inbox_identifier, &r.contact_identifier, r.conversation_id, hash).await?;
         let content = text(&body, "content").unwrap_or_default();
         let message = self.omega.create_chat_message(&chat, &conversation, &content, text(&body, "echo_id")).await?;
-        Ok(json_response(message_json(&chat.inbox, &chat.client, &HashMap::new(), &message)?))
+        Ok(json_response(message_json(&chat, &HashMap::new(), &message)?))
     }
 
     async fn update_message(&self, request: Request<UpdateChatMessageRequest>) -> Result<Response<HttpBody>, Status> {
         let r = request.into_inner();
         let body = body_json(r.body.as_ref())?;
+        let hash = presented_hash(&r.identifier_hash, Some(&body));
         let (chat, conversation) =
-            self.conversation_of(&r.inbox_identifier, &r.contact_identifier, r.conversation_id).await?;
+            self.conversation_of(&r.inbox_identifier, &r.contact_identifier, r.conversation_id, hash).await?;
         let attributes = match &body["submitted_values"] {
             Value::Null => body["content_attributes"].clone(),
             values => json!({ "submitted_values": values }),
@@ -331,7 +352,7 @@ impl ChatService for ChatApi {
         let message =
             self.omega.update_chat_message(&conversation, required_id("message_id", r.message_id)?, attributes).await?;
         let staff = self.staff_names(chat.inbox.business_id, std::slice::from_ref(&message)).await?;
-        Ok(json_response(message_json(&chat.inbox, &chat.client, &staff, &message)?))
+        Ok(json_response(message_json(&chat, &staff, &message)?))
     }
 }
 
@@ -371,6 +392,22 @@ impl InboxService for ChatApi {
         let inboxes = self.omega.inboxes(&caller, business_id).await?;
         Ok(Response::new(ListInboxesResponse {
             inboxes: inboxes.into_iter().map(encode_inbox).collect::<Result<_>>()?,
+        }))
+    }
+
+    async fn merge_visitor(
+        &self,
+        request: Request<MergeVisitorRequest>,
+    ) -> Result<Response<MergeVisitorResponse>, Status> {
+        let caller = caller(&self.omega, &request).await?;
+        let r = request.into_inner();
+        let (business_id, client_id) =
+            (required_id("business_id", r.business_id)?, required_id("client_id", r.client_id)?);
+        let visitor = required_id("visitor_client_id", r.visitor_client_id)?;
+        let conversation = self.omega.merge_chat_visitor(&caller, business_id, client_id, visitor).await?;
+        Ok(Response::new(MergeVisitorResponse {
+            client_id: wire_id(client_id)?,
+            conversation_id: conversation.map(|c| wire_id(c.id)).transpose()?,
         }))
     }
 }

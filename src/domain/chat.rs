@@ -1,7 +1,15 @@
-//! Web chat through the Chatwoot-compatible public API: inboxes, contacts (clients seen
-//! through an inbox), and their one conversation — the same thread as their SMS and email.
-//! A contact is authenticated by its inbox identifier and the source id Omega issued; an inbox
-//! may also require `identifier_hash` (HMAC-SHA256 of the contact's identifier).
+//! Web chat through the Chatwoot-compatible public API: inboxes, contacts, and their one
+//! conversation.
+//!
+//! The inbox identifier is public (every page embedding the widget carries it), so it proves
+//! nothing about who is typing. Each contact create is a new contact inbox with its own source id
+//! and pubsub token. An unproven contact sees its own visitor client — a client record made for
+//! it, with no phone or email — and what it says about itself (email, phone, identifier) is kept
+//! as its claim: a client's phone and email decide where texts and emails go, so a visitor never
+//! writes them. A contact joins an existing client's thread only when proven: a valid
+//! `identifier_hash` (HMAC-SHA256 of the identifier with the inbox's token, computed by the
+//! business's own site) or staff merging the visitor into the client. On an `hmac_mandatory`
+//! inbox every call carries the hash of the proven identifier.
 
 use hmac::{Hmac, Mac};
 use rand::{Rng, distr::Alphanumeric};
@@ -17,17 +25,33 @@ use super::{
 };
 use crate::store::{
     StoreError,
-    chat::{self as db, NewInbox},
+    chat::{self as db, Claims, NewContact, NewInbox},
     conversations::{self as conversations_db, NewEvent},
     directory::{self, ClientFields},
     entity::{client, contact_inbox, conversation, inbox, message},
 };
 
-/// A contact as the public API sees it: its inbox, its source id, and the client behind it.
+/// A contact as the public API sees it: its inbox, its contact inbox, and the client behind it.
 pub struct ChatContact {
     pub inbox: inbox::Model,
     pub contact: contact_inbox::Model,
     pub client: client::Model,
+}
+
+impl ChatContact {
+    /// What the contact is shown about itself: the client's record once proven, its own claims
+    /// (beside its visitor record's name) until then.
+    pub fn shown_identity(&self) -> (Option<&str>, Option<&str>, Option<&str>) {
+        if self.contact.verified {
+            (self.client.external_ref.as_deref(), self.client.email.as_deref(), self.client.phone_e164.as_deref())
+        } else {
+            (
+                self.contact.claimed_identifier.as_deref(),
+                self.contact.claimed_email.as_deref(),
+                self.contact.claimed_phone.as_deref(),
+            )
+        }
+    }
 }
 
 /// What a widget may say about its contact.
@@ -44,11 +68,24 @@ fn random_token(len: usize) -> String {
     rand::rng().sample_iter(Alphanumeric).take(len).map(char::from).collect()
 }
 
+/// Whether `given` is HMAC-SHA256(token, identifier) in hex (checked in constant time).
 fn hash_valid(token: &str, identifier: &str, given: &str) -> bool {
     let Ok(given) = hex::decode(given.trim()) else { return false };
     let mut mac = Hmac::<Sha256>::new_from_slice(token.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(identifier.as_bytes());
     mac.verify_slice(&given).is_ok()
+}
+
+/// The external reference of a visitor's own client record (made for one contact create).
+fn visitor_ref(source_id: &str) -> String {
+    format!("{VISITOR_PREFIX}{source_id}")
+}
+
+const VISITOR_PREFIX: &str = "chat:";
+
+/// Whether a client is a web-chat visitor's own record (never proven to be anyone).
+pub fn is_visitor(client: &client::Model) -> bool {
+    client.external_ref.as_deref().is_some_and(|r| r.starts_with(VISITOR_PREFIX))
 }
 
 /// A contact's fields, validated and normalized (empty means absent).
@@ -57,6 +94,16 @@ struct ContactFields {
     phone: Option<String>,
     name: Option<String>,
     identifier: Option<String>,
+}
+
+/// A unique-index violation while binding a contact: someone else holds the value.
+fn taken(err: StoreError) -> Error {
+    match err {
+        StoreError::UniqueViolation(_) => {
+            Error::Conflict("another client already has this email, phone or identifier".into())
+        }
+        other => other.into(),
+    }
 }
 
 impl Omega {
@@ -75,6 +122,9 @@ impl Omega {
         let identifier = v
             .check(values::optional_text("identifier", input.identifier.as_deref().unwrap_or_default(), 200))
             .flatten();
+        if identifier.as_deref().is_some_and(|i| i.starts_with(VISITOR_PREFIX)) {
+            v.add("identifier", format!("must not start with {VISITOR_PREFIX:?}"));
+        }
         v.finish()?;
         Ok(ContactFields { email, phone, name, identifier })
     }
@@ -116,100 +166,225 @@ impl Omega {
             .ok_or_else(|| Error::NotFound("inbox".into()))
     }
 
-    /// The contact `source_id` of inbox `identifier`; a contact of another inbox is NOT_FOUND.
-    pub async fn chat_contact(&self, identifier: &str, source_id: &str) -> Result<ChatContact> {
+    /// The contact `source_id` of inbox `identifier`, without the per-call proof; a contact of
+    /// another inbox is NOT_FOUND, and so is one bound to a client it never proved to be (made
+    /// before contacts were proven).
+    async fn find_chat_contact(&self, identifier: &str, source_id: &str) -> Result<ChatContact> {
         let inbox = self.inbox(identifier).await?;
         let conn = self.store.connection();
         let contact = db::contact(conn, inbox.id, source_id).await?.ok_or_else(|| Error::NotFound("contact".into()))?;
         let client = directory::client(conn, inbox.business_id, contact.client_id)
             .await?
+            .filter(|client| contact.verified || is_visitor(client))
             .ok_or_else(|| Error::NotFound("contact".into()))?;
         Ok(ChatContact { inbox, contact, client })
     }
 
-    fn check_identifier_hash(inbox: &inbox::Model, input: &ContactInput) -> Result<()> {
-        match (&input.identifier, &input.identifier_hash) {
-            (Some(identifier), Some(hash)) if hash_valid(&inbox.hmac_token, identifier, hash) => Ok(()),
-            (Some(_), Some(_)) => Err(Error::Unauthenticated),
-            (_, None) if inbox.hmac_mandatory => Err(Error::Unauthenticated),
-            (None, Some(_)) => Err(Error::invalid("identifier", "is required with identifier_hash")),
-            _ => Ok(()),
+    /// The contact `source_id` of inbox `identifier`. On an `hmac_mandatory` inbox the call must
+    /// carry `identifier_hash` for the identifier the contact proved (UNAUTHENTICATED otherwise).
+    pub async fn chat_contact(
+        &self,
+        identifier: &str,
+        source_id: &str,
+        identifier_hash: Option<&str>,
+    ) -> Result<ChatContact> {
+        let chat = self.find_chat_contact(identifier, source_id).await?;
+        if chat.inbox.hmac_mandatory && !Self::hash_of_proven(&chat, identifier_hash) {
+            return Err(Error::Unauthenticated);
+        }
+        Ok(chat)
+    }
+
+    fn hash_of_proven(chat: &ChatContact, identifier_hash: Option<&str>) -> bool {
+        match (&chat.contact.verified_identifier, identifier_hash) {
+            (Some(proven), Some(hash)) => chat.contact.verified && hash_valid(&chat.inbox.hmac_token, proven, hash),
+            _ => false,
         }
     }
 
-    /// Creates (or finds) the contact: the client with this identifier, email or phone — a new
-    /// one otherwise — seen through this inbox under a new source id.
+    /// The identifier `input` proves, if it carries a hash: a wrong hash is UNAUTHENTICATED, a
+    /// hash without an identifier a 422.
+    fn proven_identifier(inbox: &inbox::Model, input: &ContactInput) -> Result<Option<String>> {
+        let identifier = input.identifier.as_deref().map(str::trim).filter(|i| !i.is_empty());
+        match (identifier, input.identifier_hash.as_deref().filter(|h| !h.trim().is_empty())) {
+            (Some(identifier), Some(hash)) if hash_valid(&inbox.hmac_token, identifier, hash) => {
+                Ok(Some(identifier.to_owned()))
+            }
+            (Some(_), Some(_)) => Err(Error::Unauthenticated),
+            _ => Ok(None),
+        }
+    }
+
+    /// Creates a contact: always a new contact inbox with a new source id and pubsub token. A
+    /// proven identifier binds it to that client (created if new); otherwise it gets a visitor
+    /// record of its own and what it says is its claim.
     pub async fn create_chat_contact(&self, identifier: &str, input: ContactInput) -> Result<ChatContact> {
         let inbox = self.inbox(identifier).await?;
-        Self::check_identifier_hash(&inbox, &input)?;
-        let ContactFields { email, phone, name, identifier: external } = self.contact_fields(&inbox, &input).await?;
-        let conn = self.store.connection();
+        let proven = Self::proven_identifier(&inbox, &input)?;
+        if proven.is_none() && inbox.hmac_mandatory {
+            return Err(Error::Unauthenticated);
+        }
+        let fields = self.contact_fields(&inbox, &input).await?;
         let source_id = uuid::Uuid::new_v4().to_string();
-        let found = directory::clients_by_identity(
-            conn,
-            inbox.business_id,
-            external.as_deref(),
-            phone.as_deref(),
-            email.as_deref(),
-        )
-        .await?;
-        let client = match found.into_iter().next() {
-            Some(client) => client,
-            None => {
-                // An anonymous visitor is known by the chat itself until it says more.
-                let external_ref = external
-                    .clone()
-                    .or_else(|| (phone.is_none() && email.is_none()).then(|| format!("chat:{source_id}")));
-                let fields = ClientFields {
-                    external_ref,
-                    name: name.clone().or(Some("Visitor".into())),
-                    phone_e164: phone,
-                    email,
-                    sms_consent: None,
-                };
-                match directory::insert_client(conn, inbox.business_id, fields, now()).await {
-                    Ok(client) => client,
-                    Err(StoreError::UniqueViolation(_)) => {
-                        return Err(Error::Conflict("the contact was created concurrently; retry".into()));
+        let txn = self.store.begin().await?;
+        let client = match &proven {
+            Some(identifier) => {
+                match directory::clients_by_identity(&txn, inbox.business_id, Some(identifier), None, None)
+                    .await?
+                    .into_iter()
+                    .next()
+                {
+                    Some(client) => client,
+                    None => {
+                        let fields = ClientFields {
+                            external_ref: Some(identifier.clone()),
+                            name: fields.name.clone(),
+                            phone_e164: None,
+                            email: None,
+                            sms_consent: None,
+                        };
+                        directory::insert_client(&txn, inbox.business_id, fields, now()).await.map_err(taken)?
                     }
-                    Err(err) => return Err(err.into()),
                 }
             }
+            None => {
+                let fields = ClientFields {
+                    external_ref: Some(visitor_ref(&source_id)),
+                    name: Some(fields.name.clone().unwrap_or_else(|| "Visitor".into())),
+                    phone_e164: None,
+                    email: None,
+                    sms_consent: None,
+                };
+                directory::insert_client(&txn, inbox.business_id, fields, now()).await?
+            }
         };
-        let contact = match db::contact_of_client(conn, inbox.id, client.id).await? {
-            Some(existing) => existing,
-            None => match db::insert_contact(conn, inbox.id, client.id, &source_id, now()).await {
-                Ok(contact) => contact,
-                Err(StoreError::UniqueViolation(_)) => db::contact_of_client(conn, inbox.id, client.id)
-                    .await?
-                    .ok_or_else(|| Error::Conflict("the contact changed concurrently; retry".into()))?,
-                Err(err) => return Err(err.into()),
-            },
+        let claims = Claims {
+            identifier: if proven.is_some() { None } else { fields.identifier },
+            email: fields.email,
+            phone: fields.phone,
         };
+        let new = NewContact {
+            inbox_id: inbox.id,
+            client_id: client.id,
+            source_id,
+            pubsub_token: random_token(32),
+            verified_identifier: proven,
+            claims,
+        };
+        let contact = db::insert_contact(&txn, new, now()).await?;
+        txn.commit().await.map_err(StoreError::from)?;
         Ok(ChatContact { inbox, contact, client })
     }
 
+    /// Updates a contact. A proven identifier joins it to that client (a visitor record is merged
+    /// into it); the name is the contact's own to change; email and phone change the client's
+    /// record only for a proven contact, and are the visitor's claim otherwise.
     pub async fn update_chat_contact(
         &self,
         identifier: &str,
         source_id: &str,
         input: ContactInput,
     ) -> Result<ChatContact> {
-        let mut chat = self.chat_contact(identifier, source_id).await?;
-        if input.identifier.is_some() || chat.inbox.hmac_mandatory {
-            Self::check_identifier_hash(&chat.inbox, &input)?;
+        let mut chat = self.find_chat_contact(identifier, source_id).await?;
+        let proven = Self::proven_identifier(&chat.inbox, &input)?;
+        if chat.inbox.hmac_mandatory
+            && proven.is_none()
+            && !Self::hash_of_proven(&chat, input.identifier_hash.as_deref())
+        {
+            return Err(Error::Unauthenticated);
         }
-        let ContactFields { email, phone, name, identifier } = self.contact_fields(&chat.inbox, &input).await?;
-        let fields = ClientFields { external_ref: identifier, name, phone_e164: phone, email, sms_consent: None };
-        chat.client = directory::update_client(self.store.connection(), chat.client, fields, now()).await.map_err(
-            |err| match err {
-                StoreError::UniqueViolation(_) => {
-                    Error::Conflict("another client already has this email, phone or identifier".into())
+        let fields = self.contact_fields(&chat.inbox, &input).await?;
+        let business_id = chat.inbox.business_id;
+        let txn = self.store.begin().await?;
+        if let Some(identity) = proven.as_deref().filter(|p| chat.contact.verified_identifier.as_deref() != Some(*p)) {
+            let existing =
+                directory::clients_by_identity(&txn, business_id, Some(identity), None, None).await?.into_iter().next();
+            chat.client = match existing {
+                Some(target) if target.id == chat.client.id => target,
+                Some(target) if !chat.contact.verified => {
+                    merge_into(&txn, business_id, &chat.client, &target).await?;
+                    target
                 }
-                other => other.into(),
-            },
-        )?;
-        Ok(chat)
+                target => {
+                    let target = match target {
+                        Some(target) => target,
+                        None if !chat.contact.verified => {
+                            let fields = ClientFields { external_ref: Some(identity.to_owned()), ..Default::default() };
+                            directory::update_client(&txn, chat.client.clone(), fields, now()).await.map_err(taken)?
+                        }
+                        None => {
+                            let fields = ClientFields {
+                                external_ref: Some(identity.to_owned()),
+                                name: Some(chat.client.name.clone()),
+                                ..Default::default()
+                            };
+                            directory::insert_client(&txn, business_id, fields, now()).await.map_err(taken)?
+                        }
+                    };
+                    db::rebind_contact(&txn, chat.contact.id, target.id).await?;
+                    target
+                }
+            };
+            db::mark_verified(&txn, chat.contact.id, identity).await?;
+            chat.contact.verified = true;
+            chat.contact.verified_identifier = Some(identity.to_owned());
+            chat.contact.client_id = chat.client.id;
+        }
+        let (email, phone) =
+            if chat.contact.verified { (fields.email.clone(), fields.phone.clone()) } else { (None, None) };
+        if fields.name.is_some() || email.is_some() || phone.is_some() {
+            let update =
+                ClientFields { external_ref: None, name: fields.name, phone_e164: phone, email, sms_consent: None };
+            chat.client = directory::update_client(&txn, chat.client, update, now()).await.map_err(taken)?;
+        }
+        if !chat.contact.verified {
+            let claims = Claims { identifier: fields.identifier, email: fields.email, phone: fields.phone };
+            chat.contact = db::update_claims(&txn, chat.contact, claims).await?;
+        }
+        txn.commit().await.map_err(StoreError::from)?;
+        let contact = db::contact(self.store.connection(), chat.inbox.id, source_id)
+            .await?
+            .ok_or_else(|| Error::NotFound("contact".into()))?;
+        Ok(ChatContact { contact, ..chat })
+    }
+
+    /// Staff merge a web-chat visitor into a client: the visitor's contacts see the client's
+    /// thread from now on (as proven), its chat messages join the client's conversation, and the
+    /// visitor record is removed. Answers the client's conversation, if there is one.
+    pub async fn merge_chat_visitor(
+        &self,
+        caller: &Caller,
+        business_id: i64,
+        client_id: i64,
+        visitor_client_id: i64,
+    ) -> Result<Option<conversation::Model>> {
+        self.business(caller, business_id).await?;
+        let txn = self.store.begin().await?;
+        let target = directory::client(&txn, business_id, client_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("client {client_id}")))?;
+        let visitor = directory::client(&txn, business_id, visitor_client_id).await?.ok_or_else(|| {
+            Error::invalid("visitor_client_id", format!("no client {visitor_client_id} in this business"))
+        })?;
+        if !is_visitor(&visitor) {
+            return Err(Error::invalid("visitor_client_id", "is not a web-chat visitor (only visitors are merged)"));
+        }
+        if visitor.id == target.id {
+            return Err(Error::invalid("visitor_client_id", "is the client itself"));
+        }
+        let conversation = merge_into(&txn, business_id, &visitor, &target).await?;
+        let event = NewEvent {
+            business_id,
+            conversation_id: conversation.as_ref().map(|c| c.id),
+            kind: "client.merged",
+            actor_key_id: Some(caller.key_id),
+            actor_staff_id: caller.staff_id,
+            data: json!({ "client_id": target.id, "visitor_client_id": visitor.id }),
+        };
+        conversations_db::append_event(&txn, event, now()).await?;
+        txn.commit().await.map_err(StoreError::from)?;
+        tracing::info!(business_id, client_id, visitor_client_id, "web-chat visitor merged into a client");
+        Ok(conversation)
     }
 
     /// The contact's one conversation, if it exists.
@@ -353,4 +528,28 @@ impl Omega {
         conversations_db::append_event(self.store.connection(), event, now()).await?;
         Ok(())
     }
+}
+
+/// Folds a visitor's record into `target` in `conn`'s transaction: its conversation joins the
+/// target's (or becomes it), its contacts are bound to the target as proven, the record goes.
+async fn merge_into(
+    conn: &impl sea_orm::ConnectionTrait,
+    business_id: i64,
+    visitor: &client::Model,
+    target: &client::Model,
+) -> Result<Option<conversation::Model>> {
+    let theirs = conversations_db::conversation_of_client(conn, business_id, visitor.id).await?;
+    let ours = conversations_db::conversation_of_client(conn, business_id, target.id).await?;
+    match (&theirs, &ours) {
+        (Some(from), Some(into)) => {
+            db::absorb_conversation(conn, from, into, target.id).await?;
+            let bucket = (from.status.as_str(), from.assigned_staff_id);
+            conversations_db::shift_count(conn, business_id, Some(bucket), None).await?;
+        }
+        (Some(from), None) => db::reassign_conversation(conn, from.id, target.id).await?,
+        _ => {}
+    }
+    db::rebind_contacts(conn, visitor.id, target.id, target.external_ref.as_deref()).await?;
+    db::delete_client(conn, visitor.id).await?;
+    Ok(conversations_db::conversation_of_client(conn, business_id, target.id).await?)
 }

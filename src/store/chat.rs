@@ -8,7 +8,7 @@ use sea_orm::{
 
 use super::{
     StoreResult,
-    entity::{contact_inbox, conversation, inbox, message},
+    entity::{client, contact_inbox, conversation, conversation_event, inbox, message},
 };
 
 pub struct NewInbox {
@@ -61,34 +61,162 @@ pub async fn contact(
         .await?)
 }
 
-pub async fn contact_of_client(
-    conn: &impl ConnectionTrait,
-    inbox_id: i64,
-    client_id: i64,
-) -> StoreResult<Option<contact_inbox::Model>> {
-    Ok(contact_inbox::Entity::find()
-        .filter(contact_inbox::Column::InboxId.eq(inbox_id))
-        .filter(contact_inbox::Column::ClientId.eq(client_id))
-        .one(conn)
-        .await?)
+/// A new contact inbox: its source id and pubsub token, the client it sees, and whether that
+/// binding was proven.
+pub struct NewContact {
+    pub inbox_id: i64,
+    pub client_id: i64,
+    pub source_id: String,
+    pub pubsub_token: String,
+    pub verified_identifier: Option<String>,
+    pub claims: Claims,
+}
+
+/// What a visitor said about itself; shown back to it, never written onto a client's record.
+#[derive(Clone, Debug, Default)]
+pub struct Claims {
+    pub identifier: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
 }
 
 pub async fn insert_contact(
     conn: &impl ConnectionTrait,
-    inbox_id: i64,
-    client_id: i64,
-    source_id: &str,
+    new: NewContact,
     now: DateTime<Utc>,
 ) -> StoreResult<contact_inbox::Model> {
     Ok(contact_inbox::ActiveModel {
-        inbox_id: Set(inbox_id),
-        client_id: Set(client_id),
-        source_id: Set(source_id.to_owned()),
+        inbox_id: Set(new.inbox_id),
+        client_id: Set(new.client_id),
+        source_id: Set(new.source_id),
         created_at: Set(now),
+        pubsub_token: Set(Some(new.pubsub_token)),
+        verified: Set(new.verified_identifier.is_some()),
+        verified_identifier: Set(new.verified_identifier),
+        claimed_identifier: Set(new.claims.identifier),
+        claimed_email: Set(new.claims.email),
+        claimed_phone: Set(new.claims.phone),
         ..Default::default()
     }
     .insert(conn)
     .await?)
+}
+
+/// Replaces the claims a contact made (absent ones keep their stored values).
+pub async fn update_claims(
+    conn: &impl ConnectionTrait,
+    contact: contact_inbox::Model,
+    claims: Claims,
+) -> StoreResult<contact_inbox::Model> {
+    let mut row: contact_inbox::ActiveModel = contact.into();
+    for (column, value) in [
+        (&mut row.claimed_identifier, claims.identifier),
+        (&mut row.claimed_email, claims.email),
+        (&mut row.claimed_phone, claims.phone),
+    ] {
+        if value.is_some() {
+            *column = Set(value);
+        }
+    }
+    Ok(row.update(conn).await?)
+}
+
+/// Binds every contact inbox of `from` to `to`, as proven (staff merged them, or the contact
+/// proved its identifier).
+pub async fn rebind_contacts(
+    conn: &impl ConnectionTrait,
+    from_client: i64,
+    to_client: i64,
+    verified_identifier: Option<&str>,
+) -> StoreResult<u64> {
+    Ok(contact_inbox::Entity::update_many()
+        .col_expr(contact_inbox::Column::ClientId, Expr::value(to_client))
+        .col_expr(contact_inbox::Column::Verified, Expr::value(true))
+        .col_expr(contact_inbox::Column::VerifiedIdentifier, Expr::value(verified_identifier.map(str::to_owned)))
+        .filter(contact_inbox::Column::ClientId.eq(from_client))
+        .exec(conn)
+        .await?
+        .rows_affected)
+}
+
+/// Binds one contact inbox to another client (the caller marks it proven).
+pub async fn rebind_contact(conn: &impl ConnectionTrait, contact_id: i64, client_id: i64) -> StoreResult<()> {
+    contact_inbox::Entity::update_many()
+        .col_expr(contact_inbox::Column::ClientId, Expr::value(client_id))
+        .filter(contact_inbox::Column::Id.eq(contact_id))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// Marks one contact inbox proven for `identifier` (its client already is that identity).
+pub async fn mark_verified(conn: &impl ConnectionTrait, contact_id: i64, identifier: &str) -> StoreResult<()> {
+    contact_inbox::Entity::update_many()
+        .col_expr(contact_inbox::Column::Verified, Expr::value(true))
+        .col_expr(contact_inbox::Column::VerifiedIdentifier, Expr::value(identifier))
+        .filter(contact_inbox::Column::Id.eq(contact_id))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// Moves a conversation's messages and history into another conversation of the same business
+/// and folds its summary in (channels seen, latest message, activity, unread count); the emptied
+/// conversation is deleted by the caller.
+pub async fn absorb_conversation(
+    conn: &impl ConnectionTrait,
+    from: &conversation::Model,
+    into: &conversation::Model,
+    client_id: i64,
+) -> StoreResult<()> {
+    message::Entity::update_many()
+        .col_expr(message::Column::ConversationId, Expr::value(into.id))
+        .col_expr(message::Column::ClientId, Expr::value(client_id))
+        .filter(message::Column::ConversationId.eq(from.id))
+        .exec(conn)
+        .await?;
+    conversation_event::Entity::update_many()
+        .col_expr(conversation_event::Column::ConversationId, Expr::value(into.id))
+        .filter(conversation_event::Column::ConversationId.eq(from.id))
+        .exec(conn)
+        .await?;
+    let mut row: conversation::ActiveModel = into.clone().into();
+    row.channel_mask = Set(into.channel_mask | from.channel_mask);
+    if from.last_message_at > into.last_message_at {
+        row.last_message_at = Set(from.last_message_at);
+        row.last_message_preview = Set(from.last_message_preview.clone());
+        row.last_message_channel = Set(from.last_message_channel.clone());
+        row.last_message_direction = Set(from.last_message_direction.clone());
+    }
+    row.last_activity_at = Set(into.last_activity_at.max(from.last_activity_at));
+    row.update(conn).await?;
+    super::conversations::recount_unread(conn, into.id).await?;
+    conversation::Entity::delete_by_id(from.id).exec(conn).await?;
+    Ok(())
+}
+
+/// Gives a conversation (and its messages) to another client of the same business.
+pub async fn reassign_conversation(
+    conn: &impl ConnectionTrait,
+    conversation_id: i64,
+    client_id: i64,
+) -> StoreResult<()> {
+    conversation::Entity::update_many()
+        .col_expr(conversation::Column::ClientId, Expr::value(client_id))
+        .filter(conversation::Column::Id.eq(conversation_id))
+        .exec(conn)
+        .await?;
+    message::Entity::update_many()
+        .col_expr(message::Column::ClientId, Expr::value(client_id))
+        .filter(message::Column::ConversationId.eq(conversation_id))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn delete_client(conn: &impl ConnectionTrait, client_id: i64) -> StoreResult<()> {
+    client::Entity::delete_by_id(client_id).exec(conn).await?;
+    Ok(())
 }
 
 /// A conversation's client-visible messages (no internal notes), oldest first.

@@ -402,7 +402,7 @@ pub async fn staff_names(
 
 // ---- clients ----
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct ClientFields {
     pub external_ref: Option<String>,
     /// `None` keeps the stored name; a new client without one is named by its phone, email or

@@ -138,10 +138,21 @@ async fn a_widget_conversation_end_to_end(db: Db) {
     let app = spawn_app(db).await;
     let b = app.onboard_simple("lotus", "+14155550100").await;
     let inbox = inbox(&app, &b, false).await;
-    // The client already texts the studio: the chat joins the same thread.
-    let client =
-        app.upsert_client(&b, json!({ "name": "Carla", "phone": "+14155550199", "email": "carla@example.com" })).await;
-    let contact = contact(&app, &inbox, json!({ "email": "carla@example.com" })).await;
+    // The client already texts the studio; the business's site signs her identifier, so the
+    // chat joins the same thread.
+    let client = app
+        .upsert_client(
+            &b,
+            json!({ "name": "Carla", "phone": "+14155550199", "email": "carla@example.com", "external_ref": "client-7" }),
+        )
+        .await;
+    let hash = {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(inbox["hmac_token"].as_str().unwrap().as_bytes()).unwrap();
+        mac.update(b"client-7");
+        hex::encode(mac.finalize().into_bytes())
+    };
+    let contact = contact(&app, &inbox, json!({ "identifier": "client-7", "identifier_hash": hash })).await;
     assert_eq!(contact["id"], client);
     let source = contact["source_id"].as_str().unwrap().to_owned();
     let got =
