@@ -109,6 +109,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
         .layer(cors(&args.cors_allowed_origins)?)
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(crate::api::limits::AuthFailureLimitLayer::new(args.auth_failures_per_minute))
+        .layer(crate::api::validate::RequestCheckLayer::new(proto::DESCRIPTOR_SET)?)
         .into_inner();
 
     let directory = DirectoryApi::new(omega.clone());

@@ -17,6 +17,7 @@ pub mod messages;
 pub mod onboarding;
 pub mod providers;
 pub mod tokens;
+pub mod validate;
 pub mod webhooks;
 
 pub use api_keys::ApiKeyApi;

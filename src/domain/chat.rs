@@ -83,6 +83,9 @@ fn visitor_ref(source_id: &str) -> String {
 
 const VISITOR_PREFIX: &str = "chat:";
 
+/// The longest chat message a contact may send (Chatwoot's own limit).
+pub const MAX_CHAT_CONTENT: usize = 150_000;
+
 /// Whether a client is a web-chat visitor's own record (never proven to be anyone).
 pub fn is_visitor(client: &client::Model) -> bool {
     client.external_ref.as_deref().is_some_and(|r| r.starts_with(VISITOR_PREFIX))
@@ -436,6 +439,10 @@ impl Omega {
         if content.trim().is_empty() {
             return Err(Error::invalid("content", "is required"));
         }
+        values::check_text("content", content, MAX_CHAT_CONTENT)?;
+        if let Some(echo) = &echo_id {
+            values::check_text("echo_id", echo, 200)?;
+        }
         let caller = Caller::without_key(Scope::Business(chat.inbox.business_id));
         let stored = self
             .store_message(
@@ -474,12 +481,16 @@ impl Omega {
         message_id: i64,
         attributes: serde_json::Value,
     ) -> Result<message::Model> {
+        let attributes = attributes.to_string();
+        if attributes.len() > 16 * 1024 {
+            return Err(Error::invalid("submitted_values", "must be at most 16 KiB of JSON"));
+        }
         let conn = self.store.connection();
         let message = crate::store::messages::by_id(conn, message_id)
             .await?
             .filter(|m| m.conversation_id == conversation.id && m.channel != "NOTE")
             .ok_or_else(|| Error::NotFound("message".into()))?;
-        db::set_content_attributes(conn, message.id, attributes.to_string()).await?;
+        db::set_content_attributes(conn, message.id, attributes).await?;
         crate::store::messages::by_id(conn, message.id).await?.ok_or_else(|| Error::NotFound("message".into()))
     }
 

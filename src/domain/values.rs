@@ -161,10 +161,21 @@ pub fn required_text(field: &str, value: &str, max: usize) -> Result<String> {
 /// An optional, trimmed text of at most `max` characters: empty means absent.
 pub fn optional_text(field: &str, value: &str, max: usize) -> Result<Option<String>> {
     let value = value.trim();
-    if value.chars().count() > max {
+    check_text(field, value, max)?;
+    Ok((!value.is_empty()).then(|| value.to_owned()))
+}
+
+/// Text as stored: at most `max` characters and no NUL (PostgreSQL cannot store one). Request
+/// fields are checked for NUL at the API edge already; this covers text parsed out of bodies the
+/// domain reads itself (web-chat JSON, webhook forms).
+pub fn check_text(field: &str, value: &str, max: usize) -> Result<()> {
+    if value.contains('\0') {
+        return Err(Error::invalid(field, "must not contain NUL characters"));
+    }
+    if value.len() > max && value.chars().count() > max {
         return Err(Error::invalid(field, format!("must be at most {max} characters")));
     }
-    Ok((!value.is_empty()).then(|| value.to_owned()))
+    Ok(())
 }
 
 /// A lower-case identifier word (`role`, `category`): letters, digits and underscores.

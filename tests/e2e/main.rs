@@ -12,6 +12,7 @@ mod cli;
 mod conversations;
 mod directory;
 mod health;
+mod hostile;
 mod messaging;
 mod providers;
 mod tokens;
