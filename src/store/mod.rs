@@ -156,10 +156,28 @@ impl Store {
         &self.db
     }
 
-    /// Starts a transaction: the domain runs a change and its event-log rows through it.
+    /// Starts a transaction: the domain runs a change and its event-log rows through it. On
+    /// SQLite it runs on the one writer and takes the write lock at `BEGIN IMMEDIATE`: a deferred
+    /// transaction that reads first and then writes fails at once with SQLITE_BUSY (no busy
+    /// wait) if another connection committed in between.
     pub async fn begin(&self) -> StoreResult<sea_orm::DatabaseTransaction> {
-        use sea_orm::TransactionTrait;
-        Ok(self.writer.as_ref().unwrap_or(&self.db).begin().await?)
+        use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
+        match &self.writer {
+            Some(writer) => Ok(writer
+                .begin_with_options(TransactionOptions {
+                    sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                    ..Default::default()
+                })
+                .await?),
+            None => Ok(self.db.begin().await?),
+        }
+    }
+
+    /// The connection single writes outside a transaction go through: SQLite's one writer
+    /// (so they queue with the transactions instead of racing them for the file lock), the pool
+    /// on PostgreSQL.
+    pub fn writer(&self) -> &DatabaseConnection {
+        self.writer.as_ref().unwrap_or(&self.db)
     }
 
     /// "sqlite" or "postgresql".

@@ -9,6 +9,7 @@ mod api_keys;
 mod chat;
 mod chat_identity;
 mod cli;
+mod concurrency;
 mod conversations;
 mod directory;
 mod health;
