@@ -343,13 +343,20 @@ impl Omega {
 
     /// Finds the client an ingested message belongs to, creating it from the phone, email or
     /// external reference given when none matches.
-    async fn resolve_client(&self, business: i64, reference: &ClientRef) -> Result<client::Model> {
-        let conn = self.store.connection();
+    /// The client a message names, found or created in `txn` — so that a message refused later
+    /// in the same transaction leaves no new client behind.
+    async fn resolve_client(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        business: i64,
+        reference: &ClientRef,
+    ) -> Result<client::Model> {
+        use sea_orm::TransactionTrait;
         if let Some(id) = reference.client_id {
-            return directory::client(conn, business, id).await?.ok_or_else(|| Error::NotFound(format!("client {id}")));
+            return directory::client(txn, business, id).await?.ok_or_else(|| Error::NotFound(format!("client {id}")));
         }
         let calling_code =
-            directory::business(conn, business).await?.map(|b| b.default_calling_code).unwrap_or_else(|| "1".into());
+            directory::business(txn, business).await?.map(|b| b.default_calling_code).unwrap_or_else(|| "1".into());
         let mut v = Violations::default();
         let phone = (!reference.phone.trim().is_empty())
             .then(|| v.check(values::phone("client.phone", &reference.phone, &calling_code)))
@@ -364,25 +371,46 @@ impl Omega {
             v.add("client", "give client_id, phone, email or external_ref");
         }
         v.finish()?;
-        let found =
-            directory::clients_by_identity(conn, business, external_ref.as_deref(), phone.as_deref(), email.as_deref())
-                .await?;
-        let preferred = found
-            .iter()
-            .find(|c| external_ref.is_some() && c.external_ref == external_ref)
-            .or_else(|| found.iter().find(|c| phone.is_some() && c.phone_e164 == phone))
-            .or_else(|| found.first())
-            .cloned();
-        if let Some(client) = preferred {
-            return Ok(client);
+        for attempt in 0..2 {
+            let found = directory::clients_by_identity(
+                txn,
+                business,
+                external_ref.as_deref(),
+                phone.as_deref(),
+                email.as_deref(),
+            )
+            .await?;
+            let preferred = found
+                .iter()
+                .find(|c| external_ref.is_some() && c.external_ref == external_ref)
+                .or_else(|| found.iter().find(|c| phone.is_some() && c.phone_e164 == phone))
+                .or_else(|| found.first())
+                .cloned();
+            if let Some(client) = preferred {
+                return Ok(client);
+            }
+            let fields = directory::ClientFields {
+                external_ref: external_ref.clone(),
+                name: name.clone(),
+                phone_e164: phone.clone(),
+                email: email.clone(),
+                sms_consent: None,
+            };
+            // A savepoint: a client created concurrently by another message must not abort the
+            // message's own transaction (PostgreSQL would refuse every later statement).
+            let savepoint = txn.begin().await.map_err(StoreError::from)?;
+            match directory::insert_client(&savepoint, business, fields, now()).await {
+                Ok(client) => {
+                    savepoint.commit().await.map_err(StoreError::from)?;
+                    return Ok(client);
+                }
+                Err(StoreError::UniqueViolation(_)) if attempt == 0 => {
+                    savepoint.rollback().await.map_err(StoreError::from)?;
+                }
+                Err(err) => return Err(err.into()),
+            }
         }
-        let fields = directory::ClientFields { external_ref, name, phone_e164: phone, email, sms_consent: None };
-        match directory::insert_client(conn, business, fields, now()).await {
-            Ok(client) => Ok(client),
-            // Created concurrently by another message of the same client.
-            Err(StoreError::UniqueViolation(_)) => Box::pin(self.resolve_client(business, reference)).await,
-            Err(err) => Err(err.into()),
-        }
+        Err(Error::Conflict("the client was created concurrently; retry".into()))
     }
 
     /// Stores a message as given (recorded or ingested); nothing is sent. Idempotent on the
@@ -450,11 +478,10 @@ impl Omega {
         if let Some(staff_id) = input.sent_by {
             self.active_staff(business_id, "sent_by", staff_id).await?;
         }
-        let client = self.resolve_client(business_id, &input.client).await?;
-
         let now = now();
         let at = occurred_at.unwrap_or(now);
         let txn = self.store.begin().await?;
+        let client = self.resolve_client(&txn, business_id, &input.client).await?;
         let (conversation, _) =
             ensure_conversation(&txn, Some(caller), business_id, client.id, input.location_id, now).await?;
         let (from, to) = match (input.channel, direction) {
