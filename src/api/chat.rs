@@ -27,6 +27,7 @@ use crate::{
         },
     },
     store::{
+        chat::MessagePage,
         directory,
         entity::{conversation, inbox, message},
     },
@@ -186,7 +187,7 @@ impl ChatApi {
 
     /// Chatwoot's conversation JSON (seed 004), with its messages and contact.
     async fn conversation_json(&self, chat: &ChatContact, c: &conversation::Model) -> Result<Value> {
-        let messages = self.omega.chat_messages(c).await?;
+        let messages = self.omega.chat_messages(c, MessagePage::Latest).await?;
         let staff = self.staff_names(chat.inbox.business_id, &messages).await?;
         let messages: Vec<Value> = messages.iter().map(|m| message_json(chat, &staff, m)).collect::<Result<_>>()?;
         Ok(json!({
@@ -296,7 +297,10 @@ impl ChatService for ChatApi {
         let hash = presented_hash(&r.identifier_hash, Some(&body));
         let (chat, conversation) =
             self.conversation_of(&r.inbox_identifier, &r.contact_identifier, r.conversation_id, hash).await?;
-        let typing = text(&body, "typing_status").unwrap_or_default();
+        let typing = Some(r.typing_status.clone())
+            .filter(|t| !t.trim().is_empty())
+            .or_else(|| text(&body, "typing_status"))
+            .unwrap_or_default();
         self.omega.chat_typing(&chat, &conversation, &typing).await?;
         Ok(json_response(json!({})))
     }
@@ -319,7 +323,13 @@ impl ChatService for ChatApi {
         let hash = presented_hash(&r.identifier_hash, None);
         let (chat, conversation) =
             self.conversation_of(&r.inbox_identifier, &r.contact_identifier, r.conversation_id, hash).await?;
-        let messages = self.omega.chat_messages(&conversation).await?;
+        let page = match (r.before.map(|b| required_id("before", b)), r.after.map(|a| required_id("after", a))) {
+            (None, None) => MessagePage::Latest,
+            (Some(before), None) => MessagePage::Before(before?),
+            (None, Some(after)) => MessagePage::After(after?),
+            (Some(before), Some(after)) => MessagePage::Between { after: after?, before: before? },
+        };
+        let messages = self.omega.chat_messages(&conversation, page).await?;
         let staff = self.staff_names(chat.inbox.business_id, &messages).await?;
         let list: Vec<Value> = messages.iter().map(|m| message_json(&chat, &staff, m)).collect::<Result<_>>()?;
         Ok(json_response(Value::Array(list)))

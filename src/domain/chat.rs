@@ -25,7 +25,7 @@ use super::{
 };
 use crate::store::{
     StoreError,
-    chat::{self as db, Claims, NewContact, NewInbox},
+    chat::{self as db, Claims, MessagePage, NewContact, NewInbox},
     conversations::{self as conversations_db, NewEvent},
     directory::{self, ClientFields},
     entity::{client, contact_inbox, conversation, inbox, message},
@@ -412,6 +412,11 @@ impl Omega {
         )
         .await?;
         txn.commit().await.map_err(StoreError::from)?;
+        // A widget starting a conversation must get an open one. Omega keeps one thread per
+        // client, so where Chatwoot would build a new conversation the resolved one reopens.
+        if ConversationStatus::from_stored(&conversation.status) == ConversationStatus::Resolved {
+            return self.set_chat_status(chat, &conversation, ConversationStatus::Open).await;
+        }
         Ok(conversation)
     }
 
@@ -423,9 +428,13 @@ impl Omega {
             .ok_or_else(|| Error::NotFound("conversation".into()))
     }
 
-    /// What the widget shows: every message but internal notes, oldest first.
-    pub async fn chat_messages(&self, conversation: &conversation::Model) -> Result<Vec<message::Model>> {
-        Ok(db::visible_messages(self.store.connection(), conversation.id, 1_000).await?)
+    /// What the widget shows: a page of every message but internal notes, oldest first.
+    pub async fn chat_messages(
+        &self,
+        conversation: &conversation::Model,
+        page: MessagePage,
+    ) -> Result<Vec<message::Model>> {
+        Ok(db::visible_messages(self.store.connection(), conversation.id, page).await?)
     }
 
     /// A message the contact writes: an incoming CHAT message in its conversation.
@@ -494,20 +503,32 @@ impl Omega {
         crate::store::messages::by_id(conn, message.id).await?.ok_or_else(|| Error::NotFound("message".into()))
     }
 
-    /// Resolves an open conversation, or reopens a resolved one (Chatwoot's toggle).
+    /// Resolves the conversation (Chatwoot's `toggle_status`: a resolved one stays resolved).
     pub async fn toggle_chat_status(
         &self,
         chat: &ChatContact,
         conversation: &conversation::Model,
     ) -> Result<conversation::Model> {
-        let next = match ConversationStatus::from_stored(&conversation.status) {
-            ConversationStatus::Resolved => "OPEN",
-            _ => "RESOLVED",
-        };
+        if ConversationStatus::from_stored(&conversation.status) == ConversationStatus::Resolved {
+            return Ok(conversation.clone());
+        }
+        self.set_chat_status(chat, conversation, ConversationStatus::Resolved).await
+    }
+
+    async fn set_chat_status(
+        &self,
+        chat: &ChatContact,
+        conversation: &conversation::Model,
+        status: ConversationStatus,
+    ) -> Result<conversation::Model> {
         let caller = Caller::without_key(Scope::Business(chat.inbox.business_id));
         let ids = (chat.inbox.business_id, chat.client.id, conversation.id);
-        let request =
-            StatusRequest { status: next.into(), snoozed_until: String::new(), resolved_by: None, note: String::new() };
+        let request = StatusRequest {
+            status: status.as_str().into(),
+            snoozed_until: String::new(),
+            resolved_by: None,
+            note: String::new(),
+        };
         self.update_conversation_status(&caller, ids, request).await?;
         self.chat_conversation(chat, conversation.id).await
     }
@@ -523,10 +544,11 @@ impl Omega {
         conversation: &conversation::Model,
         typing: &str,
     ) -> Result<()> {
-        let on = match typing {
+        // Chatwoot acts on `on` and `off` and ignores anything else (e.g. `recording`).
+        let on = match typing.trim() {
             "on" => true,
             "off" => false,
-            _ => return Err(Error::invalid("typing_status", "must be on or off")),
+            _ => return Ok(()),
         };
         let event = NewEvent {
             business_id: chat.inbox.business_id,

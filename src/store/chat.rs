@@ -219,20 +219,48 @@ pub async fn delete_client(conn: &impl ConnectionTrait, client_id: i64) -> Store
     Ok(())
 }
 
-/// A conversation's client-visible messages (no internal notes), oldest first.
+/// Which of a conversation's messages a widget asks for (Chatwoot's MessageFinder).
+#[derive(Clone, Copy, Debug)]
+pub enum MessagePage {
+    /// The latest 20.
+    Latest,
+    /// The 20 before message `id`.
+    Before(i64),
+    /// Up to 100 after message `id`.
+    After(i64),
+    /// Up to 1,000 from `after` (inclusive) to `before`.
+    Between { after: i64, before: i64 },
+}
+
+/// A page of a conversation's client-visible messages (no internal notes), oldest first.
 pub async fn visible_messages(
     conn: &impl ConnectionTrait,
     conversation_id: i64,
-    limit: u64,
+    page: MessagePage,
 ) -> StoreResult<Vec<message::Model>> {
-    Ok(message::Entity::find()
+    let select = message::Entity::find()
         .filter(message::Column::ConversationId.eq(conversation_id))
-        .filter(message::Column::Channel.ne("NOTE"))
-        .order_by_asc(message::Column::CreatedAt)
-        .order_by_asc(message::Column::Id)
-        .limit(limit)
-        .all(conn)
-        .await?)
+        .filter(message::Column::Channel.ne("NOTE"));
+    let (select, newest_first, limit) = match page {
+        MessagePage::Latest => (select, true, 20),
+        MessagePage::Before(id) => (select.filter(message::Column::Id.lt(id)), true, 20),
+        MessagePage::After(id) => (select.filter(message::Column::Id.gt(id)), false, 100),
+        MessagePage::Between { after, before } => {
+            (select.filter(message::Column::Id.gte(after)).filter(message::Column::Id.lt(before)), false, 1_000)
+        }
+    };
+    let mut rows = if newest_first {
+        select.order_by_desc(message::Column::CreatedAt).order_by_desc(message::Column::Id)
+    } else {
+        select.order_by_asc(message::Column::CreatedAt).order_by_asc(message::Column::Id)
+    }
+    .limit(limit)
+    .all(conn)
+    .await?;
+    if newest_first {
+        rows.reverse();
+    }
+    Ok(rows)
 }
 
 pub async fn set_contact_last_seen(

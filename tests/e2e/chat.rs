@@ -13,6 +13,7 @@ both_databases!(
     notes_and_other_clients_never_leak,
     bad_input_is_refused_and_writes_nothing,
     identifier_hashes_are_verified_when_required,
+    messages_page_as_chatwoot_pages_them,
 );
 
 async fn json_of(resp: reqwest::Response, status: u16) -> Value {
@@ -204,7 +205,8 @@ async fn a_widget_conversation_end_to_end(db: Db) {
         .unwrap();
     assert_eq!(json_of(patched, 200).await["content_attributes"]["submitted_values"][0]["value"], "M");
 
-    // Staff resolve; the contact sees it resolved, then reopens it by toggling.
+    // Staff resolve; the contact sees it resolved. Toggling resolves (never reopens, as in
+    // Chatwoot); starting a conversation again reopens it.
     let resolve = format!("/omega/businesses/{}/clients/{client}/conversations/{id}/status?status=RESOLVED", b.id);
     json_of(app.post(&resolve, &b.key, None).await, 200).await;
     let seen = json_of(
@@ -223,7 +225,33 @@ async fn a_widget_conversation_end_to_end(db: Db) {
         200,
     )
     .await;
-    assert_eq!(toggled["status"], "open");
+    assert_eq!(toggled["status"], "resolved");
+    let again =
+        json_of(post_public(&app, &public(&inbox, &format!("/contacts/{source}/conversations")), json!({})).await, 200)
+            .await;
+    assert_eq!(again["id"], id);
+    assert_eq!(again["status"], "open");
+    let toggled = json_of(
+        post_public(&app, &public(&inbox, &format!("/contacts/{source}/conversations/{id}/toggle_status")), json!({}))
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(toggled["status"], "resolved");
+    let toggled = json_of(
+        post_public(&app, &public(&inbox, &format!("/contacts/{source}/conversations/{id}/toggle_status")), json!({}))
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(toggled["status"], "resolved", "a second toggle keeps it resolved");
+    json_of(post_public(&app, &public(&inbox, &format!("/contacts/{source}/conversations")), json!({})).await, 200)
+        .await;
+    // Typing: the query parameter alone is enough; values Chatwoot ignores are a no-op.
+    for query in ["typing_status=on", "typing_status=recording"] {
+        let path = public(&inbox, &format!("/contacts/{source}/conversations/{id}/toggle_typing?{query}"));
+        json_of(app.http.post(app.rest(&path)).send().await.unwrap(), 200).await;
+    }
     json_of(
         post_public(
             &app,
@@ -374,4 +402,50 @@ async fn identifier_hashes_are_verified_when_required(db: Db) {
     }
     let clients = json_of(app.get(&format!("/omega/businesses/{}/clients", b.id), &b.key).await, 200).await;
     assert_eq!(clients["total_size"], 1, "refused contacts were not created");
+}
+
+async fn messages_page_as_chatwoot_pages_them(db: Db) {
+    let app = spawn_app(db).await;
+    let b = app.onboard_simple("lotus", "+14155550100").await;
+    let inbox = inbox(&app, &b, false).await;
+    let contact = contact(&app, &inbox, json!({ "name": "Guest" })).await;
+    let source = contact["source_id"].as_str().unwrap().to_owned();
+    let conversation =
+        json_of(post_public(&app, &public(&inbox, &format!("/contacts/{source}/conversations")), json!({})).await, 200)
+            .await;
+    let messages = public(&inbox, &format!("/contacts/{source}/conversations/{}/messages", conversation["id"]));
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        let m = json_of(post_public(&app, &messages, json!({ "content": format!("m{i}") })).await, 200).await;
+        ids.push(m["id"].as_u64().unwrap());
+    }
+    let list = |query: String| {
+        let url = app.rest(&format!("{messages}{query}"));
+        let http = app.http.clone();
+        async move { json_of(http.get(url).send().await.unwrap(), 200).await }
+    };
+    let contents = |page: &Value| -> Vec<String> {
+        page.as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap().to_owned()).collect()
+    };
+    // The latest 20, oldest first: the newest message is always there.
+    let latest = list(String::new()).await;
+    assert_eq!(contents(&latest), (5..25).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    let before = list(format!("?before={}", ids[5])).await;
+    assert_eq!(contents(&before), (0..5).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    let after = list(format!("?after={}", ids[22])).await;
+    assert_eq!(contents(&after), ["m23", "m24"]);
+    let between = list(format!("?after={}&before={}", ids[3], ids[6])).await;
+    assert_eq!(contents(&between), ["m3", "m4", "m5"]);
+    // The conversation carries the latest page too.
+    let got = json_of(
+        app.http
+            .get(app.rest(&public(&inbox, &format!("/contacts/{source}/conversations/{}", conversation["id"]))))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(got["messages"].as_array().unwrap().len(), 20);
+    assert_eq!(got["messages"][19]["content"], "m24");
 }
