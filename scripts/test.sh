@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every check and test: proto lint and format (buf), rustfmt and clippy, then the Rust unit and end-to-end
-# tests on both databases, through real Omega and Envoy processes. Needs PostgreSQL at
+# tests on both databases, through real Omega and Envoy processes, and schemathesis over the OpenAPI. Needs PostgreSQL at
 # OMEGA_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,12 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 export OMEGA_TEST_ENVOY="$PWD/.venv/bin/envoy"
 cargo test --workspace --all-targets --no-fail-fast "$@"
+
+# The REST surface fuzzed from the generated OpenAPI through the real Envoy: no 5xx, no undeclared
+# content types.
+echo "schemathesis over the OpenAPI…" >&2
+cargo build --quiet --bin omega
+./scripts/fuzz.sh
 
 # The benchmark in a tiny configuration, on both databases: it must run, its figures are not judged here.
 echo "benchmark smoke run…" >&2
