@@ -151,16 +151,21 @@ impl Omega {
     }
 
     /// The location a Twilio message concerns: by its messaging service first (pools send from
-    /// many numbers), then by the number it was sent to. Both are unique across businesses.
+    /// many numbers), then by the number it was sent to. Both are unique across businesses, and
+    /// must agree: a service of one business and a number of another name no owner.
     async fn location_for(&self, messaging_service: Option<&str>, to: Option<&str>) -> Result<Option<location::Model>> {
         let conn = self.store.connection();
-        let found = match messaging_service {
+        let by_service = match messaging_service {
             Some(sid) => directory::location_by_messaging_service(conn, sid).await?,
             None => None,
         };
-        Ok(match (found, to) {
-            (Some(location), _) => Some(location),
-            (None, Some(number)) => directory::location_by_number(conn, number).await?,
+        let by_number = match to {
+            Some(number) => directory::location_by_number(conn, number).await?,
+            None => None,
+        };
+        Ok(match (by_service, by_number) {
+            (Some(service), Some(number)) if service.business_id != number.business_id => None,
+            (Some(location), _) | (None, Some(location)) => Some(location),
             (None, None) => None,
         })
     }

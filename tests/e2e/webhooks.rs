@@ -43,6 +43,7 @@ const PLATFORM_TOKEN: &str = "platform-token-not-used-here-000";
 /// A second business's own Twilio account.
 const C_SID: &str = "ACcccccccccccccccccccccccccccccccc";
 const C_TOKEN: &str = "business-c-own-token-0123456789";
+const C_SERVICE: &str = "MGcccccccccccccccccccccccccccccccc";
 
 const VOICE_SECRET: &str = "voice-api-key-secret-0123456789abcdef";
 /// A fixed P-256 private key for SendGrid's signatures in these tests.
@@ -597,7 +598,13 @@ async fn webhooks_must_be_signed_by_the_account_that_owns_what_they_address(db: 
         let path = format!("/omega/businesses/{}/clients/{}", s.b.id, s.client);
         json_of(s.app.get(&path, &s.b.key).await, 200).await["client"]["sms_consent"].as_bool().unwrap()
     };
-    let c = s.app.onboard_simple("Cedar", "+14155550200").await;
+    let c = s
+        .app
+        .onboard(json!({
+            "name": "Cedar", "time_zone": "America/New_York",
+            "locations": [{ "name": "Main", "phone_numbers": ["+14155550200"], "messaging_service_sid": C_SERVICE }],
+        }))
+        .await;
     // c tries to claim b's account with its own token (refused now), then forges a STOP from
     // b's client to b's number with that token: refused, consent unchanged, nothing stored.
     let claim = json!({ "account_sid": FakeTwilio::ACCOUNT_SID, "auth_token": C_TOKEN });
@@ -611,6 +618,11 @@ async fn webhooks_must_be_signed_by_the_account_that_owns_what_they_address(db: 
     let mut own_account = inbound("SM901", "STOP");
     own_account[1] = ("AccountSid", C_SID);
     let resp = post_twilio_signed(&s.app, "/omega/twilio/sms/incoming", &own_account, C_TOKEN, false).await;
+    assert_eq!(resp.status(), 403);
+    // c's own messaging service with b's number: they disagree, so the message has no owner.
+    let mut mixed = own_account.clone();
+    mixed.push(("MessagingServiceSid", C_SERVICE));
+    let resp = post_twilio_signed(&s.app, "/omega/twilio/sms/incoming", &mixed, C_TOKEN, false).await;
     assert_eq!(resp.status(), 403);
     // Signed by the platform's account: b has an account of its own, so not b's either.
     let mut platform = inbound("SM902", "STOP");
