@@ -23,10 +23,12 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate(DatabaseArgs),
-    /// Create, list and revoke API keys.
+    /// Create, list and revoke API keys; re-seal stored secrets under the current secrets key.
     Keys {
         #[command(flatten)]
         database: DatabaseArgs,
+        #[command(flatten)]
+        secrets: SecretsArgs,
         #[command(subcommand)]
         command: KeysCommand,
     },
@@ -100,7 +102,55 @@ pub struct ServeArgs {
     #[arg(long, env = "OMEGA_AUTH_FAILURES_PER_MINUTE", default_value_t = 30)]
     pub auth_failures_per_minute: u32,
     #[command(flatten)]
+    pub secrets: SecretsArgs,
+    #[command(flatten)]
     pub delivery: DeliveryArgs,
+}
+
+/// The key that encrypts stored provider credentials, and the keys it replaced.
+#[derive(Clone, Args)]
+pub struct SecretsArgs {
+    /// 32 random bytes, base64 (`openssl rand -base64 32`); the same on every replica. Without
+    /// it, a key file is used (see --secrets-key-file).
+    #[arg(long, env = "OMEGA_SECRETS_KEY", hide_env_values = true)]
+    pub secrets_key: Option<String>,
+    /// The id stored with every value sealed by the key (default: derived from the key).
+    #[arg(long, env = "OMEGA_SECRETS_KEY_ID")]
+    pub secrets_key_id: Option<String>,
+    /// Keys rotated out, still read until `omega keys rotate-secrets` has run: comma-separated
+    /// `ID:BASE64` (or BASE64 when the id was derived).
+    #[arg(long, env = "OMEGA_SECRETS_PREVIOUS_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub secrets_previous_keys: Vec<String>,
+    /// Used when OMEGA_SECRETS_KEY is not set: holds the key, created on first start (default:
+    /// `omega-secrets.key` next to the SQLite database, else `data/omega-secrets.key`).
+    #[arg(long, env = "OMEGA_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
+}
+
+// By hand: the derived Debug would print the keys.
+impl std::fmt::Debug for SecretsArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretsArgs")
+            .field("secrets_key_id", &self.secrets_key_id)
+            .field("secrets_key_file", &self.secrets_key_file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SecretsArgs {
+    pub fn keys(&self, database_url: &str) -> anyhow::Result<crate::secrets::SecretKeys> {
+        use crate::secrets::{SecretKeys, default_key_file, key_from_file};
+        let key = match &self.secrets_key {
+            Some(key) => key.clone(),
+            None => {
+                let path = self.secrets_key_file.clone().unwrap_or_else(|| default_key_file(database_url));
+                let key = key_from_file(&path)?;
+                tracing::info!(file = %path.display(), "no OMEGA_SECRETS_KEY: stored secrets are sealed with the key file's key");
+                key
+            }
+        };
+        SecretKeys::new(self.secrets_key_id.as_deref(), &key, &self.secrets_previous_keys)
+    }
 }
 
 /// The delivery pipeline and its providers.
@@ -260,4 +310,8 @@ pub enum KeysCommand {
     },
     /// Revoke a key at once.
     Revoke { key_id: i64 },
+    /// Seal every stored provider credential again with the current secrets key (after a new
+    /// OMEGA_SECRETS_KEY, with the old one in OMEGA_SECRETS_PREVIOUS_KEYS); plaintext rows from
+    /// before encryption are sealed too. Afterwards the previous keys can be dropped.
+    RotateSecrets,
 }

@@ -12,6 +12,7 @@ pub mod envoy;
 pub mod openapi;
 pub mod proto;
 pub mod providers;
+pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod telemetry;

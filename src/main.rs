@@ -3,7 +3,7 @@ use std::io::Write;
 use anyhow::Context;
 use clap::Parser;
 use omega::{
-    config::{Cli, Command, DatabaseArgs, KeysCommand},
+    config::{Cli, Command, DatabaseArgs, KeysCommand, SecretsArgs},
     domain::{
         auth,
         pagination::{MAX_PAGE_SIZE, PageRequest},
@@ -25,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("migrations applied");
             Ok(())
         }
-        Command::Keys { database, command } => keys(&database, command).await,
+        Command::Keys { database, secrets, command } => keys(&database, &secrets, command).await,
         Command::Descriptor(args) => {
             if args.services {
                 for name in proto::service_names() {
@@ -67,7 +67,12 @@ async fn connect_migrated(database: &DatabaseArgs) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-async fn keys(database: &DatabaseArgs, command: KeysCommand) -> anyhow::Result<()> {
+async fn keys(database: &DatabaseArgs, secrets: &SecretsArgs, command: KeysCommand) -> anyhow::Result<()> {
+    // Read first: a missing or bad key fails before the database is touched.
+    let secret_keys = match command {
+        KeysCommand::RotateSecrets => Some(secrets.keys(&database.database_url).context("the secrets key")?),
+        _ => None,
+    };
     let store = connect_migrated(database).await?;
     let outcome = match command {
         KeysCommand::Create { label, business_id } => {
@@ -106,6 +111,17 @@ async fn keys(database: &DatabaseArgs, command: KeysCommand) -> anyhow::Result<(
         }
         KeysCommand::Revoke { key_id } => {
             auth::revoke_key(&store, key_id).await.map(|()| eprintln!("api key {key_id} revoked"))
+        }
+        KeysCommand::RotateSecrets => {
+            let keys = secret_keys.expect("read above");
+            omega::store::messages::reseal_credentials(store.connection(), &keys).await.map_err(Into::into).map(
+                |(resealed, total)| {
+                    eprintln!(
+                        "{resealed} of {total} stored provider credentials sealed again with key {}",
+                        keys.current_id()
+                    )
+                },
+            )
         }
     };
     store.close().await;

@@ -62,7 +62,8 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
             "no OMEGA_TOKEN_SECRET: access tokens are signed with a random secret and end with this process"
         );
     }
-    let omega = Omega::with_settings(store.clone(), args.delivery.webhook_settings(), tokens);
+    let secrets = args.secrets.keys(&args.database.database_url).context("the secrets key")?;
+    let omega = Omega::with_settings(store.clone(), args.delivery.webhook_settings(), tokens, secrets);
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let watcher = tokio::spawn(watch_database(

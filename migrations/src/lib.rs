@@ -14,6 +14,7 @@ mod m20261121_000008_conversation_scoped_search;
 mod m20261121_000009_conversation_search_index;
 mod m20261121_000010_inbox_covering_indexes;
 mod m20261201_000011_chat_identity;
+mod m20261201_000012_provider_ownership;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000009_conversation_search_index::Migration),
             Box::new(m20261121_000010_inbox_covering_indexes::Migration),
             Box::new(m20261201_000011_chat_identity::Migration),
+            Box::new(m20261201_000012_provider_ownership::Migration),
         ]
     }
 }

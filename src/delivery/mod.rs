@@ -536,7 +536,7 @@ impl Dispatcher {
     async fn clients_of(&self, business_id: i64) -> anyhow::Result<Arc<Clients>> {
         // Reading the rows each time (one indexed query) lets a credential change made through
         // any replica take effect on the next send.
-        let rows = db::credentials(self.omega.store.connection(), business_id).await?;
+        let rows = db::credentials(self.omega.store.connection(), &self.omega.secrets, business_id).await?;
         let version: Vec<(String, DateTime<Utc>)> = rows.iter().map(|r| (r.kind.clone(), r.updated_at)).collect();
         let mut cache = self.clients.lock().await;
         if let Some(clients) = cache.get(&business_id)

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::{
     Error, Omega, Result, Violations,
-    auth::Caller,
+    auth::{Caller, Scope},
     conversations::{ensure_conversation, reopen},
     pagination::{Page, PageRequest},
     values::{self, Channel, ConversationStatus, DeliveryStatus, Direction, now},
@@ -456,13 +456,14 @@ impl Omega {
         let business_id = input.business_id;
         let conn = self.store.connection();
 
-        // Already stored? (A provider retrying its webhook, a caller retrying its call.)
+        // Already stored? (A provider retrying its webhook, a caller retrying its call.) Only this
+        // business's messages count: whether another business holds the id must not show.
         if let Some(provider_id) = &provider_id
-            && let Some(existing) = db::by_provider_id(conn, provider.as_deref(), provider_id).await?
+            && let Some(existing) =
+                conversations_db::messages_by_provider_id(conn, Some(business_id), provider.as_deref(), provider_id)
+                    .await?
+                    .pop()
         {
-            if existing.business_id != business_id {
-                return Err(Error::invalid("provider_message_id", "belongs to another business's message"));
-            }
             return Ok(Stored { message: existing, created: false });
         }
         if let Some(key) = &key
@@ -534,7 +535,11 @@ impl Omega {
             Err(StoreError::UniqueViolation(_)) => {
                 txn.rollback().await.map_err(StoreError::from)?;
                 let existing = match (&provider_id, &key) {
-                    (Some(id), _) => db::by_provider_id(conn, provider.as_deref(), id).await?,
+                    (Some(id), _) => {
+                        conversations_db::messages_by_provider_id(conn, Some(business_id), provider.as_deref(), id)
+                            .await?
+                            .pop()
+                    }
                     (None, Some(key)) => {
                         db::by_idempotency_keys(conn, business_id, std::slice::from_ref(key)).await?.pop()
                     }
@@ -595,7 +600,25 @@ impl Omega {
         let status = status.unwrap_or(DeliveryStatus::Queued);
         let conn = self.store.connection();
         let found = if message_id.trim().is_empty() {
-            db::by_provider_id(conn, None, provider_message_id.trim()).await?
+            // A provider id is unique within a business: a business caller names its own message;
+            // a platform caller names one only if a single business has the id.
+            let scope = match caller.scope {
+                Scope::Business(own) => Some(own),
+                Scope::Platform => None,
+            };
+            let mut candidates: Vec<_> =
+                conversations_db::messages_by_provider_id(conn, scope, None, provider_message_id.trim())
+                    .await?
+                    .into_iter()
+                    .filter(|m| m.channel == channel.as_str())
+                    .collect();
+            if candidates.len() > 1 {
+                return Err(Error::invalid(
+                    "provider_message_id",
+                    "names messages of several businesses or providers; give message_id",
+                ));
+            }
+            candidates.pop()
         } else {
             db::by_public_id(conn, message_id.trim()).await?
         };

@@ -35,20 +35,31 @@ pub struct Omega {
     pub webhooks: Arc<webhooks::WebhookSettings>,
     /// Access-token signing secrets and the session liveness cache.
     pub tokens: Arc<tokens::TokenSettings>,
+    /// The keys that seal stored provider credentials.
+    pub secrets: Arc<crate::secrets::SecretKeys>,
 }
 
 impl Omega {
+    /// With default settings and a random secrets key that ends with the process.
     pub fn new(store: Store) -> Self {
-        Self::with_settings(store, webhooks::WebhookSettings::default(), tokens::TokenSettings::default())
+        let secrets = crate::secrets::SecretKeys::new(None, &crate::secrets::SecretKeys::generate_key(), &[])
+            .expect("a generated key is valid");
+        Self::with_settings(store, webhooks::WebhookSettings::default(), tokens::TokenSettings::default(), secrets)
     }
 
-    pub fn with_settings(store: Store, webhooks: webhooks::WebhookSettings, tokens: tokens::TokenSettings) -> Self {
+    pub fn with_settings(
+        store: Store,
+        webhooks: webhooks::WebhookSettings,
+        tokens: tokens::TokenSettings,
+        secrets: crate::secrets::SecretKeys,
+    ) -> Self {
         Self {
             store,
             started_at: Instant::now(),
             delivery_wakeup: Arc::new(Notify::new()),
             webhooks: Arc::new(webhooks),
             tokens: Arc::new(tokens),
+            secrets: Arc::new(secrets),
         }
     }
 

@@ -1,4 +1,7 @@
-//! A business's provider credentials: stored as given, never returned, never logged.
+//! A business's provider credentials: stored sealed (see `crate::secrets`), never returned,
+//! never logged. A Twilio account belongs to one business: the platform's account and an account
+//! another business registered cannot be claimed (webhooks are verified with the token of the
+//! account that owns what they address, so a second claimant could forge them).
 
 use serde_json::json;
 
@@ -36,16 +39,36 @@ impl Omega {
         if auth_token.trim().len() < 16 || auth_token.trim().len() > 128 {
             v.add("auth_token", "must be the account's auth token");
         }
+        let platform = [
+            self.webhooks.platform_twilio.as_ref().map(|p| p.account_sid.as_str()),
+            self.webhooks.voice.as_ref().map(|voice| voice.account_sid.as_str()),
+        ];
+        if platform.into_iter().flatten().any(|sid| sid.eq_ignore_ascii_case(account_sid.trim())) {
+            v.add("account_sid", "is the platform's Twilio account, which no business can register as its own");
+        }
         v.finish()?;
-        let creds = TwilioCredentials { account_sid: account_sid.trim().into(), auth_token: auth_token.trim().into() };
+        // One spelling per account (Twilio's: lower-case hex), so that the unique index holds.
+        let account_sid = format!("AC{}", account_sid.trim()[2..].to_ascii_lowercase());
+        let creds = TwilioCredentials { account_sid, auth_token: auth_token.trim().into() };
         let account = Some(creds.account_sid.clone());
-        self.store_credentials(
-            business_id,
-            "twilio",
-            serde_json::to_string(&creds).map_err(anyhow::Error::new)?,
-            account,
-        )
-        .await
+        let stored = self
+            .store_credentials(
+                business_id,
+                "twilio",
+                serde_json::to_string(&creds).map_err(anyhow::Error::new)?,
+                account,
+            )
+            .await;
+        match stored {
+            // The unique index on the account: another business registered it (which one is not
+            // said).
+            Err(Error::Conflict(_)) => Err(Error::Conflict(
+                "account_sid: this Twilio account is registered by another business; an account belongs to one \
+                 business"
+                    .into(),
+            )),
+            other => other,
+        }
     }
 
     pub async fn set_sendgrid_credentials(
@@ -121,7 +144,7 @@ impl Omega {
         config: String,
         account: Option<String>,
     ) -> Result<ProviderSettings> {
-        db::set_credentials(self.store.connection(), business_id, kind, config, account, now()).await?;
+        db::set_credentials(self.store.connection(), &self.secrets, business_id, kind, config, account, now()).await?;
         tracing::info!(business_id, kind, "provider credentials updated");
         self.settings_of(business_id).await
     }
@@ -132,7 +155,7 @@ impl Omega {
     }
 
     async fn settings_of(&self, business_id: i64) -> Result<ProviderSettings> {
-        let rows = db::credentials(self.store.connection(), business_id).await?;
+        let rows = db::credentials(self.store.connection(), &self.secrets, business_id).await?;
         let mut settings =
             ProviderSettings { twilio_account_sid: None, email_provider: None, smtp_host: None, smtp_port: 0 };
         for row in rows {

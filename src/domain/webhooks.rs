@@ -20,8 +20,9 @@ use crate::{
     delivery::TwilioCredentials,
     providers::signatures,
     store::{
+        conversations,
         directory::{self, ClientFields},
-        entity::location,
+        entity::{location, message},
         messages as db,
     },
 };
@@ -53,6 +54,17 @@ impl std::fmt::Debug for VoiceSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VoiceSettings").field("api_key_sid", &self.api_key_sid).finish_non_exhaustive()
     }
+}
+
+/// Whose Twilio account must have signed a webhook.
+#[derive(Clone, Copy, Debug)]
+enum Owner {
+    Business(i64),
+    /// Whichever account the form names (the platform's, or the one business's holding it): for
+    /// a webhook that concerns no business's data, answered without writing anything.
+    NamedAccount,
+    /// Nothing Omega knows: refused.
+    Nobody,
 }
 
 /// A webhook as it arrived.
@@ -97,81 +109,104 @@ fn required<'a>(form: &'a [(String, String)], name: &str) -> Result<&'a str> {
 }
 
 impl Omega {
-    /// Checks `X-Twilio-Signature` with the auth token of the account the form names; answers
-    /// that account's SID. Nothing is looked up but the token.
-    async fn verify_twilio(&self, request: &WebhookRequest, form: &[(String, String)]) -> Result<String> {
-        let forbidden = || Error::PermissionDenied("the Twilio signature does not match".into());
-        let account = param(form, "AccountSid").ok_or_else(forbidden)?.to_owned();
-        let mut tokens = Vec::new();
-        if let Some(platform) = &self.webhooks.platform_twilio
-            && platform.account_sid == account
-        {
-            tokens.push(platform.auth_token.clone());
+    /// The Twilio account a business uses: its own, else the platform's.
+    async fn twilio_account_of(&self, business_id: i64) -> Result<Option<TwilioCredentials>> {
+        let rows = db::credentials(self.store.connection(), &self.secrets, business_id).await?;
+        match rows.iter().find(|row| row.kind == "twilio") {
+            Some(row) => Ok(serde_json::from_str(&row.config).ok()),
+            None => Ok(self.webhooks.platform_twilio.clone()),
         }
-        for row in db::credentials_by_account(self.store.connection(), "twilio", &account).await? {
-            if let Ok(creds) = serde_json::from_str::<TwilioCredentials>(&row.config) {
-                tokens.push(creds.auth_token);
-            }
+    }
+
+    /// The account a form's `AccountSid` names, if Omega knows it.
+    async fn named_twilio_account(&self, form: &[(String, String)]) -> Result<Option<TwilioCredentials>> {
+        let Some(named) = param(form, "AccountSid") else { return Ok(None) };
+        if let Some(platform) = self.webhooks.platform_twilio.as_ref().filter(|p| p.account_sid == named) {
+            return Ok(Some(platform.clone()));
         }
-        let valid = tokens
-            .iter()
-            .any(|token| signatures::twilio_signature_valid(token, &request.url, form, &request.signature));
+        let rows = db::credentials_by_account(self.store.connection(), &self.secrets, "twilio", named).await?;
+        Ok(rows.first().and_then(|row| serde_json::from_str(&row.config).ok()))
+    }
+
+    /// Checks a Twilio webhook against the owner of what it addresses (found first, by the
+    /// caller): signed with the auth token of the account that owner uses, and naming that
+    /// account as its `AccountSid`. Anything else — no owner, another account's signature, the
+    /// platform's signature for a business with an account of its own — is refused the same
+    /// way, before anything is written.
+    async fn verify_twilio(&self, request: &WebhookRequest, form: &[(String, String)], owner: Owner) -> Result<()> {
+        let account = match owner {
+            Owner::Business(business_id) => self.twilio_account_of(business_id).await?,
+            Owner::NamedAccount => self.named_twilio_account(form).await?,
+            Owner::Nobody => None,
+        };
+        let valid = account.is_some_and(|account| {
+            // The SID is public; the signature is compared in constant time.
+            param(form, "AccountSid") == Some(account.account_sid.as_str())
+                && signatures::twilio_signature_valid(&account.auth_token, &request.url, form, &request.signature)
+        });
         if !valid {
-            tracing::warn!(account, "Twilio webhook with a bad or missing signature refused");
-            return Err(forbidden());
+            return Err(twilio_refusal(owner));
         }
-        Ok(account)
+        Ok(())
     }
 
     /// The location a Twilio message concerns: by its messaging service first (pools send from
-    /// many numbers), then by the number it was sent to. The business must use `account`.
-    async fn location_for(
-        &self,
-        account: &str,
-        messaging_service: Option<&str>,
-        to: Option<&str>,
-    ) -> Result<Option<location::Model>> {
+    /// many numbers), then by the number it was sent to. Both are unique across businesses, and
+    /// must agree: a service of one business and a number of another name no owner.
+    async fn location_for(&self, messaging_service: Option<&str>, to: Option<&str>) -> Result<Option<location::Model>> {
         let conn = self.store.connection();
-        let found = match (messaging_service, to) {
-            (Some(sid), _) => directory::location_by_messaging_service(conn, sid).await?,
-            _ => None,
+        let by_service = match messaging_service {
+            Some(sid) => directory::location_by_messaging_service(conn, sid).await?,
+            None => None,
         };
-        let found = match (found, to) {
-            (Some(location), _) => Some(location),
-            (None, Some(number)) => directory::location_by_number(conn, number).await?,
+        let by_number = match to {
+            Some(number) => directory::location_by_number(conn, number).await?,
+            None => None,
+        };
+        Ok(match (by_service, by_number) {
+            (Some(service), Some(number)) if service.business_id != number.business_id => None,
+            (Some(location), _) | (None, Some(location)) => Some(location),
             (None, None) => None,
-        };
-        let Some(location) = found else { return Ok(None) };
-        let uses_account = self.webhooks.platform_twilio.as_ref().is_some_and(|p| p.account_sid == account)
-            || db::credentials(conn, location.business_id)
-                .await?
-                .iter()
-                .any(|c| c.kind == "twilio" && c.account_ref.as_deref() == Some(account));
-        if !uses_account {
-            return Err(Error::PermissionDenied(
-                "the number belongs to a business that does not use this Twilio account".into(),
-            ));
+        })
+    }
+
+    /// The message a Twilio status callback is about: of the messages with its SID (one per
+    /// business at most), the one whose owner's account signed the callback.
+    async fn twilio_message_for(
+        &self,
+        request: &WebhookRequest,
+        form: &[(String, String)],
+        sid: &str,
+        channel: Channel,
+    ) -> Result<message::Model> {
+        let candidates =
+            conversations::messages_by_provider_id(self.store.connection(), None, Some("twilio"), sid).await?;
+        let mut refused = None;
+        for candidate in candidates.into_iter().filter(|m| m.channel == channel.as_str()) {
+            match self.verify_twilio(request, form, Owner::Business(candidate.business_id)).await {
+                Ok(()) => return Ok(candidate),
+                Err(err) => refused = Some(err),
+            }
         }
-        Ok(Some(location))
+        // An unknown SID is refused like a forged one: the answer must not tell them apart.
+        Err(refused.unwrap_or_else(|| twilio_refusal(Owner::Nobody)))
     }
 
     /// An inbound SMS/MMS: stored once (by MessageSid) in the sender's conversation, which it
     /// reopens; STOP / START keywords change the client's SMS consent. Answers TwiML.
     pub async fn receive_twilio_sms(&self, request: WebhookRequest) -> Result<String> {
         let form = form_of(&request)?;
-        let account = self.verify_twilio(&request, &form).await?;
+        // A number no business uses is refused like a forgery (nothing to verify it against).
+        let Some(location) = self.location_for(param(&form, "MessagingServiceSid"), param(&form, "To")).await? else {
+            return Err(twilio_refusal(Owner::Nobody));
+        };
+        self.verify_twilio(&request, &form, Owner::Business(location.business_id)).await?;
         let sid = required(&form, "MessageSid").or_else(|_| required(&form, "SmsSid"))?.to_owned();
         let from = required(&form, "From")?.to_owned();
         let body = param(&form, "Body").unwrap_or_default().to_owned();
         let media_count: usize = param(&form, "NumMedia").and_then(|n| n.parse().ok()).unwrap_or(0).min(10);
         let media: Vec<String> =
             (0..media_count).filter_map(|i| param(&form, &format!("MediaUrl{i}")).map(str::to_owned)).collect();
-        let Some(location) =
-            self.location_for(&account, param(&form, "MessagingServiceSid"), param(&form, "To")).await?
-        else {
-            tracing::warn!(message_sid = sid, "inbound SMS for a number no business uses; ignored");
-            return Ok(EMPTY_TWIML.to_owned());
-        };
         let business_id = location.business_id;
         let caller = Caller::without_key(Scope::Business(business_id));
         let stored = self
@@ -232,20 +267,20 @@ impl Omega {
     /// Twilio's status callback for an SMS: applied if it moves the message forward.
     pub async fn receive_twilio_sms_status(&self, request: WebhookRequest) -> Result<()> {
         let form = form_of(&request)?;
-        self.verify_twilio(&request, &form).await?;
         let sid = required(&form, "MessageSid").or_else(|_| required(&form, "SmsSid"))?.to_owned();
+        let message = self.twilio_message_for(&request, &form, &sid, Channel::Sms).await?;
         let status = required(&form, "MessageStatus").or_else(|_| required(&form, "SmsStatus"))?.to_owned();
         let report = StatusReport {
-            message_id: String::new(),
-            provider_message_id: sid.clone(),
+            message_id: message.public_id.clone(),
+            provider_message_id: String::new(),
             status,
             error_code: param(&form, "ErrorCode").unwrap_or_default().to_owned(),
             error_message: param(&form, "ErrorMessage").unwrap_or_default().to_owned(),
         };
-        match self.update_delivery_status(&Caller::without_key(Scope::Platform), Channel::Sms, report).await {
+        let owner = Caller::without_key(Scope::Business(message.business_id));
+        match self.update_delivery_status(&owner, Channel::Sms, report).await {
             Ok(_) => Ok(()),
-            // A message Omega did not send (or no longer has): nothing to update, and Twilio
-            // must not retry.
+            // Deleted meanwhile: nothing to update, and Twilio must not retry.
             Err(Error::NotFound(_)) => {
                 tracing::info!(message_sid = sid, "status callback for an unknown message; ignored");
                 Ok(())
@@ -258,8 +293,8 @@ impl Omega {
     /// late and repeated callbacks change nothing) and records its duration.
     pub async fn receive_twilio_voice_status(&self, request: WebhookRequest) -> Result<()> {
         let form = form_of(&request)?;
-        self.verify_twilio(&request, &form).await?;
         let sid = required(&form, "CallSid")?.to_owned();
+        let call = self.twilio_message_for(&request, &form, &sid, Channel::Voice).await?;
         let call_status = required(&form, "CallStatus")?.to_ascii_lowercase();
         let status = match call_status.as_str() {
             "queued" | "initiated" => DeliveryStatus::Queued,
@@ -274,10 +309,6 @@ impl Omega {
         let sequence: Option<i32> = param(&form, "SequenceNumber").and_then(|s| s.parse().ok());
         let duration: Option<i32> = param(&form, "CallDuration").and_then(|s| s.parse().ok());
         let conn = self.store.connection();
-        let Some(call) = db::by_provider_id(conn, Some("twilio"), &sid).await?.filter(|m| m.channel == "VOICE") else {
-            tracing::info!(call_sid = sid, "status callback for an unknown call; ignored");
-            return Ok(());
-        };
         if let (Some(seq), Some(seen)) = (sequence, call.provider_sequence)
             && seq <= seen
         {
@@ -298,15 +329,23 @@ impl Omega {
     /// client's conversation.
     pub async fn twiml_for_call(&self, request: WebhookRequest) -> Result<String> {
         let form = form_of(&request)?;
-        let account = self.verify_twilio(&request, &form).await?;
+        let identity = param(&form, "From").and_then(parse_identity);
+        let business = match identity {
+            Some((business_id, _)) => directory::business(self.store.connection(), business_id).await?,
+            None => None,
+        };
+        // The call is the identity's business's. A caller who is no business's staff gets a
+        // spoken refusal (nothing is written), once the account it names has signed.
+        let owner = business.as_ref().map_or(Owner::NamedAccount, |b| Owner::Business(b.id));
+        self.verify_twilio(&request, &form, owner).await?;
         let call_sid = required(&form, "CallSid")?.to_owned();
-        let Some((business_id, staff_id)) = param(&form, "From").and_then(parse_identity) else {
+        let Some((business_id, staff_id)) = identity else {
             return Ok(say_and_hang_up("This call could not be placed: the caller is not a staff member."));
         };
         let Some(to) = param(&form, "To") else {
             return Ok(say_and_hang_up("This call could not be placed: no number was given."));
         };
-        let Some(business) = directory::business(self.store.connection(), business_id).await? else {
+        let Some(business) = business else {
             return Ok(say_and_hang_up("This call could not be placed."));
         };
         if self.active_staff(business_id, "From", staff_id).await.is_err() {
@@ -324,10 +363,6 @@ impl Omega {
         let Some((location_id, caller_id)) = numbers.first().cloned() else {
             return Ok(say_and_hang_up("This call could not be placed: the business has no phone number."));
         };
-        let uses_account = self.location_for(&account, None, Some(&caller_id)).await.is_ok();
-        if !uses_account {
-            return Err(Error::PermissionDenied("the business does not use this Twilio account".into()));
-        }
         let caller = Caller::without_key(Scope::Business(business_id));
         self.store_message(
             &caller,
@@ -491,6 +526,13 @@ impl Omega {
         let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()));
         Ok((token, identity, expires))
     }
+}
+
+/// The one answer to a Twilio webhook that is not accepted, whatever the reason (a forgery, or
+/// something no business owns): the reasons must not be told apart.
+fn twilio_refusal(owner: Owner) -> Error {
+    tracing::warn!(?owner, "Twilio webhook refused: not signed by the account that owns what it addresses");
+    Error::PermissionDenied("the Twilio signature does not match".into())
 }
 
 fn say_and_hang_up(text: &str) -> String {

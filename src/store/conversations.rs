@@ -432,6 +432,24 @@ pub struct NewMessage {
     pub created_at: Option<DateTime<Utc>>,
 }
 
+/// The messages a provider's id names: within one business when `business_id` is given (the id
+/// is unique there), else in every business (a webhook then checks which owner signed it).
+pub async fn messages_by_provider_id(
+    conn: &impl ConnectionTrait,
+    business_id: Option<i64>,
+    provider: Option<&str>,
+    provider_message_id: &str,
+) -> StoreResult<Vec<message::Model>> {
+    let mut select = message::Entity::find().filter(message::Column::ProviderMessageId.eq(provider_message_id));
+    if let Some(business_id) = business_id {
+        select = select.filter(message::Column::BusinessId.eq(business_id));
+    }
+    if let Some(provider) = provider {
+        select = select.filter(message::Column::Provider.eq(provider));
+    }
+    Ok(select.order_by_asc(message::Column::Id).limit(100).all(conn).await?)
+}
+
 pub async fn insert_message(
     conn: &impl ConnectionTrait,
     new: NewMessage,

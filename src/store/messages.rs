@@ -515,27 +515,58 @@ pub async fn reserve_slot(
 }
 
 // ---- provider credentials ----
+//
+// `config` is sealed at rest (see `crate::secrets`): these functions seal what they store and
+// answer rows whose `config` is opened again.
 
-pub async fn credentials(conn: &impl ConnectionTrait, business_id: i64) -> StoreResult<Vec<credential::Model>> {
-    Ok(credential::Entity::find()
+use super::StoreError;
+use crate::secrets::SecretKeys;
+
+/// What binds a sealed value to its row.
+fn credential_context(business_id: i64, kind: &str) -> String {
+    format!("provider_credentials/{business_id}/{kind}")
+}
+
+fn opened(keys: &SecretKeys, mut row: credential::Model) -> StoreResult<credential::Model> {
+    row.config = keys
+        .open(&row.config, &credential_context(row.business_id, &row.kind))
+        .map_err(|e| StoreError::Config(format!("provider credentials of business {}: {e:#}", row.business_id)))?;
+    Ok(row)
+}
+
+pub async fn credentials(
+    conn: &impl ConnectionTrait,
+    keys: &SecretKeys,
+    business_id: i64,
+) -> StoreResult<Vec<credential::Model>> {
+    credential::Entity::find()
         .filter(credential::Column::BusinessId.eq(business_id))
         .order_by_asc(credential::Column::UpdatedAt)
         .all(conn)
-        .await?)
+        .await?
+        .into_iter()
+        .map(|row| opened(keys, row))
+        .collect()
 }
 
+/// Stores a business's credentials for `kind`, sealed. A Twilio account another business holds
+/// is a `UniqueViolation` (the database enforces one owner per account).
+#[allow(clippy::too_many_arguments)]
 pub async fn set_credentials(
     conn: &impl ConnectionTrait,
+    keys: &SecretKeys,
     business_id: i64,
     kind: &str,
     config: String,
     account_ref: Option<String>,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
+    let sealed =
+        keys.seal(&config, &credential_context(business_id, kind)).map_err(|e| StoreError::Config(format!("{e:#}")))?;
     credential::Entity::insert(credential::ActiveModel {
         business_id: Set(business_id),
         kind: Set(kind.to_owned()),
-        config: Set(config),
+        config: Set(sealed),
         updated_at: Set(now),
         account_ref: Set(account_ref),
     })
@@ -549,17 +580,52 @@ pub async fn set_credentials(
     Ok(())
 }
 
-/// Credentials stored for a provider account (several businesses may share one account).
+/// The credentials stored for a provider account (one business at most: the index is unique).
 pub async fn credentials_by_account(
     conn: &impl ConnectionTrait,
+    keys: &SecretKeys,
     kind: &str,
     account_ref: &str,
 ) -> StoreResult<Vec<credential::Model>> {
-    Ok(credential::Entity::find()
+    credential::Entity::find()
         .filter(credential::Column::Kind.eq(kind))
         .filter(credential::Column::AccountRef.eq(account_ref))
         .all(conn)
-        .await?)
+        .await?
+        .into_iter()
+        .map(|row| opened(keys, row))
+        .collect()
+}
+
+/// Seals every credential row not sealed with the current key (older keys, plaintext from
+/// before encryption) again with it. Every row is opened before any is written, so a missing key
+/// changes nothing; each row changes only if it is still what was read, so a credential set
+/// meanwhile is not overwritten. Answers (rows sealed again, rows in all).
+pub async fn reseal_credentials(conn: &impl ConnectionTrait, keys: &SecretKeys) -> StoreResult<(u64, u64)> {
+    let rows = credential::Entity::find().all(conn).await?;
+    let total = rows.len() as u64;
+    let mut resealed_rows = Vec::new();
+    for row in rows {
+        if crate::secrets::sealed_with(&row.config) != crate::secrets::Sealed::With(keys.current_id()) {
+            let config = opened(keys, row.clone())?.config;
+            let sealed = keys
+                .seal(&config, &credential_context(row.business_id, &row.kind))
+                .map_err(|e| StoreError::Config(format!("{e:#}")))?;
+            resealed_rows.push((row, sealed));
+        }
+    }
+    let mut resealed = 0;
+    for (row, sealed) in resealed_rows {
+        let changed = credential::Entity::update_many()
+            .col_expr(credential::Column::Config, Expr::value(sealed))
+            .filter(credential::Column::BusinessId.eq(row.business_id))
+            .filter(credential::Column::Kind.eq(row.kind))
+            .filter(credential::Column::Config.eq(row.config))
+            .exec(conn)
+            .await?;
+        resealed += changed.rows_affected;
+    }
+    Ok((resealed, total))
 }
 
 /// Records a provider event as applied; answers false when it already was (a retry).

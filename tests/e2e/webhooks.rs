@@ -32,7 +32,18 @@ both_databases!(
     voice_tokens_carry_every_claim,
     sendgrid_events_are_verified_and_applied_once,
     garbage_never_causes_a_500,
+    a_twilio_account_belongs_to_one_business,
+    webhooks_must_be_signed_by_the_account_that_owns_what_they_address,
+    another_businesss_provider_message_id_answers_as_an_unknown_one,
+    provider_secrets_are_sealed_at_rest_and_rotate,
 );
+
+const PLATFORM_SID: &str = "AC11111111111111111111111111111111";
+const PLATFORM_TOKEN: &str = "platform-token-not-used-here-000";
+/// A second business's own Twilio account.
+const C_SID: &str = "ACcccccccccccccccccccccccccccccccc";
+const C_TOKEN: &str = "business-c-own-token-0123456789";
+const C_SERVICE: &str = "MGcccccccccccccccccccccccccccccccc";
 
 const VOICE_SECRET: &str = "voice-api-key-secret-0123456789abcdef";
 /// A fixed P-256 private key for SendGrid's signatures in these tests.
@@ -62,8 +73,8 @@ async fn setup(db: Db) -> Setup {
             ("OMEGA_TWILIO_BASE_URL", &twilio_url),
             ("OMEGA_SENDGRID_BASE_URL", &sendgrid_url),
             ("OMEGA_SENDGRID_WEBHOOK_PUBLIC_KEY", &public_key),
-            ("OMEGA_TWILIO_ACCOUNT_SID", "AC11111111111111111111111111111111"),
-            ("OMEGA_TWILIO_AUTH_TOKEN", "platform-token-not-used-here-000"),
+            ("OMEGA_TWILIO_ACCOUNT_SID", PLATFORM_SID),
+            ("OMEGA_TWILIO_AUTH_TOKEN", PLATFORM_TOKEN),
             ("OMEGA_TWILIO_API_KEY_SID", "SK22222222222222222222222222222222"),
             ("OMEGA_TWILIO_API_KEY_SECRET", VOICE_SECRET),
             ("OMEGA_TWILIO_TWIML_APP_SID", "AP33333333333333333333333333333333"),
@@ -102,9 +113,20 @@ async fn setup(db: Db) -> Setup {
 
 /// Posts a form as Twilio does: signed over the public URL with the account's auth token.
 async fn post_twilio(app: &TestApp, path: &str, params: &[(&str, &str)], tamper: bool) -> reqwest::Response {
+    post_twilio_signed(app, path, params, FakeTwilio::AUTH_TOKEN, tamper).await
+}
+
+/// `post_twilio`, signed with `token`.
+async fn post_twilio_signed(
+    app: &TestApp,
+    path: &str,
+    params: &[(&str, &str)],
+    token: &str,
+    tamper: bool,
+) -> reqwest::Response {
     let url = app.rest(path);
     let owned: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let signature = twilio_signature(FakeTwilio::AUTH_TOKEN, &url, &owned);
+    let signature = twilio_signature(token, &url, &owned);
     let mut body = form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
     if tamper {
         body = body.replacen("Body=", "Body=X", 1);
@@ -177,10 +199,11 @@ async fn a_signed_inbound_sms_is_stored_once(db: Db) {
         json_of(s.app.get(&format!("/omega/businesses/{}/clients/{}", s.b.id, s.client), &s.b.key).await, 200).await;
     assert_eq!(profile["conversation"]["unread_count"], 1);
 
-    // A number nobody uses: acknowledged (so Twilio does not retry) and dropped.
+    // A number nobody uses: refused like a forgery (there is no owner to verify it against, and
+    // the answer must not tell the two apart), and dropped.
     let mut stray = inbound("SM101", "hello?");
     stray[3] = ("To", "+14155550999");
-    assert_eq!(post_twilio(&s.app, "/omega/twilio/sms/incoming", &stray, false).await.status(), 200);
+    assert_eq!(post_twilio(&s.app, "/omega/twilio/sms/incoming", &stray, false).await.status(), 403);
     assert_eq!(conversation_messages(&s).await["total_size"], 1);
 }
 
@@ -290,8 +313,9 @@ async fn status_callbacks_move_messages_forward_only(db: Db) {
     assert_eq!(status("delivered", sid.clone()).await, 200);
     let message = json_of(s.app.get(&format!("/omega/messages/{id}"), &s.b.key).await, 200).await;
     assert_eq!(message["message"]["status"], "DELIVERED");
-    // Unknown messages are acknowledged, not errors (Twilio would retry for hours).
-    assert_eq!(status("delivered", "SMunknown".into()).await, 200);
+    // Unknown messages are refused like forgeries: a message of another business must answer
+    // the same as no message at all.
+    assert_eq!(status("delivered", "SMunknown".into()).await, 403);
     // An undelivered callback for another message keeps Twilio's error code.
     let second = json_of(
         s.app
@@ -532,4 +556,237 @@ async fn garbage_never_causes_a_500(db: Db) {
         );
     }
     assert_eq!(conversation_messages(&s).await["total_size"], 0);
+}
+
+async fn put_provider(app: &TestApp, business: &TestBusiness, kind: &str, body: Value) -> reqwest::Response {
+    app.http
+        .put(app.rest(&format!("/omega/businesses/{}/providers/{kind}", business.id)))
+        .header("x-api-key", &business.key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn provider_settings(app: &TestApp, business: &TestBusiness) -> Value {
+    json_of(app.get(&format!("/omega/businesses/{}/providers", business.id), &business.key).await, 200).await
+}
+
+async fn a_twilio_account_belongs_to_one_business(db: Db) {
+    let s = setup(db).await;
+    let c = s.app.onboard_simple("Cedar", "+14155550200").await;
+    // The account b registered, with c's own token (any spelling): taken.
+    for sid in [FakeTwilio::ACCOUNT_SID.to_owned(), FakeTwilio::ACCOUNT_SID.to_uppercase()] {
+        let body = json!({ "account_sid": sid, "auth_token": C_TOKEN });
+        let refused = json_of(put_provider(&s.app, &c, "twilio", body).await, 409).await;
+        assert!(refused["message"].as_str().unwrap().contains("another business"), "{refused}");
+    }
+    // The platform's account (the `sub` of every voice token): refused, naming the field.
+    let body = json!({ "account_sid": PLATFORM_SID, "auth_token": C_TOKEN });
+    let refused = json_of(put_provider(&s.app, &c, "twilio", body).await, 422).await;
+    assert_eq!(refused["details"][0]["field_violations"][0]["field"], "account_sid", "{refused}");
+    assert_eq!(provider_settings(&s.app, &c).await["twilio_configured"], false);
+    // b still owns its account, and c may have one of its own.
+    assert_eq!(provider_settings(&s.app, &s.b).await["twilio_account_sid"], FakeTwilio::ACCOUNT_SID);
+    let own = json!({ "account_sid": C_SID, "auth_token": C_TOKEN });
+    json_of(put_provider(&s.app, &c, "twilio", own).await, 200).await;
+}
+
+async fn webhooks_must_be_signed_by_the_account_that_owns_what_they_address(db: Db) {
+    let s = setup(db).await;
+    let consent = || async {
+        let path = format!("/omega/businesses/{}/clients/{}", s.b.id, s.client);
+        json_of(s.app.get(&path, &s.b.key).await, 200).await["client"]["sms_consent"].as_bool().unwrap()
+    };
+    let c = s
+        .app
+        .onboard(json!({
+            "name": "Cedar", "time_zone": "America/New_York",
+            "locations": [{ "name": "Main", "phone_numbers": ["+14155550200"], "messaging_service_sid": C_SERVICE }],
+        }))
+        .await;
+    // c tries to claim b's account with its own token (refused now), then forges a STOP from
+    // b's client to b's number with that token: refused, consent unchanged, nothing stored.
+    let claim = json!({ "account_sid": FakeTwilio::ACCOUNT_SID, "auth_token": C_TOKEN });
+    assert_eq!(put_provider(&s.app, &c, "twilio", claim).await.status(), 409);
+    let stop = inbound("SM900", "STOP");
+    let resp = post_twilio_signed(&s.app, "/omega/twilio/sms/incoming", &stop, C_TOKEN, false).await;
+    assert_eq!(resp.status(), 403);
+    // Signed by c's own account, naming it: still not the account of b's number.
+    json_of(put_provider(&s.app, &c, "twilio", json!({ "account_sid": C_SID, "auth_token": C_TOKEN })).await, 200)
+        .await;
+    let mut own_account = inbound("SM901", "STOP");
+    own_account[1] = ("AccountSid", C_SID);
+    let resp = post_twilio_signed(&s.app, "/omega/twilio/sms/incoming", &own_account, C_TOKEN, false).await;
+    assert_eq!(resp.status(), 403);
+    // c's own messaging service with b's number: they disagree, so the message has no owner.
+    let mut mixed = own_account.clone();
+    mixed.push(("MessagingServiceSid", C_SERVICE));
+    let resp = post_twilio_signed(&s.app, "/omega/twilio/sms/incoming", &mixed, C_TOKEN, false).await;
+    assert_eq!(resp.status(), 403);
+    // Signed by the platform's account: b has an account of its own, so not b's either.
+    let mut platform = inbound("SM902", "STOP");
+    platform[1] = ("AccountSid", PLATFORM_SID);
+    let resp = post_twilio_signed(&s.app, "/omega/twilio/sms/incoming", &platform, PLATFORM_TOKEN, false).await;
+    assert_eq!(resp.status(), 403);
+    assert!(consent().await, "no forged STOP changed the consent");
+    assert_eq!(conversation_messages(&s).await["total_size"], 0, "nothing was stored");
+    // c's own number, signed by c's own account: accepted (the rule does not lock owners out).
+    let mut c_inbound = inbound("SM903", "hello");
+    c_inbound[1] = ("AccountSid", C_SID);
+    c_inbound[3] = ("To", "+14155550200");
+    let resp = post_twilio_signed(&s.app, "/omega/twilio/sms/incoming", &c_inbound, C_TOKEN, false).await;
+    assert_eq!(resp.status(), 200);
+
+    // A status callback for b's message, correctly signed by c's account (or the platform's):
+    // refused, the status unchanged.
+    let queued = json_of(
+        s.app
+            .post(
+                "/omega/sms/queue",
+                &s.b.key,
+                Some(json!({ "business_id": s.b.id, "client_id": s.client, "content": "Hi" })),
+            )
+            .await,
+        200,
+    )
+    .await;
+    let id = queued["messages"][0]["message_id"].as_str().unwrap().to_owned();
+    let status_of = || async {
+        json_of(s.app.get(&format!("/omega/messages/{id}"), &s.b.key).await, 200).await["message"]["status"].clone()
+    };
+    common::eventually(Duration::from_secs(10), "SENT", || async { status_of().await == "SENT" }).await;
+    let sid = s.twilio.messages()[0].sid.clone();
+    for (account, token) in [(C_SID, C_TOKEN), (PLATFORM_SID, PLATFORM_TOKEN), (FakeTwilio::ACCOUNT_SID, C_TOKEN)] {
+        let params = vec![("MessageSid", sid.as_str()), ("AccountSid", account), ("MessageStatus", "delivered")];
+        let resp = post_twilio_signed(&s.app, "/omega/twilio/sms/status", &params, token, false).await;
+        assert_eq!(resp.status(), 403, "signed by {account}");
+    }
+    assert_eq!(status_of().await, "SENT");
+    // A browser call placed as b's staff, signed by c's account: refused, no call recorded.
+    let from = format!("client:staff_{}_{}", s.b.id, s.b.staff_ids[0]);
+    let call = vec![("CallSid", "CA900"), ("AccountSid", C_SID), ("From", from.as_str()), ("To", "+14155550199")];
+    let resp = post_twilio_signed(&s.app, "/omega/voice-calls/twiml", &call, C_TOKEN, false).await;
+    assert_eq!(resp.status(), 403);
+    assert_eq!(conversation_messages(&s).await["total_size"], 1, "only the SMS b sent");
+    // b's own account moves it.
+    let params =
+        vec![("MessageSid", sid.as_str()), ("AccountSid", FakeTwilio::ACCOUNT_SID), ("MessageStatus", "delivered")];
+    assert_eq!(post_twilio(&s.app, "/omega/twilio/sms/status", &params, false).await.status(), 200);
+    assert_eq!(status_of().await, "DELIVERED");
+}
+
+async fn another_businesss_provider_message_id_answers_as_an_unknown_one(db: Db) {
+    let s = setup(db).await;
+    let c = s.app.onboard_simple("Cedar", "+14155550200").await;
+    let c_client = s.app.upsert_client(&c, json!({ "name": "Dan", "phone": "+14155550188" })).await;
+    let record = |business: &TestBusiness, client: u64, provider_id: &str| {
+        json!({ "business_id": business.id, "client_id": client, "direction": "OUTBOUND", "content": "Sent elsewhere",
+                "status": "delivered", "provider": "twilio", "provider_message_id": provider_id })
+    };
+    json_of(s.app.post("/omega/sms/record", &s.b.key, Some(record(&s.b, s.client, "SMheld1"))).await, 200).await;
+    // c records the id b holds, and an id nobody holds: the same answer.
+    let held = s.app.post("/omega/sms/record", &c.key, Some(record(&c, c_client, "SMheld1"))).await;
+    let unknown = s.app.post("/omega/sms/record", &c.key, Some(record(&c, c_client, "SMnobody1"))).await;
+    assert_eq!(held.status(), unknown.status());
+    let (held, unknown) = (json_of(held, 200).await, json_of(unknown, 200).await);
+    assert_eq!(held["status"], unknown["status"]);
+    assert_ne!(held["message_id"], unknown["message_id"]);
+    // Each business keeps its own message under the id; b's is untouched.
+    let again =
+        json_of(s.app.post("/omega/sms/record", &c.key, Some(record(&c, c_client, "SMheld1"))).await, 200).await;
+    assert_eq!(again["message_id"], held["message_id"], "the id still dedupes within c");
+    assert_eq!(conversation_messages(&s).await["total_size"], 1);
+}
+
+async fn queue_sms(s: &Setup) {
+    let body = json!({ "business_id": s.b.id, "client_id": s.client, "content": "Hi" });
+    json_of(s.app.post("/omega/sms/queue", &s.b.key, Some(body)).await, 200).await;
+}
+
+/// The `config` column of a business's credentials, as stored.
+async fn stored_config(app: &TestApp, business: &TestBusiness, kind: &str) -> String {
+    let row = app
+        .sql(
+            "SELECT config FROM provider_credentials WHERE business_id = $1 AND kind = $2",
+            vec![(business.id as i64).into(), kind.into()],
+        )
+        .await
+        .expect("a credentials row");
+    row.try_get::<String>("", "config").unwrap()
+}
+
+async fn provider_secrets_are_sealed_at_rest_and_rotate(db: Db) {
+    let mut s = setup(db).await;
+    // Sealed: no secret in the row, and the row names its key.
+    let twilio = stored_config(&s.app, &s.b, "twilio").await;
+    let sendgrid = stored_config(&s.app, &s.b, "sendgrid").await;
+    assert!(!twilio.contains(FakeTwilio::AUTH_TOKEN) && !sendgrid.contains(FakeSendGrid::API_KEY), "{twilio}");
+    assert!(twilio.starts_with("omega:v1:") && !twilio.contains(FakeTwilio::ACCOUNT_SID), "{twilio}");
+    let old_id = twilio.split(':').nth(2).unwrap().to_owned();
+    // …and still works: an SMS goes out with the stored token.
+    queue_sms(&s).await;
+    common::eventually(Duration::from_secs(10), "the SMS to be sent", || async { !s.twilio.messages().is_empty() })
+        .await;
+    assert!(s.twilio.requests().iter().all(|r| r.authenticated));
+
+    // A row stored in clear before encryption existed: read as it is.
+    let c = s.app.onboard_simple("Cedar", "+14155550200").await;
+    let legacy = r#"{"host":"smtp.cedar.example","port":2525,"tls":"none","username":"cedar","password":"legacy-smtp-password"}"#;
+    s.app
+        .sql(
+            "INSERT INTO provider_credentials (business_id, kind, config, updated_at) VALUES ($1, 'smtp', $2, $3)",
+            vec![(c.id as i64).into(), legacy.into(), chrono::Utc::now().into()],
+        )
+        .await;
+    assert_eq!(provider_settings(&s.app, &c).await["smtp_host"], "smtp.cedar.example");
+
+    // Rotation: a new key, the old one (the key file's) given as previous.
+    let old_key = std::fs::read_to_string(s.app.dir.path().join("omega-secrets.key")).unwrap().trim().to_owned();
+    let new_key = STANDARD.encode([42u8; 32]);
+    let rotate = |env: Vec<(&'static str, String)>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_omega"));
+        command.args(["keys", "rotate-secrets"]).env_clear().env("OMEGA_DATABASE_URL", &s.app.db.url);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        command.output().unwrap()
+    };
+    // Without the old key the rows cannot be read: the rotation fails and changes nothing.
+    let failed = rotate(vec![("OMEGA_SECRETS_KEY", new_key.clone()), ("OMEGA_SECRETS_KEY_ID", "k2".into())]);
+    assert!(!failed.status.success());
+    assert_eq!(stored_config(&s.app, &s.b, "twilio").await, twilio);
+    let done = rotate(vec![
+        ("OMEGA_SECRETS_KEY", new_key.clone()),
+        ("OMEGA_SECRETS_KEY_ID", "k2".into()),
+        ("OMEGA_SECRETS_PREVIOUS_KEYS", old_key.clone()),
+    ]);
+    let output = String::from_utf8_lossy(&done.stderr).into_owned();
+    assert!(done.status.success(), "{output}");
+    assert!(output.contains("3 of 3"), "{output}");
+    assert!(!output.contains(&new_key) && !output.contains(&old_key), "no key is printed");
+    for (business, kind, secret) in [
+        (&s.b, "twilio", FakeTwilio::AUTH_TOKEN),
+        (&s.b, "sendgrid", FakeSendGrid::API_KEY),
+        (&c, "smtp", "legacy-smtp-password"),
+    ] {
+        let stored = stored_config(&s.app, business, kind).await;
+        assert!(stored.starts_with("omega:v1:k2:") && !stored.contains(secret), "{stored}");
+    }
+    assert_ne!(old_id, "k2");
+
+    // The old key dropped: Omega runs on the new one alone, and the credentials still work.
+    let mut env: Vec<(String, String)> = s.app.env.clone();
+    env.push(("OMEGA_SECRETS_KEY".into(), new_key.clone()));
+    env.push(("OMEGA_SECRETS_KEY_ID".into(), "k2".into()));
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    s.app.restart(&env_refs).await;
+    std::fs::remove_file(s.app.dir.path().join("omega-secrets.key")).unwrap();
+    queue_sms(&s).await;
+    common::eventually(Duration::from_secs(10), "the second SMS to be sent", || async {
+        s.twilio.messages().len() == 2
+    })
+    .await;
+    assert!(s.twilio.requests().iter().all(|r| r.authenticated));
+    assert_eq!(provider_settings(&s.app, &c).await["smtp_host"], "smtp.cedar.example");
 }

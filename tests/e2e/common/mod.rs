@@ -194,6 +194,9 @@ pub async fn start_omega(
         .env("OMEGA_SMS_SENDER_RATE", "0")
         .env("OMEGA_PROVIDER_TIMEOUT_SECS", "2")
         .env("OMEGA_LOG", "info")
+        // The key that seals stored credentials, shared by a test's replicas and restarts (the
+        // default file of a PostgreSQL deployment would be shared by every test).
+        .env("OMEGA_SECRETS_KEY_FILE", dir.join("omega-secrets.key"))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap());
     for (name, value) in extra_env {
