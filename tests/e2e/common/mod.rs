@@ -194,6 +194,9 @@ pub async fn start_omega(
         .env("OMEGA_SMS_SENDER_RATE", "0")
         .env("OMEGA_PROVIDER_TIMEOUT_SECS", "2")
         .env("OMEGA_LOG", "info")
+        // Envoy reaches Omega from 127.0.0.1; the rest of loopback stays untrusted for the tests
+        // that call from other addresses.
+        .env("OMEGA_TRUSTED_PROXIES", "127.0.0.1")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap());
     for (name, value) in extra_env {
