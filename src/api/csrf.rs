@@ -8,7 +8,9 @@
 //!
 //! Decided here, once, for every transport: REST through Envoy (which forwards `Origin` and
 //! `Sec-Fetch-Site` as metadata), gRPC-Web and gRPC. Reads (methods bound to REST `GET`) pass:
-//! another site cannot read their answers.
+//! another site cannot read their answers. So do the calls that never look at the caller's
+//! key or token — provider webhooks (raw bodies, signed) and the Chatwoot-compatible public API
+//! (called from other sites by design, authorized by its inbox and contact identifiers).
 
 use std::{
     collections::HashSet,
@@ -26,8 +28,8 @@ use super::auth::presented_credential;
 struct Policy {
     /// Origins besides the request's own that may send cookie-authenticated changes, lowercase.
     allowed_origins: HashSet<String>,
-    /// gRPC paths of the methods bound to REST `GET`.
-    reads: HashSet<String>,
+    /// gRPC paths of the methods left alone: REST `GET` reads, webhooks, the public API.
+    unchecked: HashSet<String>,
 }
 
 #[derive(Clone)]
@@ -43,9 +45,12 @@ impl CsrfLayer {
             .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
             .filter(|o| !o.is_empty() && o != "*")
             .collect();
-        let reads =
-            crate::proto::http_bindings().into_iter().filter(|b| b.verb == "get").map(|b| b.grpc_path).collect();
-        Self { policy: Arc::new(Policy { allowed_origins, reads }) }
+        let unchecked = crate::proto::http_bindings()
+            .into_iter()
+            .filter(|b| b.verb == "get" || b.raw_body || b.template.starts_with("/public/"))
+            .map(|b| b.grpc_path)
+            .collect();
+        Self { policy: Arc::new(Policy { allowed_origins, unchecked }) }
     }
 }
 
@@ -67,7 +72,8 @@ impl Policy {
     /// Why the request must be refused, if it must.
     fn refusal<B>(&self, request: &http::Request<B>) -> Option<&'static str> {
         let headers = request.headers();
-        if !presented_credential(headers).is_some_and(|c| c.from_cookie()) || self.reads.contains(request.uri().path())
+        if !presented_credential(headers).is_some_and(|c| c.from_cookie())
+            || self.unchecked.contains(request.uri().path())
         {
             return None;
         }
@@ -173,5 +179,12 @@ mod tests {
         // Reads pass: another site cannot read the answer.
         let read = request("/omega.v1.HealthService/CheckDbConnection", &[cookie, ("origin", "https://evil.example")]);
         assert_eq!(policy.refusal(&read), None);
+        // Webhooks and the public chat API never use the cookie.
+        for path in ["/omega.v1.WebhookService/ReceiveTwilioSms", "/omega.v1.ChatService/CreateMessage"] {
+            assert_eq!(policy.refusal(&request(path, &[cookie, ("origin", "https://evil.example")])), None, "{path}");
+        }
+        // Changes by another name are still changes.
+        let inbox = request("/omega.v1.InboxService/CreateInbox", &[cookie, ("origin", "https://evil.example")]);
+        assert!(policy.refusal(&inbox).is_some());
     }
 }
