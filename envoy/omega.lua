@@ -4,7 +4,10 @@
 -- /public/api/v1). The protos' google.api.http paths have no /omega, so it is stripped here,
 -- before the transcoder matches; the public path is kept in x-omega-public-path, because
 -- provider signatures (Twilio) are computed over the URL the provider called. gRPC and gRPC-Web
--- calls (/omega.v1.Service/Method) pass untouched. Anything else is a JSON 404.
+-- calls (/omega.v1.Service/Method) pass untouched. Anything else is a JSON 404. A body sent to a
+-- JSON endpoint must say it is JSON: anything else (a form post, text/plain, no content type) is a
+-- 415, so that a page on another site cannot post a JSON-looking form body. Provider webhooks
+-- take their bodies raw (google.api.HttpBody); their paths come from the protos.
 --
 -- Responses: a transcoded INVALID_ARGUMENT (HTTP 400 with "code":3) becomes the seeds'
 -- 422 Parameter Error, FAILED_PRECONDITION ("code":9) becomes 409, and leftover grpc-*
@@ -12,6 +15,30 @@
 
 local function starts_with(s, prefix)
   return string.sub(s, 1, #prefix) == prefix
+end
+
+-- Lua patterns of the /omega paths (without /omega) whose body is raw; rendered from the protos.
+local RAW_BODY_PATHS = {{RAW_BODY_PATHS}}
+
+local function raw_body(path)
+  path = string.gsub(path, "?.*", "")
+  for _, pattern in ipairs(RAW_BODY_PATHS) do
+    if string.find(path, pattern) then
+      return true
+    end
+  end
+  return false
+end
+
+local function has_body(headers)
+  local length = headers:get("content-length")
+  return (length ~= nil and length ~= "0") or headers:get("transfer-encoding") ~= nil
+end
+
+local function is_json(content_type)
+  local media = string.lower(string.match(content_type, "^[^;]*"))
+  media = string.gsub(media, "%s", "")
+  return media == "application/json" or (starts_with(media, "application/") and string.sub(media, -5) == "+json")
 end
 
 function envoy_on_request(handle)
@@ -26,6 +53,13 @@ function envoy_on_request(handle)
     local rest = string.sub(path, 7)
     if rest == "" or starts_with(rest, "?") then
       rest = "/" .. rest
+    end
+    local method = headers:get(":method")
+    if (method == "POST" or method == "PUT" or method == "PATCH") and has_body(headers)
+        and not is_json(content_type) and not raw_body(rest) then
+      -- Envoy's local_reply_config wraps this text into the JSON error shape.
+      handle:respond({ [":status"] = "415" }, "the request body must be JSON (Content-Type: application/json)")
+      return
     end
     headers:replace(":path", rest)
   elseif not starts_with(path, "/public/api/v1/") then

@@ -12,6 +12,9 @@ omega=target/release/omega
 
 export OMEGA_DATABASE_URL="${OMEGA_DATABASE_URL:-sqlite://data/omega.db?mode=rwc}"
 export OMEGA_LISTEN_ADDR="${OMEGA_LISTEN_ADDR:-127.0.0.1:50051}"
+# Envoy, started below on this machine, reaches Omega over loopback: trust its X-Forwarded-For
+# (the client's real address, for the failed-authentication limit).
+export OMEGA_TRUSTED_PROXIES="${OMEGA_TRUSTED_PROXIES:-127.0.0.1,::1}"
 envoy_port="${OMEGA_ENVOY_PORT:-8080}"
 admin_port="${OMEGA_ENVOY_ADMIN_PORT:-9901}"
 

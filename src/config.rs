@@ -101,6 +101,10 @@ pub struct ServeArgs {
     /// Failed authentications allowed per client address per minute before it gets 429s.
     #[arg(long, env = "OMEGA_AUTH_FAILURES_PER_MINUTE", default_value_t = 30)]
     pub auth_failures_per_minute: u32,
+    /// Proxies (IPs or CIDRs, comma-separated) whose `X-Forwarded-For` names the client; none by
+    /// default, so that no caller can pick the address its failures count against.
+    #[arg(long, env = "OMEGA_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
     #[command(flatten)]
     pub secrets: SecretsArgs,
     #[command(flatten)]

@@ -1,6 +1,8 @@
 //! Renders the Envoy config shipped in `envoy/` for a given set of ports, next to the descriptor
 //! set it loads. The template holds `{{NAME}}` placeholders; the service list comes from the
-//! descriptor set, so a new service needs no edit to the Envoy config.
+//! descriptor set, so a new service needs no edit to the Envoy config. The REST edge's Lua
+//! (`omega.lua`, beside the template) is rendered the same way: it learns from the protos which
+//! paths take raw bodies.
 
 use std::{
     net::SocketAddr,
@@ -30,6 +32,7 @@ pub fn render(template: &str, params: &EnvoyParams, descriptor: &Path, lua: &Pat
         ("DESCRIPTOR_PATH", descriptor.display().to_string()),
         ("LUA_PATH", lua.display().to_string()),
         ("SERVICES", services),
+        ("RAW_BODY_PATHS", raw_body_paths()),
     ];
     let mut out = template.to_owned();
     for (name, value) in values {
@@ -42,21 +45,56 @@ pub fn render(template: &str, params: &EnvoyParams, descriptor: &Path, lua: &Pat
     Ok(out)
 }
 
-/// Writes `omega.pb` and `envoy.yaml` into `out_dir`; the Lua filter is loaded from beside the
-/// template. Answers the path of the config file.
+/// A Lua table of patterns matching the `/omega` REST paths (without `/omega`) whose body is a
+/// raw `google.api.HttpBody` (webhooks) rather than JSON.
+fn raw_body_paths() -> String {
+    let patterns: Vec<String> = proto::http_bindings()
+        .into_iter()
+        .filter(|b| b.raw_body && !b.template.starts_with("/public/"))
+        .map(|b| serde_json::to_string(&lua_pattern(&b.template)).expect("a string"))
+        .collect();
+    format!("{{ {} }}", patterns.join(", "))
+}
+
+/// The Lua pattern of a path template: `{var}` matches one segment, `{var=**}` any rest.
+fn lua_pattern(template: &str) -> String {
+    let mut out = String::from("^");
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        for c in rest[..open].chars() {
+            if "^$()%.[]*+-?".contains(c) {
+                out.push('%');
+            }
+            out.push(c);
+        }
+        let close = rest[open..].find('}').map_or(rest.len(), |i| open + i);
+        out.push_str(if rest[open..close].contains("**") { ".+" } else { "[^/]+" });
+        rest = rest.get(close + 1..).unwrap_or("");
+    }
+    for c in rest.chars() {
+        if "^$()%.[]*+-?".contains(c) {
+            out.push('%');
+        }
+        out.push(c);
+    }
+    out.push('$');
+    out
+}
+
+/// Writes `omega.pb`, `omega.lua` and `envoy.yaml` into `out_dir` (the Lua rendered from beside
+/// the template). Answers the path of the config file.
 pub fn write_config(template_path: &Path, out_dir: &Path, params: &EnvoyParams) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let out_dir = out_dir.canonicalize()?;
     let template = std::fs::read_to_string(template_path)
         .with_context(|| format!("reading the Envoy template {}", template_path.display()))?;
-    let lua = template_path
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join("omega.lua")
-        .canonicalize()
-        .context("finding omega.lua beside the Envoy template")?;
+    let lua_template = template_path.parent().unwrap_or(Path::new(".")).join("omega.lua");
+    let lua_source = std::fs::read_to_string(&lua_template)
+        .with_context(|| format!("reading omega.lua beside the Envoy template ({})", lua_template.display()))?;
     let descriptor = out_dir.join("omega.pb");
     std::fs::write(&descriptor, proto::DESCRIPTOR_SET)?;
+    let lua = out_dir.join("omega.lua");
+    std::fs::write(&lua, render(&lua_source, params, &descriptor, &lua)?)?;
     let config = out_dir.join("envoy.yaml");
     std::fs::write(&config, render(&template, params, &descriptor, &lua)?)?;
     Ok(config)
@@ -80,5 +118,16 @@ mod tests {
         assert!(out.starts_with("8080 50051 [\"omega.v1."), "{out}");
         assert!(out.contains("\"omega.v1.HealthService\""), "{out}");
         assert!(render("{{NOPE}}", &params, Path::new("/d"), Path::new("/l")).is_err());
+    }
+
+    #[test]
+    fn raw_body_paths_are_the_webhooks() {
+        assert_eq!(lua_pattern("/email/webhooks/{provider}"), "^/email/webhooks/[^/]+$");
+        assert_eq!(lua_pattern("/voice-calls/twiml"), "^/voice%-calls/twiml$");
+        let table = raw_body_paths();
+        for path in ["^/twilio/sms/incoming$", "^/twilio/sms/status$", "^/email/webhooks/[^/]+$"] {
+            assert!(table.contains(&format!("\"{path}\"")), "{table}");
+        }
+        assert!(!table.contains("api-keys") && !table.contains("public"), "{table}");
     }
 }

@@ -100,9 +100,10 @@ fn error_responses() -> Value {
     };
     json!({
         "401": with("Missing or invalid credentials"),
-        "403": with("Not allowed (or a provider signature that does not match)"),
+        "403": with("Not allowed (or a provider signature that does not match, or a cookie credential sent from another site)"),
         "404": with("Unknown id or path (including another business's data)"),
         "409": with("Conflicts with the current state"),
+        "415": with("A request body that is not JSON"),
         "422": with("Parameter error: `details[0].field_violations` name the fields"),
         "429": with("Too many failed authentications from this address"),
         "503": with("The database is unavailable"),

@@ -32,3 +32,55 @@ pub fn service_names() -> Vec<String> {
     names.sort();
     names
 }
+
+/// One `google.api.http` binding of an Omega method.
+#[derive(Debug, Clone)]
+pub struct HttpBinding {
+    /// The gRPC path, e.g. `/omega.v1.ApiKeyService/RevokeApiKey`.
+    pub grpc_path: String,
+    /// `get`, `post`, `put`, `delete` or `patch`.
+    pub verb: &'static str,
+    /// The annotation's path template (without the public `/omega` prefix).
+    pub template: String,
+    /// Whether the request body is passed raw (a `google.api.HttpBody`), not JSON.
+    pub raw_body: bool,
+}
+
+/// Every primary REST binding of the Omega services, read from the descriptor set.
+pub fn http_bindings() -> Vec<HttpBinding> {
+    use prost_reflect::{DescriptorPool, Kind, Value};
+    const VERBS: [&str; 5] = ["get", "post", "put", "delete", "patch"];
+    let pool = DescriptorPool::decode(DESCRIPTOR_SET).expect("build.rs embeds a valid descriptor set");
+    let http = pool.get_extension_by_name("google.api.http").expect("the descriptor set declares google.api.http");
+    let mut bindings = Vec::new();
+    for service in pool.services().filter(|s| s.package_name().starts_with("omega.")) {
+        for method in service.methods() {
+            let options = method.options();
+            if !options.has_extension(&http) {
+                continue;
+            }
+            let Value::Message(rule) = options.get_extension(&http).into_owned() else { continue };
+            let Some((verb, template)) = VERBS.iter().find_map(|verb| match rule.get_field_by_name(verb).as_deref() {
+                Some(Value::String(path)) if !path.is_empty() => Some((*verb, path.clone())),
+                _ => None,
+            }) else {
+                continue;
+            };
+            let input = method.input();
+            let raw_body = match rule.get_field_by_name("body").as_deref() {
+                Some(Value::String(body)) if body == "*" => input.full_name() == "google.api.HttpBody",
+                Some(Value::String(body)) if !body.is_empty() => input
+                    .get_field_by_name(body)
+                    .is_some_and(|f| matches!(f.kind(), Kind::Message(m) if m.full_name() == "google.api.HttpBody")),
+                _ => false,
+            };
+            bindings.push(HttpBinding {
+                grpc_path: format!("/{}/{}", service.full_name(), method.name()),
+                verb,
+                template,
+                raw_body,
+            });
+        }
+    }
+    bindings
+}

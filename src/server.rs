@@ -109,7 +109,11 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(cors(&args.cors_allowed_origins)?)
         .layer(tonic_web::GrpcWebLayer::new())
-        .layer(crate::api::limits::AuthFailureLimitLayer::new(args.auth_failures_per_minute))
+        .layer(crate::api::csrf::CsrfLayer::new(&args.cors_allowed_origins))
+        .layer(crate::api::limits::AuthFailureLimitLayer::new(
+            args.auth_failures_per_minute,
+            trusted_proxies(&args.trusted_proxies)?,
+        ))
         .layer(crate::api::validate::RequestCheckLayer::new(proto::DESCRIPTOR_SET)?)
         .into_inner();
 
@@ -239,6 +243,20 @@ fn cors(origins: &[String]) -> anyhow::Result<CorsLayer> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     // Named origins may send cookies (the API key cookie); `*` may not, by the CORS rules.
     Ok(layer.allow_origin(AllowOrigin::list(list)).allow_credentials(true))
+}
+
+/// `OMEGA_TRUSTED_PROXIES`: addresses (`127.0.0.1`) or networks (`10.0.0.0/8`).
+fn trusted_proxies(entries: &[String]) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    entries
+        .iter()
+        .map(|e| e.trim())
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            e.parse::<ipnet::IpNet>()
+                .or_else(|_| e.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .with_context(|| format!("OMEGA_TRUSTED_PROXIES: {e:?} is neither an IP address nor a CIDR network"))
+        })
+        .collect()
 }
 
 /// Writes the address atomically, so that a reader never sees a half-written file.

@@ -11,15 +11,76 @@ use crate::domain::{Omega, auth::Caller};
 const KEY_HEADER: &str = "x-api-key";
 const KEY_COOKIE_NAMES: [&str; 3] = ["x-api-key", "api-key", "omega-api-key"];
 
-/// The key the caller presented, if any: the header first, then the cookie.
-pub fn presented_key(metadata: &MetadataMap) -> Option<String> {
-    if let Some(value) = metadata.get(KEY_HEADER).and_then(|v| v.to_str().ok()) {
-        let value = value.trim();
-        if !value.is_empty() {
-            return Some(value.to_owned());
+/// Read access to request headers, whether tonic's metadata or the raw HTTP headers a tower
+/// layer sees: the credential rules are written once, over both.
+pub trait Headers {
+    fn first(&self, name: &str) -> Option<&str>;
+    fn all(&self, name: &str) -> Vec<&str>;
+}
+
+impl Headers for MetadataMap {
+    fn first(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| v.to_str().ok())
+    }
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect()
+    }
+}
+
+impl Headers for http::HeaderMap {
+    fn first(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| v.to_str().ok())
+    }
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect()
+    }
+}
+
+/// What the caller authenticates with, and whether it came from a cookie (which a browser
+/// attaches on its own, even to a request another site made it send).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    Token { token: String, from_cookie: bool },
+    Key { key: String, from_cookie: bool },
+}
+
+impl Credential {
+    pub fn from_cookie(&self) -> bool {
+        match self {
+            Credential::Token { from_cookie, .. } | Credential::Key { from_cookie, .. } => *from_cookie,
         }
     }
-    metadata.get_all("cookie").iter().filter_map(|v| v.to_str().ok()).find_map(key_from_cookie_header)
+}
+
+/// The credential `caller` will check: a token (`Authorization: Bearer`, then the cookie) wins
+/// over a key (`X-API-KEY`, then the cookie).
+pub fn presented_credential(headers: &impl Headers) -> Option<Credential> {
+    if let Some(token) = bearer(headers) {
+        return Some(Credential::Token { token, from_cookie: false });
+    }
+    let cookies = headers.all("cookie");
+    if let Some(token) = cookies.iter().find_map(|h| token_from_cookie_header(h)) {
+        return Some(Credential::Token { token, from_cookie: true });
+    }
+    if let Some(key) = key_header(headers) {
+        return Some(Credential::Key { key, from_cookie: false });
+    }
+    cookies.iter().find_map(|h| key_from_cookie_header(h)).map(|key| Credential::Key { key, from_cookie: true })
+}
+
+fn key_header(headers: &impl Headers) -> Option<String> {
+    let value = headers.first(KEY_HEADER)?.trim();
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+fn bearer(headers: &impl Headers) -> Option<String> {
+    let value = headers.first("authorization")?.trim();
+    value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).map(|t| t.trim().to_owned())
+}
+
+/// The key the caller presented, if any: the header first, then the cookie.
+pub fn presented_key(metadata: &MetadataMap) -> Option<String> {
+    key_header(metadata).or_else(|| metadata.all("cookie").into_iter().find_map(key_from_cookie_header))
 }
 
 fn key_from_cookie_header(header: &str) -> Option<String> {
@@ -48,21 +109,17 @@ fn looks_like_token(value: &str) -> bool {
 /// The access token the caller presented, if any: `Authorization: Bearer`, the
 /// `omega_session` cookie, or a bare cookie that is a token.
 pub fn presented_token(metadata: &MetadataMap) -> Option<String> {
-    if let Some(value) = metadata.get("authorization").and_then(|v| v.to_str().ok()) {
-        let value = value.trim();
-        if let Some(token) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) {
-            return Some(token.trim().to_owned());
-        }
-    }
-    for header in metadata.get_all("cookie").iter().filter_map(|v| v.to_str().ok()) {
-        for pair in header.split(';').map(str::trim) {
-            match pair.split_once('=') {
-                Some((name, value)) if name.trim() == SESSION_COOKIE => {
-                    return Some(value.trim().trim_matches('"').to_owned());
-                }
-                None if looks_like_token(pair) => return Some(pair.to_owned()),
-                _ => {}
+    bearer(metadata).or_else(|| metadata.all("cookie").into_iter().find_map(token_from_cookie_header))
+}
+
+fn token_from_cookie_header(header: &str) -> Option<String> {
+    for pair in header.split(';').map(str::trim) {
+        match pair.split_once('=') {
+            Some((name, value)) if name.trim() == SESSION_COOKIE => {
+                return Some(value.trim().trim_matches('"').to_owned());
             }
+            None if looks_like_token(pair) => return Some(pair.to_owned()),
+            _ => {}
         }
     }
     None
@@ -74,13 +131,10 @@ pub const SESSION_COOKIE: &str = "omega_session";
 /// Authenticates the request's caller by access token or API key; UNAUTHENTICATED when none is
 /// given or it is not valid (never saying which).
 pub async fn caller<T>(omega: &Omega, request: &Request<T>) -> Result<Caller, Status> {
-    let caller = match presented_token(request.metadata()) {
-        Some(token) => omega.authenticate_token(&token).await?,
-        None => {
-            let key =
-                presented_key(request.metadata()).ok_or_else(|| Status::from(crate::domain::Error::Unauthenticated))?;
-            omega.authenticate(&key).await?
-        }
+    let caller = match presented_credential(request.metadata()) {
+        Some(Credential::Token { token, .. }) => omega.authenticate_token(&token).await?,
+        Some(Credential::Key { key, .. }) => omega.authenticate(&key).await?,
+        None => return Err(Status::from(crate::domain::Error::Unauthenticated)),
     };
     tracing::Span::current().record("key_id", caller.key_id);
     Ok(caller)

@@ -1,6 +1,11 @@
-//! A tower layer that slows down credential guessing: an address whose calls failed
-//! authentication too often in the last minute gets RESOURCE_EXHAUSTED (HTTP 429) for a while,
-//! without its credentials even being looked at.
+//! A tower layer that slows down credential guessing: once an address has failed
+//! authentication too often in the last minute, its further failures are answered
+//! RESOURCE_EXHAUSTED (HTTP 429), after a pause. Only the failures are limited: a valid
+//! credential, or a call that presents none (`/health`), still works from that address — a
+//! shared address (an office, a NAT) is not locked out by one client guessing keys.
+//!
+//! The client's address is the TCP peer, or, when the peer is a configured trusted proxy, the
+//! nearest untrusted address in `X-Forwarded-For` (anyone else could write that header).
 
 use std::{
     collections::HashMap,
@@ -12,13 +17,20 @@ use std::{
     time::{Duration, Instant},
 };
 
+use ipnet::IpNet;
 use tonic::{Status, body::Body, transport::server::TcpConnectInfo};
 use tower::{Layer, Service};
 
+use super::auth::presented_credential;
+
 const WINDOW: Duration = Duration::from_secs(60);
+/// How long a refused guess from a blocked address waits for its answer: a guesser that waits
+/// for each answer is held to a couple of guesses a second.
+const PENALTY: Duration = Duration::from_millis(500);
 
 struct Failures {
     allowed: u32,
+    trusted_proxies: Vec<IpNet>,
     by_address: Mutex<HashMap<IpAddr, (u32, Instant)>>,
 }
 
@@ -47,11 +59,13 @@ pub struct AuthFailureLimitLayer {
 }
 
 impl AuthFailureLimitLayer {
-    /// Allows `per_minute` failed authentications per address per minute (0: no limit).
-    pub fn new(per_minute: u32) -> Self {
+    /// Allows `per_minute` failed authentications per address per minute (0: no limit); the
+    /// `X-Forwarded-For` of peers in `trusted_proxies` names the client.
+    pub fn new(per_minute: u32, trusted_proxies: Vec<IpNet>) -> Self {
         Self {
             failures: Arc::new(Failures {
                 allowed: if per_minute == 0 { u32::MAX } else { per_minute },
+                trusted_proxies,
                 by_address: Default::default(),
             }),
         }
@@ -72,20 +86,31 @@ pub struct AuthFailureLimit<S> {
     failures: Arc<Failures>,
 }
 
-/// The client's address: the peer, or — when the peer is Envoy on loopback — the address Envoy
-/// appended to `x-forwarded-for` (a client cannot forge the last entry).
-fn client_address<B>(request: &http::Request<B>) -> Option<IpAddr> {
+/// The client's address: the peer, or — when the peer is a trusted proxy — the last address in
+/// `X-Forwarded-For` that is not one (each proxy appends its own peer: the entries further left
+/// are the client's to write).
+fn client_address<B>(request: &http::Request<B>, trusted: &[IpNet]) -> Option<IpAddr> {
     let peer = request.extensions().get::<TcpConnectInfo>().and_then(|info| info.remote_addr()).map(|a| a.ip());
-    let forwarded = request
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .and_then(|v| v.trim().parse().ok());
-    match (peer, forwarded) {
-        (Some(peer), Some(forwarded)) if peer.is_loopback() => Some(forwarded),
-        (peer, _) => peer,
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let mut client = peer?;
+    if !is_trusted(&client) {
+        return Some(client);
     }
+    let forwarded: Vec<&str> = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    for hop in forwarded.into_iter().rev() {
+        let Ok(hop) = hop.trim().parse::<IpAddr>() else { break };
+        client = hop;
+        if !is_trusted(&client) {
+            break;
+        }
+    }
+    Some(client)
 }
 
 impl<S> Service<http::Request<Body>> for AuthFailureLimit<S>
@@ -102,24 +127,57 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let address = client_address(&request);
-        if let Some(address) = address
-            && self.failures.blocked(address)
-        {
-            let status =
-                Status::resource_exhausted("too many failed authentications from this address; retry in a minute");
-            return Box::pin(async move { Ok(status.into_http::<Body>()) });
-        }
+        // A call without a credential guesses nothing (and `/health` must answer everyone).
+        let address =
+            presented_credential(request.headers()).and(client_address(&request, &self.failures.trusted_proxies));
         let failures = self.failures.clone();
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
             // tonic answers a failed call "trailers-only": the status is in the headers.
             let unauthenticated = response.headers().get("grpc-status").is_some_and(|s| s.as_bytes() == b"16");
-            if let (true, Some(address)) = (unauthenticated, address) {
-                failures.record(address);
+            let Some(address) = address.filter(|_| unauthenticated) else {
+                return Ok(response);
+            };
+            // The credential was checked like any other (in constant time): only a failure is
+            // refused, so a valid key from a blocked address still works.
+            let blocked = failures.blocked(address);
+            failures.record(address);
+            if !blocked {
+                return Ok(response);
             }
-            Ok(response)
+            tokio::time::sleep(PENALTY).await;
+            let status =
+                Status::resource_exhausted("too many failed authentications from this address; retry in a minute");
+            Ok(status.into_http::<Body>())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(peer: &str, forwarded: Option<&str>) -> http::Request<()> {
+        let mut request = http::Request::new(());
+        if let Some(forwarded) = forwarded {
+            request.headers_mut().insert("x-forwarded-for", forwarded.parse().unwrap());
+        }
+        let info = TcpConnectInfo { local_addr: None, remote_addr: Some(format!("{peer}:4000").parse().unwrap()) };
+        request.extensions_mut().insert(info);
+        request
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["127.0.0.1/32".parse().unwrap(), "10.0.0.0/8".parse().unwrap()];
+        let address = |peer, forwarded| client_address(&request(peer, forwarded), &trusted).unwrap().to_string();
+        assert_eq!(address("127.0.0.2", Some("203.0.113.9")), "127.0.0.2", "an untrusted loopback peer");
+        assert_eq!(address("198.51.100.1", Some("203.0.113.9")), "198.51.100.1");
+        assert_eq!(address("127.0.0.1", Some("203.0.113.9")), "203.0.113.9");
+        // The client wrote the left entry; the proxies appended the rest.
+        assert_eq!(address("127.0.0.1", Some("192.0.2.1, 203.0.113.9, 10.1.2.3")), "203.0.113.9");
+        assert_eq!(address("127.0.0.1", Some("junk")), "127.0.0.1");
+        assert_eq!(address("127.0.0.1", None), "127.0.0.1");
     }
 }

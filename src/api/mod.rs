@@ -7,6 +7,7 @@ pub mod auth;
 pub mod chat;
 pub mod conversations;
 pub mod convert;
+pub mod csrf;
 pub mod directory;
 pub mod docs;
 pub mod encode;

@@ -18,4 +18,5 @@ mod messaging;
 mod providers;
 mod tokens;
 mod transports;
+mod trust;
 mod webhooks;

@@ -262,15 +262,28 @@ async fn tokens_stay_in_their_business(db: Db) {
 }
 
 async fn failed_authentications_are_rate_limited(db: Db) {
-    let app = spawn_app_with(db, &[("OMEGA_TOKEN_SECRET", SECRET), ("OMEGA_AUTH_FAILURES_PER_MINUTE", "5")]).await;
+    // The default limit: 30 failures a minute.
+    let app = spawn_app_with(db, &[("OMEGA_TOKEN_SECRET", SECRET)]).await;
     let wrong = common::test_key();
-    for _ in 0..5 {
+    for _ in 0..30 {
         assert_eq!(app.get("/omega/health/db", &wrong).await.status(), 401);
     }
-    let limited = app.get("/omega/health/db", &wrong).await;
-    assert_eq!(limited.status(), 429);
-    // Blocked means blocked: even a good key from that address waits.
-    assert_eq!(app.get("/omega/health/db", &app.platform_key).await.status(), 429);
+    for _ in 0..2 {
+        let limited = app.get("/omega/health/db", &wrong).await;
+        assert_eq!(limited.status(), 429);
+        assert_eq!(json_of(limited, 429).await["code"], 8);
+    }
+    // Only the failures are limited: a valid key (header or cookie), a token, and calls that
+    // present no credential still work from that address.
+    assert_eq!(app.get("/omega/health/db", &app.platform_key).await.status(), 200);
+    let cookie = app.http.get(app.rest("/omega/health/db")).header("cookie", &app.platform_key).send().await.unwrap();
+    assert_eq!(cookie.status(), 200);
+    let token = issue(&app, &app.platform_key, json!({})).await["token"].as_str().unwrap().to_owned();
+    assert_eq!(with_bearer(&app, "/omega/health/db", &token).await, 200);
+    assert_eq!(app.get("/omega/health", "").await.status(), 200);
+    // …while the guesses stay refused.
+    assert_eq!(app.get("/omega/health/db", &wrong).await.status(), 429);
+    assert_eq!(with_bearer(&app, "/omega/health/db", "eyJhbGciOiJIUzI1NiJ9.e30.bm9wZQ").await, 429);
 }
 
 async fn long_expired_sessions_are_purged(db: Db) {
