@@ -104,8 +104,22 @@ async fn oversize_chat_is_refused(db: Db) {
         post(public(&format!("/contacts/{source}/conversations")), json!({})).await.unwrap().json().await.unwrap();
     let messages = public(&format!("/contacts/{source}/conversations/{}/messages", chat["id"]));
     refused(post(messages.clone(), json!({ "content": "x".repeat(150_001) })).await.unwrap(), "content").await;
-    let ok = post(messages.clone(), json!({ "content": "x".repeat(150_000) })).await.unwrap();
-    assert_eq!(ok.status(), 200);
-    let listed: Value = app.http.get(&messages).send().await.unwrap().json().await.unwrap();
-    assert_eq!(listed.as_array().unwrap().len(), 1);
+    // A page of the longest messages allowed still reaches the widget (over a megabyte).
+    for _ in 0..8 {
+        let ok = post(messages.clone(), json!({ "content": "x".repeat(150_000) })).await.unwrap();
+        assert_eq!(ok.status(), 200);
+    }
+    let listed = app.http.get(&messages).send().await.unwrap();
+    assert_eq!(listed.status(), 200);
+    let listed: Value = listed.json().await.unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 8);
+    let conversation =
+        app.http.get(public(&format!("/contacts/{source}/conversations/{}", chat["id"]))).send().await.unwrap();
+    assert_eq!(conversation.status(), 200);
+    // A request over the message limit is a 413 JSON answer, not a 400 from deep inside.
+    let huge = post(messages.clone(), json!({ "content": "y".repeat(5 * 1024 * 1024) })).await.unwrap();
+    let status = huge.status().as_u16();
+    let body = huge.text().await.unwrap();
+    assert_eq!(status, 413, "{body}");
+    assert!(serde_json::from_str::<Value>(&body).is_ok(), "not JSON: {body}");
 }
