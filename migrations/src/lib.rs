@@ -13,6 +13,7 @@ mod m20261121_000007_client_text_index;
 mod m20261121_000008_conversation_scoped_search;
 mod m20261121_000009_conversation_search_index;
 mod m20261121_000010_inbox_covering_indexes;
+mod m20261201_000014_failed_message_index;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000008_conversation_scoped_search::Migration),
             Box::new(m20261121_000009_conversation_search_index::Migration),
             Box::new(m20261121_000010_inbox_covering_indexes::Migration),
+            Box::new(m20261201_000014_failed_message_index::Migration),
         ]
     }
 }
