@@ -618,9 +618,11 @@ async fn rows(db_url: &str, sql: &str) -> Vec<sea_orm::QueryResult> {
     use sea_orm::ConnectionTrait;
     let db = sea_orm::Database::connect(db_url).await.unwrap();
     let backend = db.get_database_backend();
-    let rows = db.query_all_raw(sea_orm::Statement::from_string(backend, sql)).await.unwrap();
+    let rows = db.query_all_raw(sea_orm::Statement::from_string(backend, sql)).await;
+    // Closed before any panic: a pool dropped while unwinding can keep the test's runtime from
+    // shutting down.
     db.close().await.ok();
-    rows
+    rows.unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 async fn count(db_url: &str, sql: &str) -> i64 {
