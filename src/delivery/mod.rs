@@ -312,14 +312,17 @@ impl Dispatcher {
         // Unpaced jobs go out a wave of `concurrency` at a time, each wave marked as sending
         // just before its calls start; a paced one alone, once its slot has come, so that a
         // worker stopped while waiting leaves nothing ambiguous.
-        let (unpaced, paced): (Vec<_>, Vec<_>) = ready.into_iter().partition(|(_, _, slot)| slot.is_none());
-        let mut waves: Vec<Vec<(delivery_job::Model, message::Model)>> = Vec::new();
-        let mut unpaced = unpaced.into_iter().map(|(job, message, _)| (job, message)).peekable();
-        while unpaced.peek().is_some() {
-            waves.push(unpaced.by_ref().take(self.config.concurrency.max(1)).collect());
+        // In claim order, so that a paced job goes out near the slot it reserved.
+        let mut waves: Vec<(Vec<(delivery_job::Model, message::Model)>, Option<DateTime<Utc>>)> = Vec::new();
+        for (job, message, slot) in ready {
+            match waves.last_mut() {
+                Some((wave, None)) if slot.is_none() && wave.len() < self.config.concurrency.max(1) => {
+                    wave.push((job, message))
+                }
+                _ => waves.push((vec![(job, message)], slot)),
+            }
         }
-        let paced = paced.into_iter().map(|(job, message, slot)| (vec![(job, message)], slot));
-        for (wave, slot) in waves.into_iter().map(|w| (w, None)).chain(paced) {
+        for (wave, slot) in waves {
             if *stop.borrow() || !healthy {
                 break;
             }
@@ -808,10 +811,16 @@ impl Dispatcher {
         let (status, job_state, next_attempt) = match &outcome {
             Outcome::Sent(..) => (Some(DeliveryStatus::Sent), "done", None),
             // Twilio can be asked whether an SMS arrived; the job waits for that lookup.
+            // Never sooner than a provider call can last: a call still in flight elsewhere has
+            // ended (recorded, or timed out) before its absence at Twilio is believed.
             Outcome::Failed { ambiguous: true, .. } if message.channel == "SMS" => (
                 Some(DeliveryStatus::Failed),
                 "reconcile",
-                Some(now + chrono::Duration::from_std(self.config.reconcile_after)?),
+                Some(
+                    now + chrono::Duration::from_std(
+                        self.config.reconcile_after.max(self.config.provider_timeout + Duration::from_secs(1)),
+                    )?,
+                ),
             ),
             Outcome::Failed { retryable: true, retry_after, .. } if attempt < self.config.max_attempts => {
                 (None, "pending", Some(now + chrono::Duration::from_std(self.backoff(attempt, *retry_after))?))

@@ -160,8 +160,8 @@ impl TwilioClient {
     /// …/Messages.json?To=…&From=…`, newest first, paged through `next_page_uri`), matching on
     /// the sender and the body. No `DateSent` filter: a message still queued at Twilio has no
     /// send date yet and would be missed, and missing one would make it look unsent. The walk
-    /// stops at the first message created well before `since` (`SKEW` for clock differences);
-    /// a walk that cannot get that far within `MAX_PAGES` is reported as an error (unknown).
+    /// stops at the first message created well before `since` (`skew` allows for clocks that
+    /// differ); a walk that cannot get that far within `MAX_PAGES` is an error (still unknown).
     pub async fn find_sent(
         &self,
         request: &SmsRequest,
@@ -190,13 +190,9 @@ impl TwilioClient {
                     .as_deref()
                     .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
                     .map(|d| d.with_timezone(&chrono::Utc));
-                match created {
-                    Some(created) if created < since - skew => {
-                        reached_older = true;
-                        continue;
-                    }
-                    Some(created) if created < since - chrono::Duration::seconds(1) => continue,
-                    _ => {}
+                if created.is_some_and(|created| created < since - skew) {
+                    reached_older = true;
+                    continue;
                 }
                 let sender_matches = match (&request.from, &request.messaging_service_sid) {
                     (Some(from), _) => listed.from.as_deref() == Some(from.as_str()),

@@ -490,7 +490,7 @@ pub async fn settle_late_acceptance(
         .col_expr(message::Column::ProviderMessageId, Expr::value(provider_message_id))
         .filter(message::Column::Id.eq(id))
         .filter(message::Column::Status.eq("FAILED"))
-        .filter(message::Column::ErrorCode.eq("AMBIGUOUS"))
+        .filter(message::Column::ErrorCode.is_in(["AMBIGUOUS", "NOT_SENT"]))
         .exec(conn)
         .await?;
     Ok(result.rows_affected == 1)

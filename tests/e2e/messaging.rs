@@ -691,7 +691,8 @@ fn dispatch_env<'a>(base: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str
         ("OMEGA_DELIVERY_CONCURRENCY", "2"),
         ("OMEGA_DELIVERY_LEASE_SECS", "5"),
         ("OMEGA_DELIVERY_RECONCILE_AFTER_SECS", "1"),
-        ("OMEGA_PROVIDER_TIMEOUT_SECS", "30"),
+        // Ambiguous sends are looked up once a call can no longer be in flight: after this.
+        ("OMEGA_PROVIDER_TIMEOUT_SECS", "10"),
     ];
     env.extend_from_slice(extra);
     env
@@ -907,6 +908,15 @@ async fn replicas_with_one_killed_send_each_message_once() {
     eventually(Duration::from_secs(30), "the burst is under way", || async { twilio.messages().len() >= 8 }).await;
     drop(doomed); // SIGKILL
     let url = app.db.url.clone();
+    // Each send the dead replica left is reconciled: SENT if it reached Twilio, otherwise
+    // FAILED as certainly unsent, which a retry may resend without texting anyone twice.
+    let settled = "SELECT COUNT(*) AS n FROM messages WHERE status = 'SENT' OR error_code = 'NOT_SENT'";
+    eventually(Duration::from_secs(90), "all 40 settled", || async { count(&url, settled).await == 40 }).await;
+    let unsent = count(&url, "SELECT COUNT(*) AS n FROM messages WHERE error_code = 'NOT_SENT'").await;
+    assert_eq!(twilio.messages().len() as i64 + unsent, 40, "the unsent ones never reached Twilio");
+    let retry =
+        json_of(app.post("/omega/messages/retry", &b.key, Some(json!({ "business_id": b.id }))).await, 200).await;
+    assert_eq!(retry["retried"].as_array().unwrap().len() as i64, unsent, "{retry}");
     eventually(Duration::from_secs(90), "all 40 sent", || all_sent(&url, 40)).await;
     assert_each_sent_once(&url, &twilio, 40).await;
     let unsettled = count(&url, "SELECT COUNT(*) AS n FROM messages WHERE error_code = 'AMBIGUOUS'").await;
