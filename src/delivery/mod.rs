@@ -139,6 +139,9 @@ enum Outcome {
     Failed { code: String, message: String, retry_after: Option<Duration>, retryable: bool, ambiguous: bool },
 }
 
+/// Jobs whose provider calls start together.
+type Wave = Vec<(delivery_job::Model, message::Model)>;
+
 /// The jobs of a batch a worker still holds, and when it last renewed its claim on them.
 struct Claim {
     held: HashSet<i64>,
@@ -313,7 +316,7 @@ impl Dispatcher {
         // just before its calls start; a paced one alone, once its slot has come, so that a
         // worker stopped while waiting leaves nothing ambiguous.
         // In claim order, so that a paced job goes out near the slot it reserved.
-        let mut waves: Vec<(Vec<(delivery_job::Model, message::Model)>, Option<DateTime<Utc>>)> = Vec::new();
+        let mut waves: Vec<(Wave, Option<DateTime<Utc>>)> = Vec::new();
         for (job, message, slot) in ready {
             match waves.last_mut() {
                 Some((wave, None)) if slot.is_none() && wave.len() < self.config.concurrency.max(1) => {
@@ -350,7 +353,7 @@ impl Dispatcher {
     async fn send_wave(
         self: &Arc<Self>,
         worker: &str,
-        wave: Vec<(delivery_job::Model, message::Model)>,
+        wave: Wave,
         claim: &mut Claim,
         clients: &mut HashMap<i64, Arc<Clients>>,
     ) -> bool {
