@@ -115,7 +115,7 @@ pub struct DeliveryArgs {
     pub delivery_batch: u64,
     /// Provider calls a worker has in flight at once (the most a killed worker can leave
     /// with an unknown outcome).
-    #[arg(long, env = "OMEGA_DELIVERY_CONCURRENCY", default_value_t = 8)]
+    #[arg(long, env = "OMEGA_DELIVERY_CONCURRENCY", default_value_t = 4)]
     pub delivery_concurrency: usize,
     /// Seconds after an ambiguous SMS before it is looked up in Twilio's message list.
     #[arg(long, env = "OMEGA_DELIVERY_RECONCILE_AFTER_SECS", default_value_t = 60)]
