@@ -87,7 +87,7 @@ pub struct ServeArgs {
     #[arg(long, env = "OMEGA_CORS_ALLOWED_ORIGINS", value_delimiter = ',', default_value = "*")]
     pub cors_allowed_origins: Vec<String>,
     /// Seconds between the database checks that drive `grpc.health.v1`.
-    #[arg(long, env = "OMEGA_HEALTH_CHECK_INTERVAL_SECS", default_value_t = 5)]
+    #[arg(long, env = "OMEGA_HEALTH_CHECK_INTERVAL_SECS", default_value_t = 1)]
     pub health_check_interval_secs: u64,
     /// Seconds between checks for snoozed conversations whose time has come.
     #[arg(long, env = "OMEGA_SNOOZE_CHECK_INTERVAL_SECS", default_value_t = 5)]
@@ -163,9 +163,17 @@ pub struct DeliveryArgs {
     /// Delivery workers in this process (0 disables delivery here).
     #[arg(long, env = "OMEGA_DELIVERY_WORKERS", default_value_t = 4)]
     pub delivery_workers: usize,
-    /// Jobs a worker claims, marks as sending and records per round trip.
+    /// Jobs a worker claims per round trip (each is marked as sending only right before its own
+    /// provider call).
     #[arg(long, env = "OMEGA_DELIVERY_BATCH", default_value_t = 16)]
     pub delivery_batch: u64,
+    /// Provider calls a worker has in flight at once (the most a killed worker can leave
+    /// with an unknown outcome).
+    #[arg(long, env = "OMEGA_DELIVERY_CONCURRENCY", default_value_t = 4)]
+    pub delivery_concurrency: usize,
+    /// Seconds after an ambiguous SMS before it is looked up in Twilio's message list.
+    #[arg(long, env = "OMEGA_DELIVERY_RECONCILE_AFTER_SECS", default_value_t = 60)]
+    pub delivery_reconcile_after_secs: u64,
     /// Attempts before a message that keeps failing retryably is FAILED.
     #[arg(long, env = "OMEGA_DELIVERY_MAX_ATTEMPTS", default_value_t = 5)]
     pub delivery_max_attempts: i32,
@@ -244,6 +252,8 @@ impl DeliveryArgs {
         crate::delivery::DeliveryConfig {
             workers: self.delivery_workers,
             batch: self.delivery_batch.clamp(1, 500),
+            concurrency: self.delivery_concurrency.clamp(1, 500),
+            reconcile_after: Duration::from_secs(self.delivery_reconcile_after_secs),
             max_attempts: self.delivery_max_attempts.max(1),
             lease: Duration::from_secs(self.delivery_lease_secs.max(5)),
             poll_interval: Duration::from_millis(self.delivery_poll_ms.max(10)),

@@ -294,7 +294,10 @@ impl MessageService for MessagingApi {
         };
         let (retried, skipped) = self.omega.retry_failed(&caller, selection).await?;
         Ok(Response::new(RetryFailedMessagesResponse {
-            message: format!("{} failed message(s) queued again; {skipped} not failed, left alone", retried.len()),
+            message: format!(
+                "{} failed message(s) queued again; {skipped} left alone (not failed, or possibly delivered)",
+                retried.len()
+            ),
             retried,
             skipped: total(skipped),
         }))

@@ -3,22 +3,38 @@
 //!
 //! - Claims are single statements (`FOR UPDATE SKIP LOCKED` on PostgreSQL), so any number of
 //!   workers and replicas share the outbox and no job is taken twice.
-//! - A job is `running` while claimed and `sending` from just before the provider is called.
-//!   A worker that vanishes while `running` left nothing unknown: its job is claimed again once
-//!   the lease expires. One that vanishes while `sending` may have sent the message: that job is
-//!   settled as FAILED with an "outcome unknown" reason, never resent automatically.
+//! - A job is `running` while claimed and `sending` only while its own provider call is in
+//!   flight: a worker marks a handful (at most `concurrency`) right before calling the provider
+//!   for them, and records each result as soon as it returns. A worker renews its claim while
+//!   it works, so no one settles a send that is still live.
+//! - A worker that vanishes while `running` left nothing unknown: its job is claimed again once
+//!   the lease expires. One that vanishes while `sending` may have sent the message: that job
+//!   is failed as AMBIGUOUS and never resent automatically; a late answer that says the
+//!   provider accepted it still wins.
+//! - An AMBIGUOUS SMS is reconciled: after a while it is looked up in Twilio's message list and
+//!   settled SENT (with the SID found) or FAILED as certainly unsent (`NOT_SENT`, which a
+//!   deliberate retry may resend).
 //! - Only failures that certainly did not send (429, connection refused) are retried, with
-//!   exponential backoff and jitter; ambiguous ones (timeout, 5xx) fail the message with a
-//!   reason that says it may have arrived, leaving the decision to the retry endpoint.
+//!   exponential backoff and jitter.
+//! - A worker that cannot record a result (the database is gone) starts no further sends; it
+//!   keeps the results it holds, logged with their provider ids, and records them once it can.
+//!   A stopping worker finishes the calls in flight and hands the untouched rest back.
 //! - Each sender (number, messaging service, email address) is paced through a database row
 //!   shared by all workers and replicas.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use tokio::{sync::watch, task::JoinHandle};
+use tokio::{
+    sync::watch,
+    task::{JoinHandle, JoinSet},
+};
 
 use crate::{
     domain::{
@@ -29,7 +45,7 @@ use crate::{
     providers::{
         Accepted, ProviderError,
         email::{EmailRequest, EmailSender, SendGridClient, SendGridConfig, SmtpClient, SmtpConfig, SmtpTls},
-        twilio::{SmsRequest, TwilioClient, TwilioConfig},
+        twilio::{Lookup, SmsRequest, TwilioClient, TwilioConfig},
     },
     store::{
         StoreError, conversations as conversations_db,
@@ -44,6 +60,10 @@ pub struct DeliveryConfig {
     pub workers: usize,
     /// Jobs claimed per round trip.
     pub batch: u64,
+    /// Provider calls a worker has in flight at once.
+    pub concurrency: usize,
+    /// How long after an ambiguous SMS it is looked up at Twilio.
+    pub reconcile_after: Duration,
     pub max_attempts: i32,
     /// How long a claim lasts before another worker may take the job.
     pub lease: Duration,
@@ -119,8 +139,17 @@ enum Outcome {
     Failed { code: String, message: String, retry_after: Option<Duration>, retryable: bool, ambiguous: bool },
 }
 
+/// Jobs whose provider calls start together.
+type Wave = Vec<(delivery_job::Model, message::Model)>;
+
+/// The jobs of a batch a worker still holds, and when it last renewed its claim on them.
+struct Claim {
+    held: HashSet<i64>,
+    renewed: Instant,
+}
+
 impl Dispatcher {
-    /// Starts `config.workers` workers; they stop, after finishing the message in hand, when
+    /// Starts `config.workers` workers; they stop, after finishing the calls in flight, when
     /// `stop` turns true.
     pub fn spawn(omega: Omega, config: DeliveryConfig, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
         let dispatcher = Arc::new(Dispatcher { omega, config, clients: Default::default() });
@@ -136,15 +165,15 @@ impl Dispatcher {
     }
 
     async fn run(self: Arc<Self>, worker: String, mut stop: watch::Receiver<bool>) {
-        let mut abandoned_checked: Option<std::time::Instant> = None;
+        let mut housekeeping: Option<Instant> = None;
         while !*stop.borrow() {
-            // Abandoned sends are rare (a replica died mid-send): looked for once a poll
-            // interval, not on every round.
-            let check = abandoned_checked.is_none_or(|at| at.elapsed() >= self.config.poll_interval);
+            // Abandoned sends and reconciliations are rare: looked for once a poll interval,
+            // not on every round.
+            let check = housekeeping.is_none_or(|at| at.elapsed() >= self.config.poll_interval);
             if check {
-                abandoned_checked = Some(std::time::Instant::now());
+                housekeeping = Some(Instant::now());
             }
-            match self.round(&worker, check).await {
+            match self.round(&worker, check, &stop).await {
                 Ok(0) => {
                     let wakeup = self.omega.delivery_wakeup.notified();
                     tokio::select! {
@@ -162,24 +191,28 @@ impl Dispatcher {
         }
     }
 
-    /// Settles abandoned sends, then claims and delivers one batch; answers how many jobs it
-    /// handled. A batch costs a fixed number of round trips (claim, load, mark as sending, one
-    /// transaction recording every outcome) plus one provider call per message.
-    async fn round(&self, worker: &str, settle_abandoned: bool) -> anyhow::Result<usize> {
+    /// Settles abandoned sends and due reconciliations, then claims and delivers one batch;
+    /// answers how many jobs it handled.
+    async fn round(
+        self: &Arc<Self>,
+        worker: &str,
+        housekeeping: bool,
+        stop: &watch::Receiver<bool>,
+    ) -> anyhow::Result<usize> {
         let conn = self.omega.store.connection();
         let now = now();
-        if settle_abandoned {
+        let lease_until = now + chrono::Duration::from_std(self.config.lease)?;
+        if housekeeping {
             for job in db::claim_abandoned_sends(conn, worker, now, self.config.batch).await? {
                 self.settle_abandoned(job).await?;
             }
+            for job in db::claim_reconciliations(conn, worker, now, lease_until, self.config.batch).await? {
+                self.reconcile(job).await?;
+            }
         }
-        let lease_until = now + chrono::Duration::from_std(self.config.lease)?;
         let jobs = db::claim_jobs(conn, worker, now, lease_until, self.config.batch).await?;
         let handled = jobs.len();
-        if let Err(err) = self.deliver_batch(worker, jobs).await {
-            // Claimed jobs stay claimed; their lease expiry hands them to another worker.
-            tracing::warn!(worker, error = format!("{err:#}"), "delivery failed before the send");
-        }
+        self.deliver_batch(worker, jobs, stop).await?;
         Ok(handled)
     }
 
@@ -197,20 +230,50 @@ impl Dispatcher {
             code: "AMBIGUOUS".into(),
             message:
                 "delivery was interrupted while the provider was being called; it may have been sent, so it was not \
-                      resent — retry it deliberately if it did not arrive"
+                      resent"
                     .into(),
             retry_after: None,
             retryable: false,
             ambiguous: true,
         };
-        self.record(vec![Settled { attempt: job.attempts, started: now(), job, message, outcome }]).await
+        self.record(vec![Settled { attempt: job.attempts, started: now(), job, message, outcome }])
+            .await
+            .map_err(|(err, _)| err)
     }
 
-    async fn deliver_batch(&self, worker: &str, jobs: Vec<delivery_job::Model>) -> anyhow::Result<()> {
+    /// Renews the claim on the batch's jobs once a third of the lease has gone by; answers
+    /// false when that failed (the database is unreachable): then no further send may start.
+    async fn renew_if_due(&self, worker: &str, claim: &mut Claim) -> bool {
+        if claim.renewed.elapsed() < self.config.lease / 3 || claim.held.is_empty() {
+            return true;
+        }
+        let ids: Vec<i64> = claim.held.iter().copied().collect();
+        let lease_until = now() + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
+        match db::renew_leases(self.omega.store.connection(), &ids, worker, lease_until).await {
+            Ok(kept) => {
+                let kept: HashSet<i64> = kept.into_iter().collect();
+                claim.held.retain(|id| kept.contains(id));
+                claim.renewed = Instant::now();
+                true
+            }
+            Err(err) => {
+                tracing::warn!(worker, error = format!("{:#}", anyhow::Error::from(err)), "renewing a claim failed");
+                false
+            }
+        }
+    }
+
+    async fn deliver_batch(
+        self: &Arc<Self>,
+        worker: &str,
+        jobs: Vec<delivery_job::Model>,
+        stop: &watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
         if jobs.is_empty() {
             return Ok(());
         }
         let conn = self.omega.store.connection();
+        let mut claim = Claim { held: jobs.iter().map(|j| j.id).collect(), renewed: Instant::now() };
         let ids: Vec<i64> = jobs.iter().map(|j| j.message_id).collect();
         let mut messages: HashMap<i64, message::Model> =
             db::by_ids(conn, &ids).await?.into_iter().map(|m| (m.id, m)).collect();
@@ -221,6 +284,7 @@ impl Dispatcher {
             let Some(message) = message.filter(|m| m.status == DeliveryStatus::Queued.as_str()) else {
                 // Gone, cancelled, recorded as sent elsewhere, or already settled.
                 db::finish_job(conn, job.id, "done", None, None, now()).await?;
+                claim.held.remove(&job.id);
                 continue;
             };
             let interval = match message.channel.as_str() {
@@ -238,6 +302,7 @@ impl Dispatcher {
                     if (slot - now).to_std().unwrap_or_default() > Duration::from_secs(2) {
                         // Busy sender: come back for the slot instead of holding a worker.
                         db::finish_job(conn, job.id, "pending", Some(slot), None, now).await?;
+                        claim.held.remove(&job.id);
                         continue;
                     }
                     Some(slot)
@@ -245,38 +310,284 @@ impl Dispatcher {
             };
             ready.push((job, message, slot));
         }
-        // Unpaced jobs turn `sending` together; a paced one only once its slot has come, so
-        // that a worker stopped while waiting leaves nothing ambiguous.
-        let started = now();
-        let lease_until = started + chrono::Duration::from_std(self.config.lease)?;
-        let unpaced: Vec<i64> = ready.iter().filter(|(_, _, slot)| slot.is_none()).map(|(j, _, _)| j.id).collect();
-        let held = db::start_sending_many(conn, &unpaced, worker, lease_until, started).await?;
         let mut clients: HashMap<i64, Arc<Clients>> = HashMap::new();
-        let mut settled = Vec::with_capacity(ready.len());
+        let mut healthy = true;
+        // Unpaced jobs go out a wave of `concurrency` at a time, each wave marked as sending
+        // just before its calls start; a paced one alone, once its slot has come, so that a
+        // worker stopped while waiting leaves nothing ambiguous.
+        // In claim order, so that a paced job goes out near the slot it reserved.
+        let mut waves: Vec<(Wave, Option<DateTime<Utc>>)> = Vec::new();
         for (job, message, slot) in ready {
-            let started = match slot {
-                None if !held.contains(&job.id) => continue, // The lease was lost; another worker has it.
-                None => started,
-                Some(slot) => {
-                    tokio::time::sleep((slot - now()).to_std().unwrap_or_default()).await;
-                    let started = now();
-                    let lease_until = started + chrono::Duration::from_std(self.config.lease)?;
-                    if !db::start_sending(conn, job.id, worker, lease_until, started).await? {
-                        continue;
-                    }
-                    started
+            match waves.last_mut() {
+                Some((wave, None)) if slot.is_none() && wave.len() < self.config.concurrency.max(1) => {
+                    wave.push((job, message))
                 }
-            };
+                _ => waves.push((vec![(job, message)], slot)),
+            }
+        }
+        for (wave, slot) in waves {
+            if *stop.borrow() || !healthy {
+                break;
+            }
+            if let Some(slot) = slot {
+                tokio::time::sleep((slot - now()).to_std().unwrap_or_default()).await;
+            }
+            if !self.renew_if_due(worker, &mut claim).await {
+                healthy = false;
+                break;
+            }
+            healthy = self.send_wave(worker, wave, &mut claim, &mut clients).await;
+        }
+        // The jobs never started go back to the outbox at once (when the database lets us;
+        // otherwise their lease expiry hands them on: they were never sent).
+        let untouched: Vec<i64> = claim.held.iter().copied().collect();
+        if let Err(err) = db::release_jobs(conn, &untouched, worker, now()).await {
+            tracing::warn!(worker, error = format!("{:#}", anyhow::Error::from(err)), "handing jobs back failed");
+        }
+        if healthy { Ok(()) } else { Err(anyhow::anyhow!("delivery stopped: results could not be recorded")) }
+    }
+
+    /// Marks a wave as sending, calls the provider for each message at once and records every
+    /// result as soon as it returns (those that return together, together). Answers false when
+    /// a result could not be recorded (it is kept and recorded later).
+    async fn send_wave(
+        self: &Arc<Self>,
+        worker: &str,
+        wave: Wave,
+        claim: &mut Claim,
+        clients: &mut HashMap<i64, Arc<Clients>>,
+    ) -> bool {
+        let conn = self.omega.store.connection();
+        let mut prepared = Vec::with_capacity(wave.len());
+        for (job, message) in wave {
             let business = match clients.get(&message.business_id) {
                 Some(c) => Ok(c.clone()),
                 None => self.clients_of(message.business_id).await.inspect(|c| {
                     clients.insert(message.business_id, c.clone());
                 }),
             };
-            let outcome = self.send(business, &message).await;
-            settled.push(Settled { attempt: job.attempts + 1, started, job, message, outcome });
+            prepared.push((job, message, business));
         }
-        self.record(settled).await
+        let started = now();
+        let lease_until = started + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
+        let ids: Vec<i64> = prepared.iter().map(|(job, _, _)| job.id).collect();
+        let sending: HashSet<i64> = match db::start_sending_many(conn, &ids, worker, lease_until, started).await {
+            Ok(ids) => ids.into_iter().collect(),
+            Err(err) => {
+                tracing::warn!(worker, error = format!("{:#}", anyhow::Error::from(err)), "marking sends failed");
+                return false;
+            }
+        };
+        let mut calls = JoinSet::new();
+        for (job, message, business) in prepared {
+            if !sending.contains(&job.id) {
+                // The claim was lost; another worker has the job.
+                claim.held.remove(&job.id);
+                continue;
+            }
+            let this = self.clone();
+            calls.spawn(async move {
+                let outcome = this.send(business, &message).await;
+                Settled { attempt: job.attempts + 1, started, job, message, outcome }
+            });
+        }
+        let mut healthy = true;
+        let mut unrecorded: Vec<Settled> = Vec::new();
+        loop {
+            let renew_in = (self.config.lease / 3).saturating_sub(claim.renewed.elapsed());
+            let first = tokio::select! {
+                done = calls.join_next() => match done {
+                    None => break,
+                    Some(done) => done,
+                },
+                _ = tokio::time::sleep(renew_in) => {
+                    if !self.renew_if_due(worker, claim).await {
+                        // Calls in flight run to their end; nothing new starts.
+                        healthy = false;
+                        claim.renewed = Instant::now();
+                    }
+                    continue;
+                }
+            };
+            let mut group: Vec<Settled> = Vec::new();
+            for done in std::iter::once(Some(first)).chain(std::iter::from_fn(|| calls.try_join_next().map(Some))) {
+                match done {
+                    Some(Ok(settled)) => group.push(settled),
+                    Some(Err(err)) => tracing::error!(worker, error = %err, "a provider call's task failed"),
+                    None => break,
+                }
+            }
+            for settled in &group {
+                claim.held.remove(&settled.job.id);
+            }
+            if healthy {
+                match self.record(group).await {
+                    Ok(()) => continue,
+                    Err((err, kept)) => {
+                        healthy = false;
+                        self.log_unrecorded(worker, &err, &kept);
+                        unrecorded.extend(kept);
+                    }
+                }
+            } else {
+                self.log_unrecorded(worker, &anyhow::anyhow!("the database is unreachable"), &group);
+                unrecorded.extend(group);
+            }
+        }
+        if !unrecorded.is_empty() {
+            self.record_when_possible(worker, unrecorded).await;
+        }
+        healthy
+    }
+
+    /// Results known but not recorded: logged with their provider ids, so that they are not
+    /// lost even if this process ends before the database comes back.
+    fn log_unrecorded(&self, worker: &str, err: &anyhow::Error, settled: &[Settled]) {
+        for item in settled {
+            let (outcome, provider_id) = match &item.outcome {
+                Outcome::Sent(accepted, _) => ("accepted", accepted.provider_message_id.as_str()),
+                Outcome::Failed { code, .. } => ("failed", code.as_str()),
+            };
+            tracing::warn!(
+                worker,
+                message_id = item.message.public_id,
+                outcome,
+                provider_message_id = provider_id,
+                error = format!("{err:#}"),
+                "a send's result could not be recorded yet"
+            );
+        }
+    }
+
+    /// Keeps trying to record results until the database takes them. Meanwhile their jobs may
+    /// be failed as ambiguous elsewhere; a recorded acceptance then still wins.
+    async fn record_when_possible(&self, worker: &str, mut pending: Vec<Settled>) {
+        let mut delay = self.config.poll_interval.max(Duration::from_millis(200));
+        loop {
+            tokio::time::sleep(delay).await;
+            match self.record(pending).await {
+                Ok(()) => {
+                    tracing::info!(worker, "results held during a database outage are recorded");
+                    return;
+                }
+                Err((err, kept)) => {
+                    tracing::debug!(worker, error = format!("{err:#}"), "still cannot record results");
+                    pending = kept;
+                }
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// The Twilio request a message makes.
+    fn sms_request(&self, message: &message::Model) -> SmsRequest {
+        let from = message.from_address.clone().unwrap_or_default();
+        let (from, service) = if from.starts_with("MG") { (None, Some(from)) } else { (Some(from), None) };
+        let media_urls = message.media.as_deref().and_then(|m| serde_json::from_str(m).ok()).unwrap_or_default();
+        SmsRequest {
+            to: message.to_address.clone().unwrap_or_default(),
+            from,
+            messaging_service_sid: service,
+            body: message.content.clone(),
+            media_urls,
+            status_callback: self
+                .config
+                .public_url
+                .as_ref()
+                .map(|base| format!("{}/omega/twilio/sms/status", base.trim_end_matches('/'))),
+        }
+    }
+
+    /// Settles an AMBIGUOUS send by what its provider says: SENT with the SID found in Twilio's
+    /// message list, or FAILED as certainly unsent. A message the provider cannot be asked
+    /// about (email) stays AMBIGUOUS; a lookup that fails is tried again later.
+    async fn reconcile(&self, job: delivery_job::Model) -> anyhow::Result<()> {
+        let conn = self.omega.store.connection();
+        let message = db::by_id(conn, job.message_id).await?;
+        let Some(message) = message
+            .filter(|m| m.status == DeliveryStatus::Failed.as_str() && m.error_code.as_deref() == Some("AMBIGUOUS"))
+        else {
+            // Already settled (a late answer, a status callback).
+            db::finish_job(conn, job.id, "done", None, None, now()).await?;
+            return Ok(());
+        };
+        let twilio = match self.clients_of(message.business_id).await {
+            Ok(clients) if message.channel == "SMS" => clients.twilio.clone(),
+            _ => None,
+        };
+        let Some(twilio) = twilio else {
+            db::finish_job(conn, job.id, "failed", None, Some("AMBIGUOUS: the provider cannot be asked".into()), now())
+                .await?;
+            return Ok(());
+        };
+        // From the message's creation: an earlier bound only widens the search, and a SID
+        // another message holds is never taken.
+        let since = message.created_at;
+        let request = self.sms_request(&message);
+        let found = match twilio.find_sent(&request, since).await {
+            Ok(Lookup::Found(found)) => {
+                // A SID one of our other messages already holds is not this one's.
+                let mut ours = None;
+                for accepted in found {
+                    let owner = db::by_provider_id(conn, Some("twilio"), &accepted.provider_message_id).await?;
+                    if owner.is_none_or(|m| m.id == message.id) {
+                        ours = Some(accepted);
+                        break;
+                    }
+                }
+                ours
+            }
+            Ok(Lookup::Absent) => None,
+            Err(err) => {
+                let later =
+                    now() + chrono::Duration::from_std(self.config.reconcile_after.max(self.config.poll_interval))?;
+                tracing::info!(message_id = message.public_id, error = %err, "looking up an ambiguous send failed");
+                db::finish_job(conn, job.id, "reconcile", Some(later), Some(format!("lookup: {err}")), now()).await?;
+                return Ok(());
+            }
+        };
+        let now = now();
+        let txn = self.omega.store.begin().await?;
+        match found {
+            Some(accepted) => {
+                db::record_attempt(
+                    &txn,
+                    message_attempt::ActiveModel {
+                        message_id: sea_orm::Set(message.id),
+                        attempt: sea_orm::Set(job.attempts),
+                        started_at: sea_orm::Set(since),
+                        finished_at: sea_orm::Set(Some(now)),
+                        outcome: sea_orm::Set("accepted".into()),
+                        provider_message_id: sea_orm::Set(Some(accepted.provider_message_id.clone())),
+                        error_code: sea_orm::Set(None),
+                        error_message: sea_orm::Set(Some(
+                            "found in Twilio's message list after the answer was lost".into(),
+                        )),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+                if db::settle_late_acceptance(&txn, message.id, "twilio", &accepted.provider_message_id, now).await? {
+                    let event =
+                        status_changed_event(&message, DeliveryStatus::Failed.as_str(), DeliveryStatus::Sent, None);
+                    conversations_db::append_event(&txn, event, now).await?;
+                }
+                db::finish_job(&txn, job.id, "done", None, None, now).await?;
+                tracing::info!(
+                    message_id = message.public_id,
+                    sid = accepted.provider_message_id,
+                    "ambiguous send found at Twilio: SENT"
+                );
+            }
+            None => {
+                let text = "Twilio has no record of it: it was certainly not sent and may be retried";
+                db::settle_unsent(&txn, message.id, "NOT_SENT", text, now).await?;
+                db::finish_job(&txn, job.id, "failed", None, Some(format!("NOT_SENT: {text}")), now).await?;
+                tracing::info!(message_id = message.public_id, "ambiguous send not found at Twilio: certainly unsent");
+            }
+        }
+        txn.commit().await.map_err(StoreError::from)?;
+        Ok(())
     }
 
     async fn send(&self, clients: anyhow::Result<Arc<Clients>>, message: &message::Model) -> Outcome {
@@ -299,25 +610,7 @@ impl Dispatcher {
                     code: "NO_CREDENTIALS".into(),
                     message: "the business has no Twilio credentials (PUT /businesses/{id}/providers/twilio)".into(),
                 }),
-                Some(twilio) => {
-                    let from = message.from_address.clone().unwrap_or_default();
-                    let (from, service) = if from.starts_with("MG") { (None, Some(from)) } else { (Some(from), None) };
-                    let media_urls =
-                        message.media.as_deref().and_then(|m| serde_json::from_str(m).ok()).unwrap_or_default();
-                    let request = SmsRequest {
-                        to,
-                        from,
-                        messaging_service_sid: service,
-                        body: message.content.clone(),
-                        media_urls,
-                        status_callback: self
-                            .config
-                            .public_url
-                            .as_ref()
-                            .map(|base| format!("{}/omega/twilio/sms/status", base.trim_end_matches('/'))),
-                    };
-                    twilio.send_sms(&request).await.map(|accepted| (accepted, "twilio"))
-                }
+                Some(twilio) => twilio.send_sms(&self.sms_request(message)).await.map(|accepted| (accepted, "twilio")),
             },
             _ => match &clients.email {
                 None => Err(ProviderError::Rejected {
@@ -367,12 +660,36 @@ impl Dispatcher {
         }
     }
 
-    /// Writes a batch's outcomes in one transaction. Should it fail, each outcome is written on
-    /// its own, so that one bad row does not leave the others' messages unaccounted for.
-    async fn record(&self, settled: Vec<Settled>) -> anyhow::Result<()> {
+    /// Writes outcomes in one transaction. Should it fail, each outcome is written on its own,
+    /// so that one bad row does not leave the others' messages unaccounted for; answers the
+    /// error and the outcomes that could not be written.
+    async fn record(&self, settled: Vec<Settled>) -> Result<(), (anyhow::Error, Vec<Settled>)> {
         if settled.is_empty() {
             return Ok(());
         }
+        let result = self.record_together(&settled).await;
+        match result {
+            Ok(()) => Ok(()),
+            Err(err) if settled.len() > 1 => {
+                tracing::warn!(error = format!("{err:#}"), "recording a batch failed; recording one by one");
+                let mut kept = Vec::new();
+                let mut first_error = None;
+                for item in settled {
+                    if let Err(err) = self.record_together(std::slice::from_ref(&item)).await {
+                        first_error.get_or_insert(err);
+                        kept.push(item);
+                    }
+                }
+                match first_error {
+                    None => Ok(()),
+                    Some(err) => Err((err, kept)),
+                }
+            }
+            Err(err) => Err((err, settled)),
+        }
+    }
+
+    async fn record_together(&self, settled: &[Settled]) -> anyhow::Result<()> {
         let txn = self.omega.store.begin().await?;
         // Accepted sends (nearly all) are recorded together; failures one by one.
         let (accepted, others): (Vec<&Settled>, Vec<&Settled>) =
@@ -384,26 +701,13 @@ impl Dispatcher {
             }
             result = self.record_one(&txn, item).await;
         }
-        let result = match result {
+        match result {
             Ok(()) => txn.commit().await.map_err(|e| anyhow::Error::from(StoreError::from(e))),
             Err(err) => {
                 let _ = txn.rollback().await;
                 Err(err)
             }
-        };
-        match result {
-            Ok(()) => {}
-            Err(err) if settled.len() > 1 => {
-                tracing::warn!(error = format!("{err:#}"), "recording a batch failed; recording one by one");
-                for item in &settled {
-                    let txn = self.omega.store.begin().await?;
-                    self.record_one(&txn, item).await?;
-                    txn.commit().await.map_err(StoreError::from)?;
-                }
-            }
-            Err(err) => return Err(err),
         }
-        Ok(())
     }
 
     /// Accepted sends: attempt rows, QUEUED → SENT, jobs done and the status events, in a few
@@ -428,13 +732,38 @@ impl Dispatcher {
             })
             .collect();
         let moved = db::settle_accepted(txn, &accepted, now).await?;
-        let events = items
+        let mut events: Vec<_> = items
             .iter()
             .filter(|item| moved.contains(&item.message.id))
             .map(|item| {
                 status_changed_event(&item.message, DeliveryStatus::Queued.as_str(), DeliveryStatus::Sent, None)
             })
             .collect();
+        // A send that outlived its claim may have been failed as ambiguous meanwhile: the
+        // provider's acceptance wins.
+        for (item, accepted) in items.iter().zip(&accepted) {
+            if !moved.contains(&item.message.id)
+                && db::settle_late_acceptance(
+                    txn,
+                    item.message.id,
+                    &accepted.provider,
+                    &accepted.provider_message_id,
+                    now,
+                )
+                .await?
+            {
+                tracing::info!(
+                    message_id = item.message.public_id,
+                    "a send failed as ambiguous was accepted after all"
+                );
+                events.push(status_changed_event(
+                    &item.message,
+                    DeliveryStatus::Failed.as_str(),
+                    DeliveryStatus::Sent,
+                    None,
+                ));
+            }
+        }
         conversations_db::append_events(txn, events, now).await?;
         for item in items {
             tracing::debug!(
@@ -484,6 +813,18 @@ impl Dispatcher {
         .await?;
         let (status, job_state, next_attempt) = match &outcome {
             Outcome::Sent(..) => (Some(DeliveryStatus::Sent), "done", None),
+            // Twilio can be asked whether an SMS arrived; the job waits for that lookup.
+            // Never sooner than a provider call can last: a call still in flight elsewhere has
+            // ended (recorded, or timed out) before its absence at Twilio is believed.
+            Outcome::Failed { ambiguous: true, .. } if message.channel == "SMS" => (
+                Some(DeliveryStatus::Failed),
+                "reconcile",
+                Some(
+                    now + chrono::Duration::from_std(
+                        self.config.reconcile_after.max(self.config.provider_timeout + Duration::from_secs(1)),
+                    )?,
+                ),
+            ),
             Outcome::Failed { retryable: true, retry_after, .. } if attempt < self.config.max_attempts => {
                 (None, "pending", Some(now + chrono::Duration::from_std(self.backoff(attempt, *retry_after))?))
             }
@@ -504,7 +845,14 @@ impl Dispatcher {
                 provider,
             };
             // Conditional on QUEUED: a status callback or a recording may have moved it on.
-            move_status(txn, message, DeliveryStatus::Queued.as_str(), change, now).await?;
+            let provider = change.provider.clone();
+            if !move_status(txn, message, DeliveryStatus::Queued.as_str(), change, now).await?
+                && let Some((provider, id)) = provider
+                && db::settle_late_acceptance(txn, message.id, &provider, &id, now).await?
+            {
+                let event = status_changed_event(message, DeliveryStatus::Failed.as_str(), DeliveryStatus::Sent, None);
+                conversations_db::append_event(txn, event, now).await?;
+            }
         }
         let last_error = text.map(|t| format!("{}: {t}", code.unwrap_or_default()));
         db::finish_job(txn, job.id, job_state, next_attempt, last_error, now).await?;

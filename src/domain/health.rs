@@ -19,8 +19,15 @@ impl Omega {
     /// learns the database is down; the cause goes to the log, not to the client.
     pub async fn check_database(&self) -> Result<DatabaseCheck> {
         let started = Instant::now();
-        if let Err(err) = self.store.ping().await {
-            let cause = format!("{:#}", anyhow::Error::new(err));
+        // A check that cannot finish within a second says the database is down: health must
+        // follow an outage within about a second, not after the pool's own timeouts.
+        let ping = tokio::time::timeout(std::time::Duration::from_secs(1), self.store.ping()).await;
+        let failure = match ping {
+            Ok(Ok(())) => None,
+            Ok(Err(err)) => Some(format!("{:#}", anyhow::Error::new(err))),
+            Err(_) => Some("no answer within 1 s".to_owned()),
+        };
+        if let Some(cause) = failure {
             tracing::warn!(error = %cause, "database check failed");
             return Err(Error::Unavailable("the database is unreachable".into()));
         }

@@ -693,8 +693,10 @@ impl Omega {
         Ok((message, attempts))
     }
 
-    /// Re-enqueues the FAILED messages a filter selects, each under a conditional update so that
-    /// two concurrent retries cannot both send it; their attempt history stays.
+    /// Re-enqueues the FAILED messages a filter selects that were certainly not sent (never
+    /// AMBIGUOUS ones, never one a provider accepted), each under a conditional update so that
+    /// two concurrent retries cannot both send it; their attempt history stays. Answers the ids
+    /// retried and how many matching messages were left alone.
     pub async fn retry_failed(&self, caller: &Caller, selection: RetrySelection) -> Result<(Vec<String>, u64)> {
         let RetrySelection { public_ids, request_id, business_id, since, until, limit } = selection;
         let (request_id, since, until) = (request_id.as_str(), since.as_str(), until.as_str());
@@ -726,17 +728,17 @@ impl Omega {
             until,
             limit: u64::from(if limit == 0 { 100 } else { limit }),
         };
+        // Only FAILED messages that were certainly not sent are candidates, and the limit
+        // applies to them alone: each call takes the oldest still waiting, so calling again
+        // until nothing is retried reaches every one.
         let candidates = db::retry_candidates(self.store.connection(), &filter).await?;
-        let (mut retried, mut skipped) = (Vec::new(), 0);
+        let skipped = db::retry_skipped(self.store.connection(), &filter).await?;
+        let (mut retried, mut lost_races) = (Vec::new(), 0);
         for message in candidates {
-            if message.status != DeliveryStatus::Failed.as_str() {
-                skipped += 1;
-                continue;
-            }
             let now = now();
             let txn = self.store.begin().await?;
             if !db::requeue_failed(&txn, message.id, now).await? {
-                skipped += 1;
+                lost_races += 1;
                 continue;
             }
             let sender_key = sender_key(&message.channel, message.from_address.as_deref().unwrap_or_default());
@@ -753,6 +755,7 @@ impl Omega {
             txn.commit().await.map_err(StoreError::from)?;
             retried.push(message.public_id);
         }
+        let skipped = skipped + lost_races;
         if !retried.is_empty() {
             self.delivery_wakeup.notify_waiters();
         }

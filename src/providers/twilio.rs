@@ -76,6 +76,43 @@ struct MessageResource {
     status: String,
 }
 
+/// A Message resource as a list prints it: enough to recognise one of ours.
+#[derive(Debug, Deserialize)]
+struct ListedMessage {
+    sid: String,
+    status: String,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    messaging_service_sid: Option<String>,
+    /// RFC 2822, e.g. `Tue, 01 Dec 2026 19:33:00 +0000`.
+    #[serde(default)]
+    date_created: Option<String>,
+}
+
+/// One page of `GET …/Messages.json`.
+#[derive(Debug, Deserialize)]
+struct MessagePage {
+    #[serde(default)]
+    messages: Vec<ListedMessage>,
+    #[serde(default)]
+    next_page_uri: Option<String>,
+}
+
+/// What Twilio's message list says about a send whose outcome was lost.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// Messages that match it (To, sender, body, created after the attempt began), oldest
+    /// first: one of them is ours unless another of our messages already claims its SID.
+    Found(Vec<Accepted>),
+    /// Twilio holds no such message: it was certainly not sent.
+    Absent,
+}
+
 /// Twilio's error answer: `{"code": 21211, "message": "…", "more_info": "…", "status": 400}`.
 #[derive(Debug, Default, Deserialize)]
 struct TwilioErrorBody {
@@ -119,6 +156,77 @@ impl TwilioClient {
         self.call(call).await
     }
 
+    /// Looks for `request` among the messages Twilio created since `since` (`GET
+    /// …/Messages.json?To=…&From=…`, newest first, paged through `next_page_uri`), matching on
+    /// the sender and the body. No `DateSent` filter: a message still queued at Twilio has no
+    /// send date yet and would be missed, and missing one would make it look unsent. The walk
+    /// stops at the first message created well before `since` (`skew` allows for clocks that
+    /// differ); a walk that cannot get that far within `MAX_PAGES` is an error (still unknown).
+    pub async fn find_sent(
+        &self,
+        request: &SmsRequest,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Lookup, ProviderError> {
+        const PAGE_SIZE: &str = "100";
+        const MAX_PAGES: usize = 20;
+        let skew = chrono::Duration::minutes(5);
+        let mut url = self.account_endpoint(&["Messages.json"]);
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("To", &request.to);
+            if let Some(from) = &request.from {
+                query.append_pair("From", from);
+            }
+            query.append_pair("PageSize", PAGE_SIZE);
+        }
+        let mut found = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let call = self.http.get(url.clone()).basic_auth(&self.account_sid, Some(&self.auth_token));
+            let page: MessagePage = self.read(call).await?;
+            let mut reached_older = false;
+            for listed in page.messages {
+                let created = listed
+                    .date_created
+                    .as_deref()
+                    .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
+                    .map(|d| d.with_timezone(&chrono::Utc));
+                if created.is_some_and(|created| created < since - skew) {
+                    reached_older = true;
+                    continue;
+                }
+                let sender_matches = match (&request.from, &request.messaging_service_sid) {
+                    (Some(from), _) => listed.from.as_deref() == Some(from.as_str()),
+                    (None, Some(service)) => listed.messaging_service_sid.as_deref() == Some(service.as_str()),
+                    (None, None) => true,
+                };
+                if sender_matches
+                    && listed.to.as_deref() == Some(request.to.as_str())
+                    && listed.body.as_deref().unwrap_or_default() == request.body
+                {
+                    found.push(Accepted { provider_message_id: listed.sid, status: listed.status });
+                }
+            }
+            match page.next_page_uri.filter(|next| !next.is_empty()) {
+                Some(next) if !reached_older => {
+                    url = self.base_url.join(&next).map_err(|e| ProviderError::Ambiguous {
+                        reason: format!("Twilio gave an unusable next page ({next}): {e}"),
+                    })?;
+                }
+                _ => {
+                    found.reverse();
+                    return Ok(if found.is_empty() { Lookup::Absent } else { Lookup::Found(found) });
+                }
+            }
+        }
+        if found.is_empty() {
+            return Err(ProviderError::Ambiguous {
+                reason: format!("Twilio's list of messages to {} did not reach back to {since}", request.to),
+            });
+        }
+        found.reverse();
+        Ok(Lookup::Found(found))
+    }
+
     fn account_endpoint(&self, rest: &[&str]) -> reqwest::Url {
         let mut segments = vec!["2010-04-01", "Accounts", self.account_sid.as_str()];
         segments.extend_from_slice(rest);
@@ -126,6 +234,12 @@ impl TwilioClient {
     }
 
     async fn call(&self, call: reqwest::RequestBuilder) -> Result<Accepted, ProviderError> {
+        let message: MessageResource = self.read(call).await?;
+        Ok(Accepted { provider_message_id: message.sid, status: message.status })
+    }
+
+    /// Makes a call and reads its JSON answer, classifying failures.
+    async fn read<T: serde::de::DeserializeOwned>(&self, call: reqwest::RequestBuilder) -> Result<T, ProviderError> {
         let response = call.send().await.map_err(|e| super::transport_error("Twilio", &e))?;
         let status = response.status();
         let headers = response.headers().clone();
@@ -135,13 +249,12 @@ impl TwilioClient {
             let body = body.map_err(|e| ProviderError::Ambiguous {
                 reason: format!("Twilio answered {status} but its body was lost: {}", super::error_chain(&e)),
             })?;
-            let message: MessageResource = serde_json::from_slice(&body).map_err(|e| ProviderError::Ambiguous {
+            return serde_json::from_slice(&body).map_err(|e| ProviderError::Ambiguous {
                 reason: format!(
                     "Twilio answered {status} with an unreadable message ({e}): {}",
                     super::excerpt(&body, 200)
                 ),
-            })?;
-            return Ok(Accepted { provider_message_id: message.sid, status: message.status });
+            });
         }
         let body = body.unwrap_or_default();
         let error: TwilioErrorBody = serde_json::from_slice(&body).unwrap_or_default();

@@ -125,8 +125,19 @@ pub async fn change_status(
     Ok(result.rows_affected == 1)
 }
 
-/// Sends a FAILED message back to QUEUED for a deliberate retry (conditional on FAILED);
-/// clears its error but keeps its attempts.
+/// A FAILED message that may be resent: not one whose outcome is unknown (`AMBIGUOUS`, until
+/// reconciliation settles it) and not one its provider ever accepted.
+fn certainly_unsent() -> Condition {
+    Condition::all()
+        .add(message::Column::Status.eq("FAILED"))
+        .add(Condition::any().add(message::Column::ErrorCode.is_null()).add(message::Column::ErrorCode.ne("AMBIGUOUS")))
+        .add(Expr::cust(
+            "NOT EXISTS (SELECT 1 FROM message_attempts a WHERE a.message_id = messages.id AND a.outcome = 'accepted')",
+        ))
+}
+
+/// Sends a FAILED message back to QUEUED for a deliberate retry (conditional on it still being
+/// FAILED and certainly unsent); clears its error but keeps its attempts.
 pub async fn requeue_failed(conn: &impl ConnectionTrait, id: i64, now: DateTime<Utc>) -> StoreResult<bool> {
     let result = message::Entity::update_many()
         .col_expr(message::Column::Status, Expr::value("QUEUED"))
@@ -135,13 +146,13 @@ pub async fn requeue_failed(conn: &impl ConnectionTrait, id: i64, now: DateTime<
         .col_expr(message::Column::ErrorMessage, Expr::value(Option::<String>::None))
         .col_expr(message::Column::FailedAt, Expr::value(Option::<DateTime<Utc>>::None))
         .filter(message::Column::Id.eq(id))
-        .filter(message::Column::Status.eq("FAILED"))
+        .filter(certainly_unsent())
         .exec(conn)
         .await?;
     Ok(result.rows_affected == 1)
 }
 
-/// Outbound messages matching a retry filter (any status; the caller keeps the FAILED ones).
+/// Which outbound messages a retry considers; only FAILED, certainly unsent ones are taken.
 pub struct RetryFilter {
     pub business_id: Option<i64>,
     pub public_ids: Vec<String>,
@@ -151,24 +162,50 @@ pub struct RetryFilter {
     pub limit: u64,
 }
 
+impl RetryFilter {
+    fn condition(&self) -> Condition {
+        let mut cond = Condition::all().add(message::Column::Direction.eq("OUTBOUND"));
+        if let Some(business_id) = self.business_id {
+            cond = cond.add(message::Column::BusinessId.eq(business_id));
+        }
+        if !self.public_ids.is_empty() {
+            cond = cond.add(message::Column::PublicId.is_in(self.public_ids.clone()));
+        }
+        if let Some(request_id) = &self.request_id {
+            cond = cond.add(message::Column::RequestId.eq(request_id.clone()));
+        }
+        if let Some(since) = self.since {
+            cond = cond.add(message::Column::CreatedAt.gte(since));
+        }
+        if let Some(until) = self.until {
+            cond = cond.add(message::Column::CreatedAt.lt(until));
+        }
+        cond
+    }
+}
+
+/// The oldest `limit` FAILED, certainly unsent messages matching the filter. The limit applies
+/// after that choice, so that repeating the call (each retried message leaves FAILED) reaches
+/// every one of them however many messages of other statuses come first.
 pub async fn retry_candidates(conn: &impl ConnectionTrait, filter: &RetryFilter) -> StoreResult<Vec<message::Model>> {
-    let mut cond = Condition::all().add(message::Column::Direction.eq("OUTBOUND"));
-    if let Some(business_id) = filter.business_id {
-        cond = cond.add(message::Column::BusinessId.eq(business_id));
-    }
-    if !filter.public_ids.is_empty() {
-        cond = cond.add(message::Column::PublicId.is_in(filter.public_ids.clone()));
-    }
-    if let Some(request_id) = &filter.request_id {
-        cond = cond.add(message::Column::RequestId.eq(request_id.clone()));
-    }
-    if let Some(since) = filter.since {
-        cond = cond.add(message::Column::CreatedAt.gte(since));
-    }
-    if let Some(until) = filter.until {
-        cond = cond.add(message::Column::CreatedAt.lt(until));
-    }
-    Ok(message::Entity::find().filter(cond).order_by_asc(message::Column::Id).limit(filter.limit).all(conn).await?)
+    Ok(message::Entity::find()
+        .filter(filter.condition())
+        .filter(certainly_unsent())
+        .order_by_asc(message::Column::Id)
+        .limit(filter.limit)
+        .all(conn)
+        .await?)
+}
+
+/// How many messages the filter matches that a retry leaves alone: with explicit ids, every
+/// matching one that is not FAILED and certainly unsent; otherwise the FAILED ones that may have
+/// been sent (counted up to 10,000).
+pub async fn retry_skipped(conn: &impl ConnectionTrait, filter: &RetryFilter) -> StoreResult<u64> {
+    let select = message::Entity::find().filter(filter.condition()).filter(certainly_unsent().not());
+    let select =
+        if filter.public_ids.is_empty() { select.filter(message::Column::Status.eq("FAILED")) } else { select };
+    let (count, _) = super::count_capped(conn, select, 10_000).await?;
+    Ok(count)
 }
 
 /// Keeps a conversation's summary in step with a new message: its channel bit, last message,
@@ -349,6 +386,135 @@ pub async fn start_sending_many(
         .exec_with_returning(conn)
         .await?;
     Ok(rows.into_iter().map(|j| j.id).collect())
+}
+
+/// Extends `worker`'s claim on the jobs it still holds (claimed or being sent) to
+/// `lease_until`; answers the ids it still holds. A live worker renews well before its lease
+/// ends, so no one settles a send that is still in flight.
+pub async fn renew_leases(
+    conn: &impl ConnectionTrait,
+    job_ids: &[i64],
+    worker: &str,
+    lease_until: DateTime<Utc>,
+) -> StoreResult<Vec<i64>> {
+    if job_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = job::Entity::update_many()
+        .col_expr(job::Column::LockedUntil, Expr::value(lease_until))
+        .filter(job::Column::Id.is_in(job_ids.iter().copied()))
+        .filter(job::Column::State.is_in(["running", "sending"]))
+        .filter(job::Column::LockedBy.eq(worker))
+        .exec_with_returning(conn)
+        .await?;
+    Ok(rows.into_iter().map(|j| j.id).collect())
+}
+
+/// Hands claimed jobs whose send never started back to the outbox (a stopping worker), so that
+/// another worker takes them at once instead of after the lease.
+pub async fn release_jobs(
+    conn: &impl ConnectionTrait,
+    job_ids: &[i64],
+    worker: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    if job_ids.is_empty() {
+        return Ok(());
+    }
+    job::Entity::update_many()
+        .col_expr(job::Column::State, Expr::value("pending"))
+        .col_expr(job::Column::LockedBy, Expr::value(Option::<String>::None))
+        .col_expr(job::Column::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(job::Column::UpdatedAt, Expr::value(now))
+        .filter(job::Column::Id.is_in(job_ids.iter().copied()))
+        .filter(job::Column::State.eq("running"))
+        .filter(job::Column::LockedBy.eq(worker))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// Claims up to `limit` ambiguous sends whose time to be looked up at the provider has come
+/// (state `reconcile`), and lookups whose worker vanished (a lookup is safe to repeat).
+pub async fn claim_reconciliations(
+    conn: &impl ConnectionTrait,
+    worker: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: u64,
+) -> StoreResult<Vec<job::Model>> {
+    let backend = conn.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => {
+            "UPDATE delivery_jobs SET state = 'reconciling', locked_by = $1, locked_until = $2, updated_at = $3 \
+             WHERE id IN (SELECT id FROM delivery_jobs \
+               WHERE (state = 'reconcile' AND next_attempt_at <= $3) OR (state = 'reconciling' AND locked_until < $3) \
+               ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             RETURNING *"
+        }
+        _ => {
+            "UPDATE delivery_jobs SET state = 'reconciling', locked_by = ?1, locked_until = ?2, updated_at = ?3 \
+             WHERE id IN (SELECT id FROM delivery_jobs \
+               WHERE (state = 'reconcile' AND next_attempt_at <= ?3) OR (state = 'reconciling' AND locked_until < ?3) \
+               ORDER BY next_attempt_at LIMIT ?4) \
+             RETURNING *"
+        }
+    };
+    Ok(job::Model::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [worker.into(), lease_until.into(), now.into(), (limit as i64).into()],
+    ))
+    .all(conn)
+    .await?)
+}
+
+/// An acceptance learnt after the message was failed as ambiguous (a send that outlived its
+/// worker's claim, or one found at the provider): FAILED/AMBIGUOUS → SENT with the provider's
+/// id. Recorded acceptance wins over a guess; answers whether it moved.
+pub async fn settle_late_acceptance(
+    conn: &impl ConnectionTrait,
+    id: i64,
+    provider: &str,
+    provider_message_id: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let result = message::Entity::update_many()
+        .col_expr(message::Column::Status, Expr::value("SENT"))
+        .col_expr(message::Column::StatusUpdatedAt, Expr::value(now))
+        .col_expr(message::Column::ErrorCode, Expr::value(Option::<String>::None))
+        .col_expr(message::Column::ErrorMessage, Expr::value(Option::<String>::None))
+        .col_expr(message::Column::FailedAt, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(message::Column::SentAt, Expr::value(now))
+        .col_expr(message::Column::Provider, Expr::value(provider))
+        .col_expr(message::Column::ProviderMessageId, Expr::value(provider_message_id))
+        .filter(message::Column::Id.eq(id))
+        .filter(message::Column::Status.eq("FAILED"))
+        .filter(message::Column::ErrorCode.is_in(["AMBIGUOUS", "NOT_SENT"]))
+        .exec(conn)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// An ambiguous send the provider has no record of: still FAILED, now certainly unsent (and so
+/// open to a deliberate retry). Answers whether it was still ambiguous.
+pub async fn settle_unsent(
+    conn: &impl ConnectionTrait,
+    id: i64,
+    code: &str,
+    text: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let result = message::Entity::update_many()
+        .col_expr(message::Column::ErrorCode, Expr::value(code))
+        .col_expr(message::Column::ErrorMessage, Expr::value(text))
+        .col_expr(message::Column::StatusUpdatedAt, Expr::value(now))
+        .filter(message::Column::Id.eq(id))
+        .filter(message::Column::Status.eq("FAILED"))
+        .filter(message::Column::ErrorCode.eq("AMBIGUOUS"))
+        .exec(conn)
+        .await?;
+    Ok(result.rows_affected == 1)
 }
 
 /// A message its provider accepted, to be recorded with others in one go.

@@ -130,8 +130,10 @@ impl Store {
         let mut options = ConnectOptions::new(url.to_owned());
         options
             .sqlx_logging(false)
-            .connect_timeout(Duration::from_secs(5))
-            .acquire_timeout(Duration::from_secs(5))
+            // A request against a dead database answers 503 within about a second instead of
+            // waiting out long timeouts; a healthy pool hands out connections in microseconds.
+            .connect_timeout(Duration::from_secs(1))
+            .acquire_timeout(Duration::from_secs(1))
             .map_sqlx_sqlite_opts(|opts| {
                 opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                     .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)

@@ -25,6 +25,10 @@ both_databases!(
     search_beyond_a_thousand_matches_lists_newest_first,
     one_sender_is_paced_across_workers,
     retryable_failures_give_up_after_the_last_attempt,
+    a_provider_slower_than_the_lease_loses_no_result,
+    kill_mid_burst_leaves_only_the_calls_in_flight_ambiguous,
+    sigterm_mid_burst_finishes_calls_in_flight_and_hands_back_the_rest,
+    retry_reaches_every_failed_message_of_a_large_business,
 );
 
 /// An app whose Twilio is a fake, and a business with Twilio credentials and one consenting client.
@@ -201,7 +205,8 @@ async fn bad_input_is_rejected_and_nothing_is_stored_or_sent(db: Db) {
 }
 
 async fn only_safe_failures_are_retried_and_retry_is_deliberate(db: Db) {
-    let (app, twilio, b, client) = sms_setup(db, &[("OMEGA_PROVIDER_TIMEOUT_SECS", "1")]).await;
+    let (app, twilio, b, client) =
+        sms_setup(db, &[("OMEGA_PROVIDER_TIMEOUT_SECS", "1"), ("OMEGA_DELIVERY_RECONCILE_AFTER_SECS", "3")]).await;
     let queue = |content: &str| {
         let body = json!({ "client_id": client, "content": content });
         let app = &app;
@@ -236,6 +241,22 @@ async fn only_safe_failures_are_retried_and_retry_is_deliberate(db: Db) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let attempts_at_twilio = || twilio.requests().iter().filter(|r| r.field("Body") == Some("maybe delivered")).count();
     assert_eq!(attempts_at_twilio(), 1, "no blind resend");
+
+    // While its outcome is unknown, not even a deliberate retry resends it.
+    let unknown =
+        json_of(app.post("/omega/messages/retry", &b.key, Some(json!({ "message_ids": [id] }))).await, 200).await;
+    assert_eq!(unknown["retried"], json!([]), "{unknown}");
+    assert_eq!(unknown["skipped"], 1);
+    // Reconciliation asks Twilio, which never got it: certainly unsent, so retryable.
+    eventually(Duration::from_secs(30), "the ambiguous send reconciled", || {
+        let (app, b, id) = (&app, &b, &id);
+        async move { message(app, b, id).await["message"]["error_code"] == "NOT_SENT" }
+    })
+    .await;
+    let settled = message(&app, &b, &id).await;
+    assert_eq!(settled["message"]["status"], "FAILED");
+    assert!(twilio.lookups() >= 1);
+    assert_eq!(attempts_at_twilio(), 1, "a lookup sends nothing");
 
     // Only a deliberate retry sends it again; its history is kept. Non-failed ones are left alone.
     let sent_ok = json_of(app.get(&format!("/omega/messages/requests/{}", "x"), &b.key).await, 404).await;
@@ -588,4 +609,316 @@ async fn search_beyond_a_thousand_matches_lists_newest_first(db: Db) {
     let one = json_of(app.get(&format!("{path}?q=first"), &b.key).await, 200).await;
     assert_eq!(one["total_size"], 1);
     assert_eq!(one["total_size_capped"], false);
+}
+
+// ---- delivery tells the truth: claims, crashes, outages, reconciliation ----
+
+/// Every row a query answers (fixtures and checks straight from the database).
+async fn rows(db_url: &str, sql: &str) -> Vec<sea_orm::QueryResult> {
+    use sea_orm::ConnectionTrait;
+    let db = sea_orm::Database::connect(db_url).await.unwrap();
+    let backend = db.get_database_backend();
+    let rows = db.query_all_raw(sea_orm::Statement::from_string(backend, sql)).await;
+    // Closed before any panic: a pool dropped while unwinding can keep the test's runtime from
+    // shutting down.
+    db.close().await.ok();
+    rows.unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+async fn count(db_url: &str, sql: &str) -> i64 {
+    rows(db_url, sql).await[0].try_get::<i64>("", "n").unwrap()
+}
+
+/// The outbound messages as stored: (content, status, error code, provider id).
+async fn outbound(db_url: &str) -> Vec<(String, String, Option<String>, Option<String>)> {
+    rows(
+        db_url,
+        "SELECT content, status, error_code, provider_message_id FROM messages WHERE direction = 'OUTBOUND' ORDER BY id",
+    )
+    .await
+    .into_iter()
+    .map(|r| {
+        (
+            r.try_get("", "content").unwrap(),
+            r.try_get("", "status").unwrap(),
+            r.try_get("", "error_code").unwrap(),
+            r.try_get("", "provider_message_id").unwrap(),
+        )
+    })
+    .collect()
+}
+
+/// Messages whose history holds an ambiguous attempt (a send whose outcome was unknown).
+async fn ever_ambiguous(db_url: &str) -> i64 {
+    count(db_url, "SELECT COUNT(DISTINCT message_id) AS n FROM message_attempts WHERE outcome = 'ambiguous'").await
+}
+
+async fn queue_many(app: &TestApp, b: &TestBusiness, client: u64, n: usize, prefix: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let body = json!({ "client_id": client, "content": format!("{prefix} {i}") });
+        let queued = json_of(queue_sms(app, b, body).await, 200).await;
+        ids.push(queued["messages"][0]["message_id"].as_str().unwrap().to_owned());
+    }
+    ids
+}
+
+/// Every message SENT with the SID Twilio gave the message of its body, and Twilio holding
+/// each body exactly once: nothing lost, nothing sent twice.
+async fn assert_each_sent_once(db_url: &str, twilio: &FakeTwilio, n: usize) {
+    let at_twilio = twilio.messages();
+    let bodies: HashSet<&str> = at_twilio.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(at_twilio.len(), n, "each message reached Twilio once");
+    assert_eq!(bodies.len(), n, "no body twice");
+    let stored = outbound(db_url).await;
+    assert_eq!(stored.len(), n);
+    for (content, status, code, sid) in stored {
+        let twin = at_twilio.iter().find(|m| m.body == content).unwrap_or_else(|| panic!("{content} never sent"));
+        assert_eq!(status, "SENT", "{content}: {code:?}");
+        assert_eq!(sid.as_deref(), Some(twin.sid.as_str()), "{content}");
+    }
+}
+
+async fn all_sent(db_url: &str, n: i64) -> bool {
+    count(db_url, "SELECT COUNT(*) AS n FROM messages WHERE direction = 'OUTBOUND' AND status = 'SENT'").await == n
+}
+
+fn dispatch_env<'a>(base: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![
+        ("OMEGA_TWILIO_BASE_URL", base),
+        ("OMEGA_PUBLIC_URL", "https://omega.example"),
+        ("OMEGA_DELIVERY_WORKERS", "2"),
+        ("OMEGA_DELIVERY_CONCURRENCY", "2"),
+        ("OMEGA_DELIVERY_LEASE_SECS", "5"),
+        ("OMEGA_DELIVERY_RECONCILE_AFTER_SECS", "1"),
+        // Ambiguous sends are looked up once a call can no longer be in flight: after this.
+        ("OMEGA_PROVIDER_TIMEOUT_SECS", "10"),
+    ];
+    env.extend_from_slice(extra);
+    env
+}
+
+/// A provider answering in 6 s, past the 5 s lease: the worker's renewed claim keeps every
+/// send its own, each result is recorded, none is called ambiguous, and a retry of the
+/// business has nothing to resend.
+async fn a_provider_slower_than_the_lease_loses_no_result(db: Db) {
+    let (mut app, twilio, b, client) = sms_setup(db, &[("OMEGA_DELIVERY_WORKERS", "0")]).await;
+    let ids = queue_many(&app, &b, client, 8, "slow provider").await;
+    twilio.set_answer(common::fakes::Answer::After(Duration::from_secs(6)));
+    let base = twilio.base_url();
+    app.restart(&dispatch_env(
+        &base,
+        &[("OMEGA_DELIVERY_CONCURRENCY", "4"), ("OMEGA_DELIVERY_RECONCILE_AFTER_SECS", "3600")],
+    ))
+    .await;
+    let url = app.db.url.clone();
+    eventually(Duration::from_secs(90), "all 8 sent", || all_sent(&url, 8)).await;
+    assert_eq!(ever_ambiguous(&url).await, 0, "no live send was settled as abandoned");
+    assert_each_sent_once(&url, &twilio, 8).await;
+    for id in &ids {
+        let history = message(&app, &b, id).await;
+        let outcomes: Vec<&str> =
+            history["attempts"].as_array().unwrap().iter().map(|a| a["outcome"].as_str().unwrap()).collect();
+        assert_eq!(outcomes, ["accepted"], "{history}");
+    }
+    let retry =
+        json_of(app.post("/omega/messages/retry", &b.key, Some(json!({ "business_id": b.id }))).await, 200).await;
+    assert_eq!(retry["retried"], json!([]), "nothing to resend");
+    assert_eq!(twilio.messages().len(), 8);
+}
+
+/// kill -9 while every call is in flight (Twilio created the messages, its answers never
+/// came): only those calls are ambiguous, each is found at Twilio and settled SENT, and the
+/// rest are sent once after the restart.
+async fn kill_mid_burst_leaves_only_the_calls_in_flight_ambiguous(db: Db) {
+    let (mut app, twilio, _b, client) = sms_setup(db, &[("OMEGA_DELIVERY_WORKERS", "0")]).await;
+    let _ids = queue_many(&app, &_b, client, 30, "kill burst").await;
+    twilio.set_answer(common::fakes::Answer::Never);
+    let base = twilio.base_url();
+    let env = dispatch_env(&base, &[]);
+    app.restart(&env).await;
+    // Two workers, two calls each: four sends truly in flight, then the process dies.
+    eventually(Duration::from_secs(30), "4 calls in flight", || async { twilio.unanswered() == 4 }).await;
+    let in_flight = twilio.unanswered() as i64;
+    twilio.set_answer(common::fakes::Answer::Promptly);
+    app.restart(&env).await;
+    let url = app.db.url.clone();
+    eventually(Duration::from_secs(60), "all 30 sent", || all_sent(&url, 30)).await;
+    let ambiguous = ever_ambiguous(&url).await;
+    assert!(ambiguous <= in_flight, "{ambiguous} ambiguous, {in_flight} calls in flight");
+    assert_eq!(ambiguous, in_flight, "each call in flight was settled as ambiguous, then reconciled");
+    assert!(twilio.lookups() >= 1, "reconciled by looking at Twilio");
+    assert_each_sent_once(&url, &twilio, 30).await;
+}
+
+/// SIGTERM with a slow provider: the calls in flight finish and are recorded, the untouched
+/// jobs go back to the outbox, nothing is left `sending` or ambiguous.
+async fn sigterm_mid_burst_finishes_calls_in_flight_and_hands_back_the_rest(db: Db) {
+    let (mut app, twilio, _b, client) = sms_setup(db, &[("OMEGA_DELIVERY_WORKERS", "0")]).await;
+    queue_many(&app, &_b, client, 30, "sigterm burst").await;
+    twilio.set_answer(common::fakes::Answer::After(Duration::from_secs(2)));
+    let base = twilio.base_url();
+    let env = dispatch_env(&base, &[("OMEGA_DELIVERY_RECONCILE_AFTER_SECS", "3600")]);
+    app.restart(&env).await;
+    eventually(Duration::from_secs(30), "calls in flight", || async { !twilio.messages().is_empty() }).await;
+    let pid = app.omega.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let exited = tokio::task::block_in_place(|| app.omega.child.wait()).unwrap();
+    assert!(exited.success(), "omega stopped cleanly: {exited}");
+    let url = app.db.url.clone();
+    let left =
+        count(&url, "SELECT COUNT(*) AS n FROM delivery_jobs WHERE state IN ('running', 'sending', 'settling')").await;
+    assert_eq!(left, 0, "every job finished or handed back");
+    assert_eq!(ever_ambiguous(&url).await, 0);
+    let sent = count(&url, "SELECT COUNT(*) AS n FROM messages WHERE status = 'SENT'").await;
+    assert_eq!(sent as usize, twilio.messages().len(), "every call made was recorded");
+    assert!(sent < 30, "the rest was handed back, not sent during the drain");
+    twilio.set_answer(common::fakes::Answer::Promptly);
+    app.restart(&env).await;
+    eventually(Duration::from_secs(60), "all 30 sent", || all_sent(&url, 30)).await;
+    assert_each_sent_once(&url, &twilio, 30).await;
+}
+
+/// Retry's limit applies to the FAILED messages that were certainly not sent: paging through
+/// a business with more than a thousand outbound messages reaches every one, and never one
+/// whose outcome is unknown or that Twilio accepted.
+async fn retry_reaches_every_failed_message_of_a_large_business(db: Db) {
+    let (app, _twilio, b, client) = sms_setup(db, &[("OMEGA_DELIVERY_WORKERS", "0")]).await;
+    let conversation = app.conversation(&b, client).await as i64;
+    let now = chrono::DateTime::from_timestamp_micros(chrono::Utc::now().timestamp_micros()).unwrap();
+    let insert = |count: i64, prefix: &'static str, status: &'static str, code: Option<&'static str>| {
+        let app = &app;
+        let b = &b;
+        async move {
+            app.sql(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
+                 INSERT INTO messages (public_id, business_id, conversation_id, client_id, channel, direction, sender_type, \
+                   content, status, error_code, attempt_count, to_address, from_address, created_at) \
+                 SELECT $2 || i, $3, $4, $5, 'SMS', 'OUTBOUND', 'system', $2 || i, $6, $7, 1, '+14155550199', \
+                   '+14155550100', $8 FROM n",
+                vec![
+                    count.into(),
+                    prefix.into(),
+                    (b.id as i64).into(),
+                    conversation.into(),
+                    (client as i64).into(),
+                    status.into(),
+                    code.map(str::to_owned).into(),
+                    now.into(),
+                ],
+            )
+            .await;
+        }
+    };
+    insert(1_100, "old-sent-", "SENT", None).await;
+    insert(60, "unsent-a-", "FAILED", Some("RETRYABLE")).await;
+    insert(10, "ambiguous-", "FAILED", Some("AMBIGUOUS")).await;
+    insert(10, "accepted-", "FAILED", Some("30008")).await;
+    insert(300, "mid-sent-", "DELIVERED", None).await;
+    insert(90, "unsent-b-", "FAILED", Some("NOT_SENT")).await;
+    app.sql(
+        "INSERT INTO message_attempts (message_id, attempt, started_at, finished_at, outcome, provider_message_id) \
+         SELECT id, 1, $1, $1, 'accepted', 'SMacc' || id FROM messages WHERE public_id LIKE 'accepted-%'",
+        vec![now.into()],
+    )
+    .await;
+    let mut retried = HashSet::new();
+    for _ in 0..10 {
+        let body = json!({ "business_id": b.id, "limit": 40 });
+        let page = json_of(app.post("/omega/messages/retry", &b.key, Some(body)).await, 200).await;
+        let ids = page["retried"].as_array().unwrap().clone();
+        if ids.is_empty() {
+            assert_eq!(page["skipped"], 20, "the possibly delivered ones are left alone: {page}");
+            break;
+        }
+        assert!(ids.len() <= 40);
+        retried.extend(ids.into_iter().map(|id| id.as_str().unwrap().to_owned()));
+    }
+    let reached: Vec<String> = rows(&app.db.url, "SELECT public_id FROM messages WHERE status = 'QUEUED' ORDER BY id")
+        .await
+        .into_iter()
+        .map(|r| r.try_get("", "public_id").unwrap())
+        .collect();
+    assert_eq!(retried.len(), 150, "every certainly unsent failure, past the first thousand messages");
+    assert_eq!(reached.len(), 150);
+    assert!(reached.iter().all(|id| id.starts_with("unsent-")), "{reached:?}");
+    assert!(reached.iter().all(|id| retried.contains(id)));
+}
+
+/// A PostgreSQL outage mid-backlog (the line to the database cut for 4 s): no new send starts
+/// once results cannot be recorded, the ones held are recorded when it returns, health and
+/// requests say 503 within about a second, and every message ends SENT once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_mid_backlog_starts_no_new_sends_and_loses_no_result() {
+    let (mut app, twilio, b, client) = sms_setup(Db::Postgres, &[("OMEGA_DELIVERY_WORKERS", "0")]).await;
+    queue_many(&app, &b, client, 40, "outage backlog").await;
+    let proxy = common::fakes::TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let proxied = app.db.url.replace("127.0.0.1:5432", &proxy.addr().to_string());
+    twilio.set_answer(common::fakes::Answer::After(Duration::from_millis(500)));
+    let base = twilio.base_url();
+    let env = dispatch_env(&base, &[]);
+    let _ = app.omega.child.kill();
+    let _ = app.omega.child.wait();
+    let (omega, grpc_addr) = common::start_omega(app.dir.path(), &proxied, &app.platform_key, &env).await;
+    let (envoy, envoy_addr, envoy_admin) = common::start_envoy(app.dir.path(), grpc_addr).await;
+    (app.omega, app.envoy, app.grpc_addr, app.envoy_addr, app.envoy_admin) =
+        (omega, envoy, grpc_addr, envoy_addr, envoy_admin);
+    eventually(Duration::from_secs(30), "some sent", || async { twilio.messages().len() >= 8 }).await;
+
+    proxy.cut();
+    let at_cut = twilio.requests().len();
+    let asked = std::time::Instant::now();
+    let resp = app.get("/omega/health/db", &app.platform_key).await;
+    assert_eq!(resp.status(), 503);
+    assert!(asked.elapsed() < Duration::from_secs(4), "503 took {:?}", asked.elapsed());
+    let health = tonic_health::pb::health_client::HealthClient::new(app.grpc_channel().await);
+    eventually(Duration::from_secs(4), "grpc health NOT_SERVING", || {
+        let mut health = health.clone();
+        async move {
+            let resp = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap();
+            resp.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+        }
+    })
+    .await;
+    // The outage lasts a few seconds; what matters is what the workers did meanwhile.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let during = twilio.requests().len() - at_cut;
+    // At most the calls each worker had already marked as sending when the line went down.
+    assert!(during <= 2 * 2, "{during} sends started while the database was gone");
+    proxy.restore();
+
+    let url = app.db.url.clone();
+    eventually(Duration::from_secs(90), "all 40 sent", || all_sent(&url, 40)).await;
+    assert_each_sent_once(&url, &twilio, 40).await;
+}
+
+/// Three replicas share a backlog against a slow provider; one is killed mid-burst. Its sends
+/// in flight are reconciled at Twilio, the rest is sent by the others: no duplicate, nothing
+/// lost, nothing left ambiguous.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_with_one_killed_send_each_message_once() {
+    let (app, twilio, b, client) = sms_setup(Db::Postgres, &[("OMEGA_DELIVERY_WORKERS", "0")]).await;
+    queue_many(&app, &b, client, 40, "three replicas").await;
+    twilio.set_answer(common::fakes::Answer::After(Duration::from_millis(400)));
+    let base = twilio.base_url();
+    let env = dispatch_env(&base, &[]);
+    let (doomed, _) = app.start_replica(&env).await;
+    let (_two, _) = app.start_replica(&env).await;
+    let (_three, _) = app.start_replica(&env).await;
+    eventually(Duration::from_secs(30), "the burst is under way", || async { twilio.messages().len() >= 8 }).await;
+    drop(doomed); // SIGKILL
+    let url = app.db.url.clone();
+    // Each send the dead replica left is reconciled: SENT if it reached Twilio, otherwise
+    // FAILED as certainly unsent, which a retry may resend without texting anyone twice.
+    let settled = "SELECT COUNT(*) AS n FROM messages WHERE status = 'SENT' OR error_code = 'NOT_SENT'";
+    eventually(Duration::from_secs(90), "all 40 settled", || async { count(&url, settled).await == 40 }).await;
+    let unsent = count(&url, "SELECT COUNT(*) AS n FROM messages WHERE error_code = 'NOT_SENT'").await;
+    assert_eq!(twilio.messages().len() as i64 + unsent, 40, "the unsent ones never reached Twilio");
+    let retry =
+        json_of(app.post("/omega/messages/retry", &b.key, Some(json!({ "business_id": b.id }))).await, 200).await;
+    assert_eq!(retry["retried"].as_array().unwrap().len() as i64, unsent, "{retry}");
+    eventually(Duration::from_secs(90), "all 40 sent", || all_sent(&url, 40)).await;
+    assert_each_sent_once(&url, &twilio, 40).await;
+    let unsettled = count(&url, "SELECT COUNT(*) AS n FROM messages WHERE error_code = 'AMBIGUOUS'").await;
+    assert_eq!(unsettled, 0);
 }

@@ -69,7 +69,13 @@ impl HttpRequest {
 }
 
 enum HttpReply {
-    Respond { status: u16, headers: Vec<(String, String)>, body: Vec<u8> },
+    Respond {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
+    /// The reply, written only after a while (a slow provider that has already acted).
+    Later(Duration, Box<HttpReply>),
     Hang,
     Drop,
 }
@@ -126,7 +132,13 @@ async fn serve_http_connection(stream: TcpStream, handler: HttpHandler) {
     let mut reader = BufReader::new(stream);
     while let Some(request) = read_http_request(&mut reader).await {
         let close_after = request.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        match handler(request) {
+        let mut reply = handler(request);
+        while let HttpReply::Later(delay, later) = reply {
+            tokio::time::sleep(delay).await;
+            reply = *later;
+        }
+        match reply {
+            HttpReply::Later(..) => unreachable!("unwrapped above"),
             HttpReply::Respond { status, headers, body } => {
                 let reason = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
                 let mut head = format!("HTTP/1.1 {status} {reason}\r\ncontent-length: {}\r\n", body.len());
@@ -237,15 +249,33 @@ pub struct TwilioMessage {
     pub date_created: String,
 }
 
+/// How the fake Twilio answers a message it has just created, until told otherwise.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Answer {
+    /// At once.
+    #[default]
+    Promptly,
+    /// After this long (the message exists at Twilio meanwhile).
+    After(Duration),
+    /// Never: the message exists, its answer never comes (a call in flight forever).
+    Never,
+}
+
 #[derive(Default)]
 struct TwilioState {
     requests: Vec<TwilioRequest>,
     behaviors: VecDeque<Behavior>,
     messages: Vec<TwilioMessage>,
+    answer: Answer,
+    /// Messages created whose answer was held back for good ([`Answer::Never`]).
+    unanswered: usize,
+    /// Message list reads (`GET …/Messages.json`).
+    lookups: usize,
 }
 
-/// Twilio's Messages API on loopback: `POST /2010-04-01/Accounts/{AccountSid}/Messages.json` and
-/// `GET …/Messages/{Sid}.json`, HTTP Basic auth with [`FakeTwilio::ACCOUNT_SID`] and
+/// Twilio's Messages API on loopback: `POST /2010-04-01/Accounts/{AccountSid}/Messages.json`,
+/// `GET …/Messages/{Sid}.json` and the list `GET …/Messages.json?To=…&From=…&PageSize=…` (newest
+/// first, paged through `next_page_uri`), HTTP Basic auth with [`FakeTwilio::ACCOUNT_SID`] and
 /// [`FakeTwilio::AUTH_TOKEN`].
 pub struct FakeTwilio {
     server: HttpServer,
@@ -291,6 +321,21 @@ impl FakeTwilio {
     /// is empty requests are handled normally ([`Behavior::Created`]).
     pub fn respond_next(&self, behavior: Behavior) {
         self.state.lock().unwrap().behaviors.push_back(behavior);
+    }
+
+    /// How to answer the messages created from now on.
+    pub fn set_answer(&self, answer: Answer) {
+        self.state.lock().unwrap().answer = answer;
+    }
+
+    /// Messages created whose answer was never given ([`Answer::Never`]): sends truly in flight.
+    pub fn unanswered(&self) -> usize {
+        self.state.lock().unwrap().unanswered
+    }
+
+    /// How many times the message list was read.
+    pub fn lookups(&self) -> usize {
+        self.state.lock().unwrap().lookups
     }
 
     /// Moves a created message on, as delivery would (`sent`, `delivered`, `undelivered`…).
@@ -355,6 +400,13 @@ fn twilio_handle(state: &Mutex<TwilioState>, request: HttpRequest) -> HttpReply 
     };
     let fetched_sid = match (request.method.as_str(), resource) {
         ("POST", ".json") => None,
+        ("GET", ".json") => {
+            if let Some(reply) = state.behaviors.pop_front().and_then(|b| twilio_fault(&b)) {
+                return reply;
+            }
+            state.lookups += 1;
+            return twilio_list(&state.messages, &messages_path, &request.target);
+        }
         ("GET", rest) if rest.starts_with('/') && rest.ends_with(".json") => {
             Some(rest.trim_start_matches('/').trim_end_matches(".json").to_owned())
         }
@@ -362,17 +414,8 @@ fn twilio_handle(state: &Mutex<TwilioState>, request: HttpRequest) -> HttpReply 
         _ => return twilio_error(404, 20404, &format!("The requested resource {path} was not found")),
     };
 
-    match state.behaviors.pop_front().unwrap_or(Behavior::Created) {
-        Behavior::Created => {}
-        Behavior::TooManyRequests => {
-            return twilio_error(429, 20429, "Too Many Requests").with_header("retry-after", "1".into());
-        }
-        Behavior::ServerError => return twilio_error(500, 20500, "An internal server error has occurred"),
-        Behavior::Reject { code, status } => {
-            return twilio_error(status, code, &format!("Rejected by the fake Twilio (code {code})"));
-        }
-        Behavior::Hang => return HttpReply::Hang,
-        Behavior::Drop => return HttpReply::Drop,
+    if let Some(reply) = state.behaviors.pop_front().and_then(|b| twilio_fault(&b)) {
+        return reply;
     }
 
     if let Some(sid) = fetched_sid {
@@ -416,7 +459,68 @@ fn twilio_handle(state: &Mutex<TwilioState>, request: HttpRequest) -> HttpReply 
     };
     let reply = HttpReply::json(201, twilio_message_json(&message));
     state.messages.push(message);
-    reply
+    match state.answer {
+        Answer::Promptly => reply,
+        Answer::After(delay) => HttpReply::Later(delay, Box::new(reply)),
+        Answer::Never => {
+            state.unanswered += 1;
+            HttpReply::Hang
+        }
+    }
+}
+
+/// The answer a queued behaviour gives instead of the normal handling (`None`: handle normally).
+fn twilio_fault(behavior: &Behavior) -> Option<HttpReply> {
+    Some(match behavior {
+        Behavior::Created => return None,
+        Behavior::TooManyRequests => {
+            twilio_error(429, 20429, "Too Many Requests").with_header("retry-after", "1".into())
+        }
+        Behavior::ServerError => twilio_error(500, 20500, "An internal server error has occurred"),
+        Behavior::Reject { code, status } => {
+            twilio_error(*status, *code, &format!("Rejected by the fake Twilio (code {code})"))
+        }
+        Behavior::Hang => HttpReply::Hang,
+        Behavior::Drop => HttpReply::Drop,
+    })
+}
+
+/// One page of the message list, newest first, filtered by `To` and `From` as Twilio does;
+/// `Page` (0-based) and `PageSize` (default 50) page it, `next_page_uri` names the next page.
+fn twilio_list(messages: &[TwilioMessage], messages_path: &str, target: &str) -> HttpReply {
+    let query: Vec<(String, String)> =
+        form_urlencoded::parse(target.split_once('?').map_or("", |(_, q)| q).as_bytes()).into_owned().collect();
+    let param = |name: &str| query.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    let page_size: usize = param("PageSize").and_then(|v| v.parse().ok()).unwrap_or(50).clamp(1, 1000);
+    let page: usize = param("Page").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let (to, from) = (param("To"), param("From"));
+    let matching: Vec<&TwilioMessage> = messages
+        .iter()
+        .rev()
+        .filter(|m| to.as_ref().is_none_or(|to| &m.to == to))
+        .filter(|m| from.as_ref().is_none_or(|from| m.from.as_ref() == Some(from)))
+        .collect();
+    let listed: Vec<serde_json::Value> =
+        matching.iter().skip(page * page_size).take(page_size).map(|m| twilio_message_json(m)).collect();
+    let next_page_uri = ((page + 1) * page_size < matching.len()).then(|| {
+        let mut next = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in query.iter().filter(|(n, _)| n != "Page" && n != "PageToken") {
+            next.append_pair(name, value);
+        }
+        next.append_pair("Page", &(page + 1).to_string());
+        next.append_pair("PageToken", &format!("PA{}", page + 1));
+        format!("{messages_path}.json?{}", next.finish())
+    });
+    HttpReply::json(
+        200,
+        serde_json::json!({
+            "messages": listed,
+            "page": page,
+            "page_size": page_size,
+            "uri": target,
+            "next_page_uri": next_page_uri,
+        }),
+    )
 }
 
 /// The Message resource as Twilio prints it (the fields a client may read).
@@ -1043,5 +1147,82 @@ impl StripPrefixIgnoreCase for str {
     fn strip_prefix_ignore_case(&self, prefix: &str) -> Option<&str> {
         let head = self.get(..prefix.len())?;
         head.eq_ignore_ascii_case(prefix).then(|| &self[prefix.len()..])
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A TCP proxy that can cut the line (a database outage)
+
+/// Forwards loopback connections to `upstream` until told to cut: then every open connection is
+/// closed and the port refuses connections (as a stopped server's would) until
+/// [`TcpProxy::restore`].
+pub struct TcpProxy {
+    addr: SocketAddr,
+    /// (cuts so far, whether the line is down): connections opened before a cut end with it.
+    generation: tokio::sync::watch::Sender<(u64, bool)>,
+    accept_task: JoinHandle<()>,
+}
+
+impl TcpProxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().unwrap();
+        let (generation, mut watch) = tokio::sync::watch::channel((0_u64, false));
+        let accept_task = tokio::spawn(async move {
+            let mut connections = JoinSet::new();
+            let mut listener = Some(listener);
+            loop {
+                let Some(open) = &listener else {
+                    // Down: nothing listens, so connecting is refused. Back up on restore.
+                    let _ = watch.wait_for(|(_, down)| !*down).await;
+                    listener = Some(TcpListener::bind(addr).await.expect("rebind proxy"));
+                    continue;
+                };
+                let accepted = tokio::select! {
+                    accepted = open.accept() => accepted,
+                    _ = watch.wait_for(|(_, down)| *down) => {
+                        listener = None;
+                        continue;
+                    }
+                };
+                let Ok((mut inbound, _)) = accepted else { continue };
+                while connections.try_join_next().is_some() {}
+                let born = watch.borrow().0;
+                let mut watch = watch.clone();
+                connections.spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = watch.wait_for(|(generation, _)| *generation != born) => {}
+                    }
+                });
+            }
+        });
+        Self { addr, generation, accept_task }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The outage begins: every connection is dropped, none is let through.
+    pub fn cut(&self) {
+        self.generation.send_modify(|(generation, down)| {
+            *generation += 1;
+            *down = true;
+        });
+    }
+
+    /// The outage ends.
+    pub fn restore(&self) {
+        self.generation.send_modify(|(_, down)| *down = false);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.accept_task.abort();
     }
 }
