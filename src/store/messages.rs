@@ -295,31 +295,44 @@ pub async fn claim_jobs(
     lease_until: DateTime<Utc>,
     limit: u64,
 ) -> StoreResult<Vec<job::Model>> {
+    claim_in_state(conn, ("pending", "running"), worker, now, lease_until, limit).await
+}
+
+/// Claims up to `limit` jobs waiting in `states.0` whose time has come, and jobs in `states.1`
+/// whose claim ran out, moving them to `states.1` for `worker` until `lease_until`.
+async fn claim_in_state(
+    conn: &impl ConnectionTrait,
+    (waiting, working): (&'static str, &'static str),
+    worker: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: u64,
+) -> StoreResult<Vec<job::Model>> {
     let backend = conn.get_database_backend();
+    // The two states are this module's own constants, never input.
     let sql = match backend {
-        DbBackend::Postgres => {
-            "UPDATE delivery_jobs SET state = 'running', locked_by = $1, locked_until = $2, updated_at = $3 \
+        DbBackend::Postgres => format!(
+            "UPDATE delivery_jobs SET state = '{working}', locked_by = $1, locked_until = $2, updated_at = $3 \
              WHERE id IN (SELECT id FROM delivery_jobs \
-               WHERE (state = 'pending' AND next_attempt_at <= $3) OR (state = 'running' AND locked_until < $3) \
+               WHERE (state = '{waiting}' AND next_attempt_at <= $3) OR (state = '{working}' AND locked_until < $3) \
                ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
              RETURNING *"
-        }
-        _ => {
-            "UPDATE delivery_jobs SET state = 'running', locked_by = ?1, locked_until = ?2, updated_at = ?3 \
+        ),
+        _ => format!(
+            "UPDATE delivery_jobs SET state = '{working}', locked_by = ?1, locked_until = ?2, updated_at = ?3 \
              WHERE id IN (SELECT id FROM delivery_jobs \
-               WHERE (state = 'pending' AND next_attempt_at <= ?3) OR (state = 'running' AND locked_until < ?3) \
+               WHERE (state = '{waiting}' AND next_attempt_at <= ?3) OR (state = '{working}' AND locked_until < ?3) \
                ORDER BY next_attempt_at LIMIT ?4) \
              RETURNING *"
-        }
+        ),
     };
-    let rows = job::Model::find_by_statement(Statement::from_sql_and_values(
+    Ok(job::Model::find_by_statement(Statement::from_sql_and_values(
         backend,
         sql,
         [worker.into(), lease_until.into(), now.into(), (limit as i64).into()],
     ))
     .all(conn)
-    .await?;
-    Ok(rows)
+    .await?)
 }
 
 /// Jobs whose worker vanished in the middle of a send: whether the provider got the message is
@@ -443,30 +456,7 @@ pub async fn claim_reconciliations(
     lease_until: DateTime<Utc>,
     limit: u64,
 ) -> StoreResult<Vec<job::Model>> {
-    let backend = conn.get_database_backend();
-    let sql = match backend {
-        DbBackend::Postgres => {
-            "UPDATE delivery_jobs SET state = 'reconciling', locked_by = $1, locked_until = $2, updated_at = $3 \
-             WHERE id IN (SELECT id FROM delivery_jobs \
-               WHERE (state = 'reconcile' AND next_attempt_at <= $3) OR (state = 'reconciling' AND locked_until < $3) \
-               ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
-             RETURNING *"
-        }
-        _ => {
-            "UPDATE delivery_jobs SET state = 'reconciling', locked_by = ?1, locked_until = ?2, updated_at = ?3 \
-             WHERE id IN (SELECT id FROM delivery_jobs \
-               WHERE (state = 'reconcile' AND next_attempt_at <= ?3) OR (state = 'reconciling' AND locked_until < ?3) \
-               ORDER BY next_attempt_at LIMIT ?4) \
-             RETURNING *"
-        }
-    };
-    Ok(job::Model::find_by_statement(Statement::from_sql_and_values(
-        backend,
-        sql,
-        [worker.into(), lease_until.into(), now.into(), (limit as i64).into()],
-    ))
-    .all(conn)
-    .await?)
+    claim_in_state(conn, ("reconcile", "reconciling"), worker, now, lease_until, limit).await
 }
 
 /// An acceptance learnt after the message was failed as ambiguous (a send that outlived its

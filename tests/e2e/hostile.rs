@@ -19,6 +19,12 @@ async fn refused(resp: reqwest::Response, field: &str) {
     assert!(!body.contains("Protobuf") && !body.contains("decode"), "internals leaked: {body}");
 }
 
+/// A web-chat inbox of `b`: its public identifier.
+async fn chat_inbox(app: &common::TestApp, b: &common::TestBusiness) -> String {
+    let resp = app.post(&format!("/omega/businesses/{}/inboxes", b.id), &b.key, Some(json!({ "name": "Chat" }))).await;
+    resp.json::<Value>().await.unwrap()["inbox"]["inbox_identifier"].as_str().unwrap().to_owned()
+}
+
 async fn count(app: &common::TestApp, table: &str) -> i64 {
     let row = app.sql(&format!("SELECT COUNT(*) AS n FROM {table}"), vec![]).await.unwrap();
     row.try_get::<i64>("", "n").unwrap()
@@ -46,15 +52,7 @@ async fn nul_characters_are_refused_everywhere(db: Db) {
     refused(app.post("/omega/api-keys", &app.platform_key, Some(json!({ "label": "a\u{0}" }))).await, "label").await;
 
     // Web chat: unauthenticated JSON bodies.
-    let inbox = app
-        .post(&format!("/omega/businesses/{}/inboxes", b.id), &b.key, Some(json!({ "name": "Chat" })))
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["inbox"]["inbox_identifier"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let inbox = chat_inbox(&app, &b).await;
     let public = |rest: &str| app.rest(&format!("/public/api/v1/inboxes/{inbox}{rest}"));
     let post = |url: String, body: Value| {
         app.http.post(url).header("content-type", "application/json").body(body.to_string()).send()
@@ -85,15 +83,7 @@ async fn bytes_that_are_not_utf8_are_refused(db: Db) {
 async fn oversize_chat_is_refused(db: Db) {
     let app = spawn_app(db).await;
     let b = app.onboard_simple("lotus", "+14155550100").await;
-    let inbox = app
-        .post(&format!("/omega/businesses/{}/inboxes", b.id), &b.key, Some(json!({ "name": "Chat" })))
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["inbox"]["inbox_identifier"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let inbox = chat_inbox(&app, &b).await;
     let public = |rest: &str| app.rest(&format!("/public/api/v1/inboxes/{inbox}{rest}"));
     let post = |url: String, body: Value| {
         app.http.post(url).header("content-type", "application/json").body(body.to_string()).send()
