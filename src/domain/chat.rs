@@ -231,32 +231,22 @@ impl Omega {
         let source_id = uuid::Uuid::new_v4().to_string();
         let txn = self.store.begin().await?;
         let client = match &proven {
-            Some(identifier) => {
-                match directory::clients_by_identity(&txn, inbox.business_id, Some(identifier), None, None)
-                    .await?
-                    .into_iter()
-                    .next()
-                {
-                    Some(client) => client,
-                    None => {
-                        let fields = ClientFields {
-                            external_ref: Some(identifier.clone()),
-                            name: fields.name.clone(),
-                            phone_e164: None,
-                            email: None,
-                            sms_consent: None,
-                        };
-                        directory::insert_client(&txn, inbox.business_id, fields, now()).await.map_err(taken)?
-                    }
+            Some(identifier) => match client_with_identifier(&txn, inbox.business_id, identifier).await? {
+                Some(client) => client,
+                None => {
+                    let fields = ClientFields {
+                        external_ref: Some(identifier.clone()),
+                        name: fields.name.clone(),
+                        ..Default::default()
+                    };
+                    directory::insert_client(&txn, inbox.business_id, fields, now()).await.map_err(taken)?
                 }
-            }
+            },
             None => {
                 let fields = ClientFields {
                     external_ref: Some(visitor_ref(&source_id)),
                     name: Some(fields.name.clone().unwrap_or_else(|| "Visitor".into())),
-                    phone_e164: None,
-                    email: None,
-                    sms_consent: None,
+                    ..Default::default()
                 };
                 directory::insert_client(&txn, inbox.business_id, fields, now()).await?
             }
@@ -300,38 +290,34 @@ impl Omega {
         let business_id = chat.inbox.business_id;
         let txn = self.store.begin().await?;
         if let Some(identity) = proven.as_deref().filter(|p| chat.contact.verified_identifier.as_deref() != Some(*p)) {
-            let existing =
-                directory::clients_by_identity(&txn, business_id, Some(identity), None, None).await?.into_iter().next();
-            chat.client = match existing {
+            let target = match client_with_identifier(&txn, business_id, identity).await? {
                 Some(target) if target.id == chat.client.id => target,
+                // An unproven contact's own visitor record joins the client it proved to be.
                 Some(target) if !chat.contact.verified => {
                     merge_into(&txn, business_id, &chat.client, &target).await?;
                     target
                 }
-                target => {
-                    let target = match target {
-                        Some(target) => target,
-                        None if !chat.contact.verified => {
-                            let fields = ClientFields { external_ref: Some(identity.to_owned()), ..Default::default() };
-                            directory::update_client(&txn, chat.client.clone(), fields, now()).await.map_err(taken)?
-                        }
-                        None => {
-                            let fields = ClientFields {
-                                external_ref: Some(identity.to_owned()),
-                                name: Some(chat.client.name.clone()),
-                                ..Default::default()
-                            };
-                            directory::insert_client(&txn, business_id, fields, now()).await.map_err(taken)?
-                        }
+                Some(target) => target,
+                // A new identity: the visitor record becomes it; a contact already proven to be
+                // someone else gets a new client instead.
+                None if !chat.contact.verified => {
+                    let fields = ClientFields { external_ref: Some(identity.to_owned()), ..Default::default() };
+                    directory::update_client(&txn, chat.client.clone(), fields, now()).await.map_err(taken)?
+                }
+                None => {
+                    let fields = ClientFields {
+                        external_ref: Some(identity.to_owned()),
+                        name: Some(chat.client.name.clone()),
+                        ..Default::default()
                     };
-                    db::rebind_contact(&txn, chat.contact.id, target.id).await?;
-                    target
+                    directory::insert_client(&txn, business_id, fields, now()).await.map_err(taken)?
                 }
             };
-            db::mark_verified(&txn, chat.contact.id, identity).await?;
+            db::bind_contact(&txn, chat.contact.id, target.id, identity).await?;
+            chat.contact.client_id = target.id;
             chat.contact.verified = true;
             chat.contact.verified_identifier = Some(identity.to_owned());
-            chat.contact.client_id = chat.client.id;
+            chat.client = target;
         }
         let (email, phone) =
             if chat.contact.verified { (fields.email.clone(), fields.phone.clone()) } else { (None, None) };
@@ -345,10 +331,7 @@ impl Omega {
             chat.contact = db::update_claims(&txn, chat.contact, claims).await?;
         }
         txn.commit().await.map_err(StoreError::from)?;
-        let contact = db::contact(self.store.connection(), chat.inbox.id, source_id)
-            .await?
-            .ok_or_else(|| Error::NotFound("contact".into()))?;
-        Ok(ChatContact { contact, ..chat })
+        Ok(chat)
     }
 
     /// Staff merge a web-chat visitor into a client: the visitor's contacts see the client's
@@ -561,6 +544,15 @@ impl Omega {
         conversations_db::append_event(self.store.connection(), event, now()).await?;
         Ok(())
     }
+}
+
+/// The client of the business whose external reference is `identifier`.
+async fn client_with_identifier(
+    conn: &impl sea_orm::ConnectionTrait,
+    business_id: i64,
+    identifier: &str,
+) -> Result<Option<client::Model>> {
+    Ok(directory::clients_by_identity(conn, business_id, Some(identifier), None, None).await?.into_iter().next())
 }
 
 /// Folds a visitor's record into `target` in `conn`'s transaction: its conversation joins the

@@ -139,19 +139,15 @@ pub async fn rebind_contacts(
         .rows_affected)
 }
 
-/// Binds one contact inbox to another client (the caller marks it proven).
-pub async fn rebind_contact(conn: &impl ConnectionTrait, contact_id: i64, client_id: i64) -> StoreResult<()> {
+/// Binds one contact inbox to `client_id`, proven for `identifier`.
+pub async fn bind_contact(
+    conn: &impl ConnectionTrait,
+    contact_id: i64,
+    client_id: i64,
+    identifier: &str,
+) -> StoreResult<()> {
     contact_inbox::Entity::update_many()
         .col_expr(contact_inbox::Column::ClientId, Expr::value(client_id))
-        .filter(contact_inbox::Column::Id.eq(contact_id))
-        .exec(conn)
-        .await?;
-    Ok(())
-}
-
-/// Marks one contact inbox proven for `identifier` (its client already is that identity).
-pub async fn mark_verified(conn: &impl ConnectionTrait, contact_id: i64, identifier: &str) -> StoreResult<()> {
-    contact_inbox::Entity::update_many()
         .col_expr(contact_inbox::Column::Verified, Expr::value(true))
         .col_expr(contact_inbox::Column::VerifiedIdentifier, Expr::value(identifier))
         .filter(contact_inbox::Column::Id.eq(contact_id))

@@ -219,31 +219,18 @@ async fn a_widget_conversation_end_to_end(db: Db) {
     )
     .await;
     assert_eq!(seen["status"], "resolved");
-    let toggled = json_of(
-        post_public(&app, &public(&inbox, &format!("/contacts/{source}/conversations/{id}/toggle_status")), json!({}))
-            .await,
-        200,
-    )
-    .await;
+    let toggle_path = public(&inbox, &format!("/contacts/{source}/conversations/{id}/toggle_status"));
+    let toggle = || async { json_of(post_public(&app, &toggle_path, json!({})).await, 200).await };
+    let toggled = toggle().await;
     assert_eq!(toggled["status"], "resolved");
     let again =
         json_of(post_public(&app, &public(&inbox, &format!("/contacts/{source}/conversations")), json!({})).await, 200)
             .await;
     assert_eq!(again["id"], id);
     assert_eq!(again["status"], "open");
-    let toggled = json_of(
-        post_public(&app, &public(&inbox, &format!("/contacts/{source}/conversations/{id}/toggle_status")), json!({}))
-            .await,
-        200,
-    )
-    .await;
+    let toggled = toggle().await;
     assert_eq!(toggled["status"], "resolved");
-    let toggled = json_of(
-        post_public(&app, &public(&inbox, &format!("/contacts/{source}/conversations/{id}/toggle_status")), json!({}))
-            .await,
-        200,
-    )
-    .await;
+    let toggled = toggle().await;
     assert_eq!(toggled["status"], "resolved", "a second toggle keeps it resolved");
     json_of(post_public(&app, &public(&inbox, &format!("/contacts/{source}/conversations")), json!({})).await, 200)
         .await;
