@@ -175,13 +175,6 @@ impl Store {
         }
     }
 
-    /// The connection single writes outside a transaction go through: SQLite's one writer
-    /// (so they queue with the transactions instead of racing them for the file lock), the pool
-    /// on PostgreSQL.
-    pub fn writer(&self) -> &DatabaseConnection {
-        self.writer.as_ref().unwrap_or(&self.db)
-    }
-
     /// "sqlite" or "postgresql".
     pub fn engine(&self) -> &'static str {
         match self.db.get_database_backend() {
