@@ -87,7 +87,7 @@ async fn mixed_concurrent_writers_never_fail(db: Db) {
                 (i, status, resp.text().await.unwrap())
             }
         });
-        outcomes.extend(futures_join(calls).await);
+        outcomes.extend(futures_util::future::join_all(calls).await);
     }
     let failures: Vec<_> = outcomes
         .iter()
@@ -99,27 +99,4 @@ async fn mixed_concurrent_writers_never_fail(db: Db) {
     let row = app.sql("SELECT COUNT(*) AS n FROM messages", vec![]).await.unwrap();
     // Notes, texts and chat messages: three of every six calls stored one message.
     assert_eq!(row.try_get::<i64>("", "n").unwrap(), (TOTAL / 2) as i64);
-}
-
-async fn futures_join<F: std::future::Future>(calls: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let handles: Vec<_> = calls.collect();
-    let mut set = Vec::with_capacity(handles.len());
-    // Polled together on this task: the calls are concurrent in flight, which is what matters.
-    let mut pinned: Vec<_> = handles.into_iter().map(Box::pin).collect();
-    let mut done: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (slot, future) in done.iter_mut().zip(pinned.iter_mut()) {
-            if slot.is_none() {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(out) => *slot = Some(out),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
-    })
-    .await;
-    set.extend(done.into_iter().map(|o| o.expect("every call finished")));
-    set
 }
