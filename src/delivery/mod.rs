@@ -23,7 +23,7 @@
 //!   shared by all workers and replicas.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -35,6 +35,10 @@ use tokio::{
     sync::watch,
     task::{JoinHandle, JoinSet},
 };
+
+mod journal;
+
+use journal::Journal;
 
 use crate::{
     domain::{
@@ -149,22 +153,28 @@ struct Claim {
 }
 
 impl Dispatcher {
-    /// Starts `config.workers` workers; they stop, after finishing the calls in flight, when
-    /// `stop` turns true.
+    /// Starts `config.workers` workers and their journal; they stop, after finishing the calls
+    /// in flight and recording them, when `stop` turns true.
     pub fn spawn(omega: Omega, config: DeliveryConfig, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
         let dispatcher = Arc::new(Dispatcher { omega, config, clients: Default::default() });
+        let (journal, committers) = Journal::start(dispatcher.clone());
         let instance = uuid::Uuid::new_v4().simple().to_string();
-        (0..dispatcher.config.workers.max(1))
+        let mut handles: Vec<JoinHandle<()>> = (0..dispatcher.config.workers.max(1))
             .map(|n| {
                 let dispatcher = dispatcher.clone();
                 let worker = format!("{}-{n}", &instance[..12]);
                 let stop = stop.clone();
-                tokio::spawn(async move { dispatcher.run(worker, stop).await })
+                let journal = journal.clone();
+                tokio::spawn(async move { dispatcher.run(worker, journal, stop).await })
             })
-            .collect()
+            .collect();
+        // The workers hold the only handles: the journal ends after their last write.
+        drop(journal);
+        handles.extend(committers);
+        handles
     }
 
-    async fn run(self: Arc<Self>, worker: String, mut stop: watch::Receiver<bool>) {
+    async fn run(self: Arc<Self>, worker: String, journal: Journal, mut stop: watch::Receiver<bool>) {
         let mut housekeeping: Option<Instant> = None;
         while !*stop.borrow() {
             // Abandoned sends and reconciliations are rare: looked for once a poll interval,
@@ -173,7 +183,7 @@ impl Dispatcher {
             if check {
                 housekeeping = Some(Instant::now());
             }
-            match self.round(&worker, check, &stop).await {
+            match self.round(&worker, &journal, check, &stop).await {
                 Ok(0) => {
                     let wakeup = self.omega.delivery_wakeup.notified();
                     tokio::select! {
@@ -196,10 +206,11 @@ impl Dispatcher {
     async fn round(
         self: &Arc<Self>,
         worker: &str,
+        journal: &Journal,
         housekeeping: bool,
         stop: &watch::Receiver<bool>,
     ) -> anyhow::Result<usize> {
-        let conn = self.omega.store.connection();
+        let conn = self.omega.store.writes();
         let now = now();
         let lease_until = now + chrono::Duration::from_std(self.config.lease)?;
         if housekeeping {
@@ -212,12 +223,12 @@ impl Dispatcher {
         }
         let jobs = db::claim_jobs(conn, worker, now, lease_until, self.config.batch).await?;
         let handled = jobs.len();
-        self.deliver_batch(worker, jobs, stop).await?;
+        self.deliver_batch(worker, journal, jobs, stop).await?;
         Ok(handled)
     }
 
     async fn settle_abandoned(&self, job: delivery_job::Model) -> anyhow::Result<()> {
-        let conn = self.omega.store.connection();
+        let conn = self.omega.store.writes();
         let Some(message) = db::by_id(conn, job.message_id).await? else {
             db::finish_job(conn, job.id, "done", None, None, now()).await?;
             return Ok(());
@@ -249,7 +260,7 @@ impl Dispatcher {
         }
         let ids: Vec<i64> = claim.held.iter().copied().collect();
         let lease_until = now() + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
-        match db::renew_leases(self.omega.store.connection(), &ids, worker, lease_until).await {
+        match db::renew_leases(self.omega.store.writes(), &ids, worker, lease_until).await {
             Ok(kept) => {
                 let kept: HashSet<i64> = kept.into_iter().collect();
                 claim.held.retain(|id| kept.contains(id));
@@ -263,22 +274,29 @@ impl Dispatcher {
         }
     }
 
+    /// Sends a claimed batch through a window of `concurrency` provider calls: a job is marked
+    /// `sending` just before its call starts and its result goes to the journal as soon as the
+    /// call returns, and the next job starts in its place. A paced job starts once its slot
+    /// has come. Stopping, or a result that cannot be recorded, starts nothing more: the calls
+    /// in flight run to their end and the untouched rest goes back to the outbox.
     async fn deliver_batch(
         self: &Arc<Self>,
         worker: &str,
+        journal: &Journal,
         jobs: Vec<delivery_job::Model>,
         stop: &watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         if jobs.is_empty() {
             return Ok(());
         }
-        let conn = self.omega.store.connection();
+        let conn = self.omega.store.writes();
         let mut claim = Claim { held: jobs.iter().map(|j| j.id).collect(), renewed: Instant::now() };
         let ids: Vec<i64> = jobs.iter().map(|j| j.message_id).collect();
         let mut messages: HashMap<i64, message::Model> =
-            db::by_ids(conn, &ids).await?.into_iter().map(|m| (m.id, m)).collect();
-        // (job, message, paced slot)
-        let mut ready = Vec::with_capacity(jobs.len());
+            db::by_ids(self.omega.store.connection(), &ids).await?.into_iter().map(|m| (m.id, m)).collect();
+        // In claim order, so that a paced job goes out near the slot it reserved.
+        let mut queue: VecDeque<(delivery_job::Model, message::Model, Option<DateTime<Utc>>)> =
+            VecDeque::with_capacity(jobs.len());
         for job in jobs {
             let message = messages.remove(&job.message_id);
             let Some(message) = message.filter(|m| m.status == DeliveryStatus::Queued.as_str()) else {
@@ -308,35 +326,89 @@ impl Dispatcher {
                     Some(slot)
                 }
             };
-            ready.push((job, message, slot));
+            queue.push_back((job, message, slot));
         }
+        let window = self.config.concurrency.max(1);
         let mut clients: HashMap<i64, Arc<Clients>> = HashMap::new();
+        let mut calls: JoinSet<Settled> = JoinSet::new();
+        let mut recordings: JoinSet<Result<(), journal::Unrecorded>> = JoinSet::new();
+        let mut unrecorded: Vec<Settled> = Vec::new();
         let mut healthy = true;
-        // Unpaced jobs go out a wave of `concurrency` at a time, each wave marked as sending
-        // just before its calls start; a paced one alone, once its slot has come, so that a
-        // worker stopped while waiting leaves nothing ambiguous.
-        // In claim order, so that a paced job goes out near the slot it reserved.
-        let mut waves: Vec<(Wave, Option<DateTime<Utc>>)> = Vec::new();
-        for (job, message, slot) in ready {
-            match waves.last_mut() {
-                Some((wave, None)) if slot.is_none() && wave.len() < self.config.concurrency.max(1) => {
-                    wave.push((job, message))
+        loop {
+            let may_start = healthy && !*stop.borrow() && calls.len() < window;
+            if may_start {
+                let mut wave = Vec::new();
+                while calls.len() + wave.len() < window {
+                    match queue.front() {
+                        Some((_, _, None)) => {}
+                        Some((_, _, Some(slot))) if wave.is_empty() && *slot <= now() => {}
+                        _ => break,
+                    }
+                    let (job, message, slot) = queue.pop_front().expect("a front");
+                    wave.push((job, message));
+                    if slot.is_some() {
+                        break;
+                    }
                 }
-                _ => waves.push((vec![(job, message)], slot)),
+                if !wave.is_empty() {
+                    healthy = self.renew_if_due(worker, &mut claim).await
+                        && self.start_wave(worker, journal, wave, &mut claim, &mut clients, &mut calls).await;
+                    continue;
+                }
             }
-        }
-        for (wave, slot) in waves {
-            if *stop.borrow() || !healthy {
+            // Only a paced job whose slot is still to come can be waiting with room to start it.
+            let next_slot = queue.front().and_then(|(_, _, slot)| *slot).filter(|_| may_start);
+            if calls.is_empty() && recordings.is_empty() && next_slot.is_none() {
                 break;
             }
-            if let Some(slot) = slot {
-                tokio::time::sleep((slot - now()).to_std().unwrap_or_default()).await;
+            let renew_in = (self.config.lease / 3).saturating_sub(claim.renewed.elapsed());
+            let slot_in = next_slot
+                .map_or(Duration::MAX, |slot| (slot - now()).to_std().unwrap_or_default())
+                .min(Duration::from_millis(200));
+            tokio::select! {
+                Some(done) = calls.join_next(), if !calls.is_empty() => {
+                    // Results that return together are recorded together.
+                    let mut group: Vec<Settled> = Vec::new();
+                    for done in std::iter::once(Some(done)).chain(std::iter::from_fn(|| calls.try_join_next().map(Some))) {
+                        match done {
+                            Some(Ok(settled)) => group.push(settled),
+                            Some(Err(err)) => tracing::error!(worker, error = %err, "a provider call's task failed"),
+                            None => break,
+                        }
+                    }
+                    for settled in &group {
+                        claim.held.remove(&settled.job.id);
+                    }
+                    if healthy {
+                        recordings.spawn(journal.record(group));
+                    } else {
+                        self.log_unrecorded(worker, &anyhow::anyhow!("the database is unreachable"), &group);
+                        unrecorded.extend(group);
+                    }
+                }
+                Some(recorded) = recordings.join_next(), if !recordings.is_empty() => {
+                    match recorded {
+                        Ok(Ok(())) => {}
+                        Ok(Err((err, kept))) => {
+                            healthy = false;
+                            self.log_unrecorded(worker, &err, &kept);
+                            unrecorded.extend(kept);
+                        }
+                        Err(err) => {
+                            healthy = false;
+                            tracing::error!(worker, error = %err, "recording results failed");
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(slot_in), if next_slot.is_some() => {}
+                _ = tokio::time::sleep(renew_in), if !claim.held.is_empty() => {
+                    if !self.renew_if_due(worker, &mut claim).await {
+                        // Calls in flight run to their end; nothing new starts.
+                        healthy = false;
+                        claim.renewed = Instant::now();
+                    }
+                }
             }
-            if !self.renew_if_due(worker, &mut claim).await {
-                healthy = false;
-                break;
-            }
-            healthy = self.send_wave(worker, wave, &mut claim, &mut clients).await;
         }
         // The jobs never started go back to the outbox at once (when the database lets us;
         // otherwise their lease expiry hands them on: they were never sent).
@@ -344,20 +416,23 @@ impl Dispatcher {
         if let Err(err) = db::release_jobs(conn, &untouched, worker, now()).await {
             tracing::warn!(worker, error = format!("{:#}", anyhow::Error::from(err)), "handing jobs back failed");
         }
+        if !unrecorded.is_empty() {
+            self.record_when_possible(worker, unrecorded).await;
+        }
         if healthy { Ok(()) } else { Err(anyhow::anyhow!("delivery stopped: results could not be recorded")) }
     }
 
-    /// Marks a wave as sending, calls the provider for each message at once and records every
-    /// result as soon as it returns (those that return together, together). Answers false when
-    /// a result could not be recorded (it is kept and recorded later).
-    async fn send_wave(
+    /// Marks a wave as sending and starts its provider calls. Answers false when the marking
+    /// failed (then none of them starts).
+    async fn start_wave(
         self: &Arc<Self>,
         worker: &str,
+        journal: &Journal,
         wave: Wave,
         claim: &mut Claim,
         clients: &mut HashMap<i64, Arc<Clients>>,
+        calls: &mut JoinSet<Settled>,
     ) -> bool {
-        let conn = self.omega.store.connection();
         let mut prepared = Vec::with_capacity(wave.len());
         for (job, message) in wave {
             let business = match clients.get(&message.business_id) {
@@ -371,14 +446,13 @@ impl Dispatcher {
         let started = now();
         let lease_until = started + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
         let ids: Vec<i64> = prepared.iter().map(|(job, _, _)| job.id).collect();
-        let sending: HashSet<i64> = match db::start_sending_many(conn, &ids, worker, lease_until, started).await {
+        let sending: HashSet<i64> = match journal.mark(ids, worker, lease_until, started).await {
             Ok(ids) => ids.into_iter().collect(),
             Err(err) => {
-                tracing::warn!(worker, error = format!("{:#}", anyhow::Error::from(err)), "marking sends failed");
+                tracing::warn!(worker, error = format!("{err:#}"), "marking sends failed");
                 return false;
             }
         };
-        let mut calls = JoinSet::new();
         for (job, message, business) in prepared {
             if !sending.contains(&job.id) {
                 // The claim was lost; another worker has the job.
@@ -391,53 +465,7 @@ impl Dispatcher {
                 Settled { attempt: job.attempts + 1, started, job, message, outcome }
             });
         }
-        let mut healthy = true;
-        let mut unrecorded: Vec<Settled> = Vec::new();
-        loop {
-            let renew_in = (self.config.lease / 3).saturating_sub(claim.renewed.elapsed());
-            let first = tokio::select! {
-                done = calls.join_next() => match done {
-                    None => break,
-                    Some(done) => done,
-                },
-                _ = tokio::time::sleep(renew_in) => {
-                    if !self.renew_if_due(worker, claim).await {
-                        // Calls in flight run to their end; nothing new starts.
-                        healthy = false;
-                        claim.renewed = Instant::now();
-                    }
-                    continue;
-                }
-            };
-            let mut group: Vec<Settled> = Vec::new();
-            for done in std::iter::once(Some(first)).chain(std::iter::from_fn(|| calls.try_join_next().map(Some))) {
-                match done {
-                    Some(Ok(settled)) => group.push(settled),
-                    Some(Err(err)) => tracing::error!(worker, error = %err, "a provider call's task failed"),
-                    None => break,
-                }
-            }
-            for settled in &group {
-                claim.held.remove(&settled.job.id);
-            }
-            if healthy {
-                match self.record(group).await {
-                    Ok(()) => continue,
-                    Err((err, kept)) => {
-                        healthy = false;
-                        self.log_unrecorded(worker, &err, &kept);
-                        unrecorded.extend(kept);
-                    }
-                }
-            } else {
-                self.log_unrecorded(worker, &anyhow::anyhow!("the database is unreachable"), &group);
-                unrecorded.extend(group);
-            }
-        }
-        if !unrecorded.is_empty() {
-            self.record_when_possible(worker, unrecorded).await;
-        }
-        healthy
+        true
     }
 
     /// Results known but not recorded: logged with their provider ids, so that they are not
@@ -502,7 +530,7 @@ impl Dispatcher {
     /// message list, or FAILED as certainly unsent. A message the provider cannot be asked
     /// about (email) stays AMBIGUOUS; a lookup that fails is tried again later.
     async fn reconcile(&self, job: delivery_job::Model) -> anyhow::Result<()> {
-        let conn = self.omega.store.connection();
+        let conn = self.omega.store.writes();
         let message = db::by_id(conn, job.message_id).await?;
         let Some(message) = message
             .filter(|m| m.status == DeliveryStatus::Failed.as_str() && m.error_code.as_deref() == Some("AMBIGUOUS"))
@@ -691,23 +719,25 @@ impl Dispatcher {
 
     async fn record_together(&self, settled: &[Settled]) -> anyhow::Result<()> {
         let txn = self.omega.store.begin().await?;
-        // Accepted sends (nearly all) are recorded together; failures one by one.
-        let (accepted, others): (Vec<&Settled>, Vec<&Settled>) =
-            settled.iter().partition(|item| matches!(item.outcome, Outcome::Sent(..)));
-        let mut result = self.record_accepted(&txn, &accepted).await;
-        for item in others {
-            if result.is_err() {
-                break;
-            }
-            result = self.record_one(&txn, item).await;
-        }
-        match result {
+        let settled: Vec<&Settled> = settled.iter().collect();
+        match self.record_in(&txn, &settled).await {
             Ok(()) => txn.commit().await.map_err(|e| anyhow::Error::from(StoreError::from(e))),
             Err(err) => {
                 let _ = txn.rollback().await;
                 Err(err)
             }
         }
+    }
+
+    /// Writes outcomes into `txn`: accepted sends (nearly all) together, failures one by one.
+    async fn record_in(&self, txn: &sea_orm::DatabaseTransaction, settled: &[&Settled]) -> anyhow::Result<()> {
+        let (accepted, others): (Vec<&Settled>, Vec<&Settled>) =
+            settled.iter().partition(|item| matches!(item.outcome, Outcome::Sent(..)));
+        self.record_accepted(txn, &accepted).await?;
+        for item in others {
+            self.record_one(txn, item).await?;
+        }
+        Ok(())
     }
 
     /// Accepted sends: attempt rows, QUEUED → SENT, jobs done and the status events, in a few

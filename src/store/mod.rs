@@ -158,6 +158,12 @@ impl Store {
         &self.db
     }
 
+    /// The connection for a write made outside a transaction: on SQLite the one writer, so
+    /// that it queues behind the other writes instead of meeting the file lock's busy wait.
+    pub fn writes(&self) -> &DatabaseConnection {
+        self.writer.as_ref().unwrap_or(&self.db)
+    }
+
     /// Starts a transaction: the domain runs a change and its event-log rows through it. On
     /// SQLite it runs on the one writer and takes the write lock at `BEGIN IMMEDIATE`: a deferred
     /// transaction that reads first and then writes fails at once with SQLITE_BUSY (no busy

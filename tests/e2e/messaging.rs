@@ -28,6 +28,7 @@ both_databases!(
     a_provider_slower_than_the_lease_loses_no_result,
     kill_mid_burst_leaves_only_the_calls_in_flight_ambiguous,
     sigterm_mid_burst_finishes_calls_in_flight_and_hands_back_the_rest,
+    a_hung_call_holds_one_slot_not_the_batch,
     retry_reaches_every_failed_message_of_a_large_business,
 );
 
@@ -777,6 +778,34 @@ async fn sigterm_mid_burst_finishes_calls_in_flight_and_hands_back_the_rest(db: 
     app.restart(&env).await;
     eventually(Duration::from_secs(60), "all 30 sent", || all_sent(&url, 30)).await;
     assert_each_sent_once(&url, &twilio, 30).await;
+}
+
+/// A call that hangs holds one of its worker's slots, not the worker: the rest of the batch
+/// goes out through the other slot while it is still in flight, and it is the only send left
+/// `sending`.
+async fn a_hung_call_holds_one_slot_not_the_batch(db: Db) {
+    let (mut app, twilio, b, client) = sms_setup(db, &[("OMEGA_DELIVERY_WORKERS", "0")]).await;
+    queue_many(&app, &b, client, 6, "window").await;
+    twilio.respond_next(common::fakes::Behavior::Hang);
+    let base = twilio.base_url();
+    app.restart(&dispatch_env(
+        &base,
+        &[
+            ("OMEGA_DELIVERY_WORKERS", "1"),
+            ("OMEGA_PROVIDER_TIMEOUT_SECS", "120"),
+            ("OMEGA_DELIVERY_RECONCILE_AFTER_SECS", "3600"),
+        ],
+    ))
+    .await;
+    let url = app.db.url.clone();
+    // Far less than the hung call's 120 s timeout, which a batch sent in waves would wait out.
+    eventually(Duration::from_secs(60), "5 sent while one call hangs", || async {
+        count(&url, "SELECT COUNT(*) AS n FROM messages WHERE status = 'SENT'").await == 5
+    })
+    .await;
+    let sending = count(&url, "SELECT COUNT(*) AS n FROM delivery_jobs WHERE state = 'sending'").await;
+    assert_eq!(sending, 1, "the hung call is the only send in flight");
+    assert_eq!(twilio.messages().len(), 5);
 }
 
 /// Retry's limit applies to the FAILED messages that were certainly not sent: paging through
