@@ -199,18 +199,19 @@ impl Dispatcher {
         housekeeping: bool,
         stop: &watch::Receiver<bool>,
     ) -> anyhow::Result<usize> {
-        let conn = self.omega.store.connection();
         let now = now();
         let lease_until = now + chrono::Duration::from_std(self.config.lease)?;
         if housekeeping {
-            for job in db::claim_abandoned_sends(conn, worker, now, self.config.batch).await? {
+            for job in db::claim_abandoned_sends(self.omega.store.writer(), worker, now, self.config.batch).await? {
                 self.settle_abandoned(job).await?;
             }
-            for job in db::claim_reconciliations(conn, worker, now, lease_until, self.config.batch).await? {
+            for job in db::claim_reconciliations(self.omega.store.writer(), worker, now, lease_until, self.config.batch)
+                .await?
+            {
                 self.reconcile(job).await?;
             }
         }
-        let jobs = db::claim_jobs(conn, worker, now, lease_until, self.config.batch).await?;
+        let jobs = db::claim_jobs(self.omega.store.writer(), worker, now, lease_until, self.config.batch).await?;
         let handled = jobs.len();
         self.deliver_batch(worker, jobs, stop).await?;
         Ok(handled)
@@ -219,7 +220,7 @@ impl Dispatcher {
     async fn settle_abandoned(&self, job: delivery_job::Model) -> anyhow::Result<()> {
         let conn = self.omega.store.connection();
         let Some(message) = db::by_id(conn, job.message_id).await? else {
-            db::finish_job(conn, job.id, "done", None, None, now()).await?;
+            db::finish_job(self.omega.store.writer(), job.id, "done", None, None, now()).await?;
             return Ok(());
         };
         tracing::warn!(
@@ -249,7 +250,7 @@ impl Dispatcher {
         }
         let ids: Vec<i64> = claim.held.iter().copied().collect();
         let lease_until = now() + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
-        match db::renew_leases(self.omega.store.connection(), &ids, worker, lease_until).await {
+        match db::renew_leases(self.omega.store.writer(), &ids, worker, lease_until).await {
             Ok(kept) => {
                 let kept: HashSet<i64> = kept.into_iter().collect();
                 claim.held.retain(|id| kept.contains(id));
@@ -283,7 +284,7 @@ impl Dispatcher {
             let message = messages.remove(&job.message_id);
             let Some(message) = message.filter(|m| m.status == DeliveryStatus::Queued.as_str()) else {
                 // Gone, cancelled, recorded as sent elsewhere, or already settled.
-                db::finish_job(conn, job.id, "done", None, None, now()).await?;
+                db::finish_job(self.omega.store.writer(), job.id, "done", None, None, now()).await?;
                 claim.held.remove(&job.id);
                 continue;
             };
@@ -301,7 +302,7 @@ impl Dispatcher {
                     txn.commit().await.map_err(StoreError::from)?;
                     if (slot - now).to_std().unwrap_or_default() > Duration::from_secs(2) {
                         // Busy sender: come back for the slot instead of holding a worker.
-                        db::finish_job(conn, job.id, "pending", Some(slot), None, now).await?;
+                        db::finish_job(self.omega.store.writer(), job.id, "pending", Some(slot), None, now).await?;
                         claim.held.remove(&job.id);
                         continue;
                     }
@@ -341,7 +342,7 @@ impl Dispatcher {
         // The jobs never started go back to the outbox at once (when the database lets us;
         // otherwise their lease expiry hands them on: they were never sent).
         let untouched: Vec<i64> = claim.held.iter().copied().collect();
-        if let Err(err) = db::release_jobs(conn, &untouched, worker, now()).await {
+        if let Err(err) = db::release_jobs(self.omega.store.writer(), &untouched, worker, now()).await {
             tracing::warn!(worker, error = format!("{:#}", anyhow::Error::from(err)), "handing jobs back failed");
         }
         if healthy { Ok(()) } else { Err(anyhow::anyhow!("delivery stopped: results could not be recorded")) }
@@ -357,7 +358,6 @@ impl Dispatcher {
         claim: &mut Claim,
         clients: &mut HashMap<i64, Arc<Clients>>,
     ) -> bool {
-        let conn = self.omega.store.connection();
         let mut prepared = Vec::with_capacity(wave.len());
         for (job, message) in wave {
             let business = match clients.get(&message.business_id) {
@@ -371,13 +371,14 @@ impl Dispatcher {
         let started = now();
         let lease_until = started + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
         let ids: Vec<i64> = prepared.iter().map(|(job, _, _)| job.id).collect();
-        let sending: HashSet<i64> = match db::start_sending_many(conn, &ids, worker, lease_until, started).await {
-            Ok(ids) => ids.into_iter().collect(),
-            Err(err) => {
-                tracing::warn!(worker, error = format!("{:#}", anyhow::Error::from(err)), "marking sends failed");
-                return false;
-            }
-        };
+        let sending: HashSet<i64> =
+            match db::start_sending_many(self.omega.store.writer(), &ids, worker, lease_until, started).await {
+                Ok(ids) => ids.into_iter().collect(),
+                Err(err) => {
+                    tracing::warn!(worker, error = format!("{:#}", anyhow::Error::from(err)), "marking sends failed");
+                    return false;
+                }
+            };
         let mut calls = JoinSet::new();
         for (job, message, business) in prepared {
             if !sending.contains(&job.id) {
@@ -508,7 +509,7 @@ impl Dispatcher {
             .filter(|m| m.status == DeliveryStatus::Failed.as_str() && m.error_code.as_deref() == Some("AMBIGUOUS"))
         else {
             // Already settled (a late answer, a status callback).
-            db::finish_job(conn, job.id, "done", None, None, now()).await?;
+            db::finish_job(self.omega.store.writer(), job.id, "done", None, None, now()).await?;
             return Ok(());
         };
         let twilio = match self.clients_of(message.business_id).await {
@@ -516,8 +517,15 @@ impl Dispatcher {
             _ => None,
         };
         let Some(twilio) = twilio else {
-            db::finish_job(conn, job.id, "failed", None, Some("AMBIGUOUS: the provider cannot be asked".into()), now())
-                .await?;
+            db::finish_job(
+                self.omega.store.writer(),
+                job.id,
+                "failed",
+                None,
+                Some("AMBIGUOUS: the provider cannot be asked".into()),
+                now(),
+            )
+            .await?;
             return Ok(());
         };
         // From the message's creation: an earlier bound only widens the search, and a SID
@@ -542,7 +550,15 @@ impl Dispatcher {
                 let later =
                     now() + chrono::Duration::from_std(self.config.reconcile_after.max(self.config.poll_interval))?;
                 tracing::info!(message_id = message.public_id, error = %err, "looking up an ambiguous send failed");
-                db::finish_job(conn, job.id, "reconcile", Some(later), Some(format!("lookup: {err}")), now()).await?;
+                db::finish_job(
+                    self.omega.store.writer(),
+                    job.id,
+                    "reconcile",
+                    Some(later),
+                    Some(format!("lookup: {err}")),
+                    now(),
+                )
+                .await?;
                 return Ok(());
             }
         };
