@@ -182,6 +182,11 @@ async fn envoy_refusals_are_json(db: Db) {
         .unwrap();
     assert_eq!(query.headers()["allow"], "GET");
     error_shape(query, 405).await;
+    // A body with lists is read whole at the edge, up to the same 4 MiB as any other.
+    let queue = |content: usize| json!({ "business_id": b.id, "client_ids": [1], "content": "x".repeat(content) });
+    let message = error_shape(app.post("/omega/sms/queue", &b.key, Some(queue(5 << 20))).await, 413).await;
+    assert!(message.contains("4 MiB"), "{message}");
+    refused(app.post("/omega/sms/queue", &b.key, Some(queue(2 << 20))).await, "content").await;
     // Unknown paths stay 404 JSON, and the right method still works.
     error_shape(send("GET", "/omega/nowhere").await.unwrap(), 404).await;
     assert_eq!(send("GET", "/omega/health").await.unwrap().status(), 200);
