@@ -7,7 +7,10 @@
 -- calls (/omega.v1.Service/Method) pass untouched. Anything else is a JSON 404. A body sent to a
 -- JSON endpoint must say it is JSON: anything else (a form post, text/plain, no content type) is a
 -- 415, so that a page on another site cannot post a JSON-looking form body. Provider webhooks
--- take their bodies raw (google.api.HttpBody); their paths come from the protos.
+-- take their bodies raw (google.api.HttpBody); their paths come from the protos. A known path
+-- called with a method it lacks is a 405 with Allow, and a single value given for a repeated
+-- field of a JSON body is refused (the transcoder would read it as a list of one): the routes,
+-- methods and repeated fields are rendered from the protos' google.api.http annotations.
 --
 -- Responses: a transcoded INVALID_ARGUMENT (HTTP 400 with "code":3) becomes the seeds'
 -- 422 Parameter Error, FAILED_PRECONDITION ("code":9) becomes 409, and leftover grpc-*
@@ -30,6 +33,49 @@ local function raw_body(path)
   return false
 end
 
+-- Every REST binding, rendered from the protos: { Lua pattern of the path, method, the names of
+-- the repeated fields in its JSON body }.
+local ROUTES = {{ROUTES}}
+
+-- The bindings of `path` (no query): the one for `method`, if any, and the methods it has.
+local function route_of(path, method)
+  local found, allowed, listed = nil, {}, {}
+  for _, route in ipairs(ROUTES) do
+    if string.find(path, route[1]) then
+      if route[2] == method then
+        found = route
+      end
+      if not listed[route[2]] then
+        listed[route[2]] = true
+        allowed[#allowed + 1] = route[2]
+      end
+    end
+  end
+  table.sort(allowed)
+  return found, allowed
+end
+
+-- The first of `names` that `body` gives a single value rather than a list (or null). proto3
+-- JSON needs an array; the transcoder would read a scalar as a list of one. A name in quotes
+-- followed by a colon is a key: inside a JSON string every quote is escaped.
+local function scalar_for_list(body, names)
+  for _, name in ipairs(names) do
+    local at = 1
+    while true do
+      local _, stop = string.find(body, '"' .. name .. '"%s*:%s*', at)
+      if stop == nil then
+        break
+      end
+      local next = string.sub(body, stop + 1, stop + 1)
+      if next ~= "[" and next ~= "n" then
+        return name
+      end
+      at = stop + 1
+    end
+  end
+  return nil
+end
+
 local function has_body(headers)
   local length = headers:get("content-length")
   return (length ~= nil and length ~= "0") or headers:get("transfer-encoding") ~= nil
@@ -49,22 +95,49 @@ function envoy_on_request(handle)
   end
   local path = headers:get(":path") or "/"
   headers:replace("x-omega-public-path", path)
-  if path == "/omega" or starts_with(path, "/omega/") or starts_with(path, "/omega?") then
-    local rest = string.sub(path, 7)
+  -- Marks the stream as a REST call that reached this edge (see envoy_on_response).
+  handle:streamInfo():dynamicMetadata():set("omega", "rest", "1")
+  local rest = path
+  local omega = path == "/omega" or starts_with(path, "/omega/") or starts_with(path, "/omega?")
+  if omega then
+    rest = string.sub(path, 7)
     if rest == "" or starts_with(rest, "?") then
       rest = "/" .. rest
     end
-    local method = headers:get(":method")
-    if (method == "POST" or method == "PUT" or method == "PATCH") and has_body(headers)
-        and not is_json(content_type) and not raw_body(rest) then
-      -- Envoy's local_reply_config wraps this text into the JSON error shape.
-      handle:respond({ [":status"] = "415" }, "the request body must be JSON (Content-Type: application/json)")
+  elseif not starts_with(path, "/public/api/v1/") then
+    -- Envoy's local_reply_config wraps these texts into the JSON error shape.
+    handle:respond({ [":status"] = "404" }, "no such endpoint; the REST API lives under /omega")
+    return
+  end
+  local method = headers:get(":method")
+  local bare = string.match(rest, "^[^?]*")
+  local route, allowed = route_of(bare, method)
+  if route == nil and #allowed > 0 then
+    local allow = table.concat(allowed, ", ")
+    handle:respond({ [":status"] = "405", ["allow"] = allow },
+      "method " .. method .. " is not allowed on this path; allowed: " .. allow)
+    return
+  end
+  local body_sent = (method == "POST" or method == "PUT" or method == "PATCH") and has_body(headers)
+  if omega and body_sent and not is_json(content_type) and not raw_body(rest) then
+    handle:respond({ [":status"] = "415" }, "the request body must be JSON (Content-Type: application/json)")
+    return
+  end
+  -- Only the few bindings with lists in their body are read here; others stream through.
+  if route ~= nil and body_sent and #route[3] > 0 then
+    local body = handle:body()
+    local text = body and body:getBytes(0, body:length()) or ""
+    local field = scalar_for_list(text, route[3])
+    if field ~= nil then
+      -- A 400 from the REST edge becomes the 422 Parameter Error (local_reply_config).
+      handle:respond({ [":status"] = "400" }, field .. ": a list is expected (a JSON array), not a single value")
       return
     end
+    -- The Lua API requires fetching the headers again after reading the body.
+    headers = handle:headers()
+  end
+  if omega then
     headers:replace(":path", rest)
-  elseif not starts_with(path, "/public/api/v1/") then
-    -- Envoy's local_reply_config wraps this text into the JSON error shape.
-    handle:respond({ [":status"] = "404" }, "no such endpoint; the REST API lives under /omega")
   end
 end
 
@@ -74,7 +147,9 @@ function envoy_on_response(handle)
   if starts_with(content_type, "application/grpc") then
     return
   end
-  if headers:get(":status") == "400" then
+  -- A 400 Envoy answered before this edge ran (a path or method it cannot read) stays a 400.
+  local rest = handle:streamInfo():dynamicMetadata():get("omega")
+  if headers:get(":status") == "400" and rest ~= nil then
     local body = handle:body()
     local text = body and body:getBytes(0, body:length()) or ""
     -- The Lua API requires fetching the headers again after reading the body.

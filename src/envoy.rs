@@ -33,6 +33,7 @@ pub fn render(template: &str, params: &EnvoyParams, descriptor: &Path, lua: &Pat
         ("LUA_PATH", lua.display().to_string()),
         ("SERVICES", services),
         ("RAW_BODY_PATHS", raw_body_paths()),
+        ("ROUTES", routes()),
     ];
     let mut out = template.to_owned();
     for (name, value) in values {
@@ -51,13 +52,40 @@ fn raw_body_paths() -> String {
     let patterns: Vec<String> = proto::http_bindings()
         .into_iter()
         .filter(|b| b.raw_body && !b.template.starts_with("/public/"))
-        .map(|b| serde_json::to_string(&lua_pattern(&b.template)).expect("a string"))
+        .map(|b| lua_string(&lua_pattern(&b.template, "[^/]+")))
         .collect();
     format!("{{ {} }}", patterns.join(", "))
 }
 
-/// The Lua pattern of a path template: `{var}` matches one segment, `{var=**}` any rest.
-fn lua_pattern(template: &str) -> String {
+/// A Lua table of every REST binding: `{ pattern, METHOD, { repeated body field names } }`. The
+/// edge answers 405 with `Allow` for a known path called with another method, and refuses a
+/// single value where a repeated field needs a list (the transcoder would take it as a list of
+/// one). A variable matches an empty segment too: `/businesses//clients` is the same route, and
+/// the backend names the missing id.
+fn routes() -> String {
+    let rows: Vec<String> = proto::http_bindings()
+        .into_iter()
+        .map(|b| {
+            let repeated: Vec<String> = b.repeated_body_fields.iter().map(|n| lua_string(n)).collect();
+            format!(
+                "{{ {}, {}, {{ {} }} }}",
+                lua_string(&lua_pattern(&b.template, "[^/]*")),
+                lua_string(&b.verb.to_uppercase()),
+                repeated.join(", ")
+            )
+        })
+        .collect();
+    format!("{{\n  {}\n}}", rows.join(",\n  "))
+}
+
+/// A Lua string literal (JSON's escapes are a subset of Lua's).
+fn lua_string(text: &str) -> String {
+    serde_json::to_string(text).expect("a string")
+}
+
+/// The Lua pattern of a path template: `{var}` matches one segment (`segment`), `{var=**}` any
+/// rest.
+fn lua_pattern(template: &str, segment: &str) -> String {
     let mut out = String::from("^");
     let mut rest = template;
     while let Some(open) = rest.find('{') {
@@ -68,7 +96,7 @@ fn lua_pattern(template: &str) -> String {
             out.push(c);
         }
         let close = rest[open..].find('}').map_or(rest.len(), |i| open + i);
-        out.push_str(if rest[open..close].contains("**") { ".+" } else { "[^/]+" });
+        out.push_str(if rest[open..close].contains("**") { ".+" } else { segment });
         rest = rest.get(close + 1..).unwrap_or("");
     }
     for c in rest.chars() {
@@ -122,12 +150,25 @@ mod tests {
 
     #[test]
     fn raw_body_paths_are_the_webhooks() {
-        assert_eq!(lua_pattern("/email/webhooks/{provider}"), "^/email/webhooks/[^/]+$");
-        assert_eq!(lua_pattern("/voice-calls/twiml"), "^/voice%-calls/twiml$");
+        assert_eq!(lua_pattern("/email/webhooks/{provider}", "[^/]+"), "^/email/webhooks/[^/]+$");
+        assert_eq!(lua_pattern("/voice-calls/twiml", "[^/]+"), "^/voice%-calls/twiml$");
         let table = raw_body_paths();
         for path in ["^/twilio/sms/incoming$", "^/twilio/sms/status$", "^/email/webhooks/[^/]+$"] {
             assert!(table.contains(&format!("\"{path}\"")), "{table}");
         }
         assert!(!table.contains("api-keys") && !table.contains("public"), "{table}");
+    }
+
+    #[test]
+    fn routes_name_every_binding_with_its_method_and_lists() {
+        let table = routes();
+        assert_eq!(table.matches("\n  {").count(), proto::http_bindings().len(), "{table}");
+        assert!(table.contains(r#"{ "^/health$", "GET", {  } }"#), "{table}");
+        let send = table.lines().find(|l| l.contains(r#""^/sms/queue$", "POST""#)).expect("SMS queue is a route");
+        assert!(send.contains(r#""client_ids""#) && send.contains(r#""clientIds""#), "{send}");
+        // Inside a body list of inputs: onboarding's locations carry phone numbers.
+        let onboard = table.lines().find(|l| l.contains(r#""^/business/onboard$""#)).expect("onboarding is a route");
+        assert!(onboard.contains(r#""phone_numbers""#), "{onboard}");
+        assert!(table.contains(r#""^/businesses/[^/]*/clients$""#), "{table}");
     }
 }

@@ -114,7 +114,7 @@ async fn keys(database: &DatabaseArgs, secrets: &SecretsArgs, command: KeysComma
         }
         KeysCommand::RotateSecrets => {
             let keys = secret_keys.expect("read above");
-            omega::store::messages::reseal_credentials(store.connection(), &keys).await.map_err(Into::into).map(
+            omega::store::messages::reseal_credentials(store.writer(), &keys).await.map_err(Into::into).map(
                 |(resealed, total)| {
                     eprintln!(
                         "{resealed} of {total} stored provider credentials sealed again with key {}",

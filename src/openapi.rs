@@ -99,13 +99,17 @@ fn error_responses() -> Value {
         e
     };
     json!({
+        "400": with("A request Envoy cannot read (a NUL or undecodable byte in the path, an unknown method)"),
         "401": with("Missing or invalid credentials"),
         "403": with("Not allowed (or a provider signature that does not match, or a cookie credential sent from another site)"),
         "404": with("Unknown id or path (including another business's data)"),
+        "405": with("A method this path does not have (the `Allow` header lists those it has)"),
         "409": with("Conflicts with the current state"),
+        "413": with("A request body over 4 MiB"),
         "415": with("A request body that is not JSON"),
         "422": with("Parameter error: `details[0].field_violations` name the fields"),
         "429": with("Too many failed authentications from this address"),
+        "431": with("A URL and headers over 60 KiB"),
         "503": with("The database is unavailable"),
     })
 }

@@ -44,6 +44,30 @@ pub struct HttpBinding {
     pub template: String,
     /// Whether the request body is passed raw (a `google.api.HttpBody`), not JSON.
     pub raw_body: bool,
+    /// The JSON names (proto and lowerCamel) of the repeated fields anywhere in the JSON body,
+    /// less any name that is also a singular field there (text alone could not tell them apart).
+    pub repeated_body_fields: Vec<String>,
+}
+
+/// The names of repeated and of singular fields reachable from `message` (each message once).
+fn collect_field_names(
+    message: &prost_reflect::MessageDescriptor,
+    seen: &mut std::collections::BTreeSet<String>,
+    repeated: &mut std::collections::BTreeSet<String>,
+    singular: &mut std::collections::BTreeSet<String>,
+) {
+    use prost_reflect::Kind;
+    if !message.full_name().starts_with("omega.") || !seen.insert(message.full_name().to_owned()) {
+        return;
+    }
+    for field in message.fields() {
+        let names = if field.is_list() { &mut *repeated } else { &mut *singular };
+        names.insert(field.name().to_owned());
+        names.insert(field.json_name().to_owned());
+        if let Kind::Message(inner) = field.kind() {
+            collect_field_names(&inner, seen, repeated, singular);
+        }
+    }
 }
 
 /// Every primary REST binding of the Omega services, read from the descriptor set.
@@ -67,6 +91,24 @@ pub fn http_bindings() -> Vec<HttpBinding> {
                 continue;
             };
             let input = method.input();
+            let body = match rule.get_field_by_name("body").as_deref() {
+                Some(Value::String(body)) => body.clone(),
+                _ => String::new(),
+            };
+            let body_message = match body.as_str() {
+                "" => None,
+                "*" => Some(input.clone()),
+                field => input.get_field_by_name(field).and_then(|f| match f.kind() {
+                    Kind::Message(m) if !f.is_list() => Some(m),
+                    _ => None,
+                }),
+            };
+            let mut repeated_body_fields = Vec::new();
+            if let Some(message) = body_message {
+                let (mut seen, mut repeated, mut singular) = Default::default();
+                collect_field_names(&message, &mut seen, &mut repeated, &mut singular);
+                repeated_body_fields = repeated.difference(&singular).cloned().collect();
+            }
             let raw_body = match rule.get_field_by_name("body").as_deref() {
                 Some(Value::String(body)) if body == "*" => input.full_name() == "google.api.HttpBody",
                 Some(Value::String(body)) if !body.is_empty() => input
@@ -79,6 +121,7 @@ pub fn http_bindings() -> Vec<HttpBinding> {
                 verb,
                 template,
                 raw_body,
+                repeated_body_fields,
             });
         }
     }

@@ -130,6 +130,10 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
     tracing::info!(address = %local, database = omega.store.engine(), "omega serving gRPC and gRPC-Web");
     let result = Server::builder()
         .accept_http1(true)
+        // Envoy admits 60 KiB of URL and headers and answers 431 JSON beyond; what it forwards
+        // (the path twice: as :path and x-omega-public-path) must not meet hyper's 16 KiB limit,
+        // which would be an empty 431 that no client can read.
+        .http2_max_header_list_size(256 * 1024)
         .layer(layers)
         .add_service(health_service)
         .add_service(reflection_v1)

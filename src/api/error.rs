@@ -7,15 +7,27 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::domain::Error;
 
+/// The most characters of a message or field description an answer carries. Descriptions may
+/// quote what was sent ("unknown time zone \"…\""); a status travels in HTTP/2 headers, and one
+/// over the proxy's header limit would reset the connection it shares with other calls.
+const MAX_TEXT: usize = 300;
+
+fn bounded(text: String) -> String {
+    match text.char_indices().nth(MAX_TEXT) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text,
+    }
+}
+
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
-        let message = err.to_string();
+        let message = bounded(err.to_string());
         match err {
             Error::InvalidArgument(violations) => {
                 let details = ErrorDetails::with_bad_request(
                     violations
                         .into_iter()
-                        .map(|v| tonic_types::FieldViolation::new(v.field, v.description))
+                        .map(|v| tonic_types::FieldViolation::new(bounded(v.field), bounded(v.description)))
                         .collect::<Vec<_>>(),
                 );
                 Status::with_error_details(Code::InvalidArgument, message, details)
@@ -38,6 +50,16 @@ impl From<Error> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_descriptions_are_cut() {
+        let status = Status::from(Error::invalid("time_zone", format!("unknown time zone {:?}", "x".repeat(100_000))));
+        assert!(status.message().chars().count() <= MAX_TEXT + 1, "{}", status.message().len());
+        let bad_request = status.get_details_bad_request().expect("BadRequest details");
+        let description = &bad_request.field_violations[0].description;
+        assert!(description.starts_with("unknown time zone") && description.ends_with('…'), "{description}");
+        assert_eq!(description.chars().count(), MAX_TEXT + 1);
+    }
 
     #[test]
     fn field_errors_carry_bad_request_details() {

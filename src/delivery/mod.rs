@@ -210,27 +210,28 @@ impl Dispatcher {
         housekeeping: bool,
         stop: &watch::Receiver<bool>,
     ) -> anyhow::Result<usize> {
-        let conn = self.omega.store.writes();
         let now = now();
         let lease_until = now + chrono::Duration::from_std(self.config.lease)?;
         if housekeeping {
-            for job in db::claim_abandoned_sends(conn, worker, now, self.config.batch).await? {
+            for job in db::claim_abandoned_sends(self.omega.store.writer(), worker, now, self.config.batch).await? {
                 self.settle_abandoned(job).await?;
             }
-            for job in db::claim_reconciliations(conn, worker, now, lease_until, self.config.batch).await? {
+            for job in db::claim_reconciliations(self.omega.store.writer(), worker, now, lease_until, self.config.batch)
+                .await?
+            {
                 self.reconcile(job).await?;
             }
         }
-        let jobs = db::claim_jobs(conn, worker, now, lease_until, self.config.batch).await?;
+        let jobs = db::claim_jobs(self.omega.store.writer(), worker, now, lease_until, self.config.batch).await?;
         let handled = jobs.len();
         self.deliver_batch(worker, journal, jobs, stop).await?;
         Ok(handled)
     }
 
     async fn settle_abandoned(&self, job: delivery_job::Model) -> anyhow::Result<()> {
-        let conn = self.omega.store.writes();
+        let conn = self.omega.store.writer();
         let Some(message) = db::by_id(conn, job.message_id).await? else {
-            db::finish_job(conn, job.id, "done", None, None, now()).await?;
+            db::finish_job(self.omega.store.writer(), job.id, "done", None, None, now()).await?;
             return Ok(());
         };
         tracing::warn!(
@@ -260,7 +261,7 @@ impl Dispatcher {
         }
         let ids: Vec<i64> = claim.held.iter().copied().collect();
         let lease_until = now() + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
-        match db::renew_leases(self.omega.store.writes(), &ids, worker, lease_until).await {
+        match db::renew_leases(self.omega.store.writer(), &ids, worker, lease_until).await {
             Ok(kept) => {
                 let kept: HashSet<i64> = kept.into_iter().collect();
                 claim.held.retain(|id| kept.contains(id));
@@ -289,7 +290,7 @@ impl Dispatcher {
         if jobs.is_empty() {
             return Ok(());
         }
-        let conn = self.omega.store.writes();
+        let conn = self.omega.store.writer();
         let mut claim = Claim { held: jobs.iter().map(|j| j.id).collect(), renewed: Instant::now() };
         let ids: Vec<i64> = jobs.iter().map(|j| j.message_id).collect();
         let mut messages: HashMap<i64, message::Model> =
@@ -301,7 +302,7 @@ impl Dispatcher {
             let message = messages.remove(&job.message_id);
             let Some(message) = message.filter(|m| m.status == DeliveryStatus::Queued.as_str()) else {
                 // Gone, cancelled, recorded as sent elsewhere, or already settled.
-                db::finish_job(conn, job.id, "done", None, None, now()).await?;
+                db::finish_job(self.omega.store.writer(), job.id, "done", None, None, now()).await?;
                 claim.held.remove(&job.id);
                 continue;
             };
@@ -319,7 +320,7 @@ impl Dispatcher {
                     txn.commit().await.map_err(StoreError::from)?;
                     if (slot - now).to_std().unwrap_or_default() > Duration::from_secs(2) {
                         // Busy sender: come back for the slot instead of holding a worker.
-                        db::finish_job(conn, job.id, "pending", Some(slot), None, now).await?;
+                        db::finish_job(self.omega.store.writer(), job.id, "pending", Some(slot), None, now).await?;
                         claim.held.remove(&job.id);
                         continue;
                     }
@@ -413,7 +414,7 @@ impl Dispatcher {
         // The jobs never started go back to the outbox at once (when the database lets us;
         // otherwise their lease expiry hands them on: they were never sent).
         let untouched: Vec<i64> = claim.held.iter().copied().collect();
-        if let Err(err) = db::release_jobs(conn, &untouched, worker, now()).await {
+        if let Err(err) = db::release_jobs(self.omega.store.writer(), &untouched, worker, now()).await {
             tracing::warn!(worker, error = format!("{:#}", anyhow::Error::from(err)), "handing jobs back failed");
         }
         if !unrecorded.is_empty() {
@@ -530,13 +531,13 @@ impl Dispatcher {
     /// message list, or FAILED as certainly unsent. A message the provider cannot be asked
     /// about (email) stays AMBIGUOUS; a lookup that fails is tried again later.
     async fn reconcile(&self, job: delivery_job::Model) -> anyhow::Result<()> {
-        let conn = self.omega.store.writes();
+        let conn = self.omega.store.writer();
         let message = db::by_id(conn, job.message_id).await?;
         let Some(message) = message
             .filter(|m| m.status == DeliveryStatus::Failed.as_str() && m.error_code.as_deref() == Some("AMBIGUOUS"))
         else {
             // Already settled (a late answer, a status callback).
-            db::finish_job(conn, job.id, "done", None, None, now()).await?;
+            db::finish_job(self.omega.store.writer(), job.id, "done", None, None, now()).await?;
             return Ok(());
         };
         let twilio = match self.clients_of(message.business_id).await {
@@ -544,8 +545,15 @@ impl Dispatcher {
             _ => None,
         };
         let Some(twilio) = twilio else {
-            db::finish_job(conn, job.id, "failed", None, Some("AMBIGUOUS: the provider cannot be asked".into()), now())
-                .await?;
+            db::finish_job(
+                self.omega.store.writer(),
+                job.id,
+                "failed",
+                None,
+                Some("AMBIGUOUS: the provider cannot be asked".into()),
+                now(),
+            )
+            .await?;
             return Ok(());
         };
         // From the message's creation: an earlier bound only widens the search, and a SID
@@ -570,7 +578,15 @@ impl Dispatcher {
                 let later =
                     now() + chrono::Duration::from_std(self.config.reconcile_after.max(self.config.poll_interval))?;
                 tracing::info!(message_id = message.public_id, error = %err, "looking up an ambiguous send failed");
-                db::finish_job(conn, job.id, "reconcile", Some(later), Some(format!("lookup: {err}")), now()).await?;
+                db::finish_job(
+                    self.omega.store.writer(),
+                    job.id,
+                    "reconcile",
+                    Some(later),
+                    Some(format!("lookup: {err}")),
+                    now(),
+                )
+                .await?;
                 return Ok(());
             }
         };

@@ -161,7 +161,7 @@ pub async fn create_key(store: &Store, label: &str, business_id: Option<i64>) ->
     {
         return Err(Error::NotFound(format!("business {id}")));
     }
-    issue_key(store.connection(), label, business_id).await
+    issue_key(store.writer(), label, business_id).await
 }
 
 /// Generates and stores a key through `conn` (a transaction, when it is part of a larger change).
@@ -191,7 +191,7 @@ pub async fn ensure_bootstrap_key(store: &Store, key: &str) -> Result<bool> {
         return Ok(false);
     }
     let inserted = api_keys::insert(
-        store.connection(),
+        store.writer(),
         NewApiKey { prefix: prefix_of(key), hash_hex: &hash_hex, label: "bootstrap", business_id: None },
     )
     .await;

@@ -155,7 +155,7 @@ impl Omega {
             hmac_token: random_token(32),
             hmac_mandatory,
         };
-        Ok(db::insert_inbox(self.store.connection(), new, now()).await?)
+        Ok(db::insert_inbox(self.store.writer(), new, now()).await?)
     }
 
     pub async fn inboxes(&self, caller: &Caller, business_id: i64) -> Result<Vec<inbox::Model>> {
@@ -482,7 +482,7 @@ impl Omega {
             .await?
             .filter(|m| m.conversation_id == conversation.id && m.channel != "NOTE")
             .ok_or_else(|| Error::NotFound("message".into()))?;
-        db::set_content_attributes(conn, message.id, attributes).await?;
+        db::set_content_attributes(self.store.writer(), message.id, attributes).await?;
         crate::store::messages::by_id(conn, message.id).await?.ok_or_else(|| Error::NotFound("message".into()))
     }
 
@@ -517,7 +517,7 @@ impl Omega {
     }
 
     pub async fn chat_seen(&self, conversation: &conversation::Model) -> Result<()> {
-        Ok(db::set_contact_last_seen(self.store.connection(), conversation.id, now()).await?)
+        Ok(db::set_contact_last_seen(self.store.writer(), conversation.id, now()).await?)
     }
 
     /// Typing indicators are not stored; they go to the event log for live views.
@@ -541,7 +541,7 @@ impl Omega {
             actor_staff_id: None,
             data: json!({ "typing": on }),
         };
-        conversations_db::append_event(self.store.connection(), event, now()).await?;
+        conversations_db::append_event(self.store.writer(), event, now()).await?;
         Ok(())
     }
 }

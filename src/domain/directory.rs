@@ -314,7 +314,7 @@ impl Omega {
         let conn = self.store.connection();
         let location_ids = db::location_ids(conn, business.id).await?;
         let staff_ids = db::staff_ids(conn, business.id).await?;
-        let key = issue_key(conn, "onboarding (repeated)", Some(business.id)).await?;
+        let key = issue_key(self.store.writer(), "onboarding (repeated)", Some(business.id)).await?;
         Ok(Onboarded { location_ids, staff_ids, business, created: false, key })
     }
 
@@ -477,8 +477,12 @@ impl Omega {
                 db::staff_by_identity(conn, business_id, fields.external_ref.as_deref(), fields.email.as_deref())
                     .await?;
             let result = match existing {
-                Some(existing) => db::update_staff(conn, existing, fields.clone(), now()).await.map(|s| (s, false)),
-                None => db::insert_staff(conn, business_id, fields.clone(), now()).await.map(|s| (s, true)),
+                Some(existing) => {
+                    db::update_staff(self.store.writer(), existing, fields.clone(), now()).await.map(|s| (s, false))
+                }
+                None => {
+                    db::insert_staff(self.store.writer(), business_id, fields.clone(), now()).await.map(|s| (s, true))
+                }
             };
             result.map_err(Error::from)
         })
@@ -578,8 +582,8 @@ impl Omega {
             v.finish()?;
         }
         let result = match target {
-            Some(existing) => db::update_client(conn, existing, fields, now).await.map(|c| (c, false)),
-            None => db::insert_client(conn, business_id, fields, now).await.map(|c| (c, true)),
+            Some(existing) => db::update_client(self.store.writer(), existing, fields, now).await.map(|c| (c, false)),
+            None => db::insert_client(self.store.writer(), business_id, fields, now).await.map(|c| (c, true)),
         };
         result.map_err(Error::from)
     }

@@ -20,7 +20,13 @@ use crate::store::{
     messages::{self as db, RetryFilter, StatusUpdate},
 };
 
+/// Caps on stored text (README, "Limits"): Twilio's 1,600 characters for an SMS body; for email
+/// RFC 5322's 998-character line for the subject, and text and HTML bodies far above real mail
+/// yet small enough that a request stays under the 4 MiB message limit. Chat follows Chatwoot.
 const SMS_MAX_CHARS: usize = 1_600;
+pub const EMAIL_SUBJECT_MAX_CHARS: usize = 998;
+pub const EMAIL_TEXT_MAX_CHARS: usize = 200_000;
+pub const EMAIL_HTML_MAX_CHARS: usize = 1_000_000;
 const MAX_MEDIA: usize = 10;
 const MAX_BULK: usize = 1_000;
 const PREVIEW_CHARS: usize = 160;
@@ -215,9 +221,10 @@ impl Omega {
                 (content, None, None)
             }
             _ => {
-                let subject = v.check(values::required_text("subject", &input.subject, 998));
-                let content = v.check(values::required_text("content", &input.content, 200_000)).unwrap_or_default();
-                let html = v.check(values::optional_text("html", &input.html, 1_000_000)).flatten();
+                let subject = v.check(values::required_text("subject", &input.subject, EMAIL_SUBJECT_MAX_CHARS));
+                let content =
+                    v.check(values::required_text("content", &input.content, EMAIL_TEXT_MAX_CHARS)).unwrap_or_default();
+                let html = v.check(values::optional_text("html", &input.html, EMAIL_HTML_MAX_CHARS)).flatten();
                 if !media.is_empty() {
                     v.add("media_urls", "email attachments are not supported yet");
                 }
@@ -434,11 +441,14 @@ impl Omega {
         if content.is_empty() && media.is_empty() && input.channel != Channel::Voice {
             v.add("content", "is required (or media_urls)");
         }
-        if input.channel == Channel::Sms && content.chars().count() > SMS_MAX_CHARS {
-            v.add("content", format!("must be at most {SMS_MAX_CHARS} characters"));
-        }
-        let subject = v.check(values::optional_text("subject", &input.subject, 998)).flatten();
-        let html = v.check(values::optional_text("html", &input.html, 1_000_000)).flatten();
+        let max_content = match input.channel {
+            Channel::Sms => SMS_MAX_CHARS,
+            Channel::Chat => crate::domain::chat::MAX_CHAT_CONTENT,
+            _ => EMAIL_TEXT_MAX_CHARS,
+        };
+        v.check(values::check_text("content", &content, max_content));
+        let subject = v.check(values::optional_text("subject", &input.subject, EMAIL_SUBJECT_MAX_CHARS)).flatten();
+        let html = v.check(values::optional_text("html", &input.html, EMAIL_HTML_MAX_CHARS)).flatten();
         let status = match (input.status.trim().is_empty(), direction) {
             (true, Some(Direction::Inbound)) => Some(DeliveryStatus::Received),
             (true, _) => Some(DeliveryStatus::Sent),
@@ -709,6 +719,10 @@ impl Omega {
         }
         if public_ids.len() > 1_000 {
             v.add("message_ids", "at most 1000 ids");
+        }
+        // Message ids are UUIDs: anything longer cannot name one.
+        if public_ids.iter().any(|id| id.len() > 64) {
+            v.add("message_ids", "each must be a message id (a UUID)");
         }
         let business_id = match (caller.scope, business_id) {
             (super::auth::Scope::Business(own), None) => Some(own),

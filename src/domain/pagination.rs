@@ -65,6 +65,20 @@ impl<T> Page<T> {
     }
 }
 
+/// The page size that keeps a page of `rows` within `budget` bytes of text (`bytes` of a row):
+/// at most `size`, at least one row. A page of the longest texts allowed must still fit under
+/// the proxy's response limit (16 MiB), JSON escapes included; the next page holds the rest.
+pub fn size_within<T>(rows: &[T], size: u64, budget: usize, bytes: impl Fn(&T) -> usize) -> u64 {
+    let mut used = 0;
+    for (n, row) in rows.iter().take(size as usize).enumerate() {
+        used += bytes(row);
+        if used > budget && n > 0 {
+            return n as u64;
+        }
+    }
+    size
+}
+
 /// The opaque page token of a cursor.
 pub fn token<C: Serialize>(cursor: &C) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(cursor).expect("cursors serialize"))
@@ -73,6 +87,15 @@ pub fn token<C: Serialize>(cursor: &C) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_stop_at_their_byte_budget() {
+        let rows = [600, 600, 600, 10];
+        assert_eq!(size_within(&rows, 3, 1_000, |r| *r), 1);
+        assert_eq!(size_within(&rows, 3, 1_200, |r| *r), 2);
+        assert_eq!(size_within(&rows, 3, 10_000, |r| *r), 3);
+        assert_eq!(size_within(&[5_000], 3, 1_000, |r| *r), 3, "one row always fits");
+    }
 
     #[test]
     fn page_size_is_bounded_and_defaults() {

@@ -144,7 +144,7 @@ impl Omega {
         config: String,
         account: Option<String>,
     ) -> Result<ProviderSettings> {
-        db::set_credentials(self.store.connection(), &self.secrets, business_id, kind, config, account, now()).await?;
+        db::set_credentials(self.store.writer(), &self.secrets, business_id, kind, config, account, now()).await?;
         tracing::info!(business_id, kind, "provider credentials updated");
         self.settings_of(business_id).await
     }

@@ -94,7 +94,7 @@ impl Omega {
         let expires_at = now + chrono::Duration::seconds(i64::from(ttl));
         let jti = uuid::Uuid::new_v4().to_string();
         db::insert(
-            self.store.connection(),
+            self.store.writer(),
             session::Model {
                 jti: jti.clone(),
                 api_key_id: caller.key_id,
@@ -172,19 +172,22 @@ impl Omega {
     /// (every replica may run it; deletes are idempotent). Answers how many rows went.
     pub async fn purge_stale_records(&self) -> Result<u64> {
         let now = now();
-        let sessions = db::purge_expired(self.store.connection(), now - chrono::Duration::days(1)).await?;
+        let sessions = db::purge_expired(self.store.writer(), now - chrono::Duration::days(1)).await?;
         let events =
-            crate::store::messages::purge_webhook_events(self.store.connection(), now - chrono::Duration::days(7))
-                .await?;
+            crate::store::messages::purge_webhook_events(self.store.writer(), now - chrono::Duration::days(7)).await?;
         Ok(sessions + events)
     }
 
     /// Revokes the session of `token` (signed by us; expired or not). Unknown, forged, expired
     /// or already revoked tokens are not errors: there is nothing left to revoke.
     pub async fn expire_session(&self, token: &str) -> Result<bool> {
+        // Far above any token this API signs (a few hundred bytes): not one of ours.
+        if token.len() > 8 * 1024 {
+            return Err(Error::invalid("token", "is not a token this API issued (too long)"));
+        }
         let Some(claims) = self.token_claims(token, false) else { return Ok(false) };
         let Some(jti) = claims["jti"].as_str() else { return Ok(false) };
-        let revoked = db::revoke(self.store.connection(), jti, now()).await?;
+        let revoked = db::revoke(self.store.writer(), jti, now()).await?;
         self.tokens.liveness.lock().expect("not poisoned").insert(jti.to_owned(), (false, Instant::now()));
         Ok(revoked)
     }

@@ -258,7 +258,7 @@ impl Omega {
                 email: None,
                 sms_consent: Some(consent),
             };
-            directory::update_client(conn, client, fields, now()).await?;
+            directory::update_client(self.store.writer(), client, fields, now()).await?;
             tracing::info!(business_id, client_id, consent, "SMS consent changed by keyword");
         }
         Ok(())
@@ -308,7 +308,6 @@ impl Omega {
         };
         let sequence: Option<i32> = param(&form, "SequenceNumber").and_then(|s| s.parse().ok());
         let duration: Option<i32> = param(&form, "CallDuration").and_then(|s| s.parse().ok());
-        let conn = self.store.connection();
         if let (Some(seq), Some(seen)) = (sequence, call.provider_sequence)
             && seq <= seen
         {
@@ -320,7 +319,7 @@ impl Omega {
                 .then(|| call_status.clone());
             self.apply_status(&call, status, code, None, None).await?;
         }
-        db::set_call_progress(conn, call.id, duration, sequence).await?;
+        db::set_call_progress(self.store.writer(), call.id, duration, sequence).await?;
         Ok(())
     }
 
@@ -450,7 +449,7 @@ impl Omega {
             "open" => DeliveryStatus::Read,
             _ => return Ok(false), // click, spamreport, unsubscribe…: nothing to move.
         };
-        if !db::first_delivery_of_event(conn, "sendgrid", event_id, now()).await? {
+        if !db::first_delivery_of_event(self.store.writer(), "sendgrid", event_id, now()).await? {
             return Ok(false); // A retried delivery of an event already applied.
         }
         let by_our_id = match event["omega_message_id"].as_str() {

@@ -52,7 +52,7 @@ impl Store {
         api_key::Entity::update_many()
             .col_expr(api_key::Column::LastUsedAt, sea_orm::sea_query::Expr::value(at))
             .filter(api_key::Column::Id.eq(id))
-            .exec(self.connection())
+            .exec(self.writer())
             .await?;
         Ok(())
     }
@@ -83,7 +83,7 @@ impl Store {
             .col_expr(api_key::Column::RevokedAt, sea_orm::sea_query::Expr::value(at))
             .filter(api_key::Column::Id.eq(id))
             .filter(api_key::Column::RevokedAt.is_null())
-            .exec(self.connection())
+            .exec(self.writer())
             .await?;
         Ok(result.rows_affected == 1)
     }

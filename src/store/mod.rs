@@ -150,17 +150,25 @@ impl Store {
         } else {
             None
         };
+        // With a writer, the pool only reads, and SQLite enforces it: a write that bypassed the
+        // writer would fail at once in every test instead of meeting SQLITE_BUSY under load.
+        if writer.is_some() {
+            options.map_sqlx_sqlite_opts(|opts| opts.read_only(true));
+        }
         let db = Database::connect(options).await?;
         Ok(Self { db, writer, sqlite_path: sqlite_file(url).map(PathBuf::from) })
     }
 
+    /// The pool for reads. Writes go through [`Store::writer`] or [`Store::begin`].
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
     }
 
-    /// The connection for a write made outside a transaction: on SQLite the one writer, so
-    /// that it queues behind the other writes instead of meeting the file lock's busy wait.
-    pub fn writes(&self) -> &DatabaseConnection {
+    /// The connection a single write outside a transaction goes through: on SQLite the one
+    /// writer, so that it queues behind the transactions instead of racing them for the file
+    /// lock (SQLITE_BUSY); the pool on PostgreSQL. Never call it while holding a transaction
+    /// from [`Store::begin`] on the same task: on SQLite that waits for itself.
+    pub fn writer(&self) -> &DatabaseConnection {
         self.writer.as_ref().unwrap_or(&self.db)
     }
 
@@ -192,7 +200,7 @@ impl Store {
 
     /// Applies every pending migration; safe to run on every start and from several replicas.
     pub async fn migrate(&self) -> StoreResult<()> {
-        omega_migrations::Migrator::up(&self.db, None).await?;
+        omega_migrations::Migrator::up(self.writer(), None).await?;
         Ok(())
     }
 

@@ -1,7 +1,8 @@
 //! Writes that meet: notes, message ingest, status changes, chat messages, typing and last-seen,
-//! 32 at a time,
-//! through Envoy. Two writes meeting is never a server error (SQLite's write lock is taken at
-//! `BEGIN IMMEDIATE` on its one writer; PostgreSQL's rows are locked per change).
+//! client and staff upserts, 32 at a time, through Envoy. Two writes meeting is never a server
+//! error (on SQLite every write, single or in a transaction, goes through the one writer, which
+//! takes the write lock at `BEGIN IMMEDIATE`, and the read pool is read-only; PostgreSQL's rows
+//! are locked per change).
 
 use crate::common;
 
@@ -47,7 +48,7 @@ async fn mixed_concurrent_writers_never_fail(db: Db) {
             let base = format!("/omega/businesses/{}/clients/{client}/conversations/{conversation}", b.id);
             let (app, b, chat_messages) = (&app, &b, chat_messages.clone());
             async move {
-                let resp = match i % 6 {
+                let resp = match i % 8 {
                     0 => {
                         let note = json!({ "content": format!("note {i}"), "sent_by": b.staff_ids[0], "sender_type": "staff" });
                         app.post(&format!("{base}/note"), &b.key, Some(note)).await
@@ -59,9 +60,17 @@ async fn mixed_concurrent_writers_never_fail(db: Db) {
                         app.post("/omega/messages", &b.key, Some(message)).await
                     }
                     2 => app.post(&format!("{base}/status?status={}", statuses[(i / 4) % 2]), &b.key, None).await,
+                    6 => {
+                        let client = json!({ "name": format!("Client {i}"), "phone": format!("+1415555020{}", i % 8) });
+                        app.post(&format!("/omega/businesses/{}/clients", b.id), &b.key, Some(client)).await
+                    }
+                    7 => {
+                        let staff = json!({ "name": format!("Ana {i}"), "email": "ana@lotus.example" });
+                        app.post(&format!("/omega/businesses/{}/staffs", b.id), &b.key, Some(staff)).await
+                    }
                     4 | 5 => {
                         // Typing and last-seen: the widget's single writes beside the others.
-                        let (path, body) = if i % 6 == 4 {
+                        let (path, body) = if i % 8 == 4 {
                             (chat_messages.replace("/messages", "/toggle_typing"), json!({ "typing_status": "on" }))
                         } else {
                             (chat_messages.replace("/messages", "/update_last_seen"), json!({}))
@@ -93,10 +102,10 @@ async fn mixed_concurrent_writers_never_fail(db: Db) {
         .iter()
         // A status change that lost a race to another change of the same conversation is a 409
         // the caller retries; nothing else may fail.
-        .filter(|(i, status, _)| !(*status == 200 || (i % 6 == 2 && *status == 409)))
+        .filter(|(i, status, _)| !(*status == 200 || (i % 8 == 2 && *status == 409)))
         .collect();
     assert!(failures.is_empty(), "{} of {TOTAL} writes failed: {failures:?}", failures.len());
     let row = app.sql("SELECT COUNT(*) AS n FROM messages", vec![]).await.unwrap();
-    // Notes, texts and chat messages: three of every six calls stored one message.
-    assert_eq!(row.try_get::<i64>("", "n").unwrap(), (TOTAL / 2) as i64);
+    // Notes, texts and chat messages: three of every eight calls stored one message.
+    assert_eq!(row.try_get::<i64>("", "n").unwrap(), (TOTAL * 3 / 8) as i64);
 }

@@ -14,6 +14,7 @@ mod conversations;
 mod directory;
 mod health;
 mod hostile;
+mod hostile_sweep;
 mod messaging;
 mod providers;
 mod tokens;
