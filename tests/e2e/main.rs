@@ -16,6 +16,7 @@ mod health;
 mod hostile;
 mod messaging;
 mod providers;
+mod replicas;
 mod tokens;
 mod transports;
 mod trust;
