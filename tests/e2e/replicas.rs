@@ -335,6 +335,8 @@ async fn postgres_sigkill_of_one_replica_fails_only_writes_in_flight_and_is_ejec
         summary(&outcomes)
     );
     assert!(ejected_after < Duration::from_secs(5), "ejected only after {ejected_after:?}");
+    let envoy_log = cluster.app.envoy.log_text();
+    assert!(!envoy_log.contains("no configured limit"), "a downstream connection limit is set: {envoy_log}");
     assert!(before.iter().all(|n| *n > 10), "both replicas served before the kill: {before:?}");
     assert!(after[0] > before[0] + 20, "the survivor took the load: {before:?} → {after:?}");
     assert!(outcomes.len() > 100, "a steady load: {}", summary(&outcomes));
@@ -353,7 +355,8 @@ async fn postgres_sigkill_of_one_replica_fails_only_writes_in_flight_and_is_ejec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_sigterm_restart_of_each_replica_in_turn_fails_nothing() {
-    // The drain outlasts Envoy's health check (two failures a second apart) with room to spare.
+    // The drain outlasts Envoy's health check (one NOT_SERVING answer, checked every second)
+    // with room to spare.
     let mut cluster = Cluster::start(4).await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let load = cluster.load().spawn(stopped);
