@@ -5,6 +5,10 @@ use std::{net::SocketAddr, path::PathBuf};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/omega.db?mode=rwc";
+/// Omega's deadline for one call; Envoy's route timeout follows it.
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
+/// Downstream connections one Envoy holds at once.
+pub const DEFAULT_ENVOY_MAX_CONNECTIONS: u64 = 10_000;
 
 #[derive(Debug, Parser)]
 #[command(name = "omega", version, about = "Omnichannel messaging backend: gRPC, gRPC-Web and REST (through Envoy)")]
@@ -89,6 +93,14 @@ pub struct ServeArgs {
     /// Seconds between the database checks that drive `grpc.health.v1`.
     #[arg(long, env = "OMEGA_HEALTH_CHECK_INTERVAL_SECS", default_value_t = 1)]
     pub health_check_interval_secs: u64,
+    /// Seconds a call may take before Omega answers CANCELLED (a client's shorter `grpc-timeout`
+    /// wins). `omega envoy-config` reads the same setting for Envoy's route timeout.
+    #[arg(long, env = "OMEGA_REQUEST_TIMEOUT_SECS", default_value_t = DEFAULT_REQUEST_TIMEOUT_SECS)]
+    pub request_timeout_secs: u64,
+    /// On SIGTERM: seconds spent reporting NOT_SERVING while still serving every call, so that
+    /// Envoy's health check takes this replica out of rotation before it stops listening.
+    #[arg(long, env = "OMEGA_DRAIN_SECS", default_value_t = 5)]
+    pub drain_secs: u64,
     /// Seconds between checks for snoozed conversations whose time has come.
     #[arg(long, env = "OMEGA_SNOOZE_CHECK_INTERVAL_SECS", default_value_t = 5)]
     pub snooze_check_interval_secs: u64,
@@ -301,9 +313,16 @@ pub struct EnvoyConfigArgs {
     /// Envoy's admin interface, always on loopback.
     #[arg(long, env = "OMEGA_ENVOY_ADMIN_PORT", default_value_t = 9901)]
     pub admin_port: u16,
-    /// Where Omega serves gRPC.
-    #[arg(long, env = "OMEGA_UPSTREAM", default_value = "127.0.0.1:50051")]
-    pub upstream: SocketAddr,
+    /// Where the Omega replicas serve gRPC: `host:port`, repeated or comma-separated. A host
+    /// name is resolved by Envoy (every address it has is a replica, re-resolved every 5 s).
+    #[arg(long, env = "OMEGA_UPSTREAM", value_delimiter = ',', default_value = "127.0.0.1:50051")]
+    pub upstream: Vec<String>,
+    /// Omega's own call deadline (the same variable as `serve`'s); Envoy waits a second longer.
+    #[arg(long, env = "OMEGA_REQUEST_TIMEOUT_SECS", default_value_t = DEFAULT_REQUEST_TIMEOUT_SECS)]
+    pub request_timeout_secs: u64,
+    /// Downstream connections Envoy accepts at once; more are refused.
+    #[arg(long, env = "OMEGA_ENVOY_MAX_CONNECTIONS", default_value_t = DEFAULT_ENVOY_MAX_CONNECTIONS)]
+    pub max_connections: u64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,7 +2,8 @@
 //! set it loads. The template holds `{{NAME}}` placeholders; the service list comes from the
 //! descriptor set, so a new service needs no edit to the Envoy config. The REST edge's Lua
 //! (`omega.lua`, beside the template) is rendered the same way: it learns from the protos which
-//! paths take raw bodies.
+//! paths take raw bodies. Routes learn the same way which calls Envoy may send again and which
+//! stream (see `proto::method_routes`).
 
 use std::{
     net::SocketAddr,
@@ -13,22 +14,103 @@ use anyhow::{Context, bail};
 
 use crate::proto;
 
+#[derive(Debug, Clone)]
 pub struct EnvoyParams {
     pub listen_address: String,
     pub listen_port: u16,
     pub admin_port: u16,
-    pub upstream: SocketAddr,
+    /// The replicas, `host:port` each. A name (not an IP address) is resolved by Envoy, again
+    /// every few seconds, and every address it resolves to is a replica (a container service).
+    pub upstreams: Vec<String>,
+    /// Omega's own deadline for a call (`OMEGA_REQUEST_TIMEOUT_SECS`); Envoy waits a second
+    /// longer, so that Omega's own answer wins.
+    pub request_timeout_secs: u64,
+    /// Downstream connections Envoy accepts at once, over all listeners.
+    pub max_connections: u64,
+}
+
+impl EnvoyParams {
+    /// One replica on `upstream`, the defaults otherwise (tests, the benchmark).
+    pub fn single(upstream: SocketAddr) -> Self {
+        Self::new(vec![upstream.to_string()])
+    }
+
+    pub fn new(upstreams: Vec<String>) -> Self {
+        Self {
+            listen_address: "127.0.0.1".into(),
+            listen_port: 0,
+            admin_port: 0,
+            upstreams,
+            request_timeout_secs: crate::config::DEFAULT_REQUEST_TIMEOUT_SECS,
+            max_connections: crate::config::DEFAULT_ENVOY_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// A replica's address split for Envoy: host (IP or name) and port.
+fn split_upstream(upstream: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) =
+        upstream.trim().rsplit_once(':').with_context(|| format!("upstream {upstream:?} is not host:port"))?;
+    let port: u16 = port.parse().with_context(|| format!("upstream {upstream:?}: bad port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || port == 0 {
+        bail!("upstream {upstream:?} is not host:port");
+    }
+    Ok((host.to_owned(), port))
+}
+
+/// The cluster's discovery type and its endpoints (a YAML flow list): STATIC when every
+/// upstream is an IP address, else STRICT_DNS (an IP address resolves to itself there).
+fn endpoints(upstreams: &[String]) -> anyhow::Result<(&'static str, String)> {
+    if upstreams.is_empty() {
+        bail!("no upstream: give at least one host:port");
+    }
+    let mut all_ips = true;
+    let mut list = Vec::new();
+    for upstream in upstreams {
+        let (host, port) = split_upstream(upstream)?;
+        all_ips &= host.parse::<std::net::IpAddr>().is_ok();
+        let address = serde_json::json!({ "socket_address": { "address": host, "port_value": port } });
+        list.push(serde_json::json!({ "endpoint": { "address": address } }).to_string());
+    }
+    Ok((if all_ips { "STATIC" } else { "STRICT_DNS" }, format!("[{}]", list.join(", "))))
+}
+
+/// An RE2 pattern matching exactly the given gRPC paths.
+fn paths_regex<'a>(paths: impl Iterator<Item = &'a str>) -> String {
+    let alternatives: Vec<String> = paths.map(regex_escape).collect();
+    format!("^(?:{})$", alternatives.join("|"))
+}
+
+fn regex_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if r"\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Fills every placeholder of `template`; fails if one is left unknown.
 pub fn render(template: &str, params: &EnvoyParams, descriptor: &Path, lua: &Path) -> anyhow::Result<String> {
     let services = serde_json::to_string(&proto::service_names())?;
+    let (cluster_type, endpoints) = endpoints(&params.upstreams)?;
+    let methods = proto::method_routes();
+    let safe = paths_regex(methods.iter().filter(|m| m.retry_safe).map(|m| m.grpc_path.as_str()));
+    let streams = paths_regex(methods.iter().filter(|m| m.streaming).map(|m| m.grpc_path.as_str()));
+    // Strings in the YAML: JSON quoting is YAML's double-quoted style.
     let values = [
         ("LISTEN_ADDRESS", params.listen_address.clone()),
         ("LISTEN_PORT", params.listen_port.to_string()),
         ("ADMIN_PORT", params.admin_port.to_string()),
-        ("UPSTREAM_HOST", params.upstream.ip().to_string()),
-        ("UPSTREAM_PORT", params.upstream.port().to_string()),
+        ("CLUSTER_TYPE", cluster_type.to_owned()),
+        ("UPSTREAM_ENDPOINTS", endpoints),
+        ("RETRY_SAFE_PATHS", serde_json::to_string(&safe)?),
+        ("STREAMING_PATHS", serde_json::to_string(&streams)?),
+        ("ROUTE_TIMEOUT", format!("{}s", params.request_timeout_secs.max(1) + 1)),
+        ("MAX_CONNECTIONS", params.max_connections.to_string()),
         ("DESCRIPTOR_PATH", descriptor.display().to_string()),
         ("LUA_PATH", lua.display().to_string()),
         ("SERVICES", services),
@@ -134,18 +216,63 @@ mod tests {
 
     #[test]
     fn every_placeholder_is_filled_and_unknown_ones_fail() {
-        let params = EnvoyParams {
-            listen_address: "0.0.0.0".into(),
-            listen_port: 8080,
-            admin_port: 9901,
-            upstream: "127.0.0.1:50051".parse().unwrap(),
-        };
-        let out =
-            render("{{LISTEN_PORT}} {{UPSTREAM_PORT}} {{SERVICES}}", &params, Path::new("/d.pb"), Path::new("/o.lua"))
-                .unwrap();
-        assert!(out.starts_with("8080 50051 [\"omega.v1."), "{out}");
+        let params = EnvoyParams::single("127.0.0.1:50051".parse().unwrap());
+        let out = render(
+            "{{ADMIN_PORT}} {{UPSTREAM_ENDPOINTS}} {{SERVICES}}",
+            &params,
+            Path::new("/d.pb"),
+            Path::new("/o.lua"),
+        )
+        .unwrap();
+        assert!(out.starts_with("0 [{\"endpoint\""), "{out}");
+        assert!(out.contains("\"port_value\":50051"), "{out}");
         assert!(out.contains("\"omega.v1.HealthService\""), "{out}");
         assert!(render("{{NOPE}}", &params, Path::new("/d"), Path::new("/l")).is_err());
+    }
+
+    #[test]
+    fn upstreams_are_addresses_or_names_resolved_by_envoy() {
+        let (kind, list) = endpoints(&["127.0.0.1:1".into(), "[::1]:2".into()]).unwrap();
+        assert_eq!(kind, "STATIC");
+        assert!(list.contains("\"address\":\"::1\"") && list.contains("\"port_value\":2"), "{list}");
+        let (kind, list) = endpoints(&["127.0.0.1:1".into(), "omega:50051".into()]).unwrap();
+        assert_eq!(kind, "STRICT_DNS");
+        assert!(list.contains("\"address\":\"omega\""), "{list}");
+        for bad in ["omega", "omega:", ":50051", "omega:0", "omega:x"] {
+            assert!(endpoints(&[bad.into()]).is_err(), "{bad}");
+        }
+        assert!(endpoints(&[]).is_err());
+    }
+
+    #[test]
+    fn only_reads_and_declared_idempotent_calls_are_retry_safe() {
+        let methods = proto::method_routes();
+        let safe = |path: &str| methods.iter().find(|m| m.grpc_path == path).map(|m| m.retry_safe);
+        // GET and PUT bindings, and a POST the proto declares IDEMPOTENT.
+        for path in [
+            "/omega.v1.HealthService/GetHealth",
+            "/omega.v1.ClientService/ListClients",
+            "/omega.v1.ProviderService/SetTwilioCredentials",
+            "/omega.v1.ClientService/UpsertClient",
+        ] {
+            assert_eq!(safe(path), Some(true), "{path}");
+        }
+        // Sends, ingestion keyed only by the body, and other writes.
+        for path in [
+            "/omega.v1.SmsService/QueueSms",
+            "/omega.v1.EmailService/QueueEmail",
+            "/omega.v1.MessageService/ProcessMessage",
+            "/omega.v1.MessageService/RetryFailedMessages",
+            "/omega.v1.ConversationService/AddNote",
+            "/omega.v1.ChatService/CreateMessage",
+        ] {
+            assert_eq!(safe(path), Some(false), "{path}");
+        }
+        let streams: Vec<&str> = methods.iter().filter(|m| m.streaming).map(|m| m.grpc_path.as_str()).collect();
+        assert!(streams.contains(&"/grpc.health.v1.Health/Watch"), "{streams:?}");
+        assert!(streams.contains(&"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"), "{streams:?}");
+        assert_eq!(safe("/grpc.health.v1.Health/Watch"), Some(false));
+        assert_eq!(paths_regex(["/a.B/C", "/d/E"].into_iter()), r"^(?:/a\.B/C|/d/E)$");
     }
 
     #[test]

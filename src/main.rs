@@ -51,7 +51,9 @@ async fn main() -> anyhow::Result<()> {
                 listen_address: args.listen_address,
                 listen_port: args.listen_port,
                 admin_port: args.admin_port,
-                upstream: args.upstream,
+                upstreams: args.upstream,
+                request_timeout_secs: args.request_timeout_secs,
+                max_connections: args.max_connections,
             };
             let path = envoy::write_config(&args.template, &args.out_dir, &params)?;
             println!("{}", path.display());

@@ -127,3 +127,51 @@ pub fn http_bindings() -> Vec<HttpBinding> {
     }
     bindings
 }
+
+/// What Envoy needs to know about one method to route it: may a lost call be sent again, and
+/// does it stream (no deadline then).
+#[derive(Debug, Clone)]
+pub struct MethodRoute {
+    /// e.g. `/omega.v1.HealthService/GetHealth`.
+    pub grpc_path: String,
+    /// Repeating the call changes nothing more than the first did: its REST binding is a GET, PUT
+    /// or DELETE, or the proto declares `idempotency_level` NO_SIDE_EFFECTS or IDEMPOTENT. A write
+    /// idempotent only with a key in its body (a send) is not: Envoy cannot see the body.
+    pub retry_safe: bool,
+    /// Client or server streaming (reflection, `grpc.health.v1.Health/Watch`).
+    pub streaming: bool,
+}
+
+/// Every method the server answers — Omega's own, `grpc.health.v1` and reflection — read from
+/// the descriptor sets the server registers.
+pub fn method_routes() -> Vec<MethodRoute> {
+    use prost_reflect::{DescriptorPool, Value};
+    let verbs: std::collections::HashMap<String, &str> =
+        http_bindings().into_iter().map(|b| (b.grpc_path, b.verb)).collect();
+    let sets = [
+        DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ];
+    let mut routes = Vec::new();
+    for set in sets {
+        let pool = DescriptorPool::decode(set).expect("a valid embedded descriptor set");
+        for service in pool.services().filter(|s| !s.package_name().starts_with("google.")) {
+            for method in service.methods() {
+                let grpc_path = format!("/{}/{}", service.full_name(), method.name());
+                let streaming = method.is_client_streaming() || method.is_server_streaming();
+                // google.protobuf.MethodOptions.IdempotencyLevel: 1 NO_SIDE_EFFECTS, 2 IDEMPOTENT.
+                let declared = matches!(
+                    method.options().get_field_by_name("idempotency_level").as_deref(),
+                    Some(Value::EnumNumber(1 | 2))
+                );
+                let by_verb = verbs.get(&grpc_path).is_some_and(|verb| matches!(*verb, "get" | "put" | "delete"));
+                routes.push(MethodRoute { retry_safe: !streaming && (declared || by_verb), streaming, grpc_path });
+            }
+        }
+    }
+    routes.sort_by(|a, b| a.grpc_path.cmp(&b.grpc_path));
+    routes.dedup_by(|a, b| a.grpc_path == b.grpc_path);
+    routes
+}

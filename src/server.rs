@@ -41,8 +41,19 @@ use crate::{
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Connects, migrates, installs the bootstrap key, binds, and serves until `shutdown` resolves.
-pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+/// How a stop was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM (an orchestrator, a rolling restart): report NOT_SERVING, keep serving for the
+    /// drain period, then stop.
+    Drain,
+    /// SIGINT (Ctrl-C at a terminal): stop at once, finishing the calls in flight.
+    Now,
+}
+
+/// Connects, migrates, installs the bootstrap key, binds, and serves until `shutdown` resolves
+/// (then drains first if it asks to).
+pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 'static) -> anyhow::Result<()> {
     let store = Store::connect(&args.database.database_url).await.context("connecting to the database")?;
     if args.migrate_on_start {
         store.migrate().await.context("applying migrations")?;
@@ -66,10 +77,12 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
     let omega = Omega::with_settings(store.clone(), args.delivery.webhook_settings(), tokens, secrets);
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
+    let (start_drain, draining) = tokio::sync::watch::channel(false);
     let watcher = tokio::spawn(watch_database(
         omega.clone(),
         reporter,
         Duration::from_secs(args.health_check_interval_secs.max(1)),
+        draining,
     ));
 
     let (stop_delivery, delivery_stopped) = tokio::sync::watch::channel(false);
@@ -128,12 +141,26 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
         write_address_file(path, local)?;
     }
     tracing::info!(address = %local, database = omega.store.engine(), "omega serving gRPC and gRPC-Web");
+    let drain_for = Duration::from_secs(args.drain_secs);
+    let stop_delivery_early = stop_delivery.clone();
+    let stop_serving = async move {
+        if shutdown.await == Stop::Drain && !drain_for.is_zero() {
+            tracing::info!(seconds = drain_for.as_secs(), "draining: reporting NOT_SERVING, still serving");
+            let _ = start_drain.send(true);
+            // Delivery stops now (the calls in flight finish): the other replicas take the
+            // outbox, and nothing is started that the stop would cut short.
+            let _ = stop_delivery_early.send(true);
+            tokio::time::sleep(drain_for).await;
+        }
+        tracing::info!("no longer accepting calls; finishing the calls in flight");
+    };
     let result = Server::builder()
         .accept_http1(true)
         // Envoy admits 60 KiB of URL and headers and answers 431 JSON beyond; what it forwards
         // (the path twice: as :path and x-omega-public-path) must not meet hyper's 16 KiB limit,
         // which would be an empty 431 that no client can read.
         .http2_max_header_list_size(256 * 1024)
+        .timeout(Duration::from_secs(args.request_timeout_secs.max(1)))
         .layer(layers)
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -158,7 +185,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
         .add_service(DocsServiceServer::new(docs))
         // TCP_NODELAY: without it, Nagle holds back the small trailing HTTP/2 frames of each
         // answer until the peer's delayed ACK (~40 ms per call behind Envoy).
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stop_serving)
         .await;
     watcher.abort();
     sweeper.abort();
@@ -173,13 +200,29 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
     result.context("serving")
 }
 
-/// Keeps `grpc.health.v1` truthful: every service is SERVING only while the database answers.
-async fn watch_database(omega: Omega, reporter: HealthReporter, every: Duration) {
+/// Keeps `grpc.health.v1` truthful: every service is SERVING only while the database answers,
+/// and NOT_SERVING for good once `draining` turns true.
+async fn watch_database(
+    omega: Omega,
+    reporter: HealthReporter,
+    every: Duration,
+    mut draining: tokio::sync::watch::Receiver<bool>,
+) {
     let services: Vec<String> = std::iter::once(String::new()).chain(proto::service_names()).collect();
     let mut last = None;
     let mut tick = tokio::time::interval(every);
     loop {
-        tick.tick().await;
+        let drain = tokio::select! {
+            _ = tick.tick() => false,
+            // The guard `wait_for` answers is dropped here, before any await.
+            _ = draining.wait_for(|d| *d) => true,
+        };
+        if drain {
+            for service in &services {
+                reporter.set_service_status(service, ServingStatus::NotServing).await;
+            }
+            return;
+        }
         let status = match omega.check_database().await {
             Ok(_) => ServingStatus::Serving,
             Err(_) => ServingStatus::NotServing,
@@ -271,8 +314,8 @@ fn write_address_file(path: &Path, address: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+/// Resolves on SIGINT (Ctrl-C: stop now) or SIGTERM (drain first).
+pub fn shutdown_signal() -> impl Future<Output = Stop> + Send + 'static {
     // Registered now, not when first polled: a SIGTERM that arrives while the server is still
     // starting must not kill the process outright.
     #[cfg(unix)]
@@ -289,10 +332,11 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
         };
         #[cfg(not(unix))]
         let terminate = std::future::pending::<()>();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = terminate => {},
-        }
-        tracing::info!("shutdown signal received; finishing in-flight requests");
+        let stop = tokio::select! {
+            _ = tokio::signal::ctrl_c() => Stop::Now,
+            _ = terminate => Stop::Drain,
+        };
+        tracing::info!(?stop, "shutdown signal received");
+        stop
     }
 }

@@ -17,6 +17,7 @@ mod hostile;
 mod hostile_sweep;
 mod messaging;
 mod providers;
+mod replicas;
 mod tokens;
 mod transports;
 mod trust;

@@ -187,6 +187,8 @@ pub async fn start_omega(dir: &Path, database_url: &str, env: &[(&str, String)])
         .env("OMEGA_DATABASE_URL", database_url)
         .env("OMEGA_BOOTSTRAP_API_KEY", KEY)
         .env("OMEGA_LOG", "warn")
+        // Nothing routes around a stopping benchmark server: no drain on SIGTERM.
+        .env("OMEGA_DRAIN_SECS", "0")
         .env("OMEGA_AUTH_FAILURES_PER_MINUTE", "100000")
         .env("OMEGA_DELIVERY_WORKERS", "0")
         .stdout(Stdio::null())
@@ -219,8 +221,14 @@ pub fn envoy_binary() -> PathBuf {
 
 /// Envoy with the project's `envoy/envoy.yaml`, in front of `upstream`: (process, listener).
 pub async fn start_envoy(dir: &Path, upstream: SocketAddr) -> anyhow::Result<(Process, SocketAddr)> {
+    start_envoy_for(dir, &[upstream]).await
+}
+
+/// `start_envoy` in front of several replicas (one cluster); answers once each passed Envoy's
+/// health check.
+pub async fn start_envoy_for(dir: &Path, upstreams: &[SocketAddr]) -> anyhow::Result<(Process, SocketAddr)> {
     let out_dir = dir.join(format!("envoy-{}", uuid::Uuid::new_v4().simple()));
-    let params = EnvoyParams { listen_address: "127.0.0.1".into(), listen_port: 0, admin_port: 0, upstream };
+    let params = EnvoyParams::new(upstreams.iter().map(ToString::to_string).collect());
     let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy/envoy.yaml");
     let config = write_config(&template, &out_dir, &params)?;
     let admin_file = out_dir.join("admin.addr");
@@ -252,7 +260,11 @@ pub async fn start_envoy(dir: &Path, upstream: SocketAddr) -> anyhow::Result<(Pr
             continue;
         };
         let port = listeners["listener_statuses"][0]["local_address"]["socket_address"]["port_value"].as_u64();
-        if let Some(port) = port.filter(|p| *p != 0) {
+        let Some(port) = port.filter(|p| *p != 0) else {
+            continue;
+        };
+        let clusters = http.get(format!("http://{admin}/clusters")).send().await?.text().await?;
+        if clusters.matches("::health_flags::healthy").count() == upstreams.len() {
             return Ok((process, SocketAddr::from(([127, 0, 0, 1], port as u16))));
         }
     }

@@ -7,7 +7,8 @@
 //! cargo build --release --bins && target/release/omega-bench --database sqlite --scale full
 //! ```
 //!
-//! P1 ingest, P2 inbox lists, P3 search, P4 dispatch, P5 transports, P6 footprint: see the README.
+//! P1 ingest, P2 inbox lists, P3 search, P4 dispatch, P5 transports, P6 footprint, P7 two
+//! replicas: see the README.
 
 mod dataset;
 mod harness;
@@ -33,8 +34,8 @@ pub struct Cli {
     /// Dataset size: full (1M conversations, 10M messages in one business) or tiny (CI).
     #[arg(long, default_value = "full")]
     scale: String,
-    /// Phases to run (p1..p6), comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "p1,p2,p3,p4,p5,p6")]
+    /// Phases to run (p1..p7), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "p1,p2,p3,p4,p5,p6,p7")]
     only: Vec<String>,
     /// Timed calls per latency figure.
     #[arg(long)]

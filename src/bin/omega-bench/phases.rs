@@ -1,4 +1,4 @@
-//! The six phases. Each measures a figure and, in the same run, the baseline it is judged by.
+//! The seven phases. Each measures a figure and, in the same run, the baseline it is judged by.
 
 use std::{
     net::SocketAddr,
@@ -26,7 +26,7 @@ use crate::{
     Settings,
     dataset::{self, Business, Dataset, Scale},
     harness::{
-        ACCOUNT_SID, Backend, BenchDb, KEY, Omega, grpc_channel, http_client, keyed, rss, start_envoy,
+        ACCOUNT_SID, Backend, BenchDb, KEY, Omega, grpc_channel, http_client, keyed, rss, start_envoy, start_envoy_for,
         start_fake_twilio, start_omega,
     },
     report::Report,
@@ -84,6 +84,9 @@ pub async fn run_all(
         transports(backend, &channel, omega.addr, envoy_addr, &data, settings, report).await?;
     }
     let (_, loaded_peak) = rss(omega.process.pid())?;
+    if wants("p7") {
+        replicas(db, dir, &twilio_env, omega.addr, envoy_addr, &data, settings, report).await?;
+    }
     drop(envoy);
     drop(omega);
     if wants("p4") {
@@ -142,34 +145,7 @@ async fn ingest(
         }
     })
     .await?;
-    let http = http_client();
-    let rest = run_concurrently(n, concurrency, {
-        let business_id = business.id;
-        move |i| {
-            let http = http.clone();
-            let run = run.clone();
-            let phone = phone(i);
-            async move {
-                let resp = http
-                    .post(format!("http://{envoy}/omega/messages"))
-                    .header("x-api-key", KEY)
-                    .json(&serde_json::json!({
-                        "business_id": business_id,
-                        "channel": "SMS",
-                        "direction": "INBOUND",
-                        "client": { "phone": phone },
-                        "content": format!("Is there parking near the studio at {} pm?", 1 + i % 9),
-                        "provider": "twilio",
-                        "provider_message_id": format!("SMrest{run}{i:020}"),
-                    }))
-                    .send()
-                    .await?;
-                anyhow::ensure!(resp.status().is_success(), "REST ingest answered {}", resp.status());
-                Ok(())
-            }
-        }
-    })
-    .await?;
+    let rest = rest_ingest(envoy, business, n, concurrency, &format!("rest{run}")).await?;
     let backend = db.backend;
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     let baseline = ("raw insert: message + conversation update + event", rate(raw));
@@ -179,6 +155,45 @@ async fn ingest(
         report.add("P1", backend, figure, (value, "msg/s"), baseline, "≥ 0.5 × raw", Some(met));
     }
     Ok(())
+}
+
+/// `n` inbound SMS through Envoy's REST edge, `concurrency` at a time; answers the elapsed time.
+/// `run` makes the provider ids unique to the run.
+async fn rest_ingest(
+    envoy: SocketAddr,
+    business: &Business,
+    n: usize,
+    concurrency: usize,
+    run: &str,
+) -> anyhow::Result<Duration> {
+    let http = http_client();
+    let clients = business.conversations;
+    let phone = move |i: usize| format!("+1{}", 2_000_000_000 + (i as u64 * 7919) % clients);
+    let (business_id, run) = (business.id, run.to_owned());
+    run_concurrently(n, concurrency, move |i| {
+        let http = http.clone();
+        let run = run.clone();
+        let phone = phone(i);
+        async move {
+            let resp = http
+                .post(format!("http://{envoy}/omega/messages"))
+                .header("x-api-key", KEY)
+                .json(&serde_json::json!({
+                    "business_id": business_id,
+                    "channel": "SMS",
+                    "direction": "INBOUND",
+                    "client": { "phone": phone },
+                    "content": format!("Is there parking near the studio at {} pm?", 1 + i % 9),
+                    "provider": "twilio",
+                    "provider_message_id": format!("SM{run}{i:020}"),
+                }))
+                .send()
+                .await?;
+            anyhow::ensure!(resp.status().is_success(), "REST ingest answered {}", resp.status());
+            Ok(())
+        }
+    })
+    .await
 }
 
 /// Runs `call(i)` for i in 0..n, `concurrency` at a time; answers the elapsed time.
@@ -302,6 +317,67 @@ async fn raw_ingest(
     })
     .await?;
     Ok(elapsed)
+}
+
+// ---- P7 two replicas ----
+
+/// A second replica on the same database and an Envoy in front of both: REST ingest and the
+/// inbox's first page through it, beside the same through the one-replica Envoy, same run.
+#[allow(clippy::too_many_arguments)]
+async fn replicas(
+    db: &BenchDb,
+    dir: &Path,
+    twilio_env: &(&str, String),
+    first: SocketAddr,
+    one_envoy: SocketAddr,
+    data: &Dataset,
+    settings: &Settings,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let second = start_omega(dir, &db.url, std::slice::from_ref(twilio_env)).await?;
+    let (envoy, two_envoy) = start_envoy_for(dir, &[first, second.addr]).await?;
+    let backend = db.backend;
+    let (n, concurrency) = (settings.messages, 16);
+    let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let one = rest_ingest(one_envoy, &data.small, n, concurrency, &format!("one{run}")).await?;
+    let two = rest_ingest(two_envoy, &data.small, n, concurrency, &format!("two{run}")).await?;
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    report.add(
+        "P7",
+        backend,
+        "ingest inbound SMS via REST, two replicas behind Envoy",
+        (rate(two), "msg/s"),
+        ("one replica behind Envoy", rate(one)),
+        "",
+        None,
+    );
+    // The inbox's first page of the large business, through each Envoy alternately.
+    let request = ListConversationsRequest { business_id: data.large.id, page_size: 25, ..Default::default() };
+    let mut via_one = ConversationServiceClient::new(grpc_channel(one_envoy).await?);
+    let mut via_two = ConversationServiceClient::new(grpc_channel(two_envoy).await?);
+    let (mut one, mut two) = (Samples::default(), Samples::default());
+    for i in 0..settings.samples + 3 {
+        for (client, samples) in [(&mut via_one, &mut one), (&mut via_two, &mut two)] {
+            let started = Instant::now();
+            client.list_conversations(keyed(request.clone())).await?;
+            if i >= 3 {
+                samples.push(started.elapsed());
+            }
+        }
+    }
+    for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
+        report.add(
+            "P7",
+            backend,
+            format!("inbox first page at {} conversations, two replicas: {name}", data.large.conversations),
+            (two.quantile(q), "ms"),
+            (format!("one replica {name}"), one.quantile(q)),
+            "",
+            None,
+        );
+    }
+    drop(envoy);
+    second.stop().await
 }
 
 // ---- P2 inbox ----

@@ -194,6 +194,8 @@ pub async fn start_omega(
         .env("OMEGA_SMS_SENDER_RATE", "0")
         .env("OMEGA_PROVIDER_TIMEOUT_SECS", "2")
         .env("OMEGA_LOG", "info")
+        // A short drain on SIGTERM: the drain path runs in every SIGTERM test without slowing it.
+        .env("OMEGA_DRAIN_SECS", "1")
         // The key that seals stored credentials, shared by a test's replicas and restarts (the
         // default file of a PostgreSQL deployment would be shared by every test).
         .env("OMEGA_SECRETS_KEY_FILE", dir.join("omega-secrets.key"))
@@ -222,8 +224,13 @@ pub async fn start_omega(
 /// Renders the project's Envoy config for `upstream` and starts Envoy on random ports.
 /// Answers the process, the listener address and the admin address.
 pub async fn start_envoy(dir: &Path, upstream: SocketAddr) -> (Process, SocketAddr, SocketAddr) {
+    start_envoy_with(dir, &EnvoyParams::single(upstream)).await
+}
+
+/// `start_envoy` with the given parameters (several replicas, say); its ports stay random.
+pub async fn start_envoy_with(dir: &Path, params: &EnvoyParams) -> (Process, SocketAddr, SocketAddr) {
     let out_dir = dir.join(format!("envoy-{}", uuid::Uuid::new_v4().simple()));
-    let params = EnvoyParams { listen_address: "127.0.0.1".into(), listen_port: 0, admin_port: 0, upstream };
+    let params = EnvoyParams { listen_address: "127.0.0.1".into(), listen_port: 0, admin_port: 0, ..params.clone() };
     let config = write_config(&Path::new(MANIFEST_DIR).join("envoy/envoy.yaml"), &out_dir, &params)
         .expect("render envoy config");
     let admin_file = out_dir.join("admin.addr");
