@@ -231,7 +231,7 @@ impl Dispatcher {
     async fn settle_abandoned(&self, job: delivery_job::Model) -> anyhow::Result<()> {
         let conn = self.omega.store.writer();
         let Some(message) = db::by_id(conn, job.message_id).await? else {
-            db::finish_job(self.omega.store.writer(), job.id, "done", None, None, now()).await?;
+            db::finish_job(conn, job.id, "done", None, None, now()).await?;
             return Ok(());
         };
         tracing::warn!(
@@ -302,7 +302,7 @@ impl Dispatcher {
             let message = messages.remove(&job.message_id);
             let Some(message) = message.filter(|m| m.status == DeliveryStatus::Queued.as_str()) else {
                 // Gone, cancelled, recorded as sent elsewhere, or already settled.
-                db::finish_job(self.omega.store.writer(), job.id, "done", None, None, now()).await?;
+                db::finish_job(conn, job.id, "done", None, None, now()).await?;
                 claim.held.remove(&job.id);
                 continue;
             };
@@ -320,7 +320,7 @@ impl Dispatcher {
                     txn.commit().await.map_err(StoreError::from)?;
                     if (slot - now).to_std().unwrap_or_default() > Duration::from_secs(2) {
                         // Busy sender: come back for the slot instead of holding a worker.
-                        db::finish_job(self.omega.store.writer(), job.id, "pending", Some(slot), None, now).await?;
+                        db::finish_job(conn, job.id, "pending", Some(slot), None, now).await?;
                         claim.held.remove(&job.id);
                         continue;
                     }
@@ -537,7 +537,7 @@ impl Dispatcher {
             .filter(|m| m.status == DeliveryStatus::Failed.as_str() && m.error_code.as_deref() == Some("AMBIGUOUS"))
         else {
             // Already settled (a late answer, a status callback).
-            db::finish_job(self.omega.store.writer(), job.id, "done", None, None, now()).await?;
+            db::finish_job(conn, job.id, "done", None, None, now()).await?;
             return Ok(());
         };
         let twilio = match self.clients_of(message.business_id).await {
