@@ -41,6 +41,22 @@ local function is_json(content_type)
   return media == "application/json" or (starts_with(media, "application/") and string.sub(media, -5) == "+json")
 end
 
+-- Chatwoot's clients join a base URL ending in "/" with "/public/api/v1/…". Slashes are merged
+-- on the Chatwoot paths only: on /omega an empty id (`/businesses//clients`) stays a 422.
+local function merged_public_path(headers, path)
+  if not string.find(path, "//", 1, true) then
+    return path
+  end
+  local route, query = string.match(path, "^([^?]*)(.*)$")
+  local merged = string.gsub(route, "/+", "/")
+  if not starts_with(merged, "/public/api/v1/") then
+    return path
+  end
+  merged = merged .. query
+  headers:replace(":path", merged)
+  return merged
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
   local content_type = headers:get("content-type") or ""
@@ -49,6 +65,7 @@ function envoy_on_request(handle)
   end
   local path = headers:get(":path") or "/"
   headers:replace("x-omega-public-path", path)
+  path = merged_public_path(headers, path)
   if path == "/omega" or starts_with(path, "/omega/") or starts_with(path, "/omega?") then
     local rest = string.sub(path, 7)
     if rest == "" or starts_with(rest, "?") then

@@ -1,0 +1,434 @@
+//! The Chatwoot public client API as Chatwoot's own clients call it, through the real Envoy: the
+//! inbox's details, custom attributes, a base URL ending in `/`, Chatwoot's 404 for ids that
+//! cannot exist, form-encoded bodies, and multipart `attachments[]` uploads served back with
+//! access checks (to the contact, and to staff over REST and gRPC).
+
+use crate::common;
+
+use common::{Db, TestApp, TestBusiness, spawn_app, spawn_app_with, with_key};
+use omega::proto::omega::v1::{
+    ListConversationMessagesRequest, conversation_service_client::ConversationServiceClient,
+};
+use serde_json::{Value, json};
+
+both_databases!(
+    inbox_details_as_chatwoot_renders_them,
+    custom_attributes_are_kept_and_rendered,
+    double_slashes_and_impossible_ids,
+    form_encoded_bodies_work_like_json,
+    attachments_are_stored_and_served_only_to_their_readers,
+    attachment_limits_are_enforced_and_write_nothing,
+);
+
+async fn json_of(resp: reqwest::Response, status: u16) -> Value {
+    let code = resp.status().as_u16();
+    let body = resp.text().await.unwrap();
+    assert_eq!(code, status, "{body}");
+    serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"))
+}
+
+async fn inbox(app: &TestApp, b: &TestBusiness, hmac_mandatory: bool) -> Value {
+    let body = json!({ "name": "Website chat", "location_id": b.location_ids[0], "hmac_mandatory": hmac_mandatory });
+    json_of(app.post(&format!("/omega/businesses/{}/inboxes", b.id), &b.key, Some(body)).await, 200).await["inbox"]
+        .clone()
+}
+
+fn public(inbox: &Value, rest: &str) -> String {
+    format!("/public/api/v1/inboxes/{}{rest}", inbox["inbox_identifier"].as_str().unwrap())
+}
+
+async fn send(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    app.http.request(method, app.rest(path)).header("content-type", content_type).body(body).send().await.unwrap()
+}
+
+async fn post_json(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
+    send(app, reqwest::Method::POST, path, "application/json", body.to_string().into_bytes()).await
+}
+
+async fn get(app: &TestApp, path: &str) -> reqwest::Response {
+    app.http.get(app.rest(path)).send().await.unwrap()
+}
+
+/// A contact and its conversation: (source id, conversation id).
+async fn contact_with_conversation(app: &TestApp, inbox: &Value, body: Value) -> (String, u64) {
+    let contact = json_of(post_json(app, &public(inbox, "/contacts"), body).await, 200).await;
+    let source = contact["source_id"].as_str().unwrap().to_owned();
+    let conversation =
+        json_of(post_json(app, &public(inbox, &format!("/contacts/{source}/conversations")), json!({})).await, 200)
+            .await;
+    (source, conversation["id"].as_u64().unwrap())
+}
+
+/// The field a 422 names (the first field violation in its details).
+fn violated_field(error: &Value) -> String {
+    let details = error["details"].as_array().cloned().unwrap_or_default();
+    details
+        .iter()
+        .flat_map(|d| d["field_violations"].as_array().cloned().unwrap_or_default())
+        .map(|v| v["field"].as_str().unwrap_or_default().to_owned())
+        .next()
+        .unwrap_or_else(|| panic!("no field violation in {error}"))
+}
+
+async fn inbox_details_as_chatwoot_renders_them(db: Db) {
+    let app = spawn_app(db).await;
+    let b = app.onboard_simple("lotus", "+14155550100").await;
+    let (open, strict) = (inbox(&app, &b, false).await, inbox(&app, &b, true).await);
+    let details = json_of(get(&app, &public(&open, "")).await, 200).await;
+    assert_eq!(details["identifier"], open["inbox_identifier"]);
+    assert_eq!(details["name"], "Website chat");
+    assert_eq!(details["identity_validation_enabled"], false);
+    assert!(details["timezone"].as_str().is_some_and(|z| !z.is_empty()), "{details}");
+    assert_eq!(details["working_hours"], json!([]));
+    for field in ["working_hours_enabled", "csat_survey_enabled", "greeting_enabled"] {
+        assert_eq!(details[field], false, "{field}: {details}");
+    }
+    // The hmac token is the business's secret: never shown.
+    assert!(!details.to_string().contains(open["hmac_token"].as_str().unwrap()), "{details}");
+    assert_eq!(json_of(get(&app, &public(&strict, "")).await, 200).await["identity_validation_enabled"], true);
+    let missing = json_of(get(&app, "/public/api/v1/inboxes/nope").await, 404).await;
+    assert_eq!(missing["code"], 5, "{missing}");
+}
+
+async fn custom_attributes_are_kept_and_rendered(db: Db) {
+    let app = spawn_app(db).await;
+    let b = app.onboard_simple("lotus", "+14155550100").await;
+    let inbox = inbox(&app, &b, false).await;
+    let created = json_of(
+        post_json(&app, &public(&inbox, "/contacts"), json!({ "name": "Ann", "custom_attributes": { "plan": "pro" } }))
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(created["custom_attributes"], json!({ "plan": "pro" }));
+    let source = created["source_id"].as_str().unwrap().to_owned();
+    let contact = public(&inbox, &format!("/contacts/{source}"));
+    // An update merges key by key, as Chatwoot does.
+    let body = json!({ "custom_attributes": { "seats": 3, "plan": "team" } }).to_string().into_bytes();
+    let updated = json_of(send(&app, reqwest::Method::PATCH, &contact, "application/json", body).await, 200).await;
+    assert_eq!(updated["custom_attributes"], json!({ "plan": "team", "seats": 3 }));
+    assert_eq!(
+        json_of(get(&app, &contact).await, 200).await["custom_attributes"],
+        json!({ "plan": "team", "seats": 3 })
+    );
+
+    let conversations = format!("{contact}/conversations");
+    let conversation =
+        json_of(post_json(&app, &conversations, json!({ "custom_attributes": { "topic": "billing" } })).await, 200)
+            .await;
+    assert_eq!(conversation["custom_attributes"], json!({ "topic": "billing" }));
+    assert_eq!(conversation["contact"]["custom_attributes"], json!({ "plan": "team", "seats": 3 }));
+    let id = conversation["id"].as_u64().unwrap();
+    let again =
+        json_of(post_json(&app, &conversations, json!({ "custom_attributes": { "order": 42 } })).await, 200).await;
+    assert_eq!(again["id"], id);
+    assert_eq!(again["custom_attributes"], json!({ "topic": "billing", "order": 42 }));
+    let got = json_of(get(&app, &format!("{conversations}/{id}")).await, 200).await;
+    assert_eq!(got["custom_attributes"], json!({ "topic": "billing", "order": 42 }));
+
+    // Anything but an object, or too much of it: a 422 naming the field, and nothing changes.
+    let huge = json!({ "notes": "x".repeat(20_000) });
+    for bad in [json!("pro"), json!([1, 2]), json!(7), huge] {
+        let body = json!({ "custom_attributes": bad }).to_string().into_bytes();
+        let refused = json_of(send(&app, reqwest::Method::PATCH, &contact, "application/json", body).await, 422).await;
+        assert_eq!(violated_field(&refused), "custom_attributes", "{refused}");
+        let refused = json_of(post_json(&app, &conversations, json!({ "custom_attributes": bad })).await, 422).await;
+        assert_eq!(violated_field(&refused), "custom_attributes", "{refused}");
+        let refused =
+            json_of(post_json(&app, &public(&inbox, "/contacts"), json!({ "custom_attributes": bad })).await, 422)
+                .await;
+        assert_eq!(violated_field(&refused), "custom_attributes", "{refused}");
+    }
+    assert_eq!(
+        json_of(get(&app, &contact).await, 200).await["custom_attributes"],
+        json!({ "plan": "team", "seats": 3 })
+    );
+    let got = json_of(get(&app, &format!("{conversations}/{id}")).await, 200).await;
+    assert_eq!(got["custom_attributes"], json!({ "topic": "billing", "order": 42 }));
+    // null changes nothing.
+    let body = json!({ "custom_attributes": null, "name": "Ann B" }).to_string().into_bytes();
+    let updated = json_of(send(&app, reqwest::Method::PATCH, &contact, "application/json", body).await, 200).await;
+    assert_eq!(updated["custom_attributes"], json!({ "plan": "team", "seats": 3 }));
+}
+
+async fn double_slashes_and_impossible_ids(db: Db) {
+    let app = spawn_app(db).await;
+    let b = app.onboard_simple("lotus", "+14155550100").await;
+    let inbox = inbox(&app, &b, false).await;
+    // A base URL ending in "/" (the Python SDK's default shape) joined with "/public/…".
+    let contact =
+        json_of(post_json(&app, &format!("/{}", public(&inbox, "/contacts")), json!({ "name": "Ann" })).await, 200)
+            .await;
+    let source = contact["source_id"].as_str().unwrap().to_owned();
+    let details = json_of(get(&app, &format!("//{}", public(&inbox, "").trim_start_matches('/'))).await, 200).await;
+    assert_eq!(details["identifier"], inbox["inbox_identifier"]);
+    let (_, id) = contact_with_conversation(&app, &inbox, json!({})).await;
+    let conversations = public(&inbox, &format!("/contacts/{source}/conversations"));
+    let mine =
+        json_of(post_json(&app, &format!("//{}", conversations.trim_start_matches('/')), json!({})).await, 200).await;
+    let mine = mine["id"].as_u64().unwrap();
+    assert_ne!(mine, id);
+    assert_eq!(json_of(get(&app, &format!("{conversations}//{mine}")).await, 200).await["id"], mine);
+    // Ids that no conversation or message can have: Chatwoot's 404, not a 422 from the edge.
+    for bad in ["abc", "12x", "-1", "0", "4294967296", "99999999999999999999", "1.5"] {
+        let resp = get(&app, &format!("{conversations}/{bad}")).await;
+        let body = json_of(resp, 404).await;
+        assert_eq!(body["code"], 5, "{bad}: {body}");
+        json_of(get(&app, &format!("{conversations}/{bad}/messages")).await, 404).await;
+        json_of(post_json(&app, &format!("{conversations}/{bad}/messages"), json!({ "content": "hi" })).await, 404)
+            .await;
+        let body = json!({ "submitted_values": [] }).to_string().into_bytes();
+        let path = format!("{conversations}/{mine}/messages/{bad}");
+        json_of(send(&app, reqwest::Method::PATCH, &path, "application/json", body).await, 404).await;
+    }
+    // The /omega API keeps empty ids a 422 (slashes are merged on the Chatwoot paths only).
+    let resp = app.post("/omega/businesses//clients//conversation", &b.key, None).await;
+    assert_eq!(resp.status(), 422);
+}
+
+async fn form_encoded_bodies_work_like_json(db: Db) {
+    let app = spawn_app(db).await;
+    let b = app.onboard_simple("lotus", "+14155550100").await;
+    let inbox = inbox(&app, &b, false).await;
+    let form = "application/x-www-form-urlencoded";
+    let body = b"name=Ann+Lee&email=ann%40example.com&custom_attributes[plan]=pro&custom_attributes[seats]=3".to_vec();
+    let contact = json_of(send(&app, reqwest::Method::POST, &public(&inbox, "/contacts"), form, body).await, 200).await;
+    assert_eq!(contact["name"], "Ann Lee");
+    assert_eq!(contact["email"], "ann@example.com");
+    assert_eq!(contact["custom_attributes"], json!({ "plan": "pro", "seats": "3" }));
+    let source = contact["source_id"].as_str().unwrap().to_owned();
+    let path = public(&inbox, &format!("/contacts/{source}"));
+    let updated = json_of(send(&app, reqwest::Method::PATCH, &path, form, b"name=Ann+B".to_vec()).await, 200).await;
+    assert_eq!(updated["name"], "Ann B");
+    let conversations = format!("{path}/conversations");
+    let conversation = json_of(
+        send(&app, reqwest::Method::POST, &conversations, form, b"custom_attributes[topic]=x".to_vec()).await,
+        200,
+    )
+    .await;
+    assert_eq!(conversation["custom_attributes"], json!({ "topic": "x" }));
+    let id = conversation["id"].as_u64().unwrap();
+    let messages = format!("{conversations}/{id}/messages");
+    let message = json_of(
+        send(&app, reqwest::Method::POST, &messages, form, b"content=Hello+there%21&echo_id=e1".to_vec()).await,
+        200,
+    )
+    .await;
+    assert_eq!(message["content"], "Hello there!");
+    // A retry with the same echo id is the same message.
+    let again = json_of(
+        send(&app, reqwest::Method::POST, &messages, form, b"content=Hello+there%21&echo_id=e1".to_vec()).await,
+        200,
+    )
+    .await;
+    assert_eq!(again["id"], message["id"]);
+    let typing = format!("{conversations}/{id}/toggle_typing");
+    json_of(send(&app, reqwest::Method::POST, &typing, form, b"typing_status=on".to_vec()).await, 200).await;
+    let status = format!("{conversations}/{id}/toggle_status");
+    let resolved = json_of(send(&app, reqwest::Method::POST, &status, form, Vec::new()).await, 200).await;
+    assert_eq!(resolved["status"], "resolved");
+    // A form without content is still a 422 naming the field.
+    let refused = json_of(send(&app, reqwest::Method::POST, &messages, form, b"echo_id=e2".to_vec()).await, 422).await;
+    assert_eq!(violated_field(&refused), "content");
+    let list = json_of(get(&app, &messages).await, 200).await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+}
+
+/// A PNG's signature and header chunk (all an image-size reader looks at) for a `w`×`h` image,
+/// then some bytes.
+fn png(w: u32, h: u32) -> Vec<u8> {
+    let mut out = vec![0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13];
+    out.extend_from_slice(b"IHDR");
+    out.extend_from_slice(&w.to_be_bytes());
+    out.extend_from_slice(&h.to_be_bytes());
+    out.extend_from_slice(&[8, 2, 0, 0, 0, 0x12, 0x34, 0x56, 0x78]);
+    out.extend_from_slice(&[0u8; 64]);
+    out
+}
+
+/// A file part: (field name, file name, content type, bytes).
+type Part<'a> = (&'a str, &'a str, &'a str, &'a [u8]);
+
+/// A multipart/form-data body as browsers and SDKs send it: (content type, body).
+fn multipart(fields: &[(&str, &str)], files: &[Part]) -> (String, Vec<u8>) {
+    let boundary = "----omega-test-boundary-7MA4YWxkTrZu0gW";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes(),
+        );
+    }
+    for (name, file_name, content_type, data) in files {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{file_name}\"\r\nContent-Type: {content_type}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+async fn attachments_are_stored_and_served_only_to_their_readers(db: Db) {
+    let app = spawn_app(db).await;
+    let b = app.onboard_simple("lotus", "+14155550100").await;
+    let other = app.onboard_simple("other", "+14155550111").await;
+    let inbox = inbox(&app, &b, false).await;
+    let (source, id) = contact_with_conversation(&app, &inbox, json!({ "name": "Ann" })).await;
+    let (dan, dans_id) = contact_with_conversation(&app, &inbox, json!({ "name": "Dan" })).await;
+    let messages = public(&inbox, &format!("/contacts/{source}/conversations/{id}/messages"));
+    let image = png(640, 480);
+    let pdf = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n".to_vec();
+    let (content_type, body) = multipart(
+        &[("content", "Here is my receipt"), ("echo_id", "up-1")],
+        &[
+            ("attachments[]", "photo.png", "image/png", &image),
+            ("attachments[]", "receipt März.pdf", "application/pdf", &pdf),
+        ],
+    );
+    let message = json_of(send(&app, reqwest::Method::POST, &messages, &content_type, body).await, 200).await;
+    assert_eq!(message["content"], "Here is my receipt");
+    let files = message["attachments"].as_array().unwrap().clone();
+    assert_eq!(files.len(), 2, "{message}");
+    let (photo, receipt) = (&files[0], &files[1]);
+    assert_eq!(photo["file_type"], "image");
+    assert_eq!(photo["extension"], "png");
+    assert_eq!(photo["file_size"], image.len());
+    assert_eq!((photo["width"].clone(), photo["height"].clone()), (json!(640), json!(480)));
+    assert_eq!(photo["message_id"], message["id"]);
+    assert_eq!(photo["account_id"], b.id);
+    assert_eq!(receipt["file_type"], "file");
+    assert_eq!(receipt["file_size"], pdf.len());
+    assert!(receipt["width"].is_null());
+    // Absolute URLs on the host the widget called.
+    let data_url = photo["data_url"].as_str().unwrap().to_owned();
+    assert!(data_url.starts_with(&format!("http://{}/public/api/v1/", app.envoy_addr)), "{data_url}");
+    assert_eq!(photo["thumb_url"], photo["data_url"]);
+
+    let resp = app.http.get(&data_url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "image/png");
+    assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+    assert!(resp.headers()["content-disposition"].to_str().unwrap().starts_with("inline"));
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), image.as_slice());
+    let resp = app.http.get(receipt["data_url"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/pdf");
+    let disposition = resp.headers()["content-disposition"].to_str().unwrap().to_owned();
+    assert_eq!(disposition, "attachment; filename*=UTF-8''receipt%20M%C3%A4rz.pdf");
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), pdf.as_slice());
+    // The conversation and the message list render the same attachments.
+    let list = json_of(get(&app, &messages).await, 200).await;
+    assert_eq!(list[0]["attachments"][0]["data_url"], photo["data_url"]);
+
+    // Another contact gets nothing: not through its own conversation, not through hers.
+    let attachment_id = photo["id"].as_u64().unwrap();
+    let through_dans = public(&inbox, &format!("/contacts/{dan}/conversations/{dans_id}/attachments/{attachment_id}"));
+    json_of(get(&app, &through_dans).await, 404).await;
+    let through_hers = public(&inbox, &format!("/contacts/{dan}/conversations/{id}/attachments/{attachment_id}"));
+    json_of(get(&app, &through_hers).await, 404).await;
+    json_of(
+        get(&app, &public(&inbox, &format!("/contacts/{source}/conversations/{id}/attachments/999999"))).await,
+        404,
+    )
+    .await;
+
+    // Staff see them on the message, over REST and gRPC, and read them with the business's key.
+    let client_id = message["sender"]["id"].as_u64().unwrap();
+    let staff_path = format!("/omega/businesses/{}/clients/{client_id}/conversations/{id}/messages", b.id);
+    let listed = json_of(app.get(&staff_path, &b.key).await, 200).await;
+    let staff_files = listed["messages"][0]["attachments"].as_array().unwrap().clone();
+    assert_eq!(staff_files.len(), 2, "{listed}");
+    assert_eq!(staff_files[0]["content_type"], "image/png");
+    assert_eq!(staff_files[0]["file_name"], "photo.png");
+    assert_eq!(staff_files[0]["width"], 640);
+    let url = staff_files[0]["url"].as_str().unwrap().to_owned();
+    assert_eq!(url, format!("/omega/businesses/{}/attachments/{attachment_id}", b.id));
+    let resp = app.get(&url, &b.key).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "image/png");
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), image.as_slice());
+    assert_eq!(app.get(&url, "").await.status(), 401);
+    assert!([403, 404].contains(&app.get(&url, &other.key).await.status().as_u16()));
+    let wrong_business = format!("/omega/businesses/{}/attachments/{attachment_id}", other.id);
+    assert_eq!(app.get(&wrong_business, &other.key).await.status(), 404);
+
+    let mut grpc = ConversationServiceClient::new(app.grpc_channel().await);
+    let request = ListConversationMessagesRequest {
+        business_id: b.id as u32,
+        client_id: client_id as u32,
+        conversation_id: id as u32,
+        ..Default::default()
+    };
+    let listed = grpc.list_conversation_messages(with_key(request, &b.key)).await.unwrap().into_inner();
+    let files = &listed.messages[0].attachments;
+    assert_eq!(files.len(), 2);
+    assert_eq!((files[0].width, files[0].height, files[0].file_size), (Some(640), Some(480), image.len() as u64));
+    assert_eq!(files[1].file_name, "receipt März.pdf");
+
+    // An upload with no text is a message too; a retry of the same echo id stores nothing new.
+    let (content_type, body) = multipart(&[], &[("attachments[]", "b.png", "image/png", &image)]);
+    let bare = json_of(send(&app, reqwest::Method::POST, &messages, &content_type, body).await, 200).await;
+    assert_eq!(bare["content"], "");
+    assert_eq!(bare["attachments"].as_array().unwrap().len(), 1);
+    let rows = app.sql("SELECT COUNT(*) AS n FROM attachments", vec![]).await.unwrap();
+    assert_eq!(rows.try_get::<i64>("", "n").unwrap(), 3);
+    let stored =
+        std::fs::read_dir(app.dir.path().join("attachments/attachments").join(b.id.to_string())).unwrap().count();
+    assert_eq!(stored, 3, "one file per attachment in the store");
+}
+
+async fn attachment_limits_are_enforced_and_write_nothing(db: Db) {
+    let app = spawn_app_with(db, &[("OMEGA_ATTACHMENT_MAX_BYTES", "1000"), ("OMEGA_ATTACHMENT_MAX_FILES", "2")]).await;
+    let b = app.onboard_simple("lotus", "+14155550100").await;
+    let inbox = inbox(&app, &b, false).await;
+    let (source, id) = contact_with_conversation(&app, &inbox, json!({})).await;
+    let messages = public(&inbox, &format!("/contacts/{source}/conversations/{id}/messages"));
+    let small = png(2, 2);
+    let svg = b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>".to_vec();
+    let html_as_png = b"<html><script>alert(1)</script></html>".to_vec();
+    let big = [png(10, 10), vec![0u8; 2000]].concat();
+    let cases: Vec<(&str, Vec<Part>)> = vec![
+        ("svg", vec![("attachments[]", "x.svg", "image/svg+xml", &svg)]),
+        ("html dressed as a png", vec![("attachments[]", "x.png", "image/png", &html_as_png)]),
+        ("html", vec![("attachments[]", "x.html", "text/html", &html_as_png)]),
+        ("too large", vec![("attachments[]", "big.png", "image/png", &big)]),
+        ("empty", vec![("attachments[]", "e.txt", "text/plain", b"")]),
+        (
+            "too many",
+            vec![
+                ("attachments[]", "1.png", "image/png", &small),
+                ("attachments[]", "2.png", "image/png", &small),
+                ("attachments[]", "3.png", "image/png", &small),
+            ],
+        ),
+    ];
+    for (what, files) in cases {
+        let (content_type, body) = multipart(&[("content", "look")], &files);
+        let refused = json_of(send(&app, reqwest::Method::POST, &messages, &content_type, body).await, 422).await;
+        assert_eq!(violated_field(&refused), "attachments[]", "{what}: {refused}");
+    }
+    // A malformed multipart body is a 422 too.
+    let refused = json_of(
+        send(&app, reqwest::Method::POST, &messages, "multipart/form-data; boundary=zz", b"garbage".to_vec()).await,
+        422,
+    )
+    .await;
+    assert_eq!(violated_field(&refused), "body", "{refused}");
+    assert_eq!(json_of(get(&app, &messages).await, 200).await, json!([]));
+    let rows = app.sql("SELECT COUNT(*) AS n FROM attachments", vec![]).await.unwrap();
+    assert_eq!(rows.try_get::<i64>("", "n").unwrap(), 0);
+    let dir = app.dir.path().join("attachments/attachments");
+    assert!(!dir.exists() || std::fs::read_dir(&dir).unwrap().count() == 0, "no file stored");
+    // Within the limits it goes through.
+    let (content_type, body) = multipart(&[], &[("attachments[]", "ok.png", "image/png", &small)]);
+    json_of(send(&app, reqwest::Method::POST, &messages, &content_type, body).await, 200).await;
+}
