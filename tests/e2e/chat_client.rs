@@ -18,6 +18,7 @@ both_databases!(
     form_encoded_bodies_work_like_json,
     attachments_are_stored_and_served_only_to_their_readers,
     attachment_limits_are_enforced_and_write_nothing,
+    the_python_sdk_drives_a_whole_visitor_journey,
 );
 
 async fn json_of(resp: reqwest::Response, status: u16) -> Value {
@@ -431,4 +432,67 @@ async fn attachment_limits_are_enforced_and_write_nothing(db: Db) {
     // Within the limits it goes through.
     let (content_type, body) = multipart(&[], &[("attachments[]", "ok.png", "image/png", &small)]);
     json_of(send(&app, reqwest::Method::POST, &messages, &content_type, body).await, 200).await;
+}
+
+/// The Python with PyPI's chatwoot-python-client: `OMEGA_TEST_PYTHON`, else the project's
+/// `.venv` (scripts/ensure-tools.sh installs the SDK there).
+fn sdk_python() -> std::path::PathBuf {
+    let python = std::env::var_os("OMEGA_TEST_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(common::MANIFEST_DIR).join(".venv/bin/python"));
+    let found = std::process::Command::new(&python).args(["-c", "import chatwoot_client"]).output();
+    assert!(
+        found.is_ok_and(|o| o.status.success()),
+        "{} cannot import chatwoot_client: run scripts/ensure-tools.sh (or set OMEGA_TEST_PYTHON)",
+        python.display()
+    );
+    python
+}
+
+async fn the_python_sdk_drives_a_whole_visitor_journey(db: Db) {
+    let python = sdk_python();
+    let app = spawn_app(db).await;
+    let b = app.onboard_simple("lotus", "+14155550100").await;
+    let inbox = inbox(&app, &b, false).await;
+    let script = std::path::Path::new(common::MANIFEST_DIR).join("tests/e2e/sdk/chatwoot_journey.py");
+    // The SDK's own default host shape: a base URL ending in "/".
+    let base = format!("http://{}/", app.envoy_addr);
+    let identifier = inbox["inbox_identifier"].as_str().unwrap().to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python).arg(script).arg(base).arg(identifier).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the SDK journey failed:\n{stderr}\n{stdout}");
+    let out: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("not JSON: {stdout}"));
+    assert_eq!(out["inbox_name"], "Website chat");
+    assert_eq!(out["custom_attributes"], json!({ "plan": "pro" }));
+    assert_eq!(out["updated_name"], "Nora Diaz");
+    assert_eq!(out["conversation_custom_attributes"], json!({ "topic": "booking" }));
+    assert_eq!(out["listed"], out["sent"]);
+    assert_eq!(out["listed_content"], json!(["Hi, is Saturday open?", "Around 10am"]));
+    assert_eq!(out["conversations"], json!([out["conversation_id"]]));
+    assert_eq!(out["submitted"], json!({ "submitted_values": { "email": "nora@example.com" } }));
+    assert_eq!(out["status"], "resolved");
+    assert_eq!(out["unknown_contact"], 404);
+    assert_eq!(out["schemas_checked"], json!(["PublicContact", "PublicConversation", "PublicInbox", "PublicMessage"]));
+    // What the SDK did is what staff see: two CHAT messages from the visitor, a resolved thread,
+    // and the typing events (`recording` changes nothing).
+    let client_id = out["contact_id"].as_u64().unwrap();
+    let conversation_id = out["conversation_id"].as_u64().unwrap();
+    let path = format!("/omega/businesses/{}/clients/{client_id}/conversations/{conversation_id}/messages", b.id);
+    let listed = json_of(app.get(&path, &b.key).await, 200).await;
+    let contents: Vec<&str> =
+        listed["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
+    assert_eq!(contents.len(), 2, "{listed}");
+    assert!(listed["messages"].as_array().unwrap().iter().all(|m| m["channel"] == "CHAT"));
+    let typing = app
+        .sql(
+            "SELECT COUNT(*) AS n FROM conversation_events WHERE kind = 'contact.typing' AND conversation_id = $1",
+            vec![(conversation_id as i64).into()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(typing.try_get::<i64>("", "n").unwrap(), 2);
 }
