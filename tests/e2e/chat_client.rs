@@ -7,7 +7,8 @@ use crate::common;
 
 use common::{Db, TestApp, TestBusiness, spawn_app, spawn_app_with, with_key};
 use omega::proto::omega::v1::{
-    ListConversationMessagesRequest, conversation_service_client::ConversationServiceClient,
+    GetAttachmentRequest, ListConversationMessagesRequest, attachment_service_client::AttachmentServiceClient,
+    conversation_service_client::ConversationServiceClient,
 };
 use serde_json::{Value, json};
 
@@ -19,6 +20,8 @@ both_databases!(
     attachments_are_stored_and_served_only_to_their_readers,
     attachment_limits_are_enforced_and_write_nothing,
     the_python_sdk_drives_a_whole_visitor_journey,
+    attachments_in_a_bucket_are_shared_by_replicas,
+    attachment_links_carry_the_hash_on_a_strict_inbox,
 );
 
 async fn json_of(resp: reqwest::Response, status: u16) -> Value {
@@ -495,4 +498,119 @@ async fn the_python_sdk_drives_a_whole_visitor_journey(db: Db) {
         .await
         .unwrap();
     assert_eq!(typing.try_get::<i64>("", "n").unwrap(), 2);
+}
+
+/// moto's S3-compatible server (from the SDK's Python environment) on a free loopback port,
+/// with bucket `bucket`; killed on drop.
+struct S3Server {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn s3_server(bucket: &str) -> S3Server {
+    let python = sdk_python();
+    let server = python.with_file_name("moto_server");
+    assert!(server.exists(), "no {}: run scripts/ensure-tools.sh", server.display());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = std::process::Command::new(server)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start moto_server");
+    let s3 = S3Server { child, endpoint: format!("http://127.0.0.1:{port}") };
+    let http = common::http_client();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while http.put(format!("{}/{bucket}", s3.endpoint)).send().await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "moto_server did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    s3
+}
+
+async fn attachments_in_a_bucket_are_shared_by_replicas(db: Db) {
+    let s3 = s3_server("omega-files").await;
+    let env = [
+        ("OMEGA_ATTACHMENTS_URL", "s3://omega-files/chat"),
+        ("AWS_ENDPOINT", s3.endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ];
+    let app = spawn_app_with(db, &env).await;
+    let b = app.onboard_simple("lotus", "+14155550100").await;
+    let inbox = inbox(&app, &b, false).await;
+    let (source, id) = contact_with_conversation(&app, &inbox, json!({})).await;
+    let messages = public(&inbox, &format!("/contacts/{source}/conversations/{id}/messages"));
+    let image = png(32, 16);
+    let (content_type, body) = multipart(&[], &[("attachments[]", "a.png", "image/png", &image)]);
+    let message = json_of(send(&app, reqwest::Method::POST, &messages, &content_type, body).await, 200).await;
+    let attachment_id = message["attachments"][0]["id"].as_u64().unwrap();
+    // The bytes are in the bucket, under the configured prefix, and not on local disk.
+    let listing = app
+        .http
+        .get(format!("{}/omega-files?list-type=2&prefix=chat/attachments/{}/", s3.endpoint, b.id))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(listing.matches("<Key>").count(), 1, "{listing}");
+    assert!(!app.dir.path().join("attachments/attachments").exists());
+    // Another replica (its own local directory, which stays empty) serves it from the bucket.
+    let mut replica_env = env.to_vec();
+    let elsewhere = app.dir.path().join("replica-files");
+    let elsewhere_text = elsewhere.display().to_string();
+    replica_env.push(("OMEGA_ATTACHMENTS_DIR", elsewhere_text.as_str()));
+    let (_replica, addr) = app.start_replica(&replica_env).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let request = GetAttachmentRequest { business_id: b.id as u32, attachment_id: attachment_id as u32 };
+    let file = AttachmentServiceClient::new(channel).get_attachment(with_key(request, &b.key)).await.unwrap();
+    let file = file.into_inner();
+    assert_eq!(file.content_type, "image/png");
+    assert_eq!(file.data, image);
+}
+
+async fn attachment_links_carry_the_hash_on_a_strict_inbox(db: Db) {
+    let app = spawn_app(db).await;
+    let b = app.onboard_simple("lotus", "+14155550100").await;
+    let inbox = inbox(&app, &b, true).await;
+    let hash = {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(inbox["hmac_token"].as_str().unwrap().as_bytes()).unwrap();
+        mac.update(b"client-9");
+        hex::encode(mac.finalize().into_bytes())
+    };
+    let contact = json_of(
+        post_json(&app, &public(&inbox, "/contacts"), json!({ "identifier": "client-9", "identifier_hash": hash }))
+            .await,
+        200,
+    )
+    .await;
+    let source = contact["source_id"].as_str().unwrap().to_owned();
+    let conversations = public(&inbox, &format!("/contacts/{source}/conversations"));
+    let conversation =
+        json_of(post_json(&app, &format!("{conversations}?identifier_hash={hash}"), json!({})).await, 200).await;
+    let id = conversation["id"].as_u64().unwrap();
+    let messages = format!("{conversations}/{id}/messages?identifier_hash={hash}");
+    let image = png(4, 4);
+    let (content_type, body) = multipart(&[], &[("attachments[]", "a.png", "image/png", &image)]);
+    let message = json_of(send(&app, reqwest::Method::POST, &messages, &content_type, body).await, 200).await;
+    let data_url = message["attachments"][0]["data_url"].as_str().unwrap().to_owned();
+    assert!(data_url.ends_with(&format!("?identifier_hash={hash}")), "{data_url}");
+    let resp = app.http.get(&data_url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), image.as_slice());
+    // Without the hash the file is not served.
+    let bare = data_url.split('?').next().unwrap();
+    assert_eq!(app.http.get(bare).send().await.unwrap().status(), 401);
 }
