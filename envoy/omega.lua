@@ -79,7 +79,9 @@ function envoy_on_request(handle)
       return
     end
     headers:replace(":path", rest)
-  elseif not starts_with(path, "/public/api/v1/") then
+  elseif starts_with(path, "/public/api/v1/") then
+    handle:streamInfo():dynamicMetadata():set("omega.lua", "chatwoot", "1")
+  else
     -- Envoy's local_reply_config wraps this text into the JSON error shape.
     handle:respond({ [":status"] = "404" }, "no such endpoint; the REST API lives under /omega")
   end
@@ -103,6 +105,17 @@ function envoy_on_response(handle)
       -- with the resource's state, like ALREADY_EXISTS.
       headers:replace(":status", "409")
     end
+  end
+  local marks = handle:streamInfo():dynamicMetadata():get("omega.lua")
+  if headers:get(":status") == "404" and marks ~= nil and marks["chatwoot"] == "1" then
+    -- Chatwoot's clients read its 404 as {"error": "Resource could not be found"}: the Chatwoot
+    -- paths' 404s carry that field beside Omega's own {code, message}.
+    local body = handle:body()
+    local text = body and body:getBytes(0, body:length()) or ""
+    if starts_with(text, "{") then
+      body:setBytes('{"error":"Resource could not be found",' .. string.sub(text, 2))
+    end
+    headers = handle:headers()
   end
   headers:remove("grpc-status")
   headers:remove("grpc-message")

@@ -101,7 +101,7 @@ pub fn message(m: message::Model) -> Result<pb::ConversationMessage> {
                 file_type: a.file_type,
                 content_type: a.content_type,
                 file_name: a.file_name,
-                file_size: u64::try_from(a.file_size).unwrap_or_default(),
+                file_size: u32::try_from(a.file_size).unwrap_or(u32::MAX),
                 width: a.width.and_then(|w| u32::try_from(w).ok()),
                 height: a.height.and_then(|h| u32::try_from(h).ok()),
             })

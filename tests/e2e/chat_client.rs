@@ -98,6 +98,10 @@ async fn inbox_details_as_chatwoot_renders_them(db: Db) {
     assert_eq!(json_of(get(&app, &public(&strict, "")).await, 200).await["identity_validation_enabled"], true);
     let missing = json_of(get(&app, "/public/api/v1/inboxes/nope").await, 404).await;
     assert_eq!(missing["code"], 5, "{missing}");
+    assert_eq!(missing["error"], "Resource could not be found", "{missing}");
+    // The /omega API's 404s stay Omega's own shape.
+    let omega = json_of(app.get("/omega/businesses/999999/clients/1", &b.key).await, 404).await;
+    assert!(omega.get("error").is_none(), "{omega}");
 }
 
 async fn custom_attributes_are_kept_and_rendered(db: Db) {
@@ -184,6 +188,7 @@ async fn double_slashes_and_impossible_ids(db: Db) {
         let resp = get(&app, &format!("{conversations}/{bad}")).await;
         let body = json_of(resp, 404).await;
         assert_eq!(body["code"], 5, "{bad}: {body}");
+        assert_eq!(body["error"], "Resource could not be found", "Chatwoot's own 404 field: {body}");
         json_of(get(&app, &format!("{conversations}/{bad}/messages")).await, 404).await;
         json_of(post_json(&app, &format!("{conversations}/{bad}/messages"), json!({ "content": "hi" })).await, 404)
             .await;
@@ -354,6 +359,7 @@ async fn attachments_are_stored_and_served_only_to_their_readers(db: Db) {
     assert_eq!(staff_files[0]["content_type"], "image/png");
     assert_eq!(staff_files[0]["file_name"], "photo.png");
     assert_eq!(staff_files[0]["width"], 640);
+    assert_eq!(staff_files[0]["file_size"], image.len(), "a number, as every size and id on REST");
     let url = staff_files[0]["url"].as_str().unwrap().to_owned();
     assert_eq!(url, format!("/omega/businesses/{}/attachments/{attachment_id}", b.id));
     let resp = app.get(&url, &b.key).await;
@@ -375,7 +381,7 @@ async fn attachments_are_stored_and_served_only_to_their_readers(db: Db) {
     let listed = grpc.list_conversation_messages(with_key(request, &b.key)).await.unwrap().into_inner();
     let files = &listed.messages[0].attachments;
     assert_eq!(files.len(), 2);
-    assert_eq!((files[0].width, files[0].height, files[0].file_size), (Some(640), Some(480), image.len() as u64));
+    assert_eq!((files[0].width, files[0].height, files[0].file_size), (Some(640), Some(480), image.len() as u32));
     assert_eq!(files[1].file_name, "receipt März.pdf");
 
     // An upload with no text is a message too; a retry of the same echo id stores nothing new.
