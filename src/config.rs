@@ -121,6 +121,49 @@ pub struct ServeArgs {
     pub secrets: SecretsArgs,
     #[command(flatten)]
     pub delivery: DeliveryArgs,
+    #[command(flatten)]
+    pub attachments: AttachmentArgs,
+}
+
+/// Where attachment files are kept, and how large they may be.
+#[derive(Debug, Clone, Args)]
+pub struct AttachmentArgs {
+    /// The directory holding attachment files (default: `attachments` next to the SQLite
+    /// database, else `data/attachments`). One replica only: several need OMEGA_ATTACHMENTS_URL.
+    #[arg(long, env = "OMEGA_ATTACHMENTS_DIR")]
+    pub attachments_dir: Option<PathBuf>,
+    /// An S3-compatible bucket for attachment files, `s3://BUCKET[/PREFIX]` (credentials,
+    /// region and endpoint from the AWS_* variables); replaces the directory.
+    #[arg(long, env = "OMEGA_ATTACHMENTS_URL")]
+    pub attachments_url: Option<String>,
+    /// The largest attachment accepted, in bytes (a request through Envoy carries at most 4 MiB).
+    #[arg(long, env = "OMEGA_ATTACHMENT_MAX_BYTES", default_value_t = 3 * 1024 * 1024)]
+    pub attachment_max_bytes: usize,
+    /// The most attachments on one message.
+    #[arg(long, env = "OMEGA_ATTACHMENT_MAX_FILES", default_value_t = 10)]
+    pub attachment_max_files: usize,
+}
+
+impl AttachmentArgs {
+    pub fn store(&self, database_url: &str) -> anyhow::Result<crate::files::FileStore> {
+        if let Some(url) = &self.attachments_url {
+            return crate::files::FileStore::s3(url);
+        }
+        let dir = self.attachments_dir.clone().unwrap_or_else(|| {
+            match crate::store::sqlite_file(database_url).and_then(|file| std::path::Path::new(file).parent()) {
+                Some(dir) => dir.join("attachments"),
+                None => PathBuf::from("data/attachments"),
+            }
+        });
+        crate::files::FileStore::local(&dir)
+    }
+
+    pub fn limits(&self) -> crate::domain::attachments::AttachmentLimits {
+        crate::domain::attachments::AttachmentLimits {
+            max_bytes: self.attachment_max_bytes.max(1),
+            max_files: self.attachment_max_files.max(1),
+        }
+    }
 }
 
 /// The key that encrypts stored provider credentials, and the keys it replaced.

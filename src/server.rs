@@ -25,15 +25,16 @@ use crate::{
     proto::{
         self,
         omega::v1::{
-            api_key_service_server::ApiKeyServiceServer, auth_service_server::AuthServiceServer,
-            chat_service_server::ChatServiceServer, client_service_server::ClientServiceServer,
-            conversation_service_server::ConversationServiceServer, docs_service_server::DocsServiceServer,
-            email_service_server::EmailServiceServer, health_service_server::HealthServiceServer,
-            inbox_service_server::InboxServiceServer, location_service_server::LocationServiceServer,
-            message_service_server::MessageServiceServer, onboarding_service_server::OnboardingServiceServer,
-            provider_service_server::ProviderServiceServer, session_service_server::SessionServiceServer,
-            sms_service_server::SmsServiceServer, staff_service_server::StaffServiceServer,
-            voice_service_server::VoiceServiceServer, webhook_service_server::WebhookServiceServer,
+            api_key_service_server::ApiKeyServiceServer, attachment_service_server::AttachmentServiceServer,
+            auth_service_server::AuthServiceServer, chat_service_server::ChatServiceServer,
+            client_service_server::ClientServiceServer, conversation_service_server::ConversationServiceServer,
+            docs_service_server::DocsServiceServer, email_service_server::EmailServiceServer,
+            health_service_server::HealthServiceServer, inbox_service_server::InboxServiceServer,
+            location_service_server::LocationServiceServer, message_service_server::MessageServiceServer,
+            onboarding_service_server::OnboardingServiceServer, provider_service_server::ProviderServiceServer,
+            session_service_server::SessionServiceServer, sms_service_server::SmsServiceServer,
+            staff_service_server::StaffServiceServer, voice_service_server::VoiceServiceServer,
+            webhook_service_server::WebhookServiceServer,
         },
     },
     store::Store,
@@ -74,7 +75,9 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
         );
     }
     let secrets = args.secrets.keys(&args.database.database_url).context("the secrets key")?;
-    let omega = Omega::with_settings(store.clone(), args.delivery.webhook_settings(), tokens, secrets);
+    let files = args.attachments.store(&args.database.database_url).context("the attachment store")?;
+    let omega = Omega::with_settings(store.clone(), args.delivery.webhook_settings(), tokens, secrets)
+        .with_files(files, args.attachments.limits());
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let (start_drain, draining) = tokio::sync::watch::channel(false);
@@ -181,7 +184,8 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
         .add_service(AuthServiceServer::new(token_api.clone()))
         .add_service(SessionServiceServer::new(token_api))
         .add_service(ChatServiceServer::new(chat.clone()))
-        .add_service(InboxServiceServer::new(chat))
+        .add_service(InboxServiceServer::new(chat.clone()))
+        .add_service(AttachmentServiceServer::new(chat))
         .add_service(DocsServiceServer::new(docs))
         // TCP_NODELAY: without it, Nagle holds back the small trailing HTTP/2 frames of each
         // answer until the peer's delayed ACK (~40 ms per call behind Envoy).

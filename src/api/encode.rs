@@ -92,7 +92,23 @@ pub fn conversation(view: ConversationView) -> Result<pb::ConversationSummary> {
 }
 
 pub fn message(m: message::Model) -> Result<pb::ConversationMessage> {
+    let attachments = crate::store::attachments::Summary::of(&m)
+        .into_iter()
+        .map(|a| {
+            Ok(pb::Attachment {
+                id: wire_id(a.id)?,
+                url: format!("/omega/businesses/{}/attachments/{}", m.business_id, a.id),
+                file_type: a.file_type,
+                content_type: a.content_type,
+                file_name: a.file_name,
+                file_size: u32::try_from(a.file_size).unwrap_or(u32::MAX),
+                width: a.width.and_then(|w| u32::try_from(w).ok()),
+                height: a.height.and_then(|h| u32::try_from(h).ok()),
+            })
+        })
+        .collect::<Result<_>>()?;
     Ok(pb::ConversationMessage {
+        attachments,
         id: m.public_id,
         conversation_id: wire_id(m.conversation_id)?,
         client_id: wire_id(m.client_id)?,

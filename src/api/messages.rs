@@ -98,6 +98,7 @@ impl MessagingApi {
             location_id: optional_id("location_id", r.location_id)?,
             sent_by: optional_id("sent_by", r.sent_by)?,
             request_id,
+            attachments: Vec::new(),
         };
         let stored = self.omega.store_message(&caller, input).await?;
         Ok(Response::new(RecordMessageResponse {
@@ -256,6 +257,7 @@ impl MessageService for MessagingApi {
             location_id: optional_id("location_id", r.location_id)?,
             sent_by: optional_id("sent_by", r.sent_by)?,
             request_id,
+            attachments: Vec::new(),
         };
         let stored = self.omega.store_message(&caller, input).await?;
         Ok(Response::new(ProcessMessageResponse {

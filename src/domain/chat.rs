@@ -13,11 +13,12 @@
 
 use hmac::{Hmac, Mac};
 use rand::{Rng, distr::Alphanumeric};
-use serde_json::json;
+use serde_json::{Map, Value, json};
 use sha2::Sha256;
 
 use super::{
     Error, Omega, Result, Violations,
+    attachments::Upload,
     auth::{Caller, Scope},
     conversations::{StatusRequest, ensure_conversation},
     messages::{ClientRef, IncomingMessage},
@@ -62,6 +63,8 @@ pub struct ContactInput {
     pub name: Option<String>,
     pub email: Option<String>,
     pub phone_number: Option<String>,
+    /// Chatwoot's `custom_attributes` as sent (absent or null changes nothing).
+    pub custom_attributes: Value,
 }
 
 fn random_token(len: usize) -> String {
@@ -86,6 +89,31 @@ const VISITOR_PREFIX: &str = "chat:";
 /// The longest chat message a contact may send (Chatwoot's own limit).
 pub const MAX_CHAT_CONTENT: usize = 150_000;
 
+/// The most JSON text a contact's or a conversation's custom attributes may hold (merged).
+pub const MAX_CUSTOM_ATTRIBUTES: usize = 16 * 1024;
+
+/// Custom attributes as a call gives them: absent or null changes nothing; anything but a JSON
+/// object is a 422 naming `field`.
+pub fn given_attributes(field: &str, value: &Value) -> Result<Option<Map<String, Value>>> {
+    match value {
+        Value::Null => Ok(None),
+        Value::Object(map) => Ok(Some(map.clone())),
+        _ => Err(Error::invalid(field, "must be a JSON object")),
+    }
+}
+
+/// `given` merged over the stored attributes (Chatwoot merges them key by key), as JSON text;
+/// a 422 naming `field` past the size cap.
+fn merged_attributes(field: &str, stored: Option<&str>, given: Map<String, Value>) -> Result<String> {
+    let mut merged: Map<String, Value> = stored.and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default();
+    merged.extend(given);
+    let text = Value::Object(merged).to_string();
+    if text.len() > MAX_CUSTOM_ATTRIBUTES {
+        return Err(Error::invalid(field, format!("must be at most {MAX_CUSTOM_ATTRIBUTES} bytes of JSON")));
+    }
+    Ok(text)
+}
+
 /// Whether a client is a web-chat visitor's own record (never proven to be anyone).
 pub fn is_visitor(client: &client::Model) -> bool {
     client.external_ref.as_deref().is_some_and(|r| r.starts_with(VISITOR_PREFIX))
@@ -97,6 +125,7 @@ struct ContactFields {
     phone: Option<String>,
     name: Option<String>,
     identifier: Option<String>,
+    custom_attributes: Option<Map<String, Value>>,
 }
 
 /// A unique-index violation while binding a contact: someone else holds the value.
@@ -128,8 +157,9 @@ impl Omega {
         if identifier.as_deref().is_some_and(|i| i.starts_with(VISITOR_PREFIX)) {
             v.add("identifier", format!("must not start with {VISITOR_PREFIX:?}"));
         }
+        let custom_attributes = v.check(given_attributes("custom_attributes", &input.custom_attributes)).flatten();
         v.finish()?;
-        Ok(ContactFields { email, phone, name, identifier })
+        Ok(ContactFields { email, phone, name, identifier, custom_attributes })
     }
 
     pub async fn create_inbox(
@@ -161,6 +191,27 @@ impl Omega {
     pub async fn inboxes(&self, caller: &Caller, business_id: i64) -> Result<Vec<inbox::Model>> {
         self.business(caller, business_id).await?;
         Ok(db::inboxes(self.store.connection(), business_id).await?)
+    }
+
+    /// An inbox by its public identifier, with the time zone it keeps (its location's, else its
+    /// business's).
+    pub async fn chat_inbox(&self, identifier: &str) -> Result<(inbox::Model, String)> {
+        let inbox = self.inbox(identifier).await?;
+        let conn = self.store.connection();
+        let location = match inbox.location_id {
+            Some(id) => directory::location(conn, inbox.business_id, id).await?.and_then(|l| l.time_zone),
+            None => None,
+        };
+        let time_zone = match location {
+            Some(zone) => zone,
+            None => {
+                directory::business(conn, inbox.business_id)
+                    .await?
+                    .ok_or_else(|| Error::NotFound("inbox".into()))?
+                    .time_zone
+            }
+        };
+        Ok((inbox, time_zone))
     }
 
     async fn inbox(&self, identifier: &str) -> Result<inbox::Model> {
@@ -251,6 +302,10 @@ impl Omega {
                 directory::insert_client(&txn, inbox.business_id, fields, now()).await?
             }
         };
+        let client = match fields.custom_attributes {
+            Some(given) => set_client_attributes(&txn, client, given).await?,
+            None => client,
+        };
         let claims = Claims {
             identifier: if proven.is_some() { None } else { fields.identifier },
             email: fields.email,
@@ -326,6 +381,9 @@ impl Omega {
                 ClientFields { external_ref: None, name: fields.name, phone_e164: phone, email, sms_consent: None };
             chat.client = directory::update_client(&txn, chat.client, update, now()).await.map_err(taken)?;
         }
+        if let Some(given) = fields.custom_attributes {
+            chat.client = set_client_attributes(&txn, chat.client, given).await?;
+        }
         if !chat.contact.verified {
             let claims = Claims { identifier: fields.identifier, email: fields.email, phone: fields.phone };
             chat.contact = db::update_claims(&txn, chat.contact, claims).await?;
@@ -381,8 +439,14 @@ impl Omega {
         Ok(found.into_iter().collect())
     }
 
-    /// Creates (or retrieves) the contact's one conversation.
-    pub async fn create_chat_conversation(&self, chat: &ChatContact) -> Result<conversation::Model> {
+    /// Creates (or retrieves) the contact's one conversation; `custom_attributes` (a JSON
+    /// object, or null) are merged into its own.
+    pub async fn create_chat_conversation(
+        &self,
+        chat: &ChatContact,
+        custom_attributes: &Value,
+    ) -> Result<conversation::Model> {
+        let given = given_attributes("custom_attributes", custom_attributes)?;
         let txn = self.store.begin().await?;
         let caller = Caller::without_key(Scope::Business(chat.inbox.business_id));
         let (conversation, _) = ensure_conversation(
@@ -394,6 +458,12 @@ impl Omega {
             now(),
         )
         .await?;
+        let mut conversation = conversation;
+        if let Some(given) = given {
+            let text = merged_attributes("custom_attributes", conversation.custom_attributes.as_deref(), given)?;
+            db::set_conversation_attributes(&txn, conversation.id, &text).await?;
+            conversation.custom_attributes = Some(text);
+        }
         txn.commit().await.map_err(StoreError::from)?;
         // A widget starting a conversation must get an open one. Omega keeps one thread per
         // client, so where Chatwoot would build a new conversation the resolved one reopens.
@@ -420,21 +490,24 @@ impl Omega {
         Ok(db::visible_messages(self.store.connection(), conversation.id, page).await?)
     }
 
-    /// A message the contact writes: an incoming CHAT message in its conversation.
+    /// A message the contact writes: an incoming CHAT message in its conversation, with the
+    /// files it uploaded (`attachments[]`).
     pub async fn create_chat_message(
         &self,
         chat: &ChatContact,
         conversation: &conversation::Model,
         content: &str,
         echo_id: Option<String>,
+        uploads: Vec<Upload>,
     ) -> Result<message::Model> {
-        if content.trim().is_empty() {
-            return Err(Error::invalid("content", "is required"));
+        if content.trim().is_empty() && uploads.is_empty() {
+            return Err(Error::invalid("content", "is required (or attachments[])"));
         }
         values::check_text("content", content, MAX_CHAT_CONTENT)?;
         if let Some(echo) = &echo_id {
             values::check_text("echo_id", echo, 200)?;
         }
+        let files = self.store_uploads(chat.inbox.business_id, "attachments[]", uploads).await?;
         let caller = Caller::without_key(Scope::Business(chat.inbox.business_id));
         let stored = self
             .store_message(
@@ -459,10 +532,22 @@ impl Omega {
                     location_id: chat.inbox.location_id,
                     sent_by: None,
                     request_id: String::new(),
+                    attachments: files.clone(),
                 },
             )
-            .await?;
-        Ok(stored.message)
+            .await;
+        // Files of a message that was not written (or was already there: a retry) are unused.
+        match stored {
+            Ok(stored) if stored.created => Ok(stored.message),
+            Ok(stored) => {
+                self.forget_uploads(&files).await;
+                Ok(stored.message)
+            }
+            Err(err) => {
+                self.forget_uploads(&files).await;
+                Err(err)
+            }
+        }
     }
 
     /// Records the widget's content attributes (e.g. submitted form values) on a message of the
@@ -544,6 +629,18 @@ impl Omega {
         conversations_db::append_event(self.store.writer(), event, now()).await?;
         Ok(())
     }
+}
+
+/// Merges a contact's custom attributes into its client's, in `conn`'s transaction.
+async fn set_client_attributes(
+    conn: &impl sea_orm::ConnectionTrait,
+    mut client: client::Model,
+    given: Map<String, Value>,
+) -> Result<client::Model> {
+    let text = merged_attributes("custom_attributes", client.custom_attributes.as_deref(), given)?;
+    db::set_client_attributes(conn, client.id, &text).await?;
+    client.custom_attributes = Some(text);
+    Ok(client)
 }
 
 /// The client of the business whose external reference is `identifier`.

@@ -80,6 +80,8 @@ pub struct IncomingMessage {
     pub location_id: Option<i64>,
     pub sent_by: Option<i64>,
     pub request_id: String,
+    /// Files already in the attachment store, recorded on the message with it.
+    pub attachments: Vec<crate::store::attachments::NewAttachment>,
 }
 
 /// A delivery status reported for a message, by its id or the provider's.
@@ -438,7 +440,7 @@ impl Omega {
         };
         let media = validate_media(&mut v, &input.media_urls);
         let content = input.content.trim().to_owned();
-        if content.is_empty() && media.is_empty() && input.channel != Channel::Voice {
+        if content.is_empty() && media.is_empty() && input.attachments.is_empty() && input.channel != Channel::Voice {
             v.add("content", "is required (or media_urls)");
         }
         let max_content = match input.channel {
@@ -561,8 +563,16 @@ impl Omega {
             }
             Err(err) => return Err(err.into()),
         };
-        let text =
-            if content.is_empty() { format!("({})", input.channel.as_str().to_ascii_lowercase()) } else { content };
+        let mut message = message;
+        if !input.attachments.is_empty() {
+            let summary = crate::store::attachments::record(&txn, &message, &input.attachments, now).await?;
+            message.attachments = Some(summary);
+        }
+        let text = match (content.is_empty(), input.attachments.is_empty()) {
+            (false, _) => content,
+            (true, false) => "(attachment)".to_owned(),
+            (true, true) => format!("({})", input.channel.as_str().to_ascii_lowercase()),
+        };
         db::note_message_in_conversation(
             &txn,
             conversation.id,

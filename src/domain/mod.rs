@@ -1,6 +1,7 @@
 //! The rules of Omega, independent of any transport. API handlers call into this layer with an
 //! authenticated [`auth::Caller`]; it talks to the database only through [`crate::store`].
 
+pub mod attachments;
 pub mod auth;
 pub mod chat;
 pub mod conversations;
@@ -37,6 +38,9 @@ pub struct Omega {
     pub tokens: Arc<tokens::TokenSettings>,
     /// The keys that seal stored provider credentials.
     pub secrets: Arc<crate::secrets::SecretKeys>,
+    /// Where attachment bytes are kept (in memory unless `with_files` says otherwise).
+    pub files: crate::files::FileStore,
+    pub attachment_limits: attachments::AttachmentLimits,
 }
 
 impl Omega {
@@ -60,7 +64,16 @@ impl Omega {
             webhooks: Arc::new(webhooks),
             tokens: Arc::new(tokens),
             secrets: Arc::new(secrets),
+            files: crate::files::FileStore::in_memory(),
+            attachment_limits: attachments::AttachmentLimits::default(),
         }
+    }
+
+    /// With this attachment store and these limits.
+    pub fn with_files(mut self, files: crate::files::FileStore, limits: attachments::AttachmentLimits) -> Self {
+        self.files = files;
+        self.attachment_limits = limits;
+        self
     }
 
     pub async fn authenticate(&self, presented_key: &str) -> Result<auth::Caller> {

@@ -229,6 +229,7 @@ impl Omega {
                     location_id: Some(location.id),
                     sent_by: None,
                     request_id: String::new(),
+                    attachments: Vec::new(),
                 },
             )
             .await?;
@@ -382,6 +383,7 @@ impl Omega {
                 location_id: Some(location_id),
                 sent_by: Some(staff_id),
                 request_id: String::new(),
+                attachments: Vec::new(),
             },
         )
         .await?;

@@ -36,7 +36,7 @@ pub struct Accepted {
 /// Installs ring as the process's rustls crypto provider, once. reqwest is built with
 /// `rustls-no-provider` (one TLS stack: the ring that sqlx already uses) and panics when a client
 /// is built without a process-wide provider; an already installed provider is kept.
-fn install_crypto_provider() {
+pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 

@@ -284,3 +284,27 @@ pub async fn set_content_attributes(
         .await?;
     Ok(())
 }
+
+/// Replaces a client's custom attributes (JSON text, already merged and capped).
+pub async fn set_client_attributes(conn: &impl ConnectionTrait, client_id: i64, attributes: &str) -> StoreResult<()> {
+    client::Entity::update_many()
+        .col_expr(client::Column::CustomAttributes, Expr::value(attributes))
+        .filter(client::Column::Id.eq(client_id))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// Replaces a conversation's custom attributes (JSON text, already merged and capped).
+pub async fn set_conversation_attributes(
+    conn: &impl ConnectionTrait,
+    conversation_id: i64,
+    attributes: &str,
+) -> StoreResult<()> {
+    conversation::Entity::update_many()
+        .col_expr(conversation::Column::CustomAttributes, Expr::value(attributes))
+        .filter(conversation::Column::Id.eq(conversation_id))
+        .exec(conn)
+        .await?;
+    Ok(())
+}

@@ -2,6 +2,7 @@
 //! Every query that touches business data takes the caller's business scope as a parameter.
 
 pub mod api_keys;
+pub mod attachments;
 pub mod chat;
 pub mod conversations;
 pub mod directory;

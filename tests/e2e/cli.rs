@@ -68,6 +68,7 @@ fn descriptor_holds_every_service_with_its_rest_bindings() {
         services.lines().collect::<Vec<_>>(),
         [
             "omega.v1.ApiKeyService",
+            "omega.v1.AttachmentService",
             "omega.v1.AuthService",
             "omega.v1.ChatService",
             "omega.v1.ClientService",

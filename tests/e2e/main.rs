@@ -7,6 +7,7 @@ mod common;
 
 mod api_keys;
 mod chat;
+mod chat_client;
 mod chat_identity;
 mod cli;
 mod concurrency;

@@ -15,6 +15,8 @@ pub struct Model {
     pub search_text: String,
     pub created_at: ChronoDateTimeUtc,
     pub updated_at: ChronoDateTimeUtc,
+    /// Chatwoot's custom attributes: a JSON object, as text.
+    pub custom_attributes: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

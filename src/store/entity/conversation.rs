@@ -26,6 +26,8 @@ pub struct Model {
     /// When the contact last looked at it (web chat).
     pub contact_last_seen_at: Option<ChronoDateTimeUtc>,
     pub agent_last_seen_at: Option<ChronoDateTimeUtc>,
+    /// Web chat: Chatwoot's custom attributes, a JSON object as text.
+    pub custom_attributes: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -43,6 +43,9 @@ pub struct Model {
     pub provider_sequence: Option<i32>,
     /// Web chat: the widget's content attributes (e.g. submitted form values), as JSON.
     pub content_attributes: Option<String>,
+    /// A JSON array summarizing its attachments (see `store::attachments::Summary`), written
+    /// with them.
+    pub attachments: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,6 +1,7 @@
 //! sea-orm entities: one module per table created in `migrations/`.
 
 pub mod api_key;
+pub mod attachment;
 pub mod business;
 pub mod client;
 pub mod contact_inbox;

@@ -199,6 +199,8 @@ pub async fn start_omega(
         // The key that seals stored credentials, shared by a test's replicas and restarts (the
         // default file of a PostgreSQL deployment would be shared by every test).
         .env("OMEGA_SECRETS_KEY_FILE", dir.join("omega-secrets.key"))
+        // Attachment files, likewise per test (and shared by its replicas).
+        .env("OMEGA_ATTACHMENTS_DIR", dir.join("attachments"))
         // Envoy reaches Omega from 127.0.0.1; the rest of loopback stays untrusted for the tests
         // that call from other addresses.
         .env("OMEGA_TRUSTED_PROXIES", "127.0.0.1")
