@@ -68,15 +68,62 @@ async fn read_body(body: Option<&HttpBody>) -> Result<(Value, Vec<Upload>)> {
         return Ok((json!({}), Vec::new()));
     }
     let content_type = body.map(|b| b.content_type.as_str()).unwrap_or_default();
-    match media_type(content_type).as_str() {
-        "application/x-www-form-urlencoded" => {
-            Ok((nested(form_urlencoded::parse(data).map(|(k, v)| (k.into_owned(), v.into_owned()))), Vec::new()))
-        }
-        "multipart/form-data" => multipart(content_type, data).await,
+    let (fields, files) = match media_type(content_type).as_str() {
+        "application/x-www-form-urlencoded" => (nested(form_fields(data)?), Vec::new()),
+        "multipart/form-data" => multipart(content_type, data).await?,
         _ => match serde_json::from_slice::<Value>(data) {
-            Ok(value @ Value::Object(_)) => Ok((value, Vec::new())),
-            _ => Err(Error::invalid("body", "must be a JSON object")),
+            Ok(value @ Value::Object(_)) => (value, Vec::new()),
+            _ => return Err(Error::invalid("body", "must be a JSON object")),
         },
+    };
+    refuse_nul(&fields, "")?;
+    Ok((fields, files))
+}
+
+/// A form's fields, decoded strictly: `form_urlencoded::parse` would turn bytes that are not
+/// UTF-8 into U+FFFD and store them; here they are a 422 naming the field.
+fn form_fields(data: &[u8]) -> Result<Vec<(String, String)>> {
+    let decode = |part: &[u8], field: &str| {
+        let spaced: Vec<u8> = part.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
+        percent_encoding::percent_decode(&spaced)
+            .decode_utf8()
+            .map(|text| text.into_owned())
+            .map_err(|_| Error::invalid(if field.is_empty() { "body" } else { field }, "is not valid UTF-8"))
+    };
+    let mut fields = Vec::new();
+    for pair in data.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+        let (key, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(at) => (&pair[..at], &pair[at + 1..]),
+            None => (pair, &b""[..]),
+        };
+        let key = decode(key, "")?;
+        let value = decode(value, &key)?;
+        fields.push((key, value));
+    }
+    Ok(fields)
+}
+
+/// A NUL character in any field of a body is refused (PostgreSQL cannot store one, and no
+/// Chatwoot field means one), naming the field.
+fn refuse_nul(value: &Value, at: &str) -> Result<()> {
+    let field = |key: &str| if at.is_empty() { key.to_owned() } else { format!("{at}.{key}") };
+    match value {
+        Value::String(text) if text.contains('\0') => {
+            Err(Error::invalid(if at.is_empty() { "body" } else { at }, "must not contain NUL characters"))
+        }
+        Value::Object(map) => {
+            for (key, value) in map {
+                if key.contains('\0') {
+                    return Err(Error::invalid("body", "field names must not contain NUL characters"));
+                }
+                refuse_nul(value, &field(key))?;
+            }
+            Ok(())
+        }
+        Value::Array(list) => {
+            list.iter().try_for_each(|item| refuse_nul(item, if at.is_empty() { "body" } else { at }))
+        }
+        _ => Ok(()),
     }
 }
 
