@@ -274,9 +274,13 @@ impl MessageService for MessagingApi {
         request: Request<GetMessagesByRequestRequest>,
     ) -> Result<Response<GetMessagesByRequestResponse>, Status> {
         let caller = caller(&self.omega, &request).await?;
-        let request_id = request.into_inner().request_id;
-        let messages = self.omega.messages_by_request(&caller, &request_id).await?;
-        Ok(Response::new(GetMessagesByRequestResponse { request_id, messages: all(messages, encode::message)? }))
+        let r = request.into_inner();
+        let page = self.omega.messages_by_request(&caller, &r.request_id, r.page_size, &r.page_token).await?;
+        Ok(Response::new(GetMessagesByRequestResponse {
+            request_id: r.request_id,
+            messages: all(page.items, encode::message)?,
+            next_page_token: page.next_page_token,
+        }))
     }
 
     async fn retry_failed_messages(

@@ -162,9 +162,6 @@ pub const TOTAL_CAP: u64 = 1_000;
 
 /// Up to this many clients matching a text filter are looked up by index first.
 const CLIENT_MATCH_LIMIT: u64 = 2_000;
-/// The text a page of messages carries at most (bytes): 200 emails of 200,000 characters would
-/// be far over the proxy's 16 MiB answer limit; escaped JSON of 2 MiB of text stays under it.
-const MESSAGE_PAGE_BYTES: usize = 2 * 1024 * 1024;
 
 impl Omega {
     /// The conversation at `/businesses/{b}/clients/{c}/conversations/{id}`: it must belong to
@@ -680,9 +677,7 @@ impl Omega {
         let conn = self.store.connection();
         let (rows, (total, capped)) =
             db::list_messages(conn, id, &filter, newest_first, page.after, page.size + 1, TOTAL_CAP).await?;
-        let size = pagination::size_within(&rows, page.size, MESSAGE_PAGE_BYTES, |m| {
-            m.content.len() + m.subject.as_ref().map_or(0, String::len) + m.media.as_ref().map_or(0, String::len)
-        });
+        let size = pagination::size_within(&rows, page.size, pagination::MESSAGE_PAGE_BYTES, pagination::message_bytes);
         let mut page = Page::from_rows(rows, size, total, |m| (m.created_at, m.id));
         page.total_capped = capped;
         Ok(page)

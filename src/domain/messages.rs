@@ -9,7 +9,7 @@ use super::{
     Error, Omega, Result, Violations,
     auth::{Caller, Scope},
     conversations::{ensure_conversation, reopen},
-    pagination::{Page, PageRequest},
+    pagination::{self, Page, PageRequest},
     values::{self, Channel, ConversationStatus, DeliveryStatus, Direction, now},
 };
 use crate::store::{
@@ -686,17 +686,34 @@ impl Omega {
         Ok(true)
     }
 
-    pub async fn messages_by_request(&self, caller: &Caller, request_id: &str) -> Result<Vec<message::Model>> {
+    /// A page of the messages one call created, oldest first: up to `page_size` (1,000, a bulk
+    /// call's most, when 0) and never more than a page's budget of text.
+    pub async fn messages_by_request(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<Page<message::Model>> {
+        const MOST: u64 = 1_000;
         let request_id = values::required_text("request_id", request_id, 64)?;
+        let size = match u64::from(page_size) {
+            0 => MOST,
+            n if n > MOST => return Err(Error::invalid("page_size", format!("must be between 1 and {MOST}"))),
+            n => n,
+        };
+        let after = PageRequest::<i64>::parse(0, page_token)?.after;
         let scope = match caller.scope {
             super::auth::Scope::Platform => None,
             super::auth::Scope::Business(id) => Some(id),
         };
-        let messages = db::by_request(self.store.connection(), scope, &request_id).await?;
-        if messages.is_empty() {
+        let rows = db::by_request(self.store.connection(), scope, &request_id, after, size + 1).await?;
+        if rows.is_empty() && after.is_none() {
             return Err(Error::NotFound(format!("messages of request {request_id}")));
         }
-        Ok(messages)
+        let size = pagination::size_within(&rows, size, pagination::MESSAGE_PAGE_BYTES, pagination::message_bytes);
+        let total = rows.len() as u64;
+        Ok(Page::from_rows(rows, size, total, |m| m.id))
     }
 
     pub async fn message_with_attempts(

@@ -8,6 +8,14 @@ use super::{Error, Result};
 
 pub const DEFAULT_PAGE_SIZE: u64 = 50;
 pub const MAX_PAGE_SIZE: u64 = 200;
+/// The text a page of messages carries at most (bytes): 200 emails of 200,000 characters would
+/// be far over the proxy's 16 MiB answer limit; escaped JSON of 2 MiB of text stays under it.
+pub const MESSAGE_PAGE_BYTES: usize = 2 * 1024 * 1024;
+
+/// The text of a message that counts against [`MESSAGE_PAGE_BYTES`].
+pub fn message_bytes(m: &crate::store::entity::message::Model) -> usize {
+    m.content.len() + m.subject.as_ref().map_or(0, String::len) + m.media.as_ref().map_or(0, String::len)
+}
 
 /// A validated page request; `after` is the decoded cursor of the previous page.
 #[derive(Debug, Clone)]

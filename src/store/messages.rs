@@ -65,16 +65,22 @@ pub async fn by_idempotency_keys(
 }
 
 /// Every message one call created, oldest first; scoped to a business unless `None` (platform).
+/// Up to `limit` messages one call created, oldest first, after the message `after`.
 pub async fn by_request(
     conn: &impl ConnectionTrait,
     business_id: Option<i64>,
     request_id: &str,
+    after: Option<i64>,
+    limit: u64,
 ) -> StoreResult<Vec<message::Model>> {
     let mut select = message::Entity::find().filter(message::Column::RequestId.eq(request_id));
     if let Some(business_id) = business_id {
         select = select.filter(message::Column::BusinessId.eq(business_id));
     }
-    Ok(select.order_by_asc(message::Column::Id).limit(10_000).all(conn).await?)
+    if let Some(after) = after {
+        select = select.filter(message::Column::Id.gt(after));
+    }
+    Ok(select.order_by_asc(message::Column::Id).limit(limit).all(conn).await?)
 }
 
 /// A status change and what goes with it.

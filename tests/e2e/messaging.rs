@@ -166,6 +166,23 @@ async fn bulk_queueing_shares_a_request_id_and_repeats_are_idempotent(db: Db) {
     )
     .await;
     assert_eq!(request["messages"].as_array().unwrap().len(), 3);
+    assert_eq!(request["next_page_token"], "", "one page holds them all");
+    // Paged: two, then the third, oldest first, the same messages.
+    let path = format!("/omega/messages/requests/{}", queued["request_id"].as_str().unwrap());
+    let first_page = json_of(app.get(&format!("{path}?page_size=2"), &b.key).await, 200).await;
+    let token = first_page["next_page_token"].as_str().unwrap();
+    assert!(!token.is_empty(), "{first_page}");
+    let rest = json_of(app.get(&format!("{path}?page_size=2&page_token={token}"), &b.key).await, 200).await;
+    assert_eq!(rest["next_page_token"], "");
+    let paged: Vec<&str> = first_page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(rest["messages"].as_array().unwrap())
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(paged, ids.iter().map(String::as_str).collect::<Vec<_>>());
+    json_of(app.get(&format!("{path}?page_size=1001"), &b.key).await, 422).await;
     let recipients: HashSet<String> = twilio.messages().into_iter().map(|m| m.to).collect();
     assert_eq!(recipients.len(), 3);
     assert_eq!(twilio.messages().len(), 3, "each client texted once");
