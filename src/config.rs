@@ -81,6 +81,9 @@ pub struct ServeArgs {
     /// Write the bound address to this file once serving (useful with port 0).
     #[arg(long, env = "OMEGA_ADDRESS_FILE")]
     pub address_file: Option<PathBuf>,
+    /// Serve Prometheus metrics at `/metrics` on this address (its own port; off when unset).
+    #[arg(long, env = "OMEGA_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// Apply pending migrations before serving.
     #[arg(long, env = "OMEGA_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
     pub migrate_on_start: bool,

@@ -9,6 +9,7 @@ pub mod config;
 pub mod delivery;
 pub mod domain;
 pub mod envoy;
+pub mod metrics;
 pub mod openapi;
 pub mod proto;
 pub mod providers;

@@ -16,7 +16,7 @@ use omega::{
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init(&cli.log);
+    telemetry::init(&cli.log)?;
     match cli.command {
         Command::Serve(args) => server::run(args, server::shutdown_signal()).await,
         Command::Migrate(database) => {

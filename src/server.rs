@@ -12,7 +12,6 @@ use tower_http::{
     catch_panic::CatchPanicLayer,
     cors::{AllowOrigin, CorsLayer},
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    trace::TraceLayer,
 };
 
 use crate::{
@@ -104,6 +103,15 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
+    let metrics = match args.metrics_addr {
+        Some(addr) => {
+            let (bound, task) = crate::metrics::serve(addr, store.clone()).await?;
+            tracing::info!(address = %bound, "serving Prometheus metrics at /metrics");
+            Some(task)
+        }
+        None => None,
+    };
+
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let local = listener.local_addr()?;
 
@@ -115,13 +123,15 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
             tonic::Status::internal("internal error").into_http::<String>()
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(TraceLayer::new_for_grpc().make_span_with(|req: &http::Request<_>| {
-            let request_id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
-            tracing::info_span!("request", path = %req.uri().path(), request_id, key_id = tracing::field::Empty)
-        }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(cors(&args.cors_allowed_origins)?)
         .layer(tonic_web::GrpcWebLayer::new())
+        // Inside tonic-web: every call is plain gRPC here, its status in headers or trailers.
+        .layer(crate::api::observe::ObserveLayer::new(proto::service_names().into_iter().chain([
+            "grpc.health.v1.Health".to_owned(),
+            "grpc.reflection.v1.ServerReflection".to_owned(),
+            "grpc.reflection.v1alpha.ServerReflection".to_owned(),
+        ])))
         .layer(crate::api::csrf::CsrfLayer::new(&args.cors_allowed_origins))
         .layer(crate::api::limits::AuthFailureLimitLayer::new(
             args.auth_failures_per_minute,
@@ -189,6 +199,9 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
         .await;
     watcher.abort();
     sweeper.abort();
+    if let Some(task) = metrics {
+        task.abort();
+    }
     // Workers finish the message in hand, then stop; a send cut short would be ambiguous.
     let _ = stop_delivery.send(true);
     let drained = tokio::time::timeout(Duration::from_secs(20), futures_join_all(workers)).await;

@@ -136,7 +136,11 @@ pub async fn caller<T>(omega: &Omega, request: &Request<T>) -> Result<Caller, St
         Some(Credential::Key { key, .. }) => omega.authenticate(&key).await?,
         None => return Err(Status::from(crate::domain::Error::Unauthenticated)),
     };
-    tracing::Span::current().record("key_id", caller.key_id);
+    let span = tracing::Span::current();
+    span.record("key_id", caller.key_id);
+    if let crate::domain::auth::Scope::Business(business_id) = caller.scope {
+        span.record("business_id", business_id);
+    }
     Ok(caller)
 }
 

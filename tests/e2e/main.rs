@@ -16,6 +16,7 @@ mod health;
 mod hostile;
 mod hostile_sweep;
 mod messaging;
+mod operable;
 mod providers;
 mod replicas;
 mod tokens;
