@@ -80,7 +80,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
     let watcher = tokio::spawn(watch_database(
         omega.clone(),
         reporter,
-        Duration::from_secs(args.health_check_interval_secs.max(1)),
+        Duration::from_secs(args.health_check_interval_secs),
         draining,
     ));
 
@@ -91,8 +91,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
     } else {
         Vec::new()
     };
-    let sweeper =
-        tokio::spawn(reopen_snoozed(omega.clone(), Duration::from_secs(args.snooze_check_interval_secs.max(1))));
+    let sweeper = tokio::spawn(reopen_snoozed(omega.clone(), Duration::from_secs(args.snooze_check_interval_secs)));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::DESCRIPTOR_SET)
@@ -170,7 +169,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
         // (the path twice: as :path and x-omega-public-path) must not meet hyper's 16 KiB limit,
         // which would be an empty 431 that no client can read.
         .http2_max_header_list_size(256 * 1024)
-        .timeout(Duration::from_secs(args.request_timeout_secs.max(1)))
+        .timeout(Duration::from_secs(args.request_timeout_secs))
         .layer(layers)
         .add_service(health_service)
         .add_service(reflection_v1)

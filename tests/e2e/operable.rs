@@ -197,3 +197,23 @@ fn an_unreachable_postgresql_says_connection_refused() {
     let stderr = failed_start(&[("OMEGA_DATABASE_URL", &url)]);
     assert!(stderr.to_ascii_lowercase().contains("connection refused"), "{stderr}");
 }
+
+#[test]
+fn out_of_range_settings_stop_the_start() {
+    for (name, value, flag) in [
+        ("OMEGA_DELIVERY_BATCH", "0", "--delivery-batch"),
+        ("OMEGA_DELIVERY_BATCH", "501", "--delivery-batch"),
+        ("OMEGA_DELIVERY_CONCURRENCY", "0", "--delivery-concurrency"),
+        ("OMEGA_DELIVERY_LEASE_SECS", "1", "--delivery-lease-secs"),
+        ("OMEGA_DELIVERY_POLL_MS", "0", "--delivery-poll-ms"),
+        ("OMEGA_DELIVERY_MAX_ATTEMPTS", "0", "--delivery-max-attempts"),
+        ("OMEGA_SMS_SENDER_RATE", "-1", "--sms-sender-rate"),
+        ("OMEGA_EMAIL_SENDER_RATE", "NaN", "--email-sender-rate"),
+        ("OMEGA_REQUEST_TIMEOUT_SECS", "0", "--request-timeout-secs"),
+        ("OMEGA_PROVIDER_TIMEOUT_SECS", "0", "--provider-timeout-secs"),
+        ("OMEGA_HEALTH_CHECK_INTERVAL_SECS", "0", "--health-check-interval-secs"),
+    ] {
+        let stderr = failed_start(&[(name, value)]);
+        assert!(stderr.contains(flag) && stderr.contains("invalid value"), "{name}={value}: {stderr}");
+    }
+}
