@@ -340,6 +340,10 @@ pub struct EnvoyConfigArgs {
     /// Omega's own call deadline (the same variable as `serve`'s); Envoy waits a second longer.
     #[arg(long, env = "OMEGA_REQUEST_TIMEOUT_SECS", default_value_t = DEFAULT_REQUEST_TIMEOUT_SECS, value_parser = at_least_one())]
     pub request_timeout_secs: u64,
+    /// The same setting as `serve`'s: origins whose pages may call through Envoy (`*`: any,
+    /// without cookies; named origins may send them).
+    #[arg(long, env = "OMEGA_CORS_ALLOWED_ORIGINS", value_delimiter = ',', default_value = "*")]
+    pub cors_allowed_origins: Vec<String>,
     /// Downstream connections Envoy accepts at once; more are refused.
     #[arg(long, env = "OMEGA_ENVOY_MAX_CONNECTIONS", default_value_t = DEFAULT_ENVOY_MAX_CONNECTIONS, value_parser = at_least_one())]
     pub max_connections: u64,

@@ -287,15 +287,15 @@ fn cors(origins: &[String]) -> anyhow::Result<CorsLayer> {
             .map(HeaderName::from_static);
     let exposed =
         ["grpc-status", "grpc-message", "grpc-status-details-bin", "x-request-id"].map(HeaderName::from_static);
+    // Straight to Omega a browser speaks gRPC-Web only: POST (REST is Envoy's).
     let layer = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_methods([Method::POST])
         .allow_headers(headers)
         .expose_headers(exposed)
         .max_age(Duration::from_secs(86_400));
-    let origins: Vec<&str> = origins.iter().map(|o| o.trim()).filter(|o| !o.is_empty()).collect();
-    if origins.is_empty() || origins.contains(&"*") {
+    let Some(origins) = crate::envoy::named_origins(origins) else {
         return Ok(layer.allow_origin(AllowOrigin::any()));
-    }
+    };
     let list = origins
         .iter()
         .map(|o| HeaderValue::from_str(o).with_context(|| format!("invalid CORS origin {o:?}")))
