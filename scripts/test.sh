@@ -18,6 +18,13 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 export OMEGA_TEST_ENVOY="$PWD/.venv/bin/envoy"
 cargo test --workspace --all-targets --no-fail-fast "$@"
 
+# The generated OpenAPI document against the OpenAPI 3.0 specification (a standard validator).
+echo "openapi-spec-validator…" >&2
+cargo build --quiet --bin omega
+mkdir -p target
+target/debug/omega openapi --out target/openapi.json
+.venv/bin/openapi-spec-validator target/openapi.json
+
 # The REST surface fuzzed from the generated OpenAPI through the real Envoy: no 5xx, no undeclared
 # content types.
 echo "schemathesis over the OpenAPI…" >&2

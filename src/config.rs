@@ -48,6 +48,23 @@ pub enum Command {
     },
 }
 
+// Out-of-range values are refused at start-up with the setting's name, never clamped: a value
+// that silently became another would hide a typo until it mattered.
+
+/// A count or a number of seconds that zero would turn into a busy loop or an instant failure.
+fn at_least_one() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(1..)
+}
+
+/// Messages per second: 0 (unpaced) or a positive, finite rate.
+fn rate(value: &str) -> Result<f64, String> {
+    let rate: f64 = value.parse().map_err(|_| format!("{value:?} is not a number"))?;
+    if !rate.is_finite() || rate < 0.0 {
+        return Err(format!("{value:?} must be 0 (unpaced) or a positive number of messages per second"));
+    }
+    Ok(rate)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -81,6 +98,9 @@ pub struct ServeArgs {
     /// Write the bound address to this file once serving (useful with port 0).
     #[arg(long, env = "OMEGA_ADDRESS_FILE")]
     pub address_file: Option<PathBuf>,
+    /// Serve Prometheus metrics at `/metrics` on this address (its own port; off when unset).
+    #[arg(long, env = "OMEGA_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// Apply pending migrations before serving.
     #[arg(long, env = "OMEGA_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
     pub migrate_on_start: bool,
@@ -91,18 +111,18 @@ pub struct ServeArgs {
     #[arg(long, env = "OMEGA_CORS_ALLOWED_ORIGINS", value_delimiter = ',', default_value = "*")]
     pub cors_allowed_origins: Vec<String>,
     /// Seconds between the database checks that drive `grpc.health.v1`.
-    #[arg(long, env = "OMEGA_HEALTH_CHECK_INTERVAL_SECS", default_value_t = 1)]
+    #[arg(long, env = "OMEGA_HEALTH_CHECK_INTERVAL_SECS", default_value_t = 1, value_parser = at_least_one())]
     pub health_check_interval_secs: u64,
     /// Seconds a call may take before Omega answers CANCELLED (a client's shorter `grpc-timeout`
     /// wins). `omega envoy-config` reads the same setting for Envoy's route timeout.
-    #[arg(long, env = "OMEGA_REQUEST_TIMEOUT_SECS", default_value_t = DEFAULT_REQUEST_TIMEOUT_SECS)]
+    #[arg(long, env = "OMEGA_REQUEST_TIMEOUT_SECS", default_value_t = DEFAULT_REQUEST_TIMEOUT_SECS, value_parser = at_least_one())]
     pub request_timeout_secs: u64,
     /// On SIGTERM: seconds spent reporting NOT_SERVING while still serving every call, so that
     /// Envoy's health check takes this replica out of rotation before it stops listening.
     #[arg(long, env = "OMEGA_DRAIN_SECS", default_value_t = 5)]
     pub drain_secs: u64,
     /// Seconds between checks for snoozed conversations whose time has come.
-    #[arg(long, env = "OMEGA_SNOOZE_CHECK_INTERVAL_SECS", default_value_t = 5)]
+    #[arg(long, env = "OMEGA_SNOOZE_CHECK_INTERVAL_SECS", default_value_t = 5, value_parser = at_least_one())]
     pub snooze_check_interval_secs: u64,
     /// Secret that signs access tokens (≥ 32 characters; the same on every replica).
     #[arg(long, env = "OMEGA_TOKEN_SECRET", hide_env_values = true)]
@@ -220,39 +240,39 @@ pub struct DeliveryArgs {
     pub delivery_workers: usize,
     /// Jobs a worker claims per round trip (each is marked as sending only right before its own
     /// provider call).
-    #[arg(long, env = "OMEGA_DELIVERY_BATCH", default_value_t = 16)]
+    #[arg(long, env = "OMEGA_DELIVERY_BATCH", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=500))]
     pub delivery_batch: u64,
     /// Provider calls a worker has in flight at once (the most a killed worker can leave
     /// with an unknown outcome).
-    #[arg(long, env = "OMEGA_DELIVERY_CONCURRENCY", default_value_t = 4)]
+    #[arg(long, env = "OMEGA_DELIVERY_CONCURRENCY", default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=500))]
     pub delivery_concurrency: usize,
     /// Seconds after an ambiguous SMS before it is looked up in Twilio's message list.
     #[arg(long, env = "OMEGA_DELIVERY_RECONCILE_AFTER_SECS", default_value_t = 60)]
     pub delivery_reconcile_after_secs: u64,
     /// Attempts before a message that keeps failing retryably is FAILED.
-    #[arg(long, env = "OMEGA_DELIVERY_MAX_ATTEMPTS", default_value_t = 5)]
+    #[arg(long, env = "OMEGA_DELIVERY_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(i32).range(1..=1000))]
     pub delivery_max_attempts: i32,
     /// First retry delay in milliseconds (doubled per attempt, with jitter).
     #[arg(long, env = "OMEGA_DELIVERY_RETRY_BASE_MS", default_value_t = 2_000)]
     pub delivery_retry_base_ms: u64,
     /// How often idle workers look for due jobs, in milliseconds.
-    #[arg(long, env = "OMEGA_DELIVERY_POLL_MS", default_value_t = 500)]
+    #[arg(long, env = "OMEGA_DELIVERY_POLL_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..))]
     pub delivery_poll_ms: u64,
     /// Seconds a claimed job stays with its worker before another may take it.
-    #[arg(long, env = "OMEGA_DELIVERY_LEASE_SECS", default_value_t = 60)]
+    #[arg(long, env = "OMEGA_DELIVERY_LEASE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..))]
     pub delivery_lease_secs: u64,
     /// SMS per second per sender (number or messaging service); 0 = unpaced.
-    #[arg(long, env = "OMEGA_SMS_SENDER_RATE", default_value_t = 1.0)]
+    #[arg(long, env = "OMEGA_SMS_SENDER_RATE", default_value_t = 1.0, value_parser = rate)]
     pub sms_sender_rate: f64,
     /// Emails per second per sender address; 0 = unpaced.
-    #[arg(long, env = "OMEGA_EMAIL_SENDER_RATE", default_value_t = 0.0)]
+    #[arg(long, env = "OMEGA_EMAIL_SENDER_RATE", default_value_t = 0.0, value_parser = rate)]
     pub email_sender_rate: f64,
     #[arg(long, env = "OMEGA_TWILIO_BASE_URL", default_value = "https://api.twilio.com")]
     pub twilio_base_url: String,
     #[arg(long, env = "OMEGA_SENDGRID_BASE_URL", default_value = "https://api.sendgrid.com")]
     pub sendgrid_base_url: String,
     /// Seconds a provider call may take, all in.
-    #[arg(long, env = "OMEGA_PROVIDER_TIMEOUT_SECS", default_value_t = 10)]
+    #[arg(long, env = "OMEGA_PROVIDER_TIMEOUT_SECS", default_value_t = 10, value_parser = at_least_one())]
     pub provider_timeout_secs: u64,
     /// Omega's public base URL, for provider callbacks (e.g. https://api.example.com).
     #[arg(long, env = "OMEGA_PUBLIC_URL")]
@@ -306,18 +326,18 @@ impl DeliveryArgs {
         let interval = |rate: f64| (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
         crate::delivery::DeliveryConfig {
             workers: self.delivery_workers,
-            batch: self.delivery_batch.clamp(1, 500),
-            concurrency: self.delivery_concurrency.clamp(1, 500),
+            batch: self.delivery_batch,
+            concurrency: self.delivery_concurrency,
             reconcile_after: Duration::from_secs(self.delivery_reconcile_after_secs),
-            max_attempts: self.delivery_max_attempts.max(1),
-            lease: Duration::from_secs(self.delivery_lease_secs.max(5)),
-            poll_interval: Duration::from_millis(self.delivery_poll_ms.max(10)),
+            max_attempts: self.delivery_max_attempts,
+            lease: Duration::from_secs(self.delivery_lease_secs),
+            poll_interval: Duration::from_millis(self.delivery_poll_ms),
             retry_base: Duration::from_millis(self.delivery_retry_base_ms),
             sms_sender_interval: interval(self.sms_sender_rate),
             email_sender_interval: interval(self.email_sender_rate),
             twilio_base_url: self.twilio_base_url.clone(),
             sendgrid_base_url: self.sendgrid_base_url.clone(),
-            provider_timeout: Duration::from_secs(self.provider_timeout_secs.max(1)),
+            provider_timeout: Duration::from_secs(self.provider_timeout_secs),
             public_url: self.public_url.clone(),
             platform_twilio: match (&self.twilio_account_sid, &self.twilio_auth_token) {
                 (Some(account_sid), Some(auth_token)) => Some(crate::delivery::TwilioCredentials {
@@ -361,10 +381,14 @@ pub struct EnvoyConfigArgs {
     #[arg(long, env = "OMEGA_UPSTREAM", value_delimiter = ',', default_value = "127.0.0.1:50051")]
     pub upstream: Vec<String>,
     /// Omega's own call deadline (the same variable as `serve`'s); Envoy waits a second longer.
-    #[arg(long, env = "OMEGA_REQUEST_TIMEOUT_SECS", default_value_t = DEFAULT_REQUEST_TIMEOUT_SECS)]
+    #[arg(long, env = "OMEGA_REQUEST_TIMEOUT_SECS", default_value_t = DEFAULT_REQUEST_TIMEOUT_SECS, value_parser = at_least_one())]
     pub request_timeout_secs: u64,
+    /// The same setting as `serve`'s: origins whose pages may call through Envoy (`*`: any,
+    /// without cookies; named origins may send them).
+    #[arg(long, env = "OMEGA_CORS_ALLOWED_ORIGINS", value_delimiter = ',', default_value = "*")]
+    pub cors_allowed_origins: Vec<String>,
     /// Downstream connections Envoy accepts at once; more are refused.
-    #[arg(long, env = "OMEGA_ENVOY_MAX_CONNECTIONS", default_value_t = DEFAULT_ENVOY_MAX_CONNECTIONS)]
+    #[arg(long, env = "OMEGA_ENVOY_MAX_CONNECTIONS", default_value_t = DEFAULT_ENVOY_MAX_CONNECTIONS, value_parser = at_least_one())]
     pub max_connections: u64,
 }
 

@@ -27,6 +27,9 @@ pub struct EnvoyParams {
     pub request_timeout_secs: u64,
     /// Downstream connections Envoy accepts at once, over all listeners.
     pub max_connections: u64,
+    /// `OMEGA_CORS_ALLOWED_ORIGINS`, the same setting Omega's tonic-web honours: `*` (or
+    /// nothing) for any origin without credentials, else the origins that may send cookies.
+    pub cors_origins: Vec<String>,
 }
 
 impl EnvoyParams {
@@ -43,6 +46,7 @@ impl EnvoyParams {
             upstreams,
             request_timeout_secs: crate::config::DEFAULT_REQUEST_TIMEOUT_SECS,
             max_connections: crate::config::DEFAULT_ENVOY_MAX_CONNECTIONS,
+            cors_origins: vec!["*".into()],
         }
     }
 }
@@ -116,6 +120,9 @@ pub fn render(template: &str, params: &EnvoyParams, descriptor: &Path, lua: &Pat
         ("SERVICES", services),
         ("RAW_BODY_PATHS", raw_body_paths()),
         ("ROUTES", routes()),
+        ("CORS_ORIGINS", cors_origins(&params.cors_origins)?),
+        ("CORS_CREDENTIALS", named_origins(&params.cors_origins).is_some().to_string()),
+        ("CORS_METHODS", serde_json::to_string(&cors_methods())?),
     ];
     let mut out = template.to_owned();
     for (name, value) in values {
@@ -126,6 +133,36 @@ pub fn render(template: &str, params: &EnvoyParams, descriptor: &Path, lua: &Pat
         bail!("unknown placeholder in the Envoy template: {rest}");
     }
     Ok(out)
+}
+
+/// The named origins of `OMEGA_CORS_ALLOWED_ORIGINS`, or `None` for any origin (`*` or empty).
+pub fn named_origins(origins: &[String]) -> Option<Vec<&str>> {
+    let origins: Vec<&str> = origins.iter().map(|o| o.trim()).filter(|o| !o.is_empty()).collect();
+    (!origins.is_empty() && !origins.contains(&"*")).then_some(origins)
+}
+
+/// Envoy's origin matchers: every origin, or exactly the named ones.
+fn cors_origins(origins: &[String]) -> anyhow::Result<String> {
+    let Some(named) = named_origins(origins) else {
+        return Ok(r#"[{ safe_regex: { regex: ".*" } }]"#.to_owned());
+    };
+    let mut matchers = Vec::new();
+    for origin in named {
+        if origin.chars().any(|c| c.is_control() || c == ',') {
+            bail!("invalid CORS origin {origin:?}");
+        }
+        matchers.push(format!("{{ exact: {} }}", serde_json::to_string(origin)?));
+    }
+    Ok(format!("[{}]", matchers.join(", ")))
+}
+
+/// The methods a browser may use: the verbs of the REST bindings, POST (gRPC-Web) and OPTIONS.
+fn cors_methods() -> String {
+    let mut verbs: Vec<String> = proto::http_bindings().iter().map(|b| b.verb.to_ascii_uppercase()).collect();
+    verbs.extend(["POST".to_owned(), "OPTIONS".to_owned()]);
+    verbs.sort();
+    verbs.dedup();
+    verbs.join(", ")
 }
 
 /// A Lua table of patterns matching the `/omega` REST paths (without `/omega`) whose body is a

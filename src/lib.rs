@@ -10,6 +10,7 @@ pub mod delivery;
 pub mod domain;
 pub mod envoy;
 pub mod files;
+pub mod metrics;
 pub mod openapi;
 pub mod proto;
 pub mod providers;

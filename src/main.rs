@@ -16,7 +16,7 @@ use omega::{
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init(&cli.log);
+    telemetry::init(&cli.log)?;
     match cli.command {
         Command::Serve(args) => server::run(args, server::shutdown_signal()).await,
         Command::Migrate(database) => {
@@ -54,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
                 upstreams: args.upstream,
                 request_timeout_secs: args.request_timeout_secs,
                 max_connections: args.max_connections,
+                cors_origins: args.cors_allowed_origins,
             };
             let path = envoy::write_config(&args.template, &args.out_dir, &params)?;
             println!("{}", path.display());

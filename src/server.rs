@@ -12,7 +12,6 @@ use tower_http::{
     catch_panic::CatchPanicLayer,
     cors::{AllowOrigin, CorsLayer},
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    trace::TraceLayer,
 };
 
 use crate::{
@@ -84,7 +83,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
     let watcher = tokio::spawn(watch_database(
         omega.clone(),
         reporter,
-        Duration::from_secs(args.health_check_interval_secs.max(1)),
+        Duration::from_secs(args.health_check_interval_secs),
         draining,
     ));
 
@@ -95,8 +94,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
     } else {
         Vec::new()
     };
-    let sweeper =
-        tokio::spawn(reopen_snoozed(omega.clone(), Duration::from_secs(args.snooze_check_interval_secs.max(1))));
+    let sweeper = tokio::spawn(reopen_snoozed(omega.clone(), Duration::from_secs(args.snooze_check_interval_secs)));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::DESCRIPTOR_SET)
@@ -106,6 +104,15 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
         .register_encoded_file_descriptor_set(proto::DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
+
+    let metrics = match args.metrics_addr {
+        Some(addr) => {
+            let (bound, task) = crate::metrics::serve(addr, store.clone()).await?;
+            tracing::info!(address = %bound, "serving Prometheus metrics at /metrics");
+            Some(task)
+        }
+        None => None,
+    };
 
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let local = listener.local_addr()?;
@@ -118,13 +125,15 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
             tonic::Status::internal("internal error").into_http::<String>()
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(TraceLayer::new_for_grpc().make_span_with(|req: &http::Request<_>| {
-            let request_id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
-            tracing::info_span!("request", path = %req.uri().path(), request_id, key_id = tracing::field::Empty)
-        }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(cors(&args.cors_allowed_origins)?)
         .layer(tonic_web::GrpcWebLayer::new())
+        // Inside tonic-web: every call is plain gRPC here, its status in headers or trailers.
+        .layer(crate::api::observe::ObserveLayer::new(proto::service_names().into_iter().chain([
+            "grpc.health.v1.Health".to_owned(),
+            "grpc.reflection.v1.ServerReflection".to_owned(),
+            "grpc.reflection.v1alpha.ServerReflection".to_owned(),
+        ])))
         .layer(crate::api::csrf::CsrfLayer::new(&args.cors_allowed_origins))
         .layer(crate::api::limits::AuthFailureLimitLayer::new(
             args.auth_failures_per_minute,
@@ -163,7 +172,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
         // (the path twice: as :path and x-omega-public-path) must not meet hyper's 16 KiB limit,
         // which would be an empty 431 that no client can read.
         .http2_max_header_list_size(256 * 1024)
-        .timeout(Duration::from_secs(args.request_timeout_secs.max(1)))
+        .timeout(Duration::from_secs(args.request_timeout_secs))
         .layer(layers)
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -193,6 +202,9 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
         .await;
     watcher.abort();
     sweeper.abort();
+    if let Some(task) = metrics {
+        task.abort();
+    }
     // Workers finish the message in hand, then stop; a send cut short would be ambiguous.
     let _ = stop_delivery.send(true);
     let drained = tokio::time::timeout(Duration::from_secs(20), futures_join_all(workers)).await;
@@ -279,15 +291,15 @@ fn cors(origins: &[String]) -> anyhow::Result<CorsLayer> {
             .map(HeaderName::from_static);
     let exposed =
         ["grpc-status", "grpc-message", "grpc-status-details-bin", "x-request-id"].map(HeaderName::from_static);
+    // Straight to Omega a browser speaks gRPC-Web only: POST (REST is Envoy's).
     let layer = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_methods([Method::POST])
         .allow_headers(headers)
         .expose_headers(exposed)
         .max_age(Duration::from_secs(86_400));
-    let origins: Vec<&str> = origins.iter().map(|o| o.trim()).filter(|o| !o.is_empty()).collect();
-    if origins.is_empty() || origins.contains(&"*") {
+    let Some(origins) = crate::envoy::named_origins(origins) else {
         return Ok(layer.allow_origin(AllowOrigin::any()));
-    }
+    };
     let list = origins
         .iter()
         .map(|o| HeaderValue::from_str(o).with_context(|| format!("invalid CORS origin {o:?}")))

@@ -52,18 +52,21 @@ impl Credential {
     }
 }
 
-/// The credential `caller` will check: a token (`Authorization: Bearer`, then the cookie) wins
-/// over a key (`X-API-KEY`, then the cookie).
+/// The one credential `caller` checks: `X-API-KEY`, then `Authorization: Bearer`, then the
+/// `omega_session` cookie, then a key cookie. The `X-API-KEY` header names Omega and nothing
+/// else, so it is the caller's deliberate choice; an `Authorization` header may be a stray
+/// (an HTTP client's default, a proxy's, a stale token) and must not refuse a valid key.
+/// Headers win over cookies, which a browser attaches on its own.
 pub fn presented_credential(headers: &impl Headers) -> Option<Credential> {
+    if let Some(key) = key_header(headers) {
+        return Some(Credential::Key { key, from_cookie: false });
+    }
     if let Some(token) = bearer(headers) {
         return Some(Credential::Token { token, from_cookie: false });
     }
     let cookies = headers.all("cookie");
     if let Some(token) = cookies.iter().find_map(|h| token_from_cookie_header(h)) {
         return Some(Credential::Token { token, from_cookie: true });
-    }
-    if let Some(key) = key_header(headers) {
-        return Some(Credential::Key { key, from_cookie: false });
     }
     cookies.iter().find_map(|h| key_from_cookie_header(h)).map(|key| Credential::Key { key, from_cookie: true })
 }
@@ -136,7 +139,11 @@ pub async fn caller<T>(omega: &Omega, request: &Request<T>) -> Result<Caller, St
         Some(Credential::Key { key, .. }) => omega.authenticate(&key).await?,
         None => return Err(Status::from(crate::domain::Error::Unauthenticated)),
     };
-    tracing::Span::current().record("key_id", caller.key_id);
+    let span = tracing::Span::current();
+    span.record("key_id", caller.key_id);
+    if let crate::domain::auth::Scope::Business(business_id) = caller.scope {
+        span.record("business_id", business_id);
+    }
     Ok(caller)
 }
 
@@ -170,6 +177,16 @@ mod tests {
         ] {
             assert_eq!(key_from_cookie_header(header).as_deref(), want, "cookie {header:?}");
         }
+    }
+
+    #[test]
+    fn the_key_header_wins_over_a_bearer_token_and_headers_over_cookies() {
+        let md = metadata(&[("authorization", "Bearer stale"), ("x-api-key", "k1"), ("cookie", "omega_session=t")]);
+        assert_eq!(presented_credential(&md), Some(Credential::Key { key: "k1".into(), from_cookie: false }));
+        let md = metadata(&[("authorization", "Bearer t1"), ("cookie", "X-API-KEY=k2")]);
+        assert_eq!(presented_credential(&md), Some(Credential::Token { token: "t1".into(), from_cookie: false }));
+        let md = metadata(&[("cookie", "X-API-KEY=k3; omega_session=t2")]);
+        assert_eq!(presented_credential(&md), Some(Credential::Token { token: "t2".into(), from_cookie: true }));
     }
 
     #[test]

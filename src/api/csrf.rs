@@ -158,8 +158,6 @@ mod tests {
             vec![cookie, ("sec-fetch-site", "cross-site")],
             vec![cookie, ("sec-fetch-site", "same-site")],
             vec![("cookie", "omega_session=eyJa.b.c"), ("origin", "https://evil.example")],
-            // A key header does not excuse a token cookie: the token is what `caller` checks.
-            vec![("cookie", "omega_session=eyJa.b.c"), ("x-api-key", "omk_k"), ("origin", "https://evil.example")],
         ] {
             assert!(policy.refusal(&request(REVOKE, &headers)).is_some(), "{headers:?}");
         }
@@ -171,6 +169,8 @@ mod tests {
             vec![cookie, ("origin", "https://omega.test"), ("x-forwarded-host", "omega.test:443")],
             vec![cookie, ("origin", "https://app.example"), ("sec-fetch-site", "cross-site")],
             vec![("x-api-key", "omk_k"), ("origin", "https://evil.example")],
+            // The key header is what `caller` checks, and no page can add it without knowing it.
+            vec![("cookie", "omega_session=eyJa.b.c"), ("x-api-key", "omk_k"), ("origin", "https://evil.example")],
             vec![("authorization", "Bearer eyJa.b.c"), ("cookie", "X-API-KEY=k"), ("origin", "https://evil.example")],
             vec![("origin", "https://evil.example")],
         ] {

@@ -15,6 +15,7 @@ pub mod error;
 pub mod health;
 pub mod limits;
 pub mod messages;
+pub mod observe;
 pub mod onboarding;
 pub mod providers;
 pub mod tokens;

@@ -635,18 +635,37 @@ impl Dispatcher {
     }
 
     async fn send(&self, clients: anyhow::Result<Arc<Clients>>, message: &message::Model) -> Outcome {
+        let (outcome, provider) = self.send_with(clients, message).await;
+        let label = match &outcome {
+            Outcome::Sent(..) => "sent",
+            Outcome::Failed { ambiguous: true, .. } => "ambiguous",
+            Outcome::Failed { retryable: true, .. } => "retryable",
+            Outcome::Failed { .. } => "rejected",
+        };
+        metrics::counter!(crate::metrics::SENDS, "provider" => provider, "outcome" => label).increment(1);
+        outcome
+    }
+
+    /// `send`, and the provider it went to (`none` when the business has none for the channel).
+    async fn send_with(
+        &self,
+        clients: anyhow::Result<Arc<Clients>>,
+        message: &message::Model,
+    ) -> (Outcome, &'static str) {
         let clients = match clients {
             Ok(clients) => clients,
             Err(err) => {
-                return Outcome::Failed {
+                let outcome = Outcome::Failed {
                     code: "CONFIGURATION".into(),
                     message: format!("{err:#}"),
                     retry_after: None,
                     retryable: false,
                     ambiguous: false,
                 };
+                return (outcome, "none");
             }
         };
+        let mut used = "none";
         let to = message.to_address.clone().unwrap_or_default();
         let result = match message.channel.as_str() {
             "SMS" => match &clients.twilio {
@@ -654,7 +673,10 @@ impl Dispatcher {
                     code: "NO_CREDENTIALS".into(),
                     message: "the business has no Twilio credentials (PUT /businesses/{id}/providers/twilio)".into(),
                 }),
-                Some(twilio) => twilio.send_sms(&self.sms_request(message)).await.map(|accepted| (accepted, "twilio")),
+                Some(twilio) => {
+                    used = "twilio";
+                    twilio.send_sms(&self.sms_request(message)).await.map(|accepted| (accepted, "twilio"))
+                }
             },
             _ => match &clients.email {
                 None => Err(ProviderError::Rejected {
@@ -676,11 +698,12 @@ impl Dispatcher {
                         EmailSender::SendGrid(_) => "sendgrid",
                         EmailSender::Smtp(_) => "smtp",
                     };
+                    used = provider;
                     sender.send_email(&request).await.map(|accepted| (accepted, provider))
                 }
             },
         };
-        match result {
+        let outcome = match result {
             Ok((accepted, provider)) => Outcome::Sent(accepted, provider),
             Err(ProviderError::Retryable { reason, retry_after }) => Outcome::Failed {
                 code: "RETRYABLE".into(),
@@ -701,7 +724,8 @@ impl Dispatcher {
                 retryable: false,
                 ambiguous: true,
             },
-        }
+        };
+        (outcome, used)
     }
 
     /// Writes outcomes in one transaction. Should it fail, each outcome is written on its own,

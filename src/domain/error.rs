@@ -57,7 +57,7 @@ impl From<crate::store::StoreError> for Error {
     fn from(err: crate::store::StoreError) -> Self {
         use crate::store::StoreError;
         match err {
-            StoreError::Unavailable(_) | StoreError::FileGone(_) => {
+            StoreError::Unavailable(_) | StoreError::Unreachable(_) | StoreError::FileGone(_) => {
                 Error::Unavailable("the database is unavailable".into())
             }
             StoreError::UniqueViolation(_) => Error::Conflict("the value already exists".into()),

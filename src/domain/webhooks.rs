@@ -423,6 +423,7 @@ impl Omega {
         })?;
         if !signatures::sendgrid_signature_valid(key, &request.timestamp, &request.body, &request.signature) {
             tracing::warn!("SendGrid webhook with a bad or missing signature refused");
+            metrics::counter!(crate::metrics::WEBHOOK_REFUSALS, "provider" => "sendgrid").increment(1);
             return Err(Error::PermissionDenied("the SendGrid signature does not match".into()));
         }
         let events: Vec<Value> = serde_json::from_slice(&request.body)
@@ -533,6 +534,7 @@ impl Omega {
 /// something no business owns): the reasons must not be told apart.
 fn twilio_refusal(owner: Owner) -> Error {
     tracing::warn!(?owner, "Twilio webhook refused: not signed by the account that owns what it addresses");
+    metrics::counter!(crate::metrics::WEBHOOK_REFUSALS, "provider" => "twilio").increment(1);
     Error::PermissionDenied("the Twilio signature does not match".into())
 }
 

@@ -26,6 +26,10 @@ pub enum StoreError {
     /// The database could not be reached (connection refused, dropped, pool exhausted).
     #[error("database unavailable")]
     Unavailable(#[source] DbErr),
+    /// The server could not be reached at start-up; the cause is the connection's own error
+    /// ("Connection refused", a failed name lookup, a refused password), not the pool's timeout.
+    #[error("cannot reach the database: {0}")]
+    Unreachable(String),
     /// A unique constraint rejected the write.
     #[error("unique constraint violated")]
     UniqueViolation(#[source] DbErr),
@@ -156,7 +160,10 @@ impl Store {
         if writer.is_some() {
             options.map_sqlx_sqlite_opts(|opts| opts.read_only(true));
         }
-        let db = Database::connect(options).await?;
+        let db = match Database::connect(options).await {
+            Ok(db) => db,
+            Err(err) => return Err(explain_connect_failure(url, err).await),
+        };
         Ok(Self { db, writer, sqlite_path: sqlite_file(url).map(PathBuf::from) })
     }
 
@@ -224,6 +231,23 @@ impl Store {
             let _ = writer.close().await;
         }
         let _ = self.db.close().await;
+    }
+}
+
+/// The pool reports only that it timed out waiting for a connection; one direct connection
+/// attempt tells why (refused, unknown host, authentication), which is what an operator needs.
+async fn explain_connect_failure(url: &str, err: DbErr) -> StoreError {
+    use sea_orm::sqlx::{Connection, PgConnection};
+    if !is_connectivity(&err) || !(url.starts_with("postgres:") || url.starts_with("postgresql:")) {
+        return err.into();
+    }
+    match tokio::time::timeout(Duration::from_secs(2), PgConnection::connect(url)).await {
+        Ok(Err(cause)) => StoreError::Unreachable(cause.to_string()),
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            err.into()
+        }
+        Err(_) => StoreError::Unreachable("no answer within 2 s".into()),
     }
 }
 

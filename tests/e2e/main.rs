@@ -17,6 +17,7 @@ mod health;
 mod hostile;
 mod hostile_sweep;
 mod messaging;
+mod operable;
 mod providers;
 mod replicas;
 mod tokens;

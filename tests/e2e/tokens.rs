@@ -22,6 +22,7 @@ both_databases!(
     tokens_stay_in_their_business,
     failed_authentications_are_rate_limited,
     long_expired_sessions_are_purged,
+    a_stray_bearer_header_does_not_refuse_a_valid_key,
 );
 
 const SECRET: &str = "test-token-secret-0123456789abcdefghij";
@@ -305,4 +306,28 @@ async fn long_expired_sessions_are_purged(db: Db) {
     eventually(Duration::from_secs(10), "the expired session to be purged", || async { count(old.clone()).await == 0 })
         .await;
     assert_eq!(count(fresh).await, 1, "live sessions stay");
+}
+
+/// `X-API-KEY` wins over `Authorization`: a valid key is not refused because of a stray or
+/// stale bearer token, over REST and gRPC; a bad key is refused even beside a good token.
+async fn a_stray_bearer_header_does_not_refuse_a_valid_key(db: Db) {
+    let app = spawn_app_with(db, &[("OMEGA_TOKEN_SECRET", SECRET)]).await;
+    let b = app.onboard_simple("lotus", "+14155550100").await;
+    let path = format!("/omega/businesses/{}/conversations", b.id);
+    let call = |key: &str, bearer: &str| {
+        app.http
+            .get(app.rest(&path))
+            .header("x-api-key", key)
+            .header("authorization", format!("Bearer {bearer}"))
+            .send()
+    };
+    assert_eq!(call(&b.key, "not-a-token").await.unwrap().status(), 200);
+    assert_eq!(call(&b.key, "eyJhbGciOiJIUzI1NiJ9.e30.forged").await.unwrap().status(), 200);
+    let token = issue(&app, &b.key, json!({})).await["token"].as_str().unwrap().to_owned();
+    assert_eq!(call("omk_wrong", &token).await.unwrap().status(), 401, "the key header is the one checked");
+
+    let mut client = HealthServiceClient::new(app.grpc_channel().await);
+    let mut request = common::with_key(CheckDbConnectionRequest {}, &b.key);
+    request.metadata_mut().insert("authorization", "Bearer stale".parse().unwrap());
+    client.check_db_connection(request).await.expect("the key is enough over gRPC too");
 }

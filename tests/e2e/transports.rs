@@ -208,6 +208,8 @@ async fn cors_preflights_are_answered(db: Db) {
         assert!(allow_origin == "*" || allow_origin == "https://studio.example", "{url}: {allow_origin}");
         let allow_headers = resp.headers()["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
         assert!(allow_headers.contains("x-api-key"), "{url}: {allow_headers}");
+        // Any origin (the default `*`) never gets credentials.
+        assert!(!resp.headers().contains_key("access-control-allow-credentials"), "{url}");
     }
     let resp = app.http.get(app.rest("/omega/health")).header("origin", "https://studio.example").send().await.unwrap();
     assert!(resp.headers().contains_key("access-control-allow-origin"));

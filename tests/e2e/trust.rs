@@ -14,6 +14,7 @@ both_databases!(
     header_credentials_and_same_site_cookies_keep_working,
     json_endpoints_refuse_other_bodies,
     forwarded_for_is_believed_only_from_trusted_proxies,
+    the_session_cookie_works_cross_origin_through_envoy_for_named_origins,
 );
 
 const EVIL: &str = "https://evil.example";
@@ -274,4 +275,53 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies(db: Db) {
     // Mallory's own valid key still works.
     let resp = mallory.get(app.rest("/omega/health/db")).header("x-api-key", &app.platform_key).send().await.unwrap();
     assert_eq!(resp.status(), 200);
+}
+
+/// The browser's view of a named origin (OMEGA_CORS_ALLOWED_ORIGINS) through Envoy: the
+/// preflight allows credentials and the protos' verbs, and a `credentials: "include"` call with
+/// the `omega_session` cookie is answered with what Chromium needs to hand the answer to the page.
+async fn the_session_cookie_works_cross_origin_through_envoy_for_named_origins(db: Db) {
+    let app = spawn(db).await;
+    let b = app.onboard_simple("lotus", "+14155550100").await;
+    let token = json_of(app.post("/omega/auth/token", &b.key, Some(json!({}))).await, 200).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/omega/businesses/{}/clients", b.id);
+    let preflight = |origin: &'static str| {
+        app.http
+            .request(reqwest::Method::OPTIONS, app.rest(&path))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+    let allowed = preflight(APP_ORIGIN).await.unwrap();
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    let h = allowed.headers();
+    assert_eq!(h["access-control-allow-origin"], APP_ORIGIN);
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    let methods = h["access-control-allow-methods"].to_str().unwrap().to_owned();
+    for verb in ["GET", "POST", "PUT", "PATCH", "OPTIONS"] {
+        assert!(methods.split(", ").any(|m| m == verb), "{verb} in {methods}");
+    }
+    assert!(!methods.contains("DELETE"), "no binding uses DELETE: {methods}");
+    let refused = preflight(EVIL).await.unwrap();
+    assert!(!refused.headers().contains_key("access-control-allow-origin"), "{:?}", refused.headers());
+    assert!(!refused.headers().contains_key("access-control-allow-credentials"));
+
+    // The call itself, as fetch(…, { credentials: "include" }) sends it from the named origin.
+    let call = app
+        .http
+        .post(app.rest(&path))
+        .header("origin", APP_ORIGIN)
+        .header("sec-fetch-site", "cross-site")
+        .header("cookie", format!("omega_session={token}"))
+        .json(&json!({ "name": "Carla", "phone": "+14155550199" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(call.headers()["access-control-allow-origin"], APP_ORIGIN);
+    assert_eq!(call.headers()["access-control-allow-credentials"], "true");
+    json_of(call, 200).await;
 }

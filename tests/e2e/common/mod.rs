@@ -314,7 +314,12 @@ pub async fn spawn_app_with(kind: Db, env: &[(&str, &str)]) -> TestApp {
     let db = TestDatabase::create(kind, dir.path()).await;
     let platform_key = test_key();
     let (omega, grpc_addr) = start_omega(dir.path(), &db.url, &platform_key, env).await;
-    let (envoy, envoy_addr, envoy_admin) = start_envoy(dir.path(), grpc_addr).await;
+    // Envoy reads the one CORS setting too, as `omega envoy-config` does.
+    let mut params = EnvoyParams::single(grpc_addr);
+    if let Some((_, origins)) = env.iter().find(|(name, _)| *name == "OMEGA_CORS_ALLOWED_ORIGINS") {
+        params.cors_origins = origins.split(',').map(str::to_owned).collect();
+    }
+    let (envoy, envoy_addr, envoy_admin) = start_envoy_with(dir.path(), &params).await;
     let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     TestApp { db, grpc_addr, envoy_addr, envoy_admin, platform_key, http: http_client(), env, envoy, omega, dir }
 }
