@@ -17,7 +17,7 @@ use tower_http::{
 
 use crate::{
     api::{
-        ApiKeyApi, ChatApi, ConversationApi, DirectoryApi, DocsApi, HealthApi, MessagingApi, OnboardingApi,
+        ApiKeyApi, ChatApi, ConversationApi, DirectoryApi, DocsApi, EventApi, HealthApi, MessagingApi, OnboardingApi,
         ProviderApi, TokenApi, WebhookApi,
     },
     config::ServeArgs,
@@ -28,12 +28,13 @@ use crate::{
             api_key_service_server::ApiKeyServiceServer, auth_service_server::AuthServiceServer,
             chat_service_server::ChatServiceServer, client_service_server::ClientServiceServer,
             conversation_service_server::ConversationServiceServer, docs_service_server::DocsServiceServer,
-            email_service_server::EmailServiceServer, health_service_server::HealthServiceServer,
-            inbox_service_server::InboxServiceServer, location_service_server::LocationServiceServer,
-            message_service_server::MessageServiceServer, onboarding_service_server::OnboardingServiceServer,
-            provider_service_server::ProviderServiceServer, session_service_server::SessionServiceServer,
-            sms_service_server::SmsServiceServer, staff_service_server::StaffServiceServer,
-            voice_service_server::VoiceServiceServer, webhook_service_server::WebhookServiceServer,
+            email_service_server::EmailServiceServer, event_service_server::EventServiceServer,
+            health_service_server::HealthServiceServer, inbox_service_server::InboxServiceServer,
+            location_service_server::LocationServiceServer, message_service_server::MessageServiceServer,
+            onboarding_service_server::OnboardingServiceServer, provider_service_server::ProviderServiceServer,
+            session_service_server::SessionServiceServer, sms_service_server::SmsServiceServer,
+            staff_service_server::StaffServiceServer, voice_service_server::VoiceServiceServer,
+            webhook_service_server::WebhookServiceServer,
         },
     },
     store::Store,
@@ -142,6 +143,14 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
     }
     tracing::info!(address = %local, database = omega.store.engine(), "omega serving gRPC and gRPC-Web");
     let drain_for = Duration::from_secs(args.drain_secs);
+    let stop_streams = omega.store.event_wakeups().clone();
+    // Other replicas' commits reach this one's streams by NOTIFY (SQLite runs in one process).
+    let event_listener = (omega.store.engine() == "postgresql").then(|| {
+        tokio::spawn(crate::store::events::listen(
+            args.database.database_url.clone(),
+            omega.store.event_wakeups().clone(),
+        ))
+    });
     let stop_delivery_early = stop_delivery.clone();
     let stop_serving = async move {
         if shutdown.await == Stop::Drain && !drain_for.is_zero() {
@@ -153,6 +162,9 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
             tokio::time::sleep(drain_for).await;
         }
         tracing::info!("no longer accepting calls; finishing the calls in flight");
+        // Event streams never finish by themselves: end them, and their clients resume
+        // elsewhere from their last event id.
+        stop_streams.stop();
     };
     let result = Server::builder()
         .accept_http1(true)
@@ -183,12 +195,16 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
         .add_service(ChatServiceServer::new(chat.clone()))
         .add_service(InboxServiceServer::new(chat))
         .add_service(DocsServiceServer::new(docs))
+        .add_service(EventServiceServer::new(EventApi::new(omega.clone())))
         // TCP_NODELAY: without it, Nagle holds back the small trailing HTTP/2 frames of each
         // answer until the peer's delayed ACK (~40 ms per call behind Envoy).
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stop_serving)
         .await;
     watcher.abort();
     sweeper.abort();
+    if let Some(listener) = event_listener {
+        listener.abort();
+    }
     // Workers finish the message in hand, then stop; a send cut short would be ambiguous.
     let _ = stop_delivery.send(true);
     let drained = tokio::time::timeout(Duration::from_secs(20), futures_join_all(workers)).await;

@@ -16,6 +16,7 @@ mod m20261121_000010_inbox_covering_indexes;
 mod m20261201_000011_chat_identity;
 mod m20261201_000012_provider_ownership;
 mod m20261201_000014_failed_message_index;
+mod m20261202_000017_event_stream;
 
 pub struct Migrator;
 
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000011_chat_identity::Migration),
             Box::new(m20261201_000012_provider_ownership::Migration),
             Box::new(m20261201_000014_failed_message_index::Migration),
+            Box::new(m20261202_000017_event_stream::Migration),
         ]
     }
 }

@@ -631,6 +631,7 @@ impl Dispatcher {
             }
         }
         txn.commit().await.map_err(StoreError::from)?;
+        self.omega.store.wake_event_readers(None);
         Ok(())
     }
 
@@ -737,7 +738,11 @@ impl Dispatcher {
         let txn = self.omega.store.begin().await?;
         let settled: Vec<&Settled> = settled.iter().collect();
         match self.record_in(&txn, &settled).await {
-            Ok(()) => txn.commit().await.map_err(|e| anyhow::Error::from(StoreError::from(e))),
+            Ok(()) => {
+                txn.commit().await.map_err(|e| anyhow::Error::from(StoreError::from(e)))?;
+                self.omega.store.wake_event_readers(None);
+                Ok(())
+            }
             Err(err) => {
                 let _ = txn.rollback().await;
                 Err(err)

@@ -369,6 +369,7 @@ impl Omega {
         };
         conversations_db::append_event(&txn, event, now()).await?;
         txn.commit().await.map_err(StoreError::from)?;
+        self.store.wake_event_readers(None);
         tracing::info!(business_id, client_id, visitor_client_id, "web-chat visitor merged into a client");
         Ok(conversation)
     }
@@ -542,6 +543,7 @@ impl Omega {
             data: json!({ "typing": on }),
         };
         conversations_db::append_event(self.store.writer(), event, now()).await?;
+        self.store.wake_event_readers(Some(chat.inbox.business_id));
         Ok(())
     }
 }

@@ -217,6 +217,7 @@ impl Omega {
         let txn = self.store.begin().await?;
         let found = ensure_conversation(&txn, Some(caller), business_id, client_id, location_id, now()).await?;
         txn.commit().await.map_err(StoreError::from)?;
+        self.store.wake_event_readers(None);
         Ok(found)
     }
 
@@ -290,6 +291,7 @@ impl Omega {
         let event = actor_event(caller, &conversation, "conversation.status_changed", request.resolved_by, data);
         db::append_event(&txn, event, now).await?;
         txn.commit().await.map_err(StoreError::from)?;
+        self.store.wake_event_readers(None);
         Ok(StatusUpdate { status, previous, changed: true })
     }
 
@@ -343,6 +345,7 @@ impl Omega {
         );
         db::append_event(&txn, event, now).await?;
         txn.commit().await.map_err(StoreError::from)?;
+        self.store.wake_event_readers(None);
         Ok((staff, true))
     }
 
@@ -408,6 +411,7 @@ impl Omega {
         );
         db::append_event(&txn, event, now).await?;
         txn.commit().await.map_err(StoreError::from)?;
+        self.store.wake_event_readers(None);
         Ok(note)
     }
 
@@ -756,6 +760,7 @@ impl Omega {
             db::append_event(&txn, event, now).await?;
         }
         txn.commit().await.map_err(StoreError::from)?;
+        self.store.wake_event_readers(None);
         Ok(ReadUpdate { changed, unread_counts: vec![(conversation.id, unread)] })
     }
 
@@ -770,6 +775,7 @@ impl Omega {
             let txn = self.store.begin().await?;
             if reopen(&txn, &conversation, "snooze_expired", Some(now), now).await? {
                 txn.commit().await.map_err(StoreError::from)?;
+                self.store.wake_event_readers(None);
                 reopened += 1;
             }
         }

@@ -344,6 +344,7 @@ impl Omega {
             messages.push(message);
         }
         txn.commit().await.map_err(StoreError::from)?;
+        self.store.wake_event_readers(None);
         self.delivery_wakeup.notify_waiters();
         Ok(Queued { request_id: input.request_id, messages })
     }
@@ -586,6 +587,7 @@ impl Omega {
         };
         conversations_db::append_event(&txn, event, now).await?;
         txn.commit().await.map_err(StoreError::from)?;
+        self.store.wake_event_readers(None);
         Ok(Stored { message, created: true })
     }
 
@@ -673,6 +675,7 @@ impl Omega {
             return Ok(false);
         }
         txn.commit().await.map_err(StoreError::from)?;
+        self.store.wake_event_readers(None);
         Ok(true)
     }
 
@@ -767,6 +770,7 @@ impl Omega {
             };
             conversations_db::append_event(&txn, event, now).await?;
             txn.commit().await.map_err(StoreError::from)?;
+            self.store.wake_event_readers(None);
             retried.push(message.public_id);
         }
         let skipped = skipped + lost_races;

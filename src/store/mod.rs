@@ -6,6 +6,7 @@ pub mod chat;
 pub mod conversations;
 pub mod directory;
 pub mod entity;
+pub mod events;
 pub mod messages;
 pub mod sessions;
 
@@ -113,6 +114,8 @@ pub struct Store {
     writer: Option<DatabaseConnection>,
     /// The file behind a SQLite database, checked by [`Store::ping`].
     sqlite_path: Option<PathBuf>,
+    /// Tells readers of the event log to read again.
+    events: std::sync::Arc<events::EventWakeups>,
 }
 
 impl Store {
@@ -156,7 +159,7 @@ impl Store {
             options.map_sqlx_sqlite_opts(|opts| opts.read_only(true));
         }
         let db = Database::connect(options).await?;
-        Ok(Self { db, writer, sqlite_path: sqlite_file(url).map(PathBuf::from) })
+        Ok(Self { db, writer, sqlite_path: sqlite_file(url).map(PathBuf::from), events: Default::default() })
     }
 
     /// The pool for reads. Writes go through [`Store::writer`] or [`Store::begin`].
@@ -187,6 +190,16 @@ impl Store {
                 .await?),
             None => Ok(self.db.begin().await?),
         }
+    }
+
+    /// Call after committing a transaction that may have appended to the event log (of
+    /// `business_id`, or None when unknown): readers in this process read again at once.
+    pub fn wake_event_readers(&self, business_id: Option<i64>) {
+        self.events.wake(business_id);
+    }
+
+    pub fn event_wakeups(&self) -> &std::sync::Arc<events::EventWakeups> {
+        &self.events
     }
 
     /// "sqlite" or "postgresql".

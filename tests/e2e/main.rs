@@ -12,6 +12,7 @@ mod cli;
 mod concurrency;
 mod conversations;
 mod directory;
+mod events;
 mod health;
 mod hostile;
 mod hostile_sweep;
