@@ -137,6 +137,25 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
     let token_api = TokenApi::new(omega.clone());
     let chat = ChatApi::new(omega.clone());
     let docs = DocsApi::new();
+    let cable = match args.cable_listen.trim() {
+        "off" | "" => None,
+        address => {
+            let address: SocketAddr =
+                address.parse().with_context(|| format!("OMEGA_CABLE_LISTEN_ADDR: {address:?} is not host:port"))?;
+            let listener = TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
+            let bound = listener.local_addr()?;
+            if let Some(path) = &args.cable_address_file {
+                write_address_file(path, bound)?;
+            }
+            tracing::info!(address = %bound, "omega serving the /cable websocket");
+            let (_, mut stopping) = omega.store.event_wakeups().subscribe();
+            let stop = async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            };
+            let ping = Duration::from_secs(args.cable_ping_secs.max(1));
+            Some(tokio::spawn(crate::api::cable::serve(omega.clone(), listener, ping, stop)))
+        }
+    };
     // Announced only now that everything is built: a reader of the address file can call at once.
     if let Some(path) = &args.address_file {
         write_address_file(path, local)?;
@@ -144,6 +163,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
     tracing::info!(address = %local, database = omega.store.engine(), "omega serving gRPC and gRPC-Web");
     let drain_for = Duration::from_secs(args.drain_secs);
     let stop_streams = omega.store.event_wakeups().clone();
+    let stop_streams_early = stop_streams.clone();
     // Other replicas' commits reach this one's streams by NOTIFY (SQLite runs in one process).
     let event_listener = (omega.store.engine() == "postgresql").then(|| {
         tokio::spawn(crate::store::events::listen(
@@ -164,7 +184,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
         tracing::info!("no longer accepting calls; finishing the calls in flight");
         // Event streams never finish by themselves: end them, and their clients resume
         // elsewhere from their last event id.
-        stop_streams.stop();
+        stop_streams_early.stop();
     };
     let result = Server::builder()
         .accept_http1(true)
@@ -204,6 +224,13 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
     sweeper.abort();
     if let Some(listener) = event_listener {
         listener.abort();
+    }
+    // Streams and websockets were told to end when serving stopped (`stop_streams`).
+    stop_streams.stop();
+    if let Some(cable) = cable
+        && tokio::time::timeout(Duration::from_secs(5), cable).await.is_err()
+    {
+        tracing::warn!("/cable connections did not close in time");
     }
     // Workers finish the message in hand, then stop; a send cut short would be ambiguous.
     let _ = stop_delivery.send(true);

@@ -84,7 +84,7 @@ fn contact_input(body: &Value) -> ContactInput {
 
 /// Chatwoot's contact JSON (seed 004's `contact`): the client's record once the contact proved
 /// who it is, its own claims until then.
-fn contact_json(chat: &ChatContact) -> Result<Value> {
+pub(super) fn contact_json(chat: &ChatContact) -> Result<Value> {
     let (inbox, client) = (&chat.inbox, &chat.client);
     let (identifier, email, phone) = chat.shown_identity();
     Ok(json!({
@@ -119,7 +119,7 @@ fn contact_with_source(chat: &ChatContact) -> Result<Value> {
 }
 
 /// Chatwoot's message JSON: `message_type` 0 for the contact's messages, 1 for staff/outgoing.
-fn message_json(chat: &ChatContact, staff: &HashMap<i64, String>, m: &message::Model) -> Result<Value> {
+pub(super) fn message_json(chat: &ChatContact, staff: &HashMap<i64, String>, m: &message::Model) -> Result<Value> {
     let client = &chat.client;
     let incoming = m.direction == "INBOUND";
     let sender = if incoming {
@@ -172,7 +172,7 @@ fn message_json(chat: &ChatContact, staff: &HashMap<i64, String>, m: &message::M
 }
 
 /// A stable UUID for a conversation (Chatwoot exposes one beside the integer id).
-fn conversation_uuid(c: &conversation::Model) -> String {
+pub(super) fn conversation_uuid(c: &conversation::Model) -> String {
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("omega-conversation-{}-{}", c.business_id, c.id).as_bytes())
         .to_string()
 }

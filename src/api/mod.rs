@@ -4,6 +4,7 @@
 
 pub mod api_keys;
 pub mod auth;
+pub mod cable;
 pub mod chat;
 pub mod conversations;
 pub mod convert;

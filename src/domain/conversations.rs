@@ -415,6 +415,29 @@ impl Omega {
         Ok(note)
     }
 
+    /// A staff member starts or stops typing a reply: logged (not stored elsewhere) for live
+    /// views, and shown in the client's chat widget. The staff member is the token's own, or
+    /// `staff_id` (an active member of the business).
+    pub async fn set_staff_typing(
+        &self,
+        caller: &Caller,
+        (business_id, client_id, id): (i64, i64, i64),
+        staff_id: Option<i64>,
+        typing: bool,
+    ) -> Result<conversation::Model> {
+        let conversation = self.conversation_at(caller, business_id, client_id, id).await?;
+        let staff = match staff_id.or(caller.staff_id) {
+            Some(staff) => self.active_staff(business_id, "staff_id", staff).await?.id,
+            None => {
+                return Err(Error::invalid("staff_id", "is required with an API key (a staff token names its own)"));
+            }
+        };
+        let event = actor_event(caller, &conversation, "staff.typing", Some(staff), json!({ "typing": typing }));
+        db::append_event(self.store.writer(), event, now()).await?;
+        self.store.wake_event_readers(Some(business_id));
+        Ok(conversation)
+    }
+
     async fn views(&self, business_id: i64, rows: Vec<conversation::Model>) -> Result<Vec<ConversationView>> {
         let conn = self.store.connection();
         let client_ids: Vec<i64> = rows.iter().map(|c| c.client_id).collect();

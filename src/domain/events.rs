@@ -31,6 +31,7 @@ pub const KINDS: &[&str] = &[
     "message.retried",
     "message.status_changed",
     "contact.typing",
+    "staff.typing",
     "client.merged",
 ];
 
@@ -187,7 +188,7 @@ impl EventFollower {
                         }
                         break;
                     }
-                    _ = self.stopping.wait_for(|s| *s) => return Ok(Followed::Stopped),
+                    _ = async { self.stopping.wait_for(|s| *s).await.map(|_| ()) } => return Ok(Followed::Stopped),
                 }
             }
         }
