@@ -36,7 +36,8 @@ pub const KINDS: &[&str] = &[
 ];
 
 pub const DEFAULT_PAGE_SIZE: u64 = 100;
-pub const MAX_PAGE_SIZE: u64 = 500;
+/// The same bound as every other list.
+pub const MAX_PAGE_SIZE: u64 = super::pagination::MAX_PAGE_SIZE;
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 /// Rows a stream reads from the log at a time.
 const BATCH: u64 = 200;
