@@ -290,7 +290,6 @@ impl Dispatcher {
         if jobs.is_empty() {
             return Ok(());
         }
-        let conn = self.omega.store.writer();
         let mut claim = Claim { held: jobs.iter().map(|j| j.id).collect(), renewed: Instant::now() };
         let ids: Vec<i64> = jobs.iter().map(|j| j.message_id).collect();
         let mut messages: HashMap<i64, message::Model> =
