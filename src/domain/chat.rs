@@ -383,7 +383,7 @@ impl Omega {
         };
         conversations_db::append_event(&txn, event, now()).await?;
         txn.commit().await.map_err(StoreError::from)?;
-        self.store.wake_event_readers(None);
+        self.store.wake_event_readers(Some(business_id));
         tracing::info!(business_id, client_id, visitor_client_id, "web-chat visitor merged into a client");
         Ok(conversation)
     }

@@ -217,7 +217,7 @@ impl Omega {
         let txn = self.store.begin().await?;
         let found = ensure_conversation(&txn, Some(caller), business_id, client_id, location_id, now()).await?;
         txn.commit().await.map_err(StoreError::from)?;
-        self.store.wake_event_readers(None);
+        self.store.wake_event_readers(Some(business_id));
         Ok(found)
     }
 
@@ -291,7 +291,7 @@ impl Omega {
         let event = actor_event(caller, &conversation, "conversation.status_changed", request.resolved_by, data);
         db::append_event(&txn, event, now).await?;
         txn.commit().await.map_err(StoreError::from)?;
-        self.store.wake_event_readers(None);
+        self.store.wake_event_readers(Some(business_id));
         Ok(StatusUpdate { status, previous, changed: true })
     }
 
@@ -345,7 +345,7 @@ impl Omega {
         );
         db::append_event(&txn, event, now).await?;
         txn.commit().await.map_err(StoreError::from)?;
-        self.store.wake_event_readers(None);
+        self.store.wake_event_readers(Some(conversation.business_id));
         Ok((staff, true))
     }
 
@@ -411,7 +411,7 @@ impl Omega {
         );
         db::append_event(&txn, event, now).await?;
         txn.commit().await.map_err(StoreError::from)?;
-        self.store.wake_event_readers(None);
+        self.store.wake_event_readers(Some(conversation.business_id));
         Ok(note)
     }
 
@@ -783,7 +783,7 @@ impl Omega {
             db::append_event(&txn, event, now).await?;
         }
         txn.commit().await.map_err(StoreError::from)?;
-        self.store.wake_event_readers(None);
+        self.store.wake_event_readers(Some(business_id));
         Ok(ReadUpdate { changed, unread_counts: vec![(conversation.id, unread)] })
     }
 
@@ -798,7 +798,7 @@ impl Omega {
             let txn = self.store.begin().await?;
             if reopen(&txn, &conversation, "snooze_expired", Some(now), now).await? {
                 txn.commit().await.map_err(StoreError::from)?;
-                self.store.wake_event_readers(None);
+                self.store.wake_event_readers(Some(conversation.business_id));
                 reopened += 1;
             }
         }
