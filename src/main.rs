@@ -52,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
                 listen_port: args.listen_port,
                 admin_port: args.admin_port,
                 upstreams: args.upstream,
+                cable_upstreams: args.cable_upstream.into_iter().filter(|u| !u.trim().is_empty()).collect(),
                 request_timeout_secs: args.request_timeout_secs,
                 max_connections: args.max_connections,
                 cors_origins: args.cors_allowed_origins,

@@ -16,7 +16,7 @@ use tower_http::{
 
 use crate::{
     api::{
-        ApiKeyApi, ChatApi, ConversationApi, DirectoryApi, DocsApi, HealthApi, MessagingApi, OnboardingApi,
+        ApiKeyApi, ChatApi, ConversationApi, DirectoryApi, DocsApi, EventApi, HealthApi, MessagingApi, OnboardingApi,
         ProviderApi, TokenApi, WebhookApi,
     },
     config::ServeArgs,
@@ -28,12 +28,12 @@ use crate::{
             auth_service_server::AuthServiceServer, chat_service_server::ChatServiceServer,
             client_service_server::ClientServiceServer, conversation_service_server::ConversationServiceServer,
             docs_service_server::DocsServiceServer, email_service_server::EmailServiceServer,
-            health_service_server::HealthServiceServer, inbox_service_server::InboxServiceServer,
-            location_service_server::LocationServiceServer, message_service_server::MessageServiceServer,
-            onboarding_service_server::OnboardingServiceServer, provider_service_server::ProviderServiceServer,
-            session_service_server::SessionServiceServer, sms_service_server::SmsServiceServer,
-            staff_service_server::StaffServiceServer, voice_service_server::VoiceServiceServer,
-            webhook_service_server::WebhookServiceServer,
+            event_service_server::EventServiceServer, health_service_server::HealthServiceServer,
+            inbox_service_server::InboxServiceServer, location_service_server::LocationServiceServer,
+            message_service_server::MessageServiceServer, onboarding_service_server::OnboardingServiceServer,
+            provider_service_server::ProviderServiceServer, session_service_server::SessionServiceServer,
+            sms_service_server::SmsServiceServer, staff_service_server::StaffServiceServer,
+            voice_service_server::VoiceServiceServer, webhook_service_server::WebhookServiceServer,
         },
     },
     store::Store,
@@ -148,12 +148,40 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
     let token_api = TokenApi::new(omega.clone());
     let chat = ChatApi::new(omega.clone());
     let docs = DocsApi::new();
+    let cable = match args.cable_listen.trim() {
+        "off" | "" => None,
+        address => {
+            let address: SocketAddr =
+                address.parse().with_context(|| format!("OMEGA_CABLE_LISTEN_ADDR: {address:?} is not host:port"))?;
+            let listener = TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
+            let bound = listener.local_addr()?;
+            if let Some(path) = &args.cable_address_file {
+                write_address_file(path, bound)?;
+            }
+            tracing::info!(address = %bound, "omega serving the /cable websocket");
+            let (_, mut stopping) = omega.store.event_wakeups().subscribe();
+            let stop = async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            };
+            let ping = Duration::from_secs(args.cable_ping_secs.max(1));
+            Some(tokio::spawn(crate::api::cable::serve(omega.clone(), listener, ping, stop)))
+        }
+    };
     // Announced only now that everything is built: a reader of the address file can call at once.
     if let Some(path) = &args.address_file {
         write_address_file(path, local)?;
     }
     tracing::info!(address = %local, database = omega.store.engine(), "omega serving gRPC and gRPC-Web");
     let drain_for = Duration::from_secs(args.drain_secs);
+    let stop_streams = omega.store.event_wakeups().clone();
+    let stop_streams_early = stop_streams.clone();
+    // Other replicas' commits reach this one's streams by NOTIFY (SQLite runs in one process).
+    let event_listener = (omega.store.engine() == "postgresql").then(|| {
+        tokio::spawn(crate::store::events::listen(
+            args.database.database_url.clone(),
+            omega.store.event_wakeups().clone(),
+        ))
+    });
     let stop_delivery_early = stop_delivery.clone();
     let stop_serving = async move {
         if shutdown.await == Stop::Drain && !drain_for.is_zero() {
@@ -165,6 +193,9 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
             tokio::time::sleep(drain_for).await;
         }
         tracing::info!("no longer accepting calls; finishing the calls in flight");
+        // Event streams never finish by themselves: end them, and their clients resume
+        // elsewhere from their last event id.
+        stop_streams_early.stop();
     };
     let result = Server::builder()
         .accept_http1(true)
@@ -196,6 +227,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
         .add_service(InboxServiceServer::new(chat.clone()))
         .add_service(AttachmentServiceServer::new(chat))
         .add_service(DocsServiceServer::new(docs))
+        .add_service(EventServiceServer::new(EventApi::new(omega.clone())))
         // TCP_NODELAY: without it, Nagle holds back the small trailing HTTP/2 frames of each
         // answer until the peer's delayed ACK (~40 ms per call behind Envoy).
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stop_serving)
@@ -204,6 +236,16 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
     sweeper.abort();
     if let Some(task) = metrics {
         task.abort();
+    }
+    if let Some(listener) = event_listener {
+        listener.abort();
+    }
+    // Streams and websockets were told to end when serving stopped (`stop_streams`).
+    stop_streams.stop();
+    if let Some(cable) = cable
+        && tokio::time::timeout(Duration::from_secs(5), cable).await.is_err()
+    {
+        tracing::warn!("/cable connections did not close in time");
     }
     // Workers finish the message in hand, then stop; a send cut short would be ambiguous.
     let _ = stop_delivery.send(true);

@@ -18,6 +18,7 @@ mod m20261201_000012_provider_ownership;
 mod m20261201_000014_failed_message_index;
 mod m20261201_000015_custom_attributes;
 mod m20261201_000016_attachments;
+mod m20261202_000017_event_stream;
 
 pub struct Migrator;
 
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000014_failed_message_index::Migration),
             Box::new(m20261201_000015_custom_attributes::Migration),
             Box::new(m20261201_000016_attachments::Migration),
+            Box::new(m20261202_000017_event_stream::Migration),
         ]
     }
 }

@@ -226,7 +226,7 @@ fn path_id(what: &str, id: &str) -> Result<i64> {
 
 /// Chatwoot's contact JSON (seed 004's `contact`): the client's record once the contact proved
 /// who it is, its own claims until then.
-fn contact_json(chat: &ChatContact) -> Result<Value> {
+pub(super) fn contact_json(chat: &ChatContact) -> Result<Value> {
     let (inbox, client) = (&chat.inbox, &chat.client);
     let (identifier, email, phone) = chat.shown_identity();
     Ok(json!({
@@ -261,12 +261,26 @@ fn contact_with_source(chat: &ChatContact) -> Result<Value> {
 }
 
 /// Where a contact's attachment files are served: `{prefix}{conversation_id}/attachments/{id}{query}`.
-struct Links {
+pub(super) struct Links {
     prefix: String,
     query: String,
 }
 
 impl Links {
+    /// Links on Omega's configured public URL alone, for what is pushed without a request to
+    /// take a host from (`/cable`); a strict inbox's hash is not in them (the widget adds the
+    /// one it holds when it fetches).
+    pub(super) fn on_public_url(public_url: Option<&str>, chat: &ChatContact) -> Links {
+        let base = public_url.map(|b| b.trim_end_matches('/')).unwrap_or_default();
+        Links {
+            prefix: format!(
+                "{base}/public/api/v1/inboxes/{}/contacts/{}/conversations/",
+                chat.inbox.identifier, chat.contact.source_id
+            ),
+            query: String::new(),
+        }
+    }
+
     fn file(&self, conversation_id: i64, attachment_id: i64) -> String {
         format!("{}{conversation_id}/attachments/{attachment_id}{}", self.prefix, self.query)
     }
@@ -285,7 +299,12 @@ fn attachment_json(links: &Links, m: &message::Model, a: &Summary) -> Value {
 }
 
 /// Chatwoot's message JSON: `message_type` 0 for the contact's messages, 1 for staff/outgoing.
-fn message_json(chat: &ChatContact, staff: &HashMap<i64, String>, links: &Links, m: &message::Model) -> Result<Value> {
+pub(super) fn message_json(
+    chat: &ChatContact,
+    staff: &HashMap<i64, String>,
+    links: &Links,
+    m: &message::Model,
+) -> Result<Value> {
     let client = &chat.client;
     let incoming = m.direction == "INBOUND";
     let sender = if incoming {
@@ -336,7 +355,7 @@ fn message_json(chat: &ChatContact, staff: &HashMap<i64, String>, links: &Links,
 }
 
 /// A stable UUID for a conversation (Chatwoot exposes one beside the integer id).
-fn conversation_uuid(c: &conversation::Model) -> String {
+pub(super) fn conversation_uuid(c: &conversation::Model) -> String {
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("omega-conversation-{}-{}", c.business_id, c.id).as_bytes())
         .to_string()
 }

@@ -18,8 +18,9 @@ use crate::{
         CreateOrRetrieveConversationRequest, CreateOrRetrieveConversationResponse, GetConversationFiltersRequest,
         GetConversationFiltersResponse, ListConversationHistoryRequest, ListConversationHistoryResponse,
         ListConversationMessagesRequest, ListConversationMessagesResponse, ListConversationsRequest,
-        ListConversationsResponse, UnreadCount, UpdateConversationStatusRequest, UpdateConversationStatusResponse,
-        UpdateReadStatusRequest, UpdateReadStatusResponse, conversation_service_server::ConversationService,
+        ListConversationsResponse, SetTypingRequest, SetTypingResponse, UnreadCount, UpdateConversationStatusRequest,
+        UpdateConversationStatusResponse, UpdateReadStatusRequest, UpdateReadStatusResponse,
+        conversation_service_server::ConversationService,
     },
 };
 
@@ -214,6 +215,15 @@ impl ConversationService for ConversationApi {
             next_page_token: page.next_page_token,
             events: all(page.items, encode::event)?,
         }))
+    }
+
+    async fn set_typing(&self, request: Request<SetTypingRequest>) -> Result<Response<SetTypingResponse>, Status> {
+        let caller = caller(&self.omega, &request).await?;
+        let r = request.into_inner();
+        let ids = path_ids(r.business_id, r.client_id, r.conversation_id)?;
+        let staff = optional_id("staff_id", r.staff_id)?;
+        let conversation = self.omega.set_staff_typing(&caller, ids, staff, r.typing).await?;
+        Ok(Response::new(SetTypingResponse { conversation_id: wire_id(conversation.id)?, typing: r.typing }))
     }
 
     async fn update_read_status(

@@ -4,6 +4,7 @@
 
 pub mod api_keys;
 pub mod auth;
+pub mod cable;
 pub mod chat;
 pub mod conversations;
 pub mod convert;
@@ -12,6 +13,7 @@ pub mod directory;
 pub mod docs;
 pub mod encode;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod limits;
 pub mod messages;
@@ -27,6 +29,7 @@ pub use chat::ChatApi;
 pub use conversations::ConversationApi;
 pub use directory::DirectoryApi;
 pub use docs::DocsApi;
+pub use events::EventApi;
 pub use health::HealthApi;
 pub use messages::MessagingApi;
 pub use onboarding::OnboardingApi;

@@ -159,6 +159,7 @@ async fn commit(dispatcher: &Dispatcher, group: Vec<Write>) {
         match written {
             Ok(marked) => {
                 txn.commit().await.map_err(|e| (anyhow::Error::from(StoreError::from(e)), true))?;
+                dispatcher.omega.store.wake_event_readers(None);
                 Ok(marked)
             }
             Err(err) => {

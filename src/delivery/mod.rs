@@ -290,7 +290,6 @@ impl Dispatcher {
         if jobs.is_empty() {
             return Ok(());
         }
-        let conn = self.omega.store.writer();
         let mut claim = Claim { held: jobs.iter().map(|j| j.id).collect(), renewed: Instant::now() };
         let ids: Vec<i64> = jobs.iter().map(|j| j.message_id).collect();
         let mut messages: HashMap<i64, message::Model> =
@@ -302,7 +301,7 @@ impl Dispatcher {
             let message = messages.remove(&job.message_id);
             let Some(message) = message.filter(|m| m.status == DeliveryStatus::Queued.as_str()) else {
                 // Gone, cancelled, recorded as sent elsewhere, or already settled.
-                db::finish_job(conn, job.id, "done", None, None, now()).await?;
+                db::finish_job(self.omega.store.writer(), job.id, "done", None, None, now()).await?;
                 claim.held.remove(&job.id);
                 continue;
             };
@@ -320,7 +319,7 @@ impl Dispatcher {
                     txn.commit().await.map_err(StoreError::from)?;
                     if (slot - now).to_std().unwrap_or_default() > Duration::from_secs(2) {
                         // Busy sender: come back for the slot instead of holding a worker.
-                        db::finish_job(conn, job.id, "pending", Some(slot), None, now).await?;
+                        db::finish_job(self.omega.store.writer(), job.id, "pending", Some(slot), None, now).await?;
                         claim.held.remove(&job.id);
                         continue;
                     }
@@ -631,6 +630,7 @@ impl Dispatcher {
             }
         }
         txn.commit().await.map_err(StoreError::from)?;
+        self.omega.store.wake_event_readers(None);
         Ok(())
     }
 
@@ -761,7 +761,11 @@ impl Dispatcher {
         let txn = self.omega.store.begin().await?;
         let settled: Vec<&Settled> = settled.iter().collect();
         match self.record_in(&txn, &settled).await {
-            Ok(()) => txn.commit().await.map_err(|e| anyhow::Error::from(StoreError::from(e))),
+            Ok(()) => {
+                txn.commit().await.map_err(|e| anyhow::Error::from(StoreError::from(e)))?;
+                self.omega.store.wake_event_readers(None);
+                Ok(())
+            }
             Err(err) => {
                 let _ = txn.rollback().await;
                 Err(err)

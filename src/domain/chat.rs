@@ -234,6 +234,20 @@ impl Omega {
         Ok(ChatContact { inbox, contact, client })
     }
 
+    /// The contact whose live connection subscribes with `token` (its pubsub token, a secret of
+    /// its own); NOT_FOUND for any other.
+    pub async fn chat_contact_by_pubsub_token(&self, token: &str) -> Result<ChatContact> {
+        let conn = self.store.connection();
+        let contact =
+            db::contact_by_pubsub_token(conn, token).await?.ok_or_else(|| Error::NotFound("contact".into()))?;
+        let inbox = db::inbox(conn, contact.inbox_id).await?.ok_or_else(|| Error::NotFound("contact".into()))?;
+        let client = directory::client(conn, inbox.business_id, contact.client_id)
+            .await?
+            .filter(|client| contact.verified || is_visitor(client))
+            .ok_or_else(|| Error::NotFound("contact".into()))?;
+        Ok(ChatContact { inbox, contact, client })
+    }
+
     /// The contact `source_id` of inbox `identifier`. On an `hmac_mandatory` inbox the call must
     /// carry `identifier_hash` for the identifier the contact proved (UNAUTHENTICATED otherwise).
     pub async fn chat_contact(
@@ -427,6 +441,7 @@ impl Omega {
         };
         conversations_db::append_event(&txn, event, now()).await?;
         txn.commit().await.map_err(StoreError::from)?;
+        self.store.wake_event_readers(Some(business_id));
         tracing::info!(business_id, client_id, visitor_client_id, "web-chat visitor merged into a client");
         Ok(conversation)
     }
@@ -627,6 +642,7 @@ impl Omega {
             data: json!({ "typing": on }),
         };
         conversations_db::append_event(self.store.writer(), event, now()).await?;
+        self.store.wake_event_readers(Some(chat.inbox.business_id));
         Ok(())
     }
 }

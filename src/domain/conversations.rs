@@ -214,6 +214,7 @@ impl Omega {
         let txn = self.store.begin().await?;
         let found = ensure_conversation(&txn, Some(caller), business_id, client_id, location_id, now()).await?;
         txn.commit().await.map_err(StoreError::from)?;
+        self.store.wake_event_readers(Some(business_id));
         Ok(found)
     }
 
@@ -287,6 +288,7 @@ impl Omega {
         let event = actor_event(caller, &conversation, "conversation.status_changed", request.resolved_by, data);
         db::append_event(&txn, event, now).await?;
         txn.commit().await.map_err(StoreError::from)?;
+        self.store.wake_event_readers(Some(business_id));
         Ok(StatusUpdate { status, previous, changed: true })
     }
 
@@ -340,6 +342,7 @@ impl Omega {
         );
         db::append_event(&txn, event, now).await?;
         txn.commit().await.map_err(StoreError::from)?;
+        self.store.wake_event_readers(Some(conversation.business_id));
         Ok((staff, true))
     }
 
@@ -405,7 +408,31 @@ impl Omega {
         );
         db::append_event(&txn, event, now).await?;
         txn.commit().await.map_err(StoreError::from)?;
+        self.store.wake_event_readers(Some(conversation.business_id));
         Ok(note)
+    }
+
+    /// A staff member starts or stops typing a reply: logged (not stored elsewhere) for live
+    /// views, and shown in the client's chat widget. The staff member is the token's own, or
+    /// `staff_id` (an active member of the business).
+    pub async fn set_staff_typing(
+        &self,
+        caller: &Caller,
+        (business_id, client_id, id): (i64, i64, i64),
+        staff_id: Option<i64>,
+        typing: bool,
+    ) -> Result<conversation::Model> {
+        let conversation = self.conversation_at(caller, business_id, client_id, id).await?;
+        let staff = match staff_id.or(caller.staff_id) {
+            Some(staff) => self.active_staff(business_id, "staff_id", staff).await?.id,
+            None => {
+                return Err(Error::invalid("staff_id", "is required with an API key (a staff token names its own)"));
+            }
+        };
+        let event = actor_event(caller, &conversation, "staff.typing", Some(staff), json!({ "typing": typing }));
+        db::append_event(self.store.writer(), event, now()).await?;
+        self.store.wake_event_readers(Some(business_id));
+        Ok(conversation)
     }
 
     async fn views(&self, business_id: i64, rows: Vec<conversation::Model>) -> Result<Vec<ConversationView>> {
@@ -751,6 +778,7 @@ impl Omega {
             db::append_event(&txn, event, now).await?;
         }
         txn.commit().await.map_err(StoreError::from)?;
+        self.store.wake_event_readers(Some(business_id));
         Ok(ReadUpdate { changed, unread_counts: vec![(conversation.id, unread)] })
     }
 
@@ -765,6 +793,7 @@ impl Omega {
             let txn = self.store.begin().await?;
             if reopen(&txn, &conversation, "snooze_expired", Some(now), now).await? {
                 txn.commit().await.map_err(StoreError::from)?;
+                self.store.wake_event_readers(Some(conversation.business_id));
                 reopened += 1;
             }
         }

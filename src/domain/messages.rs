@@ -346,6 +346,7 @@ impl Omega {
             messages.push(message);
         }
         txn.commit().await.map_err(StoreError::from)?;
+        self.store.wake_event_readers(Some(business_id));
         self.delivery_wakeup.notify_waiters();
         Ok(Queued { request_id: input.request_id, messages })
     }
@@ -596,6 +597,7 @@ impl Omega {
         };
         conversations_db::append_event(&txn, event, now).await?;
         txn.commit().await.map_err(StoreError::from)?;
+        self.store.wake_event_readers(Some(business_id));
         Ok(Stored { message, created: true })
     }
 
@@ -683,6 +685,7 @@ impl Omega {
             return Ok(false);
         }
         txn.commit().await.map_err(StoreError::from)?;
+        self.store.wake_event_readers(Some(message.business_id));
         Ok(true)
     }
 
@@ -794,6 +797,7 @@ impl Omega {
             };
             conversations_db::append_event(&txn, event, now).await?;
             txn.commit().await.map_err(StoreError::from)?;
+            self.store.wake_event_readers(Some(message.business_id));
             retried.push(message.public_id);
         }
         let skipped = skipped + lost_races;

@@ -7,6 +7,7 @@ pub mod chat;
 pub mod conversations;
 pub mod directory;
 mod error;
+pub mod events;
 pub mod health;
 pub mod jwt;
 pub mod messages;

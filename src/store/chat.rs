@@ -61,6 +61,18 @@ pub async fn contact(
         .await?)
 }
 
+/// The contact inbox whose pubsub token is `token` (unique).
+pub async fn contact_by_pubsub_token(
+    conn: &impl ConnectionTrait,
+    token: &str,
+) -> StoreResult<Option<contact_inbox::Model>> {
+    Ok(contact_inbox::Entity::find().filter(contact_inbox::Column::PubsubToken.eq(token)).one(conn).await?)
+}
+
+pub async fn inbox(conn: &impl ConnectionTrait, id: i64) -> StoreResult<Option<inbox::Model>> {
+    Ok(inbox::Entity::find_by_id(id).one(conn).await?)
+}
+
 /// A new contact inbox: its source id and pubsub token, the client it sees, and whether that
 /// binding was proven.
 pub struct NewContact {

@@ -7,6 +7,7 @@ pub mod chat;
 pub mod conversations;
 pub mod directory;
 pub mod entity;
+pub mod events;
 pub mod messages;
 pub mod sessions;
 
@@ -118,6 +119,8 @@ pub struct Store {
     writer: Option<DatabaseConnection>,
     /// The file behind a SQLite database, checked by [`Store::ping`].
     sqlite_path: Option<PathBuf>,
+    /// Tells readers of the event log to read again.
+    events: std::sync::Arc<events::EventWakeups>,
 }
 
 impl Store {
@@ -164,7 +167,7 @@ impl Store {
             Ok(db) => db,
             Err(err) => return Err(explain_connect_failure(url, err).await),
         };
-        Ok(Self { db, writer, sqlite_path: sqlite_file(url).map(PathBuf::from) })
+        Ok(Self { db, writer, sqlite_path: sqlite_file(url).map(PathBuf::from), events: Default::default() })
     }
 
     /// The pool for reads. Writes go through [`Store::writer`] or [`Store::begin`].
@@ -195,6 +198,16 @@ impl Store {
                 .await?),
             None => Ok(self.db.begin().await?),
         }
+    }
+
+    /// Call after committing a transaction that may have appended to the event log (of
+    /// `business_id`, or None when unknown): readers in this process read again at once.
+    pub fn wake_event_readers(&self, business_id: Option<i64>) {
+        self.events.wake(business_id);
+    }
+
+    pub fn event_wakeups(&self) -> &std::sync::Arc<events::EventWakeups> {
+        &self.events
     }
 
     /// "sqlite" or "postgresql".

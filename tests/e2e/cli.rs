@@ -75,6 +75,7 @@ fn descriptor_holds_every_service_with_its_rest_bindings() {
             "omega.v1.ConversationService",
             "omega.v1.DocsService",
             "omega.v1.EmailService",
+            "omega.v1.EventService",
             "omega.v1.HealthService",
             "omega.v1.InboxService",
             "omega.v1.LocationService",

@@ -6,6 +6,7 @@
 mod common;
 
 mod api_keys;
+mod cable;
 mod chat;
 mod chat_client;
 mod chat_identity;
@@ -13,6 +14,7 @@ mod cli;
 mod concurrency;
 mod conversations;
 mod directory;
+mod events;
 mod health;
 mod hostile;
 mod hostile_sweep;

@@ -183,6 +183,8 @@ pub async fn start_omega(dir: &Path, database_url: &str, env: &[(&str, String)])
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("OMEGA_LISTEN_ADDR", "127.0.0.1:0")
+        // The benchmark holds no websockets; several replicas would meet on the default port.
+        .env("OMEGA_CABLE_LISTEN_ADDR", "off")
         .env("OMEGA_ADDRESS_FILE", &address_file)
         .env("OMEGA_DATABASE_URL", database_url)
         .env("OMEGA_BOOTSTRAP_API_KEY", KEY)

@@ -15,6 +15,9 @@ pub struct Model {
     /// JSON object with the change's details.
     pub data: String,
     pub created_at: ChronoDateTimeUtc,
+    /// PostgreSQL: the writing transaction's id, which orders the log for readers (see the
+    /// store's `events` module). SQLite: 0.
+    pub tx_id: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

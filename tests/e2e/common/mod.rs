@@ -149,6 +149,12 @@ pub struct Process {
 }
 
 impl Process {
+    /// An Omega process's `/cable` websocket address (written before it announces its gRPC one).
+    pub fn cable_addr(&self) -> SocketAddr {
+        let text = std::fs::read_to_string(self.log.with_extension("cable")).expect("omega's cable address file");
+        text.trim().parse().expect("an address")
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -184,6 +190,8 @@ pub async fn start_omega(
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("OMEGA_LISTEN_ADDR", "127.0.0.1:0")
         .env("OMEGA_ADDRESS_FILE", &address_file)
+        .env("OMEGA_CABLE_LISTEN_ADDR", "127.0.0.1:0")
+        .env("OMEGA_CABLE_ADDRESS_FILE", address_file.with_extension("cable"))
         .env("OMEGA_DATABASE_URL", database_url)
         .env("OMEGA_BOOTSTRAP_API_KEY", platform_key)
         .env("OMEGA_HEALTH_CHECK_INTERVAL_SECS", "1")
@@ -227,6 +235,12 @@ pub async fn start_omega(
 /// Answers the process, the listener address and the admin address.
 pub async fn start_envoy(dir: &Path, upstream: SocketAddr) -> (Process, SocketAddr, SocketAddr) {
     start_envoy_with(dir, &EnvoyParams::single(upstream)).await
+}
+
+/// Envoy in front of one Omega process: gRPC, REST and its `/cable` websocket.
+pub async fn start_envoy_for(dir: &Path, omega: &Process, grpc: SocketAddr) -> (Process, SocketAddr, SocketAddr) {
+    let params = EnvoyParams { cable_upstreams: vec![omega.cable_addr().to_string()], ..EnvoyParams::single(grpc) };
+    start_envoy_with(dir, &params).await
 }
 
 /// `start_envoy` with the given parameters (several replicas, say); its ports stay random.
@@ -315,7 +329,8 @@ pub async fn spawn_app_with(kind: Db, env: &[(&str, &str)]) -> TestApp {
     let platform_key = test_key();
     let (omega, grpc_addr) = start_omega(dir.path(), &db.url, &platform_key, env).await;
     // Envoy reads the one CORS setting too, as `omega envoy-config` does.
-    let mut params = EnvoyParams::single(grpc_addr);
+    let mut params =
+        EnvoyParams { cable_upstreams: vec![omega.cable_addr().to_string()], ..EnvoyParams::single(grpc_addr) };
     if let Some((_, origins)) = env.iter().find(|(name, _)| *name == "OMEGA_CORS_ALLOWED_ORIGINS") {
         params.cors_origins = origins.split(',').map(str::to_owned).collect();
     }
@@ -331,7 +346,7 @@ impl TestApp {
         let _ = self.omega.child.kill();
         let _ = self.omega.child.wait();
         let (omega, grpc_addr) = start_omega(self.dir.path(), &self.db.url, &self.platform_key, env).await;
-        let (envoy, envoy_addr, envoy_admin) = start_envoy(self.dir.path(), grpc_addr).await;
+        let (envoy, envoy_addr, envoy_admin) = start_envoy_for(self.dir.path(), &omega, grpc_addr).await;
         self.omega = omega;
         self.envoy = envoy;
         self.grpc_addr = grpc_addr;
