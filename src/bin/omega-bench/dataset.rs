@@ -228,6 +228,13 @@ impl Scale {
         }
     }
 
+    /// P4 sends from the small business to its clients; its client count decides how many
+    /// conversations the outbox can work on at once, so it is kept at full size here.
+    pub fn dispatch() -> Self {
+        let full = Self::full();
+        Self { small_conversations: full.small_conversations, small_messages: full.small_messages, ..Self::tiny() }
+    }
+
     pub fn tiny() -> Self {
         Self {
             large_conversations: 3_000,

@@ -31,7 +31,9 @@ pub struct Cli {
     /// PostgreSQL server for the PostgreSQL runs (a fresh database is created on it and dropped).
     #[arg(long, env = "OMEGA_TEST_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     postgres_url: String,
-    /// Dataset size: full (1M conversations, 10M messages in one business) or tiny (CI).
+    /// Dataset size: full (1M conversations, 10M messages in one business), tiny (CI), or
+    /// dispatch (P4's business at full size, the rest tiny: P4 figures without the hour that
+    /// generating the full dataset takes).
     #[arg(long, default_value = "full")]
     scale: String,
     /// Phases to run (p1..p7), comma-separated.
@@ -75,7 +77,8 @@ async fn main() -> anyhow::Result<()> {
     let scale = match cli.scale.as_str() {
         "full" => dataset::Scale::full(),
         "tiny" => dataset::Scale::tiny(),
-        other => anyhow::bail!("unknown scale {other:?}: full or tiny"),
+        "dispatch" => dataset::Scale::dispatch(),
+        other => anyhow::bail!("unknown scale {other:?}: full, tiny or dispatch"),
     };
     let settings = Settings {
         samples: cli.samples.unwrap_or(if tiny { 10 } else { 200 }),
