@@ -35,7 +35,11 @@ fn example_dir() -> PathBuf {
 /// installs it).
 fn chromium() -> PathBuf {
     let path = std::env::var("OMEGA_TEST_CHROMIUM").map_or_else(|_| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
-    assert!(path.exists(), "no Chromium at {}: run scripts/ensure-tools.sh (or set OMEGA_TEST_CHROMIUM)", path.display());
+    assert!(
+        path.exists(),
+        "no Chromium at {}: run scripts/ensure-tools.sh (or set OMEGA_TEST_CHROMIUM)",
+        path.display()
+    );
     path
 }
 
@@ -156,6 +160,15 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// The last step: Chromium closed and the driver exited cleanly.
+    async fn done(mut self) {
+        self.step("done").await;
+        let status = tokio::time::timeout(STEP_TIMEOUT, self.child.wait()).await.expect("the driver exits").unwrap();
+        assert!(status.success(), "the driver exited with {status}:\n{}", self.transcript.join("\n"));
+    }
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
@@ -213,18 +226,25 @@ async fn sqlite_the_inbox_page_lists_reads_notes_and_follows_live_over_grpc_web(
     assert_eq!(listed.len(), 1, "{inbox}");
     assert_eq!(listed[0]["id"], conversation);
     let line = listed[0]["text"].as_str().unwrap();
-    assert!(line.contains("Carla Diaz") && line.contains("OPEN") && line.contains("Can I move my 6pm class?"), "{line}");
+    assert!(
+        line.contains("Carla Diaz") && line.contains("OPEN") && line.contains("Can I move my 6pm class?"),
+        "{line}"
+    );
 
     // ListConversationMessages: the client's text.
     let opened = browser.step("conversation").await;
     assert_eq!(opened["error"], "", "{opened}");
-    assert!(texts(&opened, "messages").iter().any(|m| m.contains("SMS inbound") && m.contains("Can I move")), "{opened}");
+    assert!(
+        texts(&opened, "messages").iter().any(|m| m.contains("SMS inbound") && m.contains("Can I move")),
+        "{opened}"
+    );
 
     // AddNote from the page: shown there, and stored, by this staff member, as the REST API reads it.
     let noted = browser.step("note").await;
     assert_eq!(noted["error"], "", "{noted}");
     assert_eq!(texts(&noted, "notes").len(), 1, "{noted}");
-    let path = format!("/omega/businesses/{}/clients/{client}/conversations/{conversation}/messages?channel=NOTE", b.id);
+    let path =
+        format!("/omega/businesses/{}/clients/{client}/conversations/{conversation}/messages?channel=NOTE", b.id);
     let stored = json_of(app.get(&path, &b.key).await).await;
     let notes = stored["messages"].as_array().unwrap();
     assert_eq!(notes.len(), 1, "{stored}");
@@ -241,7 +261,7 @@ async fn sqlite_the_inbox_page_lists_reads_notes_and_follows_live_over_grpc_web(
     assert_eq!(count(&live, "conversation.created"), 1, "{live}");
     assert_eq!(count(&live, "message.received"), 2, "{live}");
     assert_eq!(count(&live, "note.added"), 1, "{live}");
-    browser.step("done").await;
+    browser.done().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,5 +288,5 @@ async fn sqlite_the_inbox_page_shows_a_refused_key_and_gets_nothing_from_a_forei
     let error = foreign["error"].as_str().unwrap();
     assert!(!error.is_empty() && !error.starts_with("Unauthenticated"), "{foreign}");
     assert_eq!(foreign["conversations"], json!([]), "{foreign}");
-    browser.step("done").await;
+    browser.done().await;
 }

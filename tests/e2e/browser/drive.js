@@ -3,11 +3,12 @@
 // Prints one JSON line per step with what the page shows then; `{"log": …}` lines carry the
 // page's console and errors. Every wait is for something the page shows (or its error line),
 // never for a fixed time.
+// Prints `{"step": "done"}` once Chromium has closed, `{"step": "failed", error}` on any failure.
 // Usage: OMEGA_NODE_MODULES=examples/browser/node_modules node drive.js '<json settings>'
 //   settings: { scenario: "journey" | "refusals", chromium, page, foreign_page, envoy, key,
 //               business_id, staff_id, conversation_id, note, live_text, timeout_ms }
 const path = require("path");
-const { chromium } = require(path.join(process.env.OMEGA_NODE_MODULES, "playwright-core"));
+const { chromium } = require(path.resolve(process.env.OMEGA_NODE_MODULES, "playwright-core"));
 
 const settings = JSON.parse(process.argv[2]);
 const timeout = settings.timeout_ms;
@@ -113,10 +114,10 @@ function watch(page) {
   });
   try {
     await { journey, refusals }[settings.scenario](browser);
-    print({ step: "done" });
   } finally {
     await browser.close();
   }
+  print({ step: "done" });
 })().catch((e) => {
   print({ step: "failed", error: String(e && e.stack || e) });
   process.exit(1);
