@@ -41,6 +41,9 @@ async function until(page, condition, arg) {
   );
 }
 
+// Once signed in, the page ends by listing conversations or showing its error.
+const listed = "return document.querySelector('#conversations li') !== null";
+
 async function signIn(page, url, key) {
   await page.goto(url, { timeout });
   await page.fill("#envoy-url", settings.envoy);
@@ -54,7 +57,7 @@ async function journey(browser) {
   const page = await browser.newPage();
   watch(page);
   await signIn(page, settings.page, settings.key);
-  await until(page, "return document.querySelector('#conversations li') !== null");
+  await until(page, listed);
   print({ step: "inbox", ...(await shown(page)) });
 
   await page.click(`#conversations li[data-conversation-id="${settings.conversation_id}"] button`);
@@ -79,7 +82,7 @@ async function refusals(browser) {
   const page = await browser.newPage();
   watch(page);
   await signIn(page, settings.page, settings.key + "x");
-  await until(page, "return false");
+  await until(page, listed);
   print({ step: "wrong-key", ...(await shown(page)) });
 
   // The right key from an origin OMEGA_CORS_ALLOWED_ORIGINS does not name: the browser itself
@@ -87,7 +90,7 @@ async function refusals(browser) {
   const foreign = await browser.newPage();
   watch(foreign);
   await signIn(foreign, settings.foreign_page, settings.key);
-  await until(foreign, "return false");
+  await until(foreign, listed);
   print({ step: "foreign-origin", ...(await shown(foreign)) });
 }
 
