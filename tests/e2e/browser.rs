@@ -158,9 +158,7 @@ impl Browser {
             return value;
         }
     }
-}
 
-impl Browser {
     /// The last step: Chromium closed and the driver exited cleanly.
     async fn done(mut self) {
         self.step("done").await;
