@@ -7,6 +7,10 @@
 #   .venv/bin/moto_server  an S3-compatible server (PyPI's moto) for the attachment-bucket test
 #   .venv/bin/openapi-spec-validator  lints the generated OpenAPI document, from PyPI
 #   .tools/node_modules/@rails/actioncable + ws   the ActionCable client the /cable tests drive
+#   examples/browser/node_modules   the browser example's packages (Connect-ES, protoc-gen-es,
+#                          esbuild, playwright-core), pinned by its package-lock.json (npm ci)
+#   /usr/bin/chromium      Debian's Chromium, which the browser example's test drives headless:
+#                          the one system package (apt-get), skipped when OMEGA_TEST_CHROMIUM is set
 # Idempotent and quick once installed. Prints nothing but progress on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +40,26 @@ if [ ! -f .tools/node_modules/@rails/actioncable/package.json ] || [ ! -f .tools
   echo "installing the ActionCable client into .tools (npm install @rails/actioncable@$ACTIONCABLE_VERSION ws@$WS_VERSION)…" >&2
   mkdir -p .tools
   (cd .tools && npm install --silent --no-audit --no-fund --prefix . "@rails/actioncable@$ACTIONCABLE_VERSION" "ws@$WS_VERSION" >/dev/null)
+fi
+
+# npm ci writes node_modules/.package-lock.json last: missing or older than the lock file means
+# not installed, or installed from an older lock.
+example=examples/browser
+if [ ! -f "$example/node_modules/.package-lock.json" ] || [ "$example/package-lock.json" -nt "$example/node_modules/.package-lock.json" ]; then
+  echo "installing the browser example's packages into $example/node_modules (npm ci)…" >&2
+  (cd "$example" && npm ci --silent --no-audit --no-fund >/dev/null)
+fi
+
+if [ -z "${OMEGA_TEST_CHROMIUM:-}" ] && [ ! -x /usr/bin/chromium ]; then
+  echo "installing Chromium (apt-get install chromium) for the browser example's test…" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  # A fresh machine may have no package lists yet.
+  $sudo apt-get install -y -qq chromium >/dev/null 2>&1 || {
+    $sudo apt-get update -qq >/dev/null
+    $sudo apt-get install -y -qq chromium >/dev/null
+  }
 fi
 
 if [ ! -x .venv/bin/schemathesis ]; then

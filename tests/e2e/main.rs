@@ -6,6 +6,7 @@
 mod common;
 
 mod api_keys;
+mod browser;
 mod cable;
 mod chat;
 mod chat_client;
