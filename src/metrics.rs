@@ -26,6 +26,25 @@ pub const OUTBOX_OLDEST: &str = "omega_outbox_oldest_age_seconds";
 pub const POOL_CONNECTIONS: &str = "omega_db_pool_connections";
 pub const POOL_IDLE: &str = "omega_db_pool_idle_connections";
 pub const POOL_MAX: &str = "omega_db_pool_max_connections";
+pub const EVENT_SUBSCRIBERS: &str = "omega_event_subscribers";
+
+/// Counts one live follower of the event log in `omega_event_subscribers` for as long as it is
+/// held: whichever way a stream ends (the client leaves, the server stops, a task is aborted),
+/// dropping the guard takes it off the gauge.
+pub struct SubscriberGuard(&'static str);
+
+impl SubscriberGuard {
+    pub fn new(consumer: &'static str) -> Self {
+        metrics::gauge!(EVENT_SUBSCRIBERS, "consumer" => consumer).increment(1.0);
+        Self(consumer)
+    }
+}
+
+impl Drop for SubscriberGuard {
+    fn drop(&mut self) {
+        metrics::gauge!(EVENT_SUBSCRIBERS, "consumer" => self.0).decrement(1.0);
+    }
+}
 
 /// Latency buckets from a cached read (sub-millisecond) to Omega's own 30 s deadline.
 const LATENCY_BUCKETS: [f64; 16] =
@@ -71,6 +90,7 @@ fn describe() {
     describe_gauge!(POOL_CONNECTIONS, "Open database connections, by pool.");
     describe_gauge!(POOL_IDLE, "Idle database connections, by pool.");
     describe_gauge!(POOL_MAX, "The most connections a pool opens.");
+    describe_gauge!(EVENT_SUBSCRIBERS, "Live followers of the event log, by consumer (stream, cable).");
 }
 
 async fn answer(

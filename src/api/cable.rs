@@ -179,6 +179,7 @@ async fn follow(
     identifier: String,
     out: mpsc::Sender<Value>,
 ) {
+    let _subscriber = crate::metrics::SubscriberGuard::new("cable");
     loop {
         let rows = match follower.next().await {
             Ok(Followed::Events(rows)) => rows,

@@ -69,6 +69,7 @@ impl EventService for EventApi {
         // A small buffer: a slow client holds the stream's reads back rather than memory.
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<StreamEventsResponse, Status>>(16);
         tokio::spawn(async move {
+            let _subscriber = crate::metrics::SubscriberGuard::new("stream");
             loop {
                 let next = tokio::select! {
                     next = follower.next() => next,

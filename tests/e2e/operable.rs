@@ -5,7 +5,8 @@ use crate::common;
 
 use std::{process::Stdio, time::Duration};
 
-use common::{Db, TestApp, eventually, fakes::FakeTwilio, spawn_app_with};
+use common::{Db, TestApp, eventually, fakes::FakeTwilio, spawn_app_with, with_key};
+use omega::proto::omega::v1::{StreamEventsRequest, event_service_client::EventServiceClient};
 use serde_json::json;
 
 both_databases!(metrics_count_calls_sends_refusals_and_the_outbox, every_call_is_one_log_line_at_its_level);
@@ -94,6 +95,21 @@ async fn metrics_count_calls_sends_refusals_and_the_outbox(db: Db) {
     let max = sample(&text, &format!(r#"omega_db_pool_max_connections{{pool="{pool}"}}"#)).expect(&text);
     assert!(max >= 1.0, "{text}");
     assert!(sample(&text, &format!(r#"omega_db_pool_connections{{pool="{pool}"}}"#)).is_some(), "{text}");
+
+    // A live event stream is a subscriber while it is held, and no longer once the client leaves.
+    let subscribers = r#"omega_event_subscribers{consumer="stream"}"#;
+    let mut events = EventServiceClient::new(app.grpc_channel().await);
+    let request = StreamEventsRequest { business_id: b.id as u32, ..Default::default() };
+    let stream = events.stream_events(with_key(request, &b.key)).await.unwrap().into_inner();
+    eventually(Duration::from_secs(15), "the stream is counted", || async {
+        sample(&scrape(&app).await, subscribers) == Some(1.0)
+    })
+    .await;
+    drop(stream);
+    eventually(Duration::from_secs(15), "the stream's end is counted", || async {
+        sample(&scrape(&app).await, subscribers) == Some(0.0)
+    })
+    .await;
 
     // Jobs waiting are counted with the age of the oldest (no workers take them here).
     let mut app = app;

@@ -12,6 +12,7 @@
 
 mod dataset;
 mod harness;
+mod live;
 mod phases;
 mod report;
 mod stats;
@@ -36,8 +37,8 @@ pub struct Cli {
     /// generating the full dataset takes).
     #[arg(long, default_value = "full")]
     scale: String,
-    /// Phases to run (p1..p7), comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "p1,p2,p3,p4,p5,p6,p7")]
+    /// Phases to run (p1..p8), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "p1,p2,p3,p4,p5,p6,p7,p8")]
     only: Vec<String>,
     /// Timed calls per latency figure.
     #[arg(long)]

@@ -1,4 +1,4 @@
-//! The seven phases. Each measures a figure and, in the same run, the baseline it is judged by.
+//! The phases (P8, live events, is in `live.rs`). Each measures a figure and, in the same run, the baseline it is judged by.
 
 use std::{
     net::SocketAddr,
@@ -86,6 +86,9 @@ pub async fn run_all(
     let (_, loaded_peak) = rss(omega.process.pid())?;
     if wants("p7") {
         replicas(db, dir, &twilio_env, omega.addr, envoy_addr, &data, settings, report).await?;
+    }
+    if wants("p8") {
+        crate::live::live_events(db, dir, (omega.addr, omega.process.pid()), &data, settings, report).await?;
     }
     drop(envoy);
     drop(omega);
