@@ -26,7 +26,7 @@ impl MigrationTrait for Migration {
             .alter_table(
                 Table::alter()
                     .table(Businesses::Table)
-                    .add_column(&mut boolean(Businesses::TranscribeVoicemail).default(false).to_owned())
+                    .add_column(boolean(Businesses::TranscribeVoicemail).default(false).to_owned())
                     .to_owned(),
             )
             .await?;
