@@ -1,5 +1,6 @@
 //! Provider webhooks: Twilio's inbound SMS, SMS and call status callbacks, the TwiML a browser
 //! call asks for, SendGrid's event webhook — and the voice access tokens browsers call with.
+//! Inbound calls (the number's Voice URL and the callbacks of its TwiML) are in `calls`.
 //!
 //! Every webhook is authenticated by the provider's signature, checked before anything it says
 //! is used; then it is applied idempotently (providers retry, and reorder).
