@@ -465,6 +465,24 @@ async fn an_unknown_caller_becomes_a_client_and_answers_name_who_picked_up(db: D
     let call = &messages_of(&s, s.carla).await[0];
     assert_eq!(call["content"], "Call answered by Ben");
     assert_eq!(call["answered_by_staff_id"], s.ben);
+
+    // Carla hangs up while Ben's browser rings: the number's status callback says the call
+    // ended with no outcome, so it is missed. A later report that it was answered wins.
+    let first = twiml(app, &incoming_url, &incoming("CA310", CARLA)).await;
+    let ended = [
+        ("CallSid", "CA310"),
+        ("AccountSid", FakeTwilio::ACCOUNT_SID),
+        ("CallStatus", "completed"),
+        ("CallDuration", "6"),
+    ];
+    let resp = post_signed(app, &app.rest("/omega/twilio/voice/status"), &ended, FakeTwilio::AUTH_TOKEN).await;
+    assert_eq!(resp.status(), 200);
+    let call = &messages_of(&s, s.carla).await[1];
+    assert_eq!((call["content"].as_str(), call["error_code"].as_str()), (Some("Missed call"), Some("caller-hung-up")));
+    twiml(app, first.verb("Dial").attr("action"), &dial_status("CA310", "completed", "12")).await;
+    let call = &messages_of(&s, s.carla).await[1];
+    assert_eq!((call["content"].as_str(), call["error_code"].as_str()), (Some("Call answered by Ben"), Some("")));
+    assert_eq!(call["duration_seconds"], 12);
 }
 
 async fn voicemail_is_transcribed_when_the_business_turns_it_on(db: Db) {
