@@ -305,6 +305,15 @@ pub struct DeliveryArgs {
     /// SendGrid's Event Webhook verification key (base64 SPKI, from SendGrid's settings).
     #[arg(long, env = "OMEGA_SENDGRID_WEBHOOK_PUBLIC_KEY")]
     pub sendgrid_webhook_public_key: Option<String>,
+    /// Inbound calls: seconds the conversation's assignee is rung before the other staff are.
+    #[arg(long, env = "OMEGA_VOICE_ASSIGNEE_RING_SECS", default_value_t = 15, value_parser = clap::value_parser!(u32).range(5..=600))]
+    pub voice_assignee_ring_secs: u32,
+    /// Inbound calls: seconds the other active staff are rung before voicemail.
+    #[arg(long, env = "OMEGA_VOICE_STAFF_RING_SECS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(5..=600))]
+    pub voice_staff_ring_secs: u32,
+    /// Inbound calls: the longest voicemail recorded, in seconds.
+    #[arg(long, env = "OMEGA_VOICEMAIL_MAX_SECS", default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub voicemail_max_secs: u32,
 }
 
 impl DeliveryArgs {
@@ -330,6 +339,11 @@ impl DeliveryArgs {
             platform_twilio: self.to_config().platform_twilio,
             sendgrid_public_key: self.sendgrid_webhook_public_key.clone(),
             voice,
+            calls: crate::domain::calls::CallSettings {
+                assignee_ring_secs: self.voice_assignee_ring_secs,
+                staff_ring_secs: self.voice_staff_ring_secs,
+                voicemail_max_secs: self.voicemail_max_secs,
+            },
         }
     }
 

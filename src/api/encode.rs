@@ -128,6 +128,7 @@ pub fn message(m: message::Model) -> Result<pb::ConversationMessage> {
         media_urls: m.media.as_deref().and_then(|json| serde_json::from_str(json).ok()).unwrap_or_default(),
         provider_message_id: m.provider_message_id.unwrap_or_default(),
         duration_seconds: m.duration_seconds.and_then(|d| u32::try_from(d).ok()),
+        answered_by_staff_id: m.answered_by_staff_id.map(wire_id).transpose()?,
     })
 }
 

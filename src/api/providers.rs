@@ -8,7 +8,8 @@ use crate::{
     proto::omega::v1::{
         GetProviderSettingsRequest, GetProviderSettingsResponse, SetSendGridCredentialsRequest,
         SetSendGridCredentialsResponse, SetSmtpCredentialsRequest, SetSmtpCredentialsResponse,
-        SetTwilioCredentialsRequest, SetTwilioCredentialsResponse, provider_service_server::ProviderService,
+        SetTwilioCredentialsRequest, SetTwilioCredentialsResponse, SetVoiceSettingsRequest, SetVoiceSettingsResponse,
+        provider_service_server::ProviderService,
     },
 };
 
@@ -30,6 +31,7 @@ fn encode(business_id: u32, s: ProviderSettings) -> GetProviderSettingsResponse 
         email_provider: s.email_provider.unwrap_or_default(),
         smtp_host: s.smtp_host.unwrap_or_default(),
         smtp_port: u32::from(s.smtp_port),
+        transcribe_voicemail: s.transcribe_voicemail,
     }
 }
 
@@ -79,5 +81,16 @@ impl ProviderService for ProviderApi {
         let business_id = required_id("business_id", request.get_ref().business_id)?;
         let settings = self.omega.provider_settings(&caller, business_id).await?;
         Ok(Response::new(encode(request.get_ref().business_id, settings)))
+    }
+
+    async fn set_voice_settings(
+        &self,
+        request: Request<SetVoiceSettingsRequest>,
+    ) -> Result<Response<SetVoiceSettingsResponse>, Status> {
+        let caller = caller(&self.omega, &request).await?;
+        let r = request.into_inner();
+        let business_id = required_id("business_id", r.business_id)?;
+        let settings = self.omega.set_voice_settings(&caller, business_id, r.transcribe_voicemail).await?;
+        Ok(Response::new(SetVoiceSettingsResponse { settings: Some(encode(r.business_id, settings)) }))
     }
 }

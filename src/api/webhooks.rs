@@ -13,8 +13,10 @@ use crate::{
         google::api::HttpBody,
         omega::v1::{
             GetVoiceTokenRequest, GetVoiceTokenResponse, HandleTwimlCallRequest, ReceiveEmailEventsRequest,
-            ReceiveTwilioSmsRequest, ReceiveTwilioSmsStatusRequest, ReceiveTwilioVoiceStatusRequest,
-            voice_service_server::VoiceService, webhook_service_server::WebhookService,
+            ReceiveTwilioDialStatusRequest, ReceiveTwilioRecordingRequest, ReceiveTwilioSmsRequest,
+            ReceiveTwilioSmsStatusRequest, ReceiveTwilioTranscriptionRequest, ReceiveTwilioVoiceCallRequest,
+            ReceiveTwilioVoiceStatusRequest, voice_service_server::VoiceService,
+            webhook_service_server::WebhookService,
         },
     },
 };
@@ -82,7 +84,7 @@ impl WebhookService for WebhookApi {
     ) -> Result<Response<HttpBody>, Status> {
         let webhook = self.webhook(request.metadata(), request.get_ref().body.clone(), TWILIO_SIGNATURE, "");
         self.omega.receive_twilio_sms_status(webhook).await?;
-        Ok(twiml(crate::domain::webhooks::EMPTY_TWIML.into()))
+        Ok(twiml(crate::domain::webhooks::empty_twiml()))
     }
 
     async fn receive_twilio_voice_status(
@@ -91,7 +93,7 @@ impl WebhookService for WebhookApi {
     ) -> Result<Response<HttpBody>, Status> {
         let webhook = self.webhook(request.metadata(), request.get_ref().body.clone(), TWILIO_SIGNATURE, "");
         self.omega.receive_twilio_voice_status(webhook).await?;
-        Ok(twiml(crate::domain::webhooks::EMPTY_TWIML.into()))
+        Ok(twiml(crate::domain::webhooks::empty_twiml()))
     }
 
     async fn handle_twiml_call(&self, request: Request<HandleTwimlCallRequest>) -> Result<Response<HttpBody>, Status> {
@@ -115,6 +117,40 @@ impl WebhookService for WebhookApi {
             data: serde_json::json!({ "applied": applied }).to_string().into_bytes(),
             extensions: Vec::new(),
         }))
+    }
+
+    async fn receive_twilio_voice_call(
+        &self,
+        request: Request<ReceiveTwilioVoiceCallRequest>,
+    ) -> Result<Response<HttpBody>, Status> {
+        let webhook = self.webhook(request.metadata(), request.get_ref().body.clone(), TWILIO_SIGNATURE, "");
+        Ok(twiml(self.omega.receive_twilio_call(webhook).await?))
+    }
+
+    async fn receive_twilio_dial_status(
+        &self,
+        request: Request<ReceiveTwilioDialStatusRequest>,
+    ) -> Result<Response<HttpBody>, Status> {
+        let webhook = self.webhook(request.metadata(), request.get_ref().body.clone(), TWILIO_SIGNATURE, "");
+        Ok(twiml(self.omega.receive_twilio_dial_status(webhook).await?))
+    }
+
+    async fn receive_twilio_recording(
+        &self,
+        request: Request<ReceiveTwilioRecordingRequest>,
+    ) -> Result<Response<HttpBody>, Status> {
+        let webhook = self.webhook(request.metadata(), request.get_ref().body.clone(), TWILIO_SIGNATURE, "");
+        self.omega.receive_twilio_recording(webhook).await?;
+        Ok(twiml(crate::domain::webhooks::empty_twiml()))
+    }
+
+    async fn receive_twilio_transcription(
+        &self,
+        request: Request<ReceiveTwilioTranscriptionRequest>,
+    ) -> Result<Response<HttpBody>, Status> {
+        let webhook = self.webhook(request.metadata(), request.get_ref().body.clone(), TWILIO_SIGNATURE, "");
+        self.omega.receive_twilio_transcription(webhook).await?;
+        Ok(twiml(crate::domain::webhooks::empty_twiml()))
     }
 }
 

@@ -30,6 +30,7 @@ pub const KINDS: &[&str] = &[
     "message.recorded",
     "message.retried",
     "message.status_changed",
+    "message.updated",
     "contact.typing",
     "staff.typing",
     "client.merged",

@@ -503,6 +503,7 @@ impl Omega {
             (Channel::Sms, _) => (None, client.phone_e164.clone()),
             (Channel::Email, Direction::Inbound) => (client.email.clone(), None),
             (Channel::Email, _) => (None, client.email.clone()),
+            (Channel::Voice, Direction::Inbound) => (client.phone_e164.clone(), None),
             _ => (None, None),
         };
         let inserted = conversations_db::insert_message(

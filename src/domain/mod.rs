@@ -3,6 +3,7 @@
 
 pub mod attachments;
 pub mod auth;
+pub mod calls;
 pub mod chat;
 pub mod conversations;
 pub mod directory;

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::{Error, Omega, Result, Violations, auth::Caller, values::now};
 use crate::{
     delivery::{SendGridCredentials, SmtpCredentials, TwilioCredentials},
-    store::messages as db,
+    store::{directory, messages as db},
 };
 
 /// What is configured, without secrets.
@@ -17,6 +17,7 @@ pub struct ProviderSettings {
     pub email_provider: Option<String>,
     pub smtp_host: Option<String>,
     pub smtp_port: u16,
+    pub transcribe_voicemail: bool,
 }
 
 fn sid_like(value: &str, prefix: &str) -> bool {
@@ -149,15 +150,36 @@ impl Omega {
         self.settings_of(business_id).await
     }
 
+    /// The business's voice settings (whether Twilio transcribes its voicemail).
+    pub async fn set_voice_settings(
+        &self,
+        caller: &Caller,
+        business_id: i64,
+        transcribe_voicemail: bool,
+    ) -> Result<ProviderSettings> {
+        self.business(caller, business_id).await?;
+        directory::set_transcribe_voicemail(self.store.writer(), business_id, transcribe_voicemail, now()).await?;
+        tracing::info!(business_id, transcribe_voicemail, "voice settings updated");
+        self.settings_of(business_id).await
+    }
+
     pub async fn provider_settings(&self, caller: &Caller, business_id: i64) -> Result<ProviderSettings> {
         self.business(caller, business_id).await?;
         self.settings_of(business_id).await
     }
 
     async fn settings_of(&self, business_id: i64) -> Result<ProviderSettings> {
-        let rows = db::credentials(self.store.connection(), &self.secrets, business_id).await?;
-        let mut settings =
-            ProviderSettings { twilio_account_sid: None, email_provider: None, smtp_host: None, smtp_port: 0 };
+        let conn = self.store.connection();
+        let rows = db::credentials(conn, &self.secrets, business_id).await?;
+        let transcribe_voicemail =
+            directory::business(conn, business_id).await?.is_some_and(|b| b.transcribe_voicemail);
+        let mut settings = ProviderSettings {
+            twilio_account_sid: None,
+            email_provider: None,
+            smtp_host: None,
+            smtp_port: 0,
+            transcribe_voicemail,
+        };
         for row in rows {
             let value: serde_json::Value = serde_json::from_str(&row.config).unwrap_or(json!({}));
             match row.kind.as_str() {

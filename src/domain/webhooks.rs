@@ -1,5 +1,6 @@
 //! Provider webhooks: Twilio's inbound SMS, SMS and call status callbacks, the TwiML a browser
 //! call asks for, SendGrid's event webhook — and the voice access tokens browsers call with.
+//! Inbound calls (the number's Voice URL and the callbacks of its TwiML) are in `calls`.
 //!
 //! Every webhook is authenticated by the provider's signature, checked before anything it says
 //! is used; then it is applied idempotently (providers retry, and reorder).
@@ -18,7 +19,10 @@ use super::{
 };
 use crate::{
     delivery::TwilioCredentials,
-    providers::signatures,
+    providers::{
+        signatures,
+        twiml::{self, Element, say_and_hang_up},
+    },
     store::{
         conversations,
         directory::{self, ClientFields},
@@ -40,6 +44,8 @@ pub struct WebhookSettings {
     /// SendGrid's Event Webhook verification key (base64 SPKI).
     pub sendgrid_public_key: Option<String>,
     pub voice: Option<VoiceSettings>,
+    /// How inbound calls ring and record.
+    pub calls: super::calls::CallSettings,
 }
 
 #[derive(Clone)]
@@ -58,7 +64,7 @@ impl std::fmt::Debug for VoiceSettings {
 
 /// Whose Twilio account must have signed a webhook.
 #[derive(Clone, Copy, Debug)]
-enum Owner {
+pub(super) enum Owner {
     Business(i64),
     /// Whichever account the form names (the platform's, or the one business's holding it): for
     /// a webhook that concerns no business's data, answered without writing anything.
@@ -82,13 +88,11 @@ const STOP_WORDS: [&str; 6] = ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END"
 const START_WORDS: [&str; 3] = ["START", "YES", "UNSTOP"];
 
 /// The empty TwiML answer (nothing to say back).
-pub const EMPTY_TWIML: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#;
-
-fn xml_escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&apos;")
+pub fn empty_twiml() -> String {
+    twiml::response([])
 }
 
-fn form_of(request: &WebhookRequest) -> Result<Vec<(String, String)>> {
+pub(super) fn form_of(request: &WebhookRequest) -> Result<Vec<(String, String)>> {
     if request.body.len() > MAX_BODY {
         return Err(Error::invalid("body", format!("is larger than {MAX_BODY} bytes")));
     }
@@ -100,11 +104,11 @@ fn form_of(request: &WebhookRequest) -> Result<Vec<(String, String)>> {
     Ok(form_urlencoded::parse(&request.body).into_owned().collect())
 }
 
-fn param<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(super) fn param<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
     form.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
 }
 
-fn required<'a>(form: &'a [(String, String)], name: &str) -> Result<&'a str> {
+pub(super) fn required<'a>(form: &'a [(String, String)], name: &str) -> Result<&'a str> {
     param(form, name).ok_or_else(|| Error::invalid(name, "is required"))
 }
 
@@ -133,7 +137,12 @@ impl Omega {
     /// account as its `AccountSid`. Anything else — no owner, another account's signature, the
     /// platform's signature for a business with an account of its own — is refused the same
     /// way, before anything is written.
-    async fn verify_twilio(&self, request: &WebhookRequest, form: &[(String, String)], owner: Owner) -> Result<()> {
+    pub(super) async fn verify_twilio(
+        &self,
+        request: &WebhookRequest,
+        form: &[(String, String)],
+        owner: Owner,
+    ) -> Result<()> {
         let account = match owner {
             Owner::Business(business_id) => self.twilio_account_of(business_id).await?,
             Owner::NamedAccount => self.named_twilio_account(form).await?,
@@ -153,7 +162,11 @@ impl Omega {
     /// The location a Twilio message concerns: by its messaging service first (pools send from
     /// many numbers), then by the number it was sent to. Both are unique across businesses, and
     /// must agree: a service of one business and a number of another name no owner.
-    async fn location_for(&self, messaging_service: Option<&str>, to: Option<&str>) -> Result<Option<location::Model>> {
+    pub(super) async fn location_for(
+        &self,
+        messaging_service: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Option<location::Model>> {
         let conn = self.store.connection();
         let by_service = match messaging_service {
             Some(sid) => directory::location_by_messaging_service(conn, sid).await?,
@@ -172,7 +185,7 @@ impl Omega {
 
     /// The message a Twilio status callback is about: of the messages with its SID (one per
     /// business at most), the one whose owner's account signed the callback.
-    async fn twilio_message_for(
+    pub(super) async fn twilio_message_for(
         &self,
         request: &WebhookRequest,
         form: &[(String, String)],
@@ -246,7 +259,7 @@ impl Omega {
                 self.set_sms_consent(business_id, stored.message.client_id, consent).await?;
             }
         }
-        Ok(EMPTY_TWIML.to_owned())
+        Ok(empty_twiml())
     }
 
     async fn set_sms_consent(&self, business_id: i64, client_id: i64, consent: bool) -> Result<()> {
@@ -295,7 +308,22 @@ impl Omega {
     pub async fn receive_twilio_voice_status(&self, request: WebhookRequest) -> Result<()> {
         let form = form_of(&request)?;
         let sid = required(&form, "CallSid")?.to_owned();
-        let call = self.twilio_message_for(&request, &form, &sid, Channel::Voice).await?;
+        // A leg Omega dialed (a staff browser ringing for an inbound call, the number a browser
+        // calls) reports under its own SID, naming the call Omega recorded as ParentCallSid.
+        let known = conversations::messages_by_provider_id(self.store.connection(), None, Some("twilio"), &sid)
+            .await?
+            .iter()
+            .any(|m| m.channel == Channel::Voice.as_str());
+        let (call, leg) = match param(&form, "ParentCallSid") {
+            Some(parent) if !known => (self.twilio_message_for(&request, &form, parent, Channel::Voice).await?, true),
+            _ => (self.twilio_message_for(&request, &form, &sid, Channel::Voice).await?, false),
+        };
+        if call.direction == "INBOUND" {
+            return match leg {
+                true => self.receive_staff_leg_status(&call, &form).await,
+                false => self.receive_inbound_call_status(&call, &form).await,
+            };
+        }
         let call_status = required(&form, "CallStatus")?.to_ascii_lowercase();
         let status = match call_status.as_str() {
             "queued" | "initiated" => DeliveryStatus::Queued,
@@ -352,9 +380,7 @@ impl Omega {
             return Ok(say_and_hang_up("This call could not be placed: the staff member is not active."));
         }
         let Ok(number) = values::phone("To", to, &business.default_calling_code) else {
-            return Ok(
-                r#"<?xml version="1.0" encoding="UTF-8"?><Response><Reject reason="rejected"/></Response>"#.to_owned()
-            );
+            return Ok(twiml::response([Element::new("Reject").attr("reason", "rejected")]));
         };
         let conn = self.store.connection();
         let (locations, _) = directory::list_locations(conn, business_id, None, 100).await?;
@@ -388,16 +414,16 @@ impl Omega {
         )
         .await?;
         let callback = format!("{}/omega/twilio/voice/status", self.public_base(&request.url));
-        Ok(format!(
-            r#"<?xml version="1.0" encoding="UTF-8"?><Response><Dial callerId="{}" answerOnBridge="true"><Number statusCallback="{}" statusCallbackEvent="initiated ringing answered completed">{}</Number></Dial></Response>"#,
-            xml_escape(&caller_id),
-            xml_escape(&callback),
-            xml_escape(&number)
-        ))
+        Ok(twiml::response([Element::new("Dial").attr("callerId", caller_id).attr("answerOnBridge", "true").child(
+            Element::new("Number")
+                .attr("statusCallback", callback)
+                .attr("statusCallbackEvent", "initiated ringing answered completed")
+                .text(number),
+        )]))
     }
 
     /// The scheme and host part of a webhook URL (where Twilio should call back).
-    fn public_base(&self, url: &str) -> String {
+    pub(super) fn public_base(&self, url: &str) -> String {
         if let Some(base) = &self.webhooks.public_url {
             return base.trim_end_matches('/').to_owned();
         }
@@ -505,7 +531,7 @@ impl Omega {
         let voice = self.webhooks.voice.as_ref().ok_or_else(|| {
             Error::FailedPrecondition("voice calling is not configured (OMEGA_TWILIO_API_KEY_SID…)".into())
         })?;
-        let identity = format!("staff_{business_id}_{staff_id}");
+        let identity = voice_identity(business_id, staff_id);
         let now = now();
         let expires = now + chrono::Duration::seconds(i64::from(ttl));
         let header = json!({ "typ": "JWT", "alg": "HS256", "cty": "twilio-fpa;v=1" });
@@ -532,18 +558,19 @@ impl Omega {
 
 /// The one answer to a Twilio webhook that is not accepted, whatever the reason (a forgery, or
 /// something no business owns): the reasons must not be told apart.
-fn twilio_refusal(owner: Owner) -> Error {
+pub(super) fn twilio_refusal(owner: Owner) -> Error {
     tracing::warn!(?owner, "Twilio webhook refused: not signed by the account that owns what it addresses");
     metrics::counter!(crate::metrics::WEBHOOK_REFUSALS, "provider" => "twilio").increment(1);
     Error::PermissionDenied("the Twilio signature does not match".into())
 }
 
-fn say_and_hang_up(text: &str) -> String {
-    format!(r#"<?xml version="1.0" encoding="UTF-8"?><Response><Say>{}</Say><Hangup/></Response>"#, xml_escape(text))
+/// The Twilio Client identity of a staff member's browser (the voice token's `identity`).
+pub(super) fn voice_identity(business_id: i64, staff_id: i64) -> String {
+    format!("staff_{business_id}_{staff_id}")
 }
 
 /// `client:staff_<business>_<staff>` → (business, staff).
-fn parse_identity(from: &str) -> Option<(i64, i64)> {
+pub(super) fn parse_identity(from: &str) -> Option<(i64, i64)> {
     let rest = from.strip_prefix("client:")?.strip_prefix("staff_")?;
     let (business, staff) = rest.split_once('_')?;
     Some((business.parse().ok()?, staff.parse().ok()?))
@@ -558,10 +585,5 @@ mod tests {
         assert_eq!(parse_identity("client:staff_7_42"), Some((7, 42)));
         assert_eq!(parse_identity("client:someone"), None);
         assert_eq!(parse_identity("+14155550100"), None);
-    }
-
-    #[test]
-    fn xml_is_escaped() {
-        assert_eq!(xml_escape(r#"<a & "b">"#), "&lt;a &amp; &quot;b&quot;&gt;");
     }
 }

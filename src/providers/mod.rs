@@ -11,6 +11,7 @@ use std::time::Duration;
 pub mod email;
 pub mod signatures;
 pub mod twilio;
+pub mod twiml;
 
 /// Why a send did not succeed, classified by whether resending is safe.
 #[derive(Debug, thiserror::Error)]

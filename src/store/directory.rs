@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    Select, Set,
+    Select, Set, sea_query::Expr,
 };
 
 use super::{
@@ -111,6 +111,21 @@ pub async fn insert_business(
     }
     .insert(conn)
     .await?)
+}
+
+pub async fn set_transcribe_voicemail(
+    conn: &impl ConnectionTrait,
+    business_id: i64,
+    on: bool,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    business::Entity::update_many()
+        .col_expr(business::Column::TranscribeVoicemail, Expr::value(on))
+        .col_expr(business::Column::UpdatedAt, Expr::value(now))
+        .filter(business::Column::Id.eq(business_id))
+        .exec(conn)
+        .await?;
+    Ok(())
 }
 
 pub async fn business(conn: &impl ConnectionTrait, id: i64) -> StoreResult<Option<business::Model>> {

@@ -19,6 +19,7 @@ mod events;
 mod health;
 mod hostile;
 mod hostile_sweep;
+mod inbound_calls;
 mod messaging;
 mod operable;
 mod providers;

@@ -394,6 +394,18 @@ async fn a_browser_call_gets_its_twiml_and_a_call_record(db: Db) {
     assert_eq!(record["status"], "DELIVERED");
     assert_eq!(record["duration_seconds"], 42);
     assert_eq!(record["sender_staff_id"], s.b.staff_ids[0]);
+    // Twilio reports the dialed `<Number>` leg under its own CallSid, naming the browser's call
+    // as ParentCallSid: applied to the call record.
+    let leg = vec![
+        ("CallSid", "CA501"),
+        ("ParentCallSid", "CA500"),
+        ("AccountSid", FakeTwilio::ACCOUNT_SID),
+        ("CallStatus", "completed"),
+        ("SequenceNumber", "4"),
+        ("CallDuration", "50"),
+    ];
+    assert_eq!(post_twilio(&s.app, "/omega/twilio/voice/status", &leg, false).await.status(), 200);
+    assert_eq!(conversation_messages(&s).await["messages"][0]["duration_seconds"], 50);
 
     // No number, or a caller who is not staff: spoken refusals, not errors.
     let mut no_to = params.clone();

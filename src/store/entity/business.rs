@@ -15,6 +15,8 @@ pub struct Model {
     pub email_enabled: bool,
     pub voice_enabled: bool,
     pub chat_enabled: bool,
+    /// Whether Twilio transcribes the business's voicemail (Twilio bills each transcription).
+    pub transcribe_voicemail: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -46,6 +46,8 @@ pub struct Model {
     /// A JSON array summarizing its attachments (see `store::attachments::Summary`), written
     /// with them.
     pub attachments: Option<String>,
+    /// Inbound calls: the staff member whose browser answered.
+    pub answered_by_staff_id: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
