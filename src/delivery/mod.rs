@@ -84,6 +84,9 @@ pub struct DeliveryConfig {
     pub public_url: Option<String>,
     /// Twilio credentials used for businesses that have none of their own.
     pub platform_twilio: Option<TwilioCredentials>,
+    /// The domain whose mail reaches Omega's inbound email (`OMEGA_EMAIL_INBOUND_DOMAIN`): emails
+    /// sent get `Reply-To: reply+{message id}@{domain}`, which threads a reply.
+    pub email_inbound_domain: Option<String>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -693,6 +696,11 @@ impl Dispatcher {
                         text: message.content.clone(),
                         html: message.html.clone(),
                         message_id: message.public_id.clone(),
+                        reply_to: self
+                            .config
+                            .email_inbound_domain
+                            .as_ref()
+                            .map(|domain| format!("reply+{}@{domain}", message.public_id)),
                     };
                     let provider = match sender.as_ref() {
                         EmailSender::SendGrid(_) => "sendgrid",

@@ -35,8 +35,16 @@ pub struct EmailRequest {
     pub text: String,
     /// An HTML alternative to `text`.
     pub html: Option<String>,
-    /// Omega's message UUID: `custom_args.omega_message_id` (SendGrid), `Message-ID` (SMTP).
+    /// Omega's message UUID: `custom_args.omega_message_id` (SendGrid) and, on both, the
+    /// `Message-ID` `<{uuid}@omega>`, which a reply's `In-Reply-To` quotes.
     pub message_id: String,
+    /// Where replies go (`reply+{uuid}@{OMEGA_EMAIL_INBOUND_DOMAIN}`), when inbound email is set up.
+    pub reply_to: Option<String>,
+}
+
+/// The `Message-ID` Omega gives an email: its message's id, which inbound threading recognises.
+pub fn message_id_header(message_id: &str) -> String {
+    format!("<{message_id}@omega>")
 }
 
 /// The email sender a deployment is configured with.
@@ -155,7 +163,8 @@ impl SendGridClient {
 }
 
 /// The Mail Send request: one personalization to one recipient, text before HTML (SendGrid
-/// requires `text/plain` first), Omega's message id in `custom_args`.
+/// requires `text/plain` first), Omega's message id in `custom_args` and the `Message-ID`, and
+/// the reply address when there is one.
 fn mail_send_body(request: &EmailRequest) -> serde_json::Value {
     let mut from = serde_json::json!({ "email": request.from });
     if let Some(name) = &request.from_name {
@@ -168,13 +177,18 @@ fn mail_send_body(request: &EmailRequest) -> serde_json::Value {
     if let Some(html) = request.html.as_deref().filter(|html| !html.is_empty()) {
         content.push(serde_json::json!({ "type": "text/html", "value": html }));
     }
-    serde_json::json!({
+    let mut body = serde_json::json!({
         "personalizations": [{ "to": [{ "email": request.to }] }],
         "from": from,
         "subject": request.subject,
         "content": content,
         "custom_args": { "omega_message_id": request.message_id },
-    })
+        "headers": { "Message-ID": message_id_header(&request.message_id) },
+    });
+    if let Some(reply_to) = &request.reply_to {
+        body["reply_to"] = serde_json::json!({ "email": reply_to });
+    }
+    body
 }
 
 /// SendGrid's errors as one line, `field: message; …`, or an excerpt of a body that is not
@@ -311,7 +325,7 @@ impl SmtpClient {
     /// Hands the email to the server. Its `Message-ID` is `<{message_id}@omega>`, answered as
     /// `provider_message_id` with status `sent` (the server took responsibility for it).
     pub async fn send_email(&self, request: &EmailRequest) -> Result<Accepted, ProviderError> {
-        let message_id = format!("<{}@omega>", request.message_id);
+        let message_id = message_id_header(&request.message_id);
         let message = build_message(request, &message_id)?;
         let deadline = Instant::now() + self.timeout;
 
@@ -441,8 +455,8 @@ impl SmtpClient {
     }
 }
 
-/// The email as lettre formats it: `From` (with the name), `To`, `Subject`, `Date`, our
-/// `Message-ID`, and the text (with the HTML as an alternative part).
+/// The email as lettre formats it: `From` (with the name), `To`, `Reply-To` (when set),
+/// `Subject`, `Date`, our `Message-ID`, and the text (with the HTML as an alternative part).
 fn build_message(request: &EmailRequest, message_id: &str) -> Result<Message, ProviderError> {
     let invalid = |what: &str, error: &dyn fmt::Display| ProviderError::Rejected {
         code: "invalid_message".into(),
@@ -450,11 +464,15 @@ fn build_message(request: &EmailRequest, message_id: &str) -> Result<Message, Pr
     };
     let from: Address = request.from.parse().map_err(|e| invalid("invalid sender address", &e))?;
     let to: Address = request.to.parse().map_err(|e| invalid("invalid recipient address", &e))?;
-    let builder = Message::builder()
+    let mut builder = Message::builder()
         .from(Mailbox::new(request.from_name.clone(), from))
         .to(Mailbox::new(None, to))
         .subject(request.subject.as_str())
         .message_id(Some(message_id.to_owned()));
+    if let Some(reply_to) = &request.reply_to {
+        let reply_to: Address = reply_to.parse().map_err(|e| invalid("invalid reply address", &e))?;
+        builder = builder.reply_to(Mailbox::new(None, reply_to));
+    }
     let built = match &request.html {
         Some(html) => builder.multipart(MultiPart::alternative_plain_html(request.text.clone(), html.clone())),
         None => builder.singlepart(SinglePart::plain(request.text.clone())),

@@ -18,6 +18,7 @@ mod events;
 mod health;
 mod hostile;
 mod hostile_sweep;
+mod inbound_email;
 mod messaging;
 mod operable;
 mod providers;

@@ -283,6 +283,7 @@ fn email() -> EmailRequest {
         text: "See you at 10:00.".into(),
         html: Some("<p>See you at <b>10:00</b>.</p>".into()),
         message_id: "0190f1d2-3c4b-7a5e-8f60-123456789abc".into(),
+        reply_to: Some("reply+0190f1d2-3c4b-7a5e-8f60-123456789abc@in.lotus.example".into()),
     }
 }
 
@@ -315,6 +316,8 @@ async fn sendgrid_send_posts_the_documented_json_and_answers_the_message_id() {
                 { "type": "text/html", "value": "<p>See you at <b>10:00</b>.</p>" },
             ],
             "custom_args": { "omega_message_id": "0190f1d2-3c4b-7a5e-8f60-123456789abc" },
+            "headers": { "Message-ID": "<0190f1d2-3c4b-7a5e-8f60-123456789abc@omega>" },
+            "reply_to": { "email": "reply+0190f1d2-3c4b-7a5e-8f60-123456789abc@in.lotus.example" },
         })
     );
 }
@@ -432,6 +435,10 @@ async fn smtp_send_delivers_the_message_with_omegas_message_id() {
     assert_eq!(message.header("From").as_deref(), Some("\"Lotus Yoga\" <hi@lotus.example>"));
     assert_eq!(message.header("To").as_deref(), Some("carla@client.example"));
     assert_eq!(message.header("Subject").as_deref(), Some("Your booking"));
+    assert_eq!(
+        message.header("Reply-To").as_deref(),
+        Some("reply+0190f1d2-3c4b-7a5e-8f60-123456789abc@in.lotus.example")
+    );
     assert!(message.header("Date").is_some());
     assert!(message.header("Content-Type").unwrap().starts_with("multipart/alternative"), "{}", message.data);
     assert!(message.data.contains("See you at 10:00."), "{}", message.data);
