@@ -177,10 +177,10 @@ fn parse_mime(raw: &[u8]) -> Result<ParsedEmail> {
     addresses_of(message.cc(), &mut email.recipients);
     for header in message.headers() {
         let name = header.name();
-        if name.eq_ignore_ascii_case("Delivered-To") || name.eq_ignore_ascii_case("X-Original-To") {
-            if let Some(text) = header.value().as_text() {
-                email.recipients.push(bare_id(text).to_ascii_lowercase());
-            }
+        if (name.eq_ignore_ascii_case("Delivered-To") || name.eq_ignore_ascii_case("X-Original-To"))
+            && let Some(text) = header.value().as_text()
+        {
+            email.recipients.push(bare_id(text).to_ascii_lowercase());
         }
     }
     email.text = message.body_text(0).map(|t| t.into_owned()).unwrap_or_default();
@@ -202,7 +202,7 @@ fn parse_mime(raw: &[u8]) -> Result<ParsedEmail> {
         let file_name = part
             .attachment_name()
             .map(str::to_owned)
-            .or_else(|| part.content_id().map(|id| bare_id(id)))
+            .or_else(|| part.content_id().map(bare_id))
             .unwrap_or_else(|| "attachment".into());
         email.files.push(Upload { file_name, content_type, data: Bytes::from(data) });
     }
