@@ -13,8 +13,8 @@ use crate::{
     proto::{
         google::api::HttpBody,
         omega::v1::{
-            ReceiveInboundEmailRequest, RotateInboundEmailTokenRequest, RotateInboundEmailTokenResponse,
-            inbound_email_service_server::InboundEmailService,
+            ReceiveRawEmailRequest, ReceiveSendGridInboundParseRequest, RotateInboundEmailTokenRequest,
+            RotateInboundEmailTokenResponse, inbound_email_service_server::InboundEmailService,
         },
     },
 };
@@ -66,17 +66,14 @@ fn answer(outcome: InboundOutcome) -> Result<Response<HttpBody>, Status> {
 impl InboundEmailService for InboundEmailApi {
     async fn receive_send_grid_inbound_parse(
         &self,
-        request: Request<ReceiveInboundEmailRequest>,
+        request: Request<ReceiveSendGridInboundParseRequest>,
     ) -> Result<Response<HttpBody>, Status> {
         let r = request.into_inner();
         let body = r.body.unwrap_or_default();
         answer(self.omega.receive_sendgrid_inbound(&r.token, &body.content_type, body.data).await?)
     }
 
-    async fn receive_raw_email(
-        &self,
-        request: Request<ReceiveInboundEmailRequest>,
-    ) -> Result<Response<HttpBody>, Status> {
+    async fn receive_raw_email(&self, request: Request<ReceiveRawEmailRequest>) -> Result<Response<HttpBody>, Status> {
         let r = request.into_inner();
         answer(self.omega.receive_raw_email(&r.token, r.body.unwrap_or_default().data).await?)
     }

@@ -8,7 +8,7 @@ use std::{fmt, time::Duration};
 
 use lettre::{
     Address, Message,
-    message::{Mailbox, MultiPart, SinglePart},
+    message::{Attachment, Mailbox, MultiPart, SinglePart, header::ContentType},
     transport::smtp::{
         Error as SmtpError,
         authentication::{Credentials, Mechanism},
@@ -40,6 +40,26 @@ pub struct EmailRequest {
     pub message_id: String,
     /// Where replies go (`reply+{uuid}@{OMEGA_EMAIL_INBOUND_DOMAIN}`), when inbound email is set up.
     pub reply_to: Option<String>,
+    /// Files sent with the email.
+    pub attachments: Vec<EmailAttachment>,
+}
+
+/// A file sent with an email.
+#[derive(Clone, Default)]
+pub struct EmailAttachment {
+    pub file_name: String,
+    pub content_type: String,
+    pub data: bytes::Bytes,
+}
+
+impl fmt::Debug for EmailAttachment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmailAttachment")
+            .field("file_name", &self.file_name)
+            .field("content_type", &self.content_type)
+            .field("bytes", &self.data.len())
+            .finish()
+    }
 }
 
 /// The `Message-ID` Omega gives an email: its message's id, which inbound threading recognises.
@@ -187,6 +207,22 @@ fn mail_send_body(request: &EmailRequest) -> serde_json::Value {
     });
     if let Some(reply_to) = &request.reply_to {
         body["reply_to"] = serde_json::json!({ "email": reply_to });
+    }
+    if !request.attachments.is_empty() {
+        use base64::Engine;
+        let attachments: Vec<serde_json::Value> = request
+            .attachments
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "content": base64::engine::general_purpose::STANDARD.encode(&a.data),
+                    "type": a.content_type,
+                    "filename": a.file_name,
+                    "disposition": "attachment",
+                })
+            })
+            .collect();
+        body["attachments"] = attachments.into();
     }
     body
 }
@@ -456,7 +492,8 @@ impl SmtpClient {
 }
 
 /// The email as lettre formats it: `From` (with the name), `To`, `Reply-To` (when set),
-/// `Subject`, `Date`, our `Message-ID`, and the text (with the HTML as an alternative part).
+/// `Subject`, `Date`, our `Message-ID`, and the text (with the HTML as an alternative part),
+/// in a multipart/mixed with the attachments when there are any.
 fn build_message(request: &EmailRequest, message_id: &str) -> Result<Message, ProviderError> {
     let invalid = |what: &str, error: &dyn fmt::Display| ProviderError::Rejected {
         code: "invalid_message".into(),
@@ -473,9 +510,24 @@ fn build_message(request: &EmailRequest, message_id: &str) -> Result<Message, Pr
         let reply_to: Address = reply_to.parse().map_err(|e| invalid("invalid reply address", &e))?;
         builder = builder.reply_to(Mailbox::new(None, reply_to));
     }
-    let built = match &request.html {
-        Some(html) => builder.multipart(MultiPart::alternative_plain_html(request.text.clone(), html.clone())),
-        None => builder.singlepart(SinglePart::plain(request.text.clone())),
+    let built = match (&request.html, request.attachments.is_empty()) {
+        (Some(html), true) => builder.multipart(MultiPart::alternative_plain_html(request.text.clone(), html.clone())),
+        (None, true) => builder.singlepart(SinglePart::plain(request.text.clone())),
+        (html, false) => {
+            let mut mixed = match html {
+                Some(html) => {
+                    MultiPart::mixed().multipart(MultiPart::alternative_plain_html(request.text.clone(), html.clone()))
+                }
+                None => MultiPart::mixed().singlepart(SinglePart::plain(request.text.clone())),
+            };
+            for file in &request.attachments {
+                let content_type = ContentType::parse(&file.content_type)
+                    .map_err(|e| invalid(&format!("attachment {:?} has an invalid type", file.file_name), &e))?;
+                mixed =
+                    mixed.singlepart(Attachment::new(file.file_name.clone()).body(file.data.to_vec(), content_type));
+            }
+            builder.multipart(mixed)
+        }
     };
     built.map_err(|e| invalid("the email could not be built", &e))
 }

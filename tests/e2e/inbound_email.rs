@@ -19,6 +19,11 @@ both_databases!(
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/fixtures");
 const INBOUND_DOMAIN: &str = "in.lotus.example";
 
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(text).unwrap()
+}
+
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!("{FIXTURES}/{name}")).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
 }
@@ -182,6 +187,26 @@ async fn a_reply_threads_into_its_conversation_with_its_attachments_once(db: Db)
     assert_eq!(original["content_type"], "message/rfc822");
     assert_eq!(attachment_bytes(&app, &b, original).await, reply);
     assert_eq!(attachments.len(), 3);
+
+    // Staff send the client's PDF on (an email carries files the business holds); an id that is
+    // not one of them is a 422 naming it, and nothing is queued.
+    let forward = json!({ "business_id": b.id, "client_id": carla, "subject": "Firmado", "content": "Adjunto.", "attachment_ids": [pdf["id"]] });
+    let queued = json_of(app.post("/omega/email/queue", &b.key, Some(forward.clone())).await, 200).await;
+    let forward_id = queued["messages"][0]["message_id"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(20), "the email with the PDF reaches SendGrid", || async {
+        sendgrid.accepted().len() == 2
+    })
+    .await;
+    let request = sendgrid.requests().last().unwrap().json.clone().unwrap();
+    assert_eq!(request["custom_args"]["omega_message_id"], forward_id.as_str());
+    assert_eq!(request["attachments"][0]["filename"], "exención.pdf");
+    assert_eq!(request["attachments"][0]["type"], "application/pdf");
+    let content = request["attachments"][0]["content"].as_str().unwrap();
+    assert_eq!(base64_decode(content), fixture("waiver.pdf"));
+    let mut unknown = forward.clone();
+    unknown["attachment_ids"] = json!([pdf["id"], 999_999]);
+    let refused = json_of(app.post("/omega/email/queue", &b.key, Some(unknown)).await, 422).await;
+    assert_eq!(refused["details"][0]["field_violations"][0]["field"], "attachment_ids[1]", "{refused}");
 
     let summary = profile(&app, &b, carla).await;
     assert_eq!(summary["conversation"]["status"], "OPEN", "{summary}");
