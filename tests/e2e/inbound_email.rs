@@ -115,7 +115,8 @@ async fn a_reply_threads_into_its_conversation_with_its_attachments_once(db: Db)
     )
     .await;
     let b = app.onboard(onboarding("lotus", "hello@lotus.example")).await;
-    let carla = app.upsert_client(&b, json!({ "name": "Carla", "email": "carla@client.example" })).await;
+    // Not the address the reply comes from: the reply is threaded by its In-Reply-To alone.
+    let carla = app.upsert_client(&b, json!({ "name": "Carla", "email": "carla.diaz@client.example" })).await;
     let conversation = app.conversation(&b, carla).await;
     let put = app.rest(&format!("/omega/businesses/{}/providers/sendgrid", b.id));
     let resp = app.http.put(put).header("x-api-key", &b.key).json(&json!({ "api_key": FakeSendGrid::API_KEY })).send();
