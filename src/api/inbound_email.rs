@@ -75,7 +75,8 @@ impl InboundEmailService for InboundEmailApi {
 
     async fn receive_raw_email(&self, request: Request<ReceiveRawEmailRequest>) -> Result<Response<HttpBody>, Status> {
         let r = request.into_inner();
-        answer(self.omega.receive_raw_email(&r.token, r.body.unwrap_or_default().data).await?)
+        let body = r.body.unwrap_or_default();
+        answer(self.omega.receive_raw_email(&r.token, &body.content_type, body.data).await?)
     }
 
     async fn rotate_inbound_email_token(

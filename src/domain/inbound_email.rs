@@ -317,13 +317,35 @@ impl Omega {
         matched.ok_or_else(refused)
     }
 
-    /// An email as its RFC 5322 message (a relay's post, or Inbound Parse's raw mode).
-    pub async fn receive_raw_email(&self, token: &str, body: Vec<u8>) -> Result<InboundOutcome> {
+    /// An email as its RFC 5322 message: the body itself (a relay's post: Postfix piping to
+    /// curl, any `message/rfc822`), or the message inside the wrapper a mail service posts it in
+    /// — Mailgun's `body-mime` form field (a route forwarding to a URL ending in `mime`),
+    /// Postmark's `RawEmail` JSON field (inbound with raw email content).
+    pub async fn receive_raw_email(&self, token: &str, content_type: &str, body: Vec<u8>) -> Result<InboundOutcome> {
         let business_id = self.inbound_business(token).await?;
         check_size(&body)?;
-        let email = parse_mime(&body)?;
-        let original = ("original.eml", "message/rfc822", Bytes::from(body));
-        self.store_inbound_email(business_id, email, original).await
+        let media_type = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        let raw = match media_type.as_str() {
+            "multipart/form-data" => {
+                let (fields, _) = form_parts(content_type, body).await?;
+                let field = fields.into_iter().find(|(name, _)| name == "body-mime" || name == "email");
+                field.map(|(_, raw)| raw).ok_or_else(|| Error::invalid("body-mime", "is required in a form"))?
+            }
+            "application/x-www-form-urlencoded" => {
+                let field = form_urlencoded::parse(&body).find(|(name, _)| name == "body-mime" || name == "email");
+                let raw = field.map(|(_, raw)| raw.into_owned().into_bytes());
+                Bytes::from(raw.ok_or_else(|| Error::invalid("body-mime", "is required in a form"))?)
+            }
+            "application/json" => {
+                let json: serde_json::Value =
+                    serde_json::from_slice(&body).map_err(|e| Error::invalid("body", format!("is not JSON: {e}")))?;
+                let raw = json["RawEmail"].as_str().map(|raw| raw.as_bytes().to_vec());
+                Bytes::from(raw.ok_or_else(|| Error::invalid("RawEmail", "is required in JSON"))?)
+            }
+            _ => Bytes::from(body),
+        };
+        let email = parse_mime(&raw)?;
+        self.store_inbound_email(business_id, email, ("original.eml", "message/rfc822", raw)).await
     }
 
     /// A SendGrid Inbound Parse post (multipart/form-data): the full MIME message in `email`

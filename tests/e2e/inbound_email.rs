@@ -247,7 +247,7 @@ async fn sendgrid_inbound_parse_in_both_modes_and_businesses_stay_apart(db: Db) 
     let lotus = app.onboard(onboarding("lotus", "hello@lotus.example")).await;
     let other = app.onboard(onboarding("other", "hi@other.example")).await;
     let hanako = app.upsert_client(&lotus, json!({ "name": "Hanako", "email": "hanako@client.example" })).await;
-    let (_, sendgrid_url, _) = rotate_token(&app, &lotus).await;
+    let (_, sendgrid_url, raw_url) = rotate_token(&app, &lotus).await;
     let (_, other_sendgrid_url, _) = rotate_token(&app, &other).await;
 
     // Parsed mode, an unknown sender: the text in windows-1252, the HTML in ISO-8859-1, as the
@@ -348,6 +348,33 @@ async fn sendgrid_inbound_parse_in_both_modes_and_businesses_stay_apart(db: Db) 
     assert_eq!(messages(&app, &lotus, hanako, conversation).await.len(), lotus_messages);
     // Nor can it read this business's client through that id.
     assert_eq!(app.get(&format!("/omega/businesses/{}/clients/{hanako}", other.id), &other.key).await.status(), 404);
+
+    // Mail services wrap the message: Mailgun's route to a URL ending in `mime` posts it as the
+    // `body-mime` field; Postmark's inbound JSON carries it as `RawEmail`.
+    let mailgun_message = "From: Hanako <hanako@client.example>\r\nTo: hello@lotus.example\r\nSubject: =?UTF-8?B?5LqI57SE?=\r\nMessage-ID: <mg-1@client.example>\r\nContent-Type: text/plain; charset=windows-1252\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nMerci =96 =3D\r\n";
+    let form = sendgrid_form(
+        &[
+            ("recipient", b"hello@lotus.example".to_vec()),
+            ("sender", b"hanako@client.example".to_vec()),
+            ("timestamp", b"1796371200".to_vec()),
+            ("token", b"5f1c0e7d".to_vec()),
+            ("signature", b"0f3e".to_vec()),
+            ("body-mime", mailgun_message.as_bytes().to_vec()),
+        ],
+        &[],
+    );
+    let by_mailgun = json_of(post_form(&app, &raw_url, form).await, 200).await;
+    assert_eq!(by_mailgun["client_id"], hanako, "{by_mailgun}");
+    let postmark = json!({
+        "From": "hanako@client.example", "MessageID": "8b1f", "Subject": "Gracias",
+        "RawEmail": "From: hanako@client.example\r\nTo: hello@lotus.example\r\nSubject: Gracias\r\nMessage-ID: <pm-1@client.example>\r\n\r\nNos vemos.\r\n"
+    });
+    let resp = app.http.post(&raw_url).json(&postmark).send().await.unwrap();
+    assert_eq!(json_of(resp, 200).await["client_id"], hanako);
+    let listed = messages(&app, &lotus, hanako, conversation).await;
+    let contents: Vec<&str> = listed.iter().filter_map(|m| m["content"].as_str()).collect();
+    assert!(contents.contains(&"Merci – =") && contents.contains(&"Nos vemos."), "{contents:?}");
+    assert!(listed.iter().any(|m| m["subject"] == "予約"), "{listed:?}");
 
     // A form that is not SendGrid's: 422, nothing stored.
     let before = count(&app, "messages").await;
