@@ -314,6 +314,21 @@ pub struct DeliveryArgs {
     /// Inbound calls: the longest voicemail recorded, in seconds.
     #[arg(long, env = "OMEGA_VOICEMAIL_MAX_SECS", default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub voicemail_max_secs: u32,
+    /// A domain whose mail is routed to Omega's inbound email (e.g. `in.example.com`): emails
+    /// sent then carry `Reply-To: reply+{message id}@{domain}`, which threads replies.
+    #[arg(long, env = "OMEGA_EMAIL_INBOUND_DOMAIN", value_parser = inbound_domain)]
+    pub email_inbound_domain: Option<String>,
+}
+
+/// A mail domain: letters, digits, dots and hyphens, with a dot.
+fn inbound_domain(value: &str) -> Result<String, String> {
+    let domain = value.trim().trim_start_matches('@').to_ascii_lowercase();
+    let valid = domain.contains('.')
+        && domain.len() <= 253
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && domain.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    if valid { Ok(domain) } else { Err(format!("{value:?} is not a mail domain (e.g. in.example.com)")) }
 }
 
 impl DeliveryArgs {
@@ -365,6 +380,7 @@ impl DeliveryArgs {
             sendgrid_base_url: self.sendgrid_base_url.clone(),
             provider_timeout: Duration::from_secs(self.provider_timeout_secs),
             public_url: self.public_url.clone(),
+            email_inbound_domain: self.email_inbound_domain.clone(),
             platform_twilio: match (&self.twilio_account_sid, &self.twilio_auth_token) {
                 (Some(account_sid), Some(auth_token)) => Some(crate::delivery::TwilioCredentials {
                     account_sid: account_sid.clone(),

@@ -16,8 +16,8 @@ use tower_http::{
 
 use crate::{
     api::{
-        ApiKeyApi, ChatApi, ConversationApi, DirectoryApi, DocsApi, EventApi, HealthApi, MessagingApi, OnboardingApi,
-        ProviderApi, TokenApi, WebhookApi,
+        ApiKeyApi, ChatApi, ConversationApi, DirectoryApi, DocsApi, EventApi, HealthApi, InboundEmailApi, MessagingApi,
+        OnboardingApi, ProviderApi, TokenApi, WebhookApi,
     },
     config::ServeArgs,
     domain::{Omega, auth},
@@ -29,11 +29,12 @@ use crate::{
             client_service_server::ClientServiceServer, conversation_service_server::ConversationServiceServer,
             docs_service_server::DocsServiceServer, email_service_server::EmailServiceServer,
             event_service_server::EventServiceServer, health_service_server::HealthServiceServer,
-            inbox_service_server::InboxServiceServer, location_service_server::LocationServiceServer,
-            message_service_server::MessageServiceServer, onboarding_service_server::OnboardingServiceServer,
-            provider_service_server::ProviderServiceServer, session_service_server::SessionServiceServer,
-            sms_service_server::SmsServiceServer, staff_service_server::StaffServiceServer,
-            voice_service_server::VoiceServiceServer, webhook_service_server::WebhookServiceServer,
+            inbound_email_service_server::InboundEmailServiceServer, inbox_service_server::InboxServiceServer,
+            location_service_server::LocationServiceServer, message_service_server::MessageServiceServer,
+            onboarding_service_server::OnboardingServiceServer, provider_service_server::ProviderServiceServer,
+            session_service_server::SessionServiceServer, sms_service_server::SmsServiceServer,
+            staff_service_server::StaffServiceServer, voice_service_server::VoiceServiceServer,
+            webhook_service_server::WebhookServiceServer,
         },
     },
     store::Store,
@@ -220,6 +221,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
         .add_service(MessageServiceServer::new(messaging))
         .add_service(ProviderServiceServer::new(ProviderApi::new(omega.clone())))
         .add_service(WebhookServiceServer::new(webhooks.clone()))
+        .add_service(InboundEmailServiceServer::new(InboundEmailApi::new(omega.clone())))
         .add_service(VoiceServiceServer::new(webhooks))
         .add_service(AuthServiceServer::new(token_api.clone()))
         .add_service(SessionServiceServer::new(token_api))

@@ -158,6 +158,7 @@ impl SmsService for MessagingApi {
             subject: String::new(),
             html: String::new(),
             media_urls: r.media_urls,
+            attachment_ids: Vec::new(),
             location_id: optional_id("location_id", r.location_id)?,
             sent_by: optional_id("sent_by", r.sent_by)?,
             idempotency_key: r.idempotency_key,
@@ -199,6 +200,12 @@ impl EmailService for MessagingApi {
             subject: r.subject,
             html: r.html,
             media_urls: Vec::new(),
+            attachment_ids: r
+                .attachment_ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| required_id(&format!("attachment_ids[{i}]"), *id))
+                .collect::<Result<_, _>>()?,
             location_id: optional_id("location_id", r.location_id)?,
             sent_by: optional_id("sent_by", r.sent_by)?,
             idempotency_key: r.idempotency_key,

@@ -48,7 +48,9 @@ use crate::{
     },
     providers::{
         Accepted, ProviderError,
-        email::{EmailRequest, EmailSender, SendGridClient, SendGridConfig, SmtpClient, SmtpConfig, SmtpTls},
+        email::{
+            EmailAttachment, EmailRequest, EmailSender, SendGridClient, SendGridConfig, SmtpClient, SmtpConfig, SmtpTls,
+        },
         twilio::{Lookup, SmsRequest, TwilioClient, TwilioConfig},
     },
     store::{
@@ -84,6 +86,9 @@ pub struct DeliveryConfig {
     pub public_url: Option<String>,
     /// Twilio credentials used for businesses that have none of their own.
     pub platform_twilio: Option<TwilioCredentials>,
+    /// The domain whose mail reaches Omega's inbound email (`OMEGA_EMAIL_INBOUND_DOMAIN`): emails
+    /// sent get `Reply-To: reply+{message id}@{domain}`, which threads a reply.
+    pub email_inbound_domain: Option<String>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -646,6 +651,45 @@ impl Dispatcher {
         outcome
     }
 
+    /// The files an email sends, read from the attachment store. A file that is gone fails the
+    /// message for good; a store that does not answer is retried.
+    async fn email_attachments(&self, message: &message::Model) -> Result<Vec<EmailAttachment>, Outcome> {
+        let summaries = crate::store::attachments::Summary::of(message);
+        if summaries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let failed = |code: &str, text: String, retryable: bool| Outcome::Failed {
+            code: code.into(),
+            message: text,
+            retry_after: None,
+            retryable,
+            ambiguous: false,
+        };
+        let ids: Vec<i64> = summaries.iter().map(|s| s.id).collect();
+        let rows = crate::store::attachments::by_ids(self.omega.store.connection(), message.business_id, &ids)
+            .await
+            .map_err(|e| failed("RETRYABLE", format!("reading the attachments: {e}"), true))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(row) = rows.iter().find(|r| r.id == id) else {
+                return Err(failed("ATTACHMENT_MISSING", format!("attachment {id} no longer exists"), false));
+            };
+            let data = match self.omega.files.get(&row.storage_key).await {
+                Ok(data) => data,
+                Err(crate::files::FileError::NotFound(_)) => {
+                    return Err(failed("ATTACHMENT_MISSING", format!("attachment {id}'s file is gone"), false));
+                }
+                Err(e) => return Err(failed("RETRYABLE", format!("the attachment store failed: {e}"), true)),
+            };
+            out.push(EmailAttachment {
+                file_name: row.file_name.clone(),
+                content_type: row.content_type.clone(),
+                data,
+            });
+        }
+        Ok(out)
+    }
+
     /// `send`, and the provider it went to (`none` when the business has none for the channel).
     async fn send_with(
         &self,
@@ -685,6 +729,10 @@ impl Dispatcher {
                         .into(),
                 }),
                 Some(sender) => {
+                    let attachments = match self.email_attachments(message).await {
+                        Ok(attachments) => attachments,
+                        Err(outcome) => return (outcome, "none"),
+                    };
                     let request = EmailRequest {
                         to,
                         from: message.from_address.clone().unwrap_or_default(),
@@ -693,6 +741,12 @@ impl Dispatcher {
                         text: message.content.clone(),
                         html: message.html.clone(),
                         message_id: message.public_id.clone(),
+                        reply_to: self
+                            .config
+                            .email_inbound_domain
+                            .as_ref()
+                            .map(|domain| format!("reply+{}@{domain}", message.public_id)),
+                        attachments,
                     };
                     let provider = match sender.as_ref() {
                         EmailSender::SendGrid(_) => "sendgrid",

@@ -40,6 +40,9 @@ pub struct QueueInput {
     pub subject: String,
     pub html: String,
     pub media_urls: Vec<String>,
+    /// Attachments the business holds, sent with an email (each message refers to the same
+    /// stored files).
+    pub attachment_ids: Vec<i64>,
     pub location_id: Option<i64>,
     pub sent_by: Option<i64>,
     pub idempotency_key: String,
@@ -194,6 +197,23 @@ impl Omega {
         })
     }
 
+    /// The summary (`attachments` JSON) of the business's attachments an email sends, or a 422
+    /// naming the id that is not one of them.
+    async fn attachments_to_send(&self, business_id: i64, ids: &[i64]) -> Result<Option<String>> {
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let conn = self.store.connection();
+        let mut summaries = Vec::with_capacity(ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            let (row, _) = crate::store::attachments::with_message(conn, business_id, *id).await?.ok_or_else(|| {
+                Error::invalid(format!("attachment_ids[{i}]"), format!("no attachment {id} in this business"))
+            })?;
+            summaries.push(crate::store::attachments::Summary::from(row));
+        }
+        Ok(Some(serde_json::to_string(&summaries).expect("summaries serialize")))
+    }
+
     /// Stores one QUEUED message per client and its delivery job, all in one transaction, and
     /// wakes the dispatcher. A repeated idempotency key answers the first call's messages.
     pub async fn queue_messages(&self, caller: &Caller, input: QueueInput) -> Result<Queued> {
@@ -228,7 +248,10 @@ impl Omega {
                     v.check(values::required_text("content", &input.content, EMAIL_TEXT_MAX_CHARS)).unwrap_or_default();
                 let html = v.check(values::optional_text("html", &input.html, EMAIL_HTML_MAX_CHARS)).flatten();
                 if !media.is_empty() {
-                    v.add("media_urls", "email attachments are not supported yet");
+                    v.add("media_urls", "email attachments are given as attachment_ids");
+                }
+                if input.attachment_ids.len() > self.attachment_limits.max_files {
+                    v.add("attachment_ids", format!("at most {} attachments", self.attachment_limits.max_files));
                 }
                 (content, subject, html)
             }
@@ -275,6 +298,7 @@ impl Omega {
             return Err(Error::FailedPrecondition(format!("nothing was queued: {}", problems.join("; "))));
         }
         let sender = self.choose_sender(business_id, input.channel, input.location_id).await?;
+        let attachments = self.attachments_to_send(business_id, &input.attachment_ids).await?;
         if let Some(staff_id) = input.sent_by {
             self.active_staff(business_id, "sent_by", staff_id).await?;
         }
@@ -322,6 +346,11 @@ impl Omega {
                 }
                 other => other.into(),
             })?;
+            let mut message = message;
+            if let Some(summary) = &attachments {
+                crate::store::attachments::set_summary(&txn, message.id, summary).await?;
+                message.attachments = Some(summary.clone());
+            }
             db::insert_job(&txn, &message, &sender.key, now).await?;
             let text = if content.is_empty() { "(media)" } else { &content };
             db::note_message_in_conversation(

@@ -10,6 +10,7 @@ pub mod directory;
 mod error;
 pub mod events;
 pub mod health;
+pub mod inbound_email;
 pub mod jwt;
 pub mod messages;
 pub mod pagination;

@@ -8,7 +8,7 @@ use std::{fmt, time::Duration};
 
 use lettre::{
     Address, Message,
-    message::{Mailbox, MultiPart, SinglePart},
+    message::{Attachment, Mailbox, MultiPart, SinglePart, header::ContentType},
     transport::smtp::{
         Error as SmtpError,
         authentication::{Credentials, Mechanism},
@@ -35,8 +35,36 @@ pub struct EmailRequest {
     pub text: String,
     /// An HTML alternative to `text`.
     pub html: Option<String>,
-    /// Omega's message UUID: `custom_args.omega_message_id` (SendGrid), `Message-ID` (SMTP).
+    /// Omega's message UUID: `custom_args.omega_message_id` (SendGrid) and, on both, the
+    /// `Message-ID` `<{uuid}@omega>`, which a reply's `In-Reply-To` quotes.
     pub message_id: String,
+    /// Where replies go (`reply+{uuid}@{OMEGA_EMAIL_INBOUND_DOMAIN}`), when inbound email is set up.
+    pub reply_to: Option<String>,
+    /// Files sent with the email.
+    pub attachments: Vec<EmailAttachment>,
+}
+
+/// A file sent with an email.
+#[derive(Clone, Default)]
+pub struct EmailAttachment {
+    pub file_name: String,
+    pub content_type: String,
+    pub data: bytes::Bytes,
+}
+
+impl fmt::Debug for EmailAttachment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmailAttachment")
+            .field("file_name", &self.file_name)
+            .field("content_type", &self.content_type)
+            .field("bytes", &self.data.len())
+            .finish()
+    }
+}
+
+/// The `Message-ID` Omega gives an email: its message's id, which inbound threading recognises.
+pub fn message_id_header(message_id: &str) -> String {
+    format!("<{message_id}@omega>")
 }
 
 /// The email sender a deployment is configured with.
@@ -155,7 +183,8 @@ impl SendGridClient {
 }
 
 /// The Mail Send request: one personalization to one recipient, text before HTML (SendGrid
-/// requires `text/plain` first), Omega's message id in `custom_args`.
+/// requires `text/plain` first), Omega's message id in `custom_args` and the `Message-ID`, and
+/// the reply address when there is one.
 fn mail_send_body(request: &EmailRequest) -> serde_json::Value {
     let mut from = serde_json::json!({ "email": request.from });
     if let Some(name) = &request.from_name {
@@ -168,13 +197,34 @@ fn mail_send_body(request: &EmailRequest) -> serde_json::Value {
     if let Some(html) = request.html.as_deref().filter(|html| !html.is_empty()) {
         content.push(serde_json::json!({ "type": "text/html", "value": html }));
     }
-    serde_json::json!({
+    let mut body = serde_json::json!({
         "personalizations": [{ "to": [{ "email": request.to }] }],
         "from": from,
         "subject": request.subject,
         "content": content,
         "custom_args": { "omega_message_id": request.message_id },
-    })
+        "headers": { "Message-ID": message_id_header(&request.message_id) },
+    });
+    if let Some(reply_to) = &request.reply_to {
+        body["reply_to"] = serde_json::json!({ "email": reply_to });
+    }
+    if !request.attachments.is_empty() {
+        use base64::Engine;
+        let attachments: Vec<serde_json::Value> = request
+            .attachments
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "content": base64::engine::general_purpose::STANDARD.encode(&a.data),
+                    "type": a.content_type,
+                    "filename": a.file_name,
+                    "disposition": "attachment",
+                })
+            })
+            .collect();
+        body["attachments"] = attachments.into();
+    }
+    body
 }
 
 /// SendGrid's errors as one line, `field: message; …`, or an excerpt of a body that is not
@@ -311,7 +361,7 @@ impl SmtpClient {
     /// Hands the email to the server. Its `Message-ID` is `<{message_id}@omega>`, answered as
     /// `provider_message_id` with status `sent` (the server took responsibility for it).
     pub async fn send_email(&self, request: &EmailRequest) -> Result<Accepted, ProviderError> {
-        let message_id = format!("<{}@omega>", request.message_id);
+        let message_id = message_id_header(&request.message_id);
         let message = build_message(request, &message_id)?;
         let deadline = Instant::now() + self.timeout;
 
@@ -441,8 +491,9 @@ impl SmtpClient {
     }
 }
 
-/// The email as lettre formats it: `From` (with the name), `To`, `Subject`, `Date`, our
-/// `Message-ID`, and the text (with the HTML as an alternative part).
+/// The email as lettre formats it: `From` (with the name), `To`, `Reply-To` (when set),
+/// `Subject`, `Date`, our `Message-ID`, and the text (with the HTML as an alternative part),
+/// in a multipart/mixed with the attachments when there are any.
 fn build_message(request: &EmailRequest, message_id: &str) -> Result<Message, ProviderError> {
     let invalid = |what: &str, error: &dyn fmt::Display| ProviderError::Rejected {
         code: "invalid_message".into(),
@@ -450,14 +501,33 @@ fn build_message(request: &EmailRequest, message_id: &str) -> Result<Message, Pr
     };
     let from: Address = request.from.parse().map_err(|e| invalid("invalid sender address", &e))?;
     let to: Address = request.to.parse().map_err(|e| invalid("invalid recipient address", &e))?;
-    let builder = Message::builder()
+    let mut builder = Message::builder()
         .from(Mailbox::new(request.from_name.clone(), from))
         .to(Mailbox::new(None, to))
         .subject(request.subject.as_str())
         .message_id(Some(message_id.to_owned()));
-    let built = match &request.html {
-        Some(html) => builder.multipart(MultiPart::alternative_plain_html(request.text.clone(), html.clone())),
-        None => builder.singlepart(SinglePart::plain(request.text.clone())),
+    if let Some(reply_to) = &request.reply_to {
+        let reply_to: Address = reply_to.parse().map_err(|e| invalid("invalid reply address", &e))?;
+        builder = builder.reply_to(Mailbox::new(None, reply_to));
+    }
+    let built = match (&request.html, request.attachments.is_empty()) {
+        (Some(html), true) => builder.multipart(MultiPart::alternative_plain_html(request.text.clone(), html.clone())),
+        (None, true) => builder.singlepart(SinglePart::plain(request.text.clone())),
+        (html, false) => {
+            let mut mixed = match html {
+                Some(html) => {
+                    MultiPart::mixed().multipart(MultiPart::alternative_plain_html(request.text.clone(), html.clone()))
+                }
+                None => MultiPart::mixed().singlepart(SinglePart::plain(request.text.clone())),
+            };
+            for file in &request.attachments {
+                let content_type = ContentType::parse(&file.content_type)
+                    .map_err(|e| invalid(&format!("attachment {:?} has an invalid type", file.file_name), &e))?;
+                mixed =
+                    mixed.singlepart(Attachment::new(file.file_name.clone()).body(file.data.to_vec(), content_type));
+            }
+            builder.multipart(mixed)
+        }
     };
     built.map_err(|e| invalid("the email could not be built", &e))
 }

@@ -41,6 +41,43 @@ impl Summary {
     }
 }
 
+impl From<attachment::Model> for Summary {
+    fn from(row: attachment::Model) -> Self {
+        Summary {
+            id: row.id,
+            file_name: row.file_name,
+            content_type: row.content_type,
+            file_type: row.file_type,
+            file_size: row.file_size,
+            width: row.width,
+            height: row.height,
+        }
+    }
+}
+
+/// Sets message `message_id`'s summary column: attachments it refers to without owning them (an
+/// email sending files the business already holds).
+pub async fn set_summary(conn: &impl ConnectionTrait, message_id: i64, summary: &str) -> StoreResult<()> {
+    message::Entity::update_many()
+        .col_expr(message::Column::Attachments, Expr::value(summary.to_owned()))
+        .filter(message::Column::Id.eq(message_id))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// Business `business_id`'s attachment rows with these ids (in no particular order).
+pub async fn by_ids(conn: &impl ConnectionTrait, business_id: i64, ids: &[i64]) -> StoreResult<Vec<attachment::Model>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(attachment::Entity::find()
+        .filter(attachment::Column::BusinessId.eq(business_id))
+        .filter(attachment::Column::Id.is_in(ids.iter().copied()))
+        .all(conn)
+        .await?)
+}
+
 /// Records `files` on message `message` (in the caller's transaction) and writes the message's
 /// summary column; answers the summary JSON.
 pub async fn record(

@@ -8,6 +8,7 @@ pub mod conversations;
 pub mod directory;
 pub mod entity;
 pub mod events;
+pub mod inbound_email;
 pub mod messages;
 pub mod sessions;
 

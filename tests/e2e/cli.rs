@@ -77,6 +77,7 @@ fn descriptor_holds_every_service_with_its_rest_bindings() {
             "omega.v1.EmailService",
             "omega.v1.EventService",
             "omega.v1.HealthService",
+            "omega.v1.InboundEmailService",
             "omega.v1.InboxService",
             "omega.v1.LocationService",
             "omega.v1.MessageService",

@@ -20,6 +20,7 @@ mod health;
 mod hostile;
 mod hostile_sweep;
 mod inbound_calls;
+mod inbound_email;
 mod messaging;
 mod operable;
 mod providers;

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use fakes::{Behavior, FakeSendGrid, FakeTwilio, SmtpBehavior, SmtpSink};
 use omega::providers::{
     Accepted, ProviderError,
-    email::{EmailRequest, EmailSender, SendGridClient, SendGridConfig, SmtpClient, SmtpConfig, SmtpTls},
+    email::{
+        EmailAttachment, EmailRequest, EmailSender, SendGridClient, SendGridConfig, SmtpClient, SmtpConfig, SmtpTls,
+    },
     twilio::{SmsRequest, TwilioClient, TwilioConfig},
 };
 
@@ -283,6 +285,8 @@ fn email() -> EmailRequest {
         text: "See you at 10:00.".into(),
         html: Some("<p>See you at <b>10:00</b>.</p>".into()),
         message_id: "0190f1d2-3c4b-7a5e-8f60-123456789abc".into(),
+        reply_to: Some("reply+0190f1d2-3c4b-7a5e-8f60-123456789abc@in.lotus.example".into()),
+        attachments: Vec::new(),
     }
 }
 
@@ -315,6 +319,8 @@ async fn sendgrid_send_posts_the_documented_json_and_answers_the_message_id() {
                 { "type": "text/html", "value": "<p>See you at <b>10:00</b>.</p>" },
             ],
             "custom_args": { "omega_message_id": "0190f1d2-3c4b-7a5e-8f60-123456789abc" },
+            "headers": { "Message-ID": "<0190f1d2-3c4b-7a5e-8f60-123456789abc@omega>" },
+            "reply_to": { "email": "reply+0190f1d2-3c4b-7a5e-8f60-123456789abc@in.lotus.example" },
         })
     );
 }
@@ -432,10 +438,49 @@ async fn smtp_send_delivers_the_message_with_omegas_message_id() {
     assert_eq!(message.header("From").as_deref(), Some("\"Lotus Yoga\" <hi@lotus.example>"));
     assert_eq!(message.header("To").as_deref(), Some("carla@client.example"));
     assert_eq!(message.header("Subject").as_deref(), Some("Your booking"));
+    assert_eq!(
+        message.header("Reply-To").as_deref(),
+        Some("reply+0190f1d2-3c4b-7a5e-8f60-123456789abc@in.lotus.example")
+    );
     assert!(message.header("Date").is_some());
     assert!(message.header("Content-Type").unwrap().starts_with("multipart/alternative"), "{}", message.data);
     assert!(message.data.contains("See you at 10:00."), "{}", message.data);
     assert!(message.data.contains("<p>See you at <b>10:00</b>.</p>"), "{}", message.data);
+}
+
+fn with_attachment() -> EmailRequest {
+    let pdf = EmailAttachment {
+        file_name: "exención.pdf".into(),
+        content_type: "application/pdf".into(),
+        data: bytes::Bytes::from_static(b"%PDF-1.4 waiver"),
+    };
+    EmailRequest { attachments: vec![pdf], ..email() }
+}
+
+#[tokio::test]
+async fn sendgrid_and_smtp_send_attachments() {
+    let fake = FakeSendGrid::start().await;
+    sendgrid_client(&fake).send_email(&with_attachment()).await.unwrap();
+    let json = fake.requests()[0].json.clone().unwrap();
+    assert_eq!(
+        json["attachments"],
+        serde_json::json!([{
+            "content": "JVBERi0xLjQgd2FpdmVy", "type": "application/pdf", "filename": "exención.pdf", "disposition": "attachment"
+        }])
+    );
+
+    // Over SMTP: multipart/mixed, read back by an independent MIME parser.
+    let sink = SmtpSink::start().await;
+    smtp_client(&sink, TIMEOUT).send_email(&with_attachment()).await.unwrap();
+    let delivered = sink.delivered();
+    assert!(delivered[0].header("Content-Type").unwrap().starts_with("multipart/mixed"), "{}", delivered[0].data);
+    let parsed = mail_parser::MessageParser::default().parse(delivered[0].data.as_bytes()).unwrap();
+    assert_eq!(parsed.body_text(0).as_deref(), Some("See you at 10:00."));
+    assert_eq!(parsed.body_html(0).as_deref(), Some("<p>See you at <b>10:00</b>.</p>"));
+    let attachment = parsed.attachment(0).expect("the attachment");
+    use mail_parser::MimeHeaders;
+    assert_eq!(attachment.attachment_name(), Some("exención.pdf"));
+    assert_eq!(attachment.contents(), b"%PDF-1.4 waiver");
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ pub mod conversation;
 pub mod conversation_count;
 pub mod conversation_event;
 pub mod delivery_job;
+pub mod email_inbound_token;
 pub mod inbox;
 pub mod location;
 pub mod location_phone_number;
