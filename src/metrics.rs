@@ -21,6 +21,8 @@ pub const REQUESTS: &str = "omega_requests_total";
 pub const REQUEST_DURATION: &str = "omega_request_duration_seconds";
 pub const SENDS: &str = "omega_delivery_sends_total";
 pub const WEBHOOK_REFUSALS: &str = "omega_webhook_verification_failures_total";
+pub const WEBHOOK_ATTEMPTS: &str = "omega_webhook_attempts_total";
+pub const WEBHOOK_ENDPOINTS_DISABLED: &str = "omega_webhook_endpoints_disabled_total";
 pub const OUTBOX_JOBS: &str = "omega_outbox_jobs";
 pub const OUTBOX_OLDEST: &str = "omega_outbox_oldest_age_seconds";
 pub const POOL_CONNECTIONS: &str = "omega_db_pool_connections";
@@ -66,6 +68,8 @@ fn describe() {
     describe_histogram!(REQUEST_DURATION, Unit::Seconds, "Time from a call's arrival to its last byte.");
     describe_counter!(SENDS, "Provider calls made by delivery workers, by provider and outcome.");
     describe_counter!(WEBHOOK_REFUSALS, "Webhooks refused because their signature did not verify.");
+    describe_counter!(WEBHOOK_ATTEMPTS, "Outbound webhook attempts, by outcome (delivered, retry, failed).");
+    describe_counter!(WEBHOOK_ENDPOINTS_DISABLED, "Outbound webhook endpoints disabled for persistent failure.");
     describe_gauge!(OUTBOX_JOBS, "Outbox jobs not yet finished, by state (read at scrape time).");
     describe_gauge!(OUTBOX_OLDEST, Unit::Seconds, "Age of the oldest job waiting to be sent (0 when none).");
     describe_gauge!(POOL_CONNECTIONS, "Open database connections, by pool.");

@@ -10,6 +10,7 @@ pub mod entity;
 pub mod events;
 pub mod messages;
 pub mod sessions;
+pub mod webhook_endpoints;
 
 use std::{
     path::{Path, PathBuf},

@@ -20,6 +20,7 @@ mod hostile;
 mod hostile_sweep;
 mod messaging;
 mod operable;
+mod outbound_webhooks;
 mod providers;
 mod replicas;
 mod tokens;
