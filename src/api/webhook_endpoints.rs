@@ -158,10 +158,8 @@ impl WebhookEndpointService for WebhookEndpointApi {
         let r = request.into_inner();
         let business_id = required_id("business_id", r.business_id)?;
         let id = required_id("endpoint_id", r.endpoint_id)?;
-        let (rows, next_page_token) = self
-            .omega
-            .webhook_deliveries(&caller, business_id, id, &r.state, r.page_size, &r.page_token)
-            .await?;
+        let (rows, next_page_token) =
+            self.omega.webhook_deliveries(&caller, business_id, id, &r.state, r.page_size, &r.page_token).await?;
         Ok(Response::new(ListWebhookDeliveriesResponse {
             deliveries: rows.into_iter().map(delivery).collect::<Result<_>>()?,
             next_page_token,
@@ -193,10 +191,6 @@ impl WebhookEndpointService for WebhookEndpointApi {
             .omega
             .replay_webhook_events(&caller, business_id, id, &r.since, &r.until, i64::from(r.after_event_id))
             .await?;
-        Ok(Response::new(ReplayWebhookEventsResponse {
-            queued: queued as u32,
-            last_event_id: wire_id(last)?,
-            more,
-        }))
+        Ok(Response::new(ReplayWebhookEventsResponse { queued: queued as u32, last_event_id: wire_id(last)?, more }))
     }
 }

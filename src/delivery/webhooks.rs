@@ -179,6 +179,7 @@ impl WebhookSender {
         config: WebhookDeliveryConfig,
         stop: watch::Receiver<bool>,
     ) -> anyhow::Result<Vec<JoinHandle<()>>> {
+        crate::providers::install_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
@@ -238,7 +239,12 @@ impl WebhookSender {
                 let id = delivery.id;
                 if let Err(err) = sender.deliver(&worker, delivery).await {
                     // The lease runs out and the delivery is tried again.
-                    tracing::warn!(worker, delivery_id = id, error = format!("{err:#}"), "webhook delivery not recorded");
+                    tracing::warn!(
+                        worker,
+                        delivery_id = id,
+                        error = format!("{err:#}"),
+                        "webhook delivery not recorded"
+                    );
                 }
             });
         }
@@ -326,7 +332,10 @@ impl WebhookSender {
             && !self.config.allow_private
             && refused_address(ip)
         {
-            return Outcome::Retry(None, format!("{ip} is a private or other non-public address, which webhooks may not reach"));
+            return Outcome::Retry(
+                None,
+                format!("{ip} is a private or other non-public address, which webhooks may not reach"),
+            );
         }
         let body = match serde_json::to_vec(&payload(event)) {
             Ok(body) => body,

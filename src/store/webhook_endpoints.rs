@@ -396,11 +396,7 @@ pub async fn count_outcome(
     delivered: bool,
 ) -> StoreResult<Option<endpoint::Model>> {
     use sea_orm::sea_query::Expr;
-    let value = if delivered {
-        Expr::value(0)
-    } else {
-        Expr::col(endpoint::Column::ConsecutiveFailures).add(1)
-    };
+    let value = if delivered { Expr::value(0) } else { Expr::col(endpoint::Column::ConsecutiveFailures).add(1) };
     endpoint::Entity::update_many()
         .col_expr(endpoint::Column::ConsecutiveFailures, value)
         .filter(endpoint::Column::Id.eq(endpoint_id))

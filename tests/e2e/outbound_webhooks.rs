@@ -235,12 +235,15 @@ async fn endpoints_receive_signed_events_of_their_kinds(db: Db) {
     let rotate = app.post(&format!("{}/rotate_secret", other_paths[0]), &b.key, Some(json!({}))).await;
     assert_eq!(rotate.status(), 404);
 
-    // Events: a conversation starts, a note, a read mark (a kind the filter leaves out).
+    // Events: a conversation starts, a note, an assignment (a kind the filter leaves out).
     let client = app.upsert_client(&a, json!({"name": "Carla", "phone": "+14155550199"})).await;
     let conversation = app.conversation(&a, client).await;
     add_note(&app, &a, client, conversation, "first note").await;
-    let read = format!("/omega/businesses/{}/messages/read-status", a.id);
-    let resp = app.post(&read, &a.key, Some(json!({"conversation_id": conversation, "read": false}))).await;
+    let assign = format!(
+        "/omega/businesses/{}/clients/{client}/conversations/{conversation}/assignment?assigned_to={}",
+        a.id, a.staff_ids[0]
+    );
+    let resp = app.post(&assign, &a.key, None).await;
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
     // Business B's events go to none of A's endpoints.
     let b_client = app.upsert_client(&b, json!({"name": "Dan", "phone": "+14155550198"})).await;
@@ -251,7 +254,7 @@ async fn endpoints_receive_signed_events_of_their_kinds(db: Db) {
     })
     .await;
     eventually(WAIT, "the catch-all endpoint gets three events", || async { receiver.received("all").len() >= 3 })
-    .await;
+        .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let filtered_got = receiver.received("filtered");
     let kinds: Vec<String> = filtered_got.iter().map(|r| r.json()["type"].as_str().unwrap().to_owned()).collect();
@@ -259,7 +262,7 @@ async fn endpoints_receive_signed_events_of_their_kinds(db: Db) {
     assert!(kinds.contains(&"conversation.created".into()) && kinds.contains(&"note.added".into()), "{kinds:?}");
     let all_got = receiver.received("all");
     let all_kinds: Vec<String> = all_got.iter().map(|r| r.json()["type"].as_str().unwrap().to_owned()).collect();
-    assert!(all_kinds.contains(&"messages.unread".into()), "{all_kinds:?}");
+    assert!(all_kinds.contains(&"conversation.assigned".into()), "{all_kinds:?}");
     assert_eq!(all_got.len(), 3, "{all_kinds:?}");
     assert_eq!(deliveries(&app, &a, everything).await.len(), 3);
     for r in filtered_got.iter().chain(&all_got) {
@@ -385,10 +388,8 @@ async fn retries_permanent_failures_and_disabling(db: Db) {
 
     // A second delivery failing in a row disables the endpoint (OMEGA_WEBHOOKS_DISABLE_AFTER=2).
     add_note(&app, &a, client, conversation, "two").await;
-    eventually(WAIT, "the down endpoint is disabled", || async {
-        endpoint(&app, &a, down).await["enabled"] == false
-    })
-    .await;
+    eventually(WAIT, "the down endpoint is disabled", || async { endpoint(&app, &a, down).await["enabled"] == false })
+        .await;
     let e = endpoint(&app, &a, down).await;
     assert!(e["disabled_reason"].as_str().unwrap().contains("503"), "{e}");
     assert_eq!(e["consecutive_failures"], 2);
@@ -493,7 +494,8 @@ async fn replays_of_one_delivery_and_of_a_range(db: Db) {
     assert_eq!(page["deliveries"].as_array().unwrap().len(), 2);
     let token = page["next_page_token"].as_str().unwrap();
     assert!(!token.is_empty());
-    let rest = app.get(&format!("{}/{first}/deliveries?page_size=2&page_token={token}", endpoints_path(&a)), &a.key).await;
+    let rest =
+        app.get(&format!("{}/{first}/deliveries?page_size=2&page_token={token}", endpoints_path(&a)), &a.key).await;
     let rest: Value = rest.json().await.unwrap();
     assert_eq!(rest["deliveries"].as_array().unwrap().len(), 1);
     assert!(page["deliveries"][1]["id"].as_u64() > rest["deliveries"][0]["id"].as_u64());
@@ -524,9 +526,12 @@ async fn private_addresses_are_refused_unless_allowed(db: Db) {
         assert_eq!(field_of(&resp.json().await.unwrap()), vec!["url".to_owned()], "{url}");
     }
     // A name is resolved when sending: localhost is loopback, so nothing is sent.
-    let (guarded, _) =
-        create_endpoint(&app, &a, json!({"url": format!("https://localhost:{port}/hooks/x"), "event_types": ["conversation.created"]}))
-            .await;
+    let (guarded, _) = create_endpoint(
+        &app,
+        &a,
+        json!({"url": format!("https://localhost:{port}/hooks/x"), "event_types": ["conversation.created"]}),
+    )
+    .await;
     let client = app.upsert_client(&a, json!({"name": "Gil", "phone": "+14155550195"})).await;
     app.conversation(&a, client).await;
     eventually(WAIT, "the delivery is refused", || async {
