@@ -432,3 +432,38 @@ pub async fn event(conn: &impl ConnectionTrait, id: i64) -> StoreResult<Option<e
 pub async fn endpoint_by_id(conn: &impl ConnectionTrait, id: i64) -> StoreResult<Option<endpoint::Model>> {
     Ok(endpoint::Entity::find_by_id(id).one(conn).await?)
 }
+
+/// Seals every endpoint's secrets again with the current key (`omega keys rotate-secrets`);
+/// answers (resealed, total endpoints). A row changed meanwhile (a rotation) is left as it is:
+/// it was sealed with the current key.
+pub async fn reseal_secrets(conn: &impl ConnectionTrait, keys: &SecretKeys) -> StoreResult<(u64, u64)> {
+    use sea_orm::sea_query::Expr;
+    let current = crate::secrets::Sealed::With(keys.current_id());
+    let rows = endpoint::Entity::find().all(conn).await?;
+    let total = rows.len() as u64;
+    let mut resealed = 0;
+    for row in rows {
+        let stale = |value: &str| crate::secrets::sealed_with(value) != current;
+        if !stale(&row.secret) && !row.previous_secret.as_deref().is_some_and(stale) {
+            continue;
+        }
+        let context = secret_context(row.id);
+        let reseal = |value: &str| -> StoreResult<String> {
+            let plain = keys.open(value, &context).map_err(sealing)?;
+            keys.seal(&plain, &context).map_err(sealing)
+        };
+        let secret = reseal(&row.secret)?;
+        let previous = row.previous_secret.as_deref().map(reseal).transpose()?;
+        let mut update = endpoint::Entity::update_many()
+            .col_expr(endpoint::Column::Secret, Expr::value(secret))
+            .col_expr(endpoint::Column::PreviousSecret, Expr::value(previous))
+            .filter(endpoint::Column::Id.eq(row.id))
+            .filter(endpoint::Column::Secret.eq(row.secret.clone()));
+        update = match &row.previous_secret {
+            Some(previous) => update.filter(endpoint::Column::PreviousSecret.eq(previous.clone())),
+            None => update.filter(endpoint::Column::PreviousSecret.is_null()),
+        };
+        resealed += update.exec(conn).await?.rows_affected;
+    }
+    Ok((resealed, total))
+}

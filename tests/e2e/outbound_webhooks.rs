@@ -25,6 +25,7 @@ both_databases!(
     retries_permanent_failures_and_disabling,
     replays_of_one_delivery_and_of_a_range,
     private_addresses_are_refused_unless_allowed,
+    secrets_are_sealed_at_rest_and_survive_a_key_rotation,
 );
 
 /// One request the receiver got.
@@ -542,4 +543,55 @@ async fn private_addresses_are_refused_unless_allowed(db: Db) {
     assert!(d["last_error"].as_str().unwrap().contains("non-public"), "{d}");
     assert_eq!(d["last_status_code"], 0);
     assert!(receiver.received("x").is_empty(), "no request reached the loopback receiver");
+}
+
+/// The `secret` column of an endpoint, as stored.
+async fn stored_secret(app: &TestApp, endpoint: u64) -> String {
+    let row = app
+        .sql("SELECT secret FROM webhook_endpoints WHERE id = $1", vec![(endpoint as i64).into()])
+        .await
+        .expect("an endpoint row");
+    row.try_get::<String>("", "secret").unwrap()
+}
+
+async fn secrets_are_sealed_at_rest_and_survive_a_key_rotation(db: Db) {
+    use base64::Engine as _;
+    let receiver = Receiver::start().await;
+    let mut app = spawn_app_with(db, ALLOW).await;
+    let a = app.onboard_simple("sealed", "+14155550141").await;
+    let (id, secret) =
+        create_endpoint(&app, &a, json!({"url": receiver.url("sealed"), "event_types": ["note.added"]})).await;
+    let stored = stored_secret(&app, id).await;
+    assert!(stored.starts_with("omega:v1:"), "sealed: {stored}");
+    assert!(!stored.contains(secret.trim_start_matches("whsec_")), "no secret at rest");
+
+    // `omega keys rotate-secrets` seals it again with the new key.
+    let old_key = std::fs::read_to_string(app.dir.path().join("omega-secrets.key")).unwrap().trim().to_owned();
+    let new_key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let done = std::process::Command::new(env!("CARGO_BIN_EXE_omega"))
+        .args(["keys", "rotate-secrets"])
+        .env_clear()
+        .env("OMEGA_DATABASE_URL", &app.db.url)
+        .env("OMEGA_SECRETS_KEY", &new_key)
+        .env("OMEGA_SECRETS_KEY_ID", "k2")
+        .env("OMEGA_SECRETS_PREVIOUS_KEYS", &old_key)
+        .output()
+        .unwrap();
+    let output = String::from_utf8_lossy(&done.stderr).into_owned();
+    assert!(done.status.success(), "{output}");
+    assert!(output.contains("1 of 1 webhook endpoint secrets"), "{output}");
+    assert!(stored_secret(&app, id).await.starts_with("omega:v1:k2:"));
+
+    // On the new key alone, deliveries are still signed with the endpoint's secret.
+    let mut env: Vec<(String, String)> = app.env.clone();
+    env.push(("OMEGA_SECRETS_KEY".into(), new_key));
+    env.push(("OMEGA_SECRETS_KEY_ID".into(), "k2".into()));
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    app.restart(&env_refs).await;
+    std::fs::remove_file(app.dir.path().join("omega-secrets.key")).unwrap();
+    let client = app.upsert_client(&a, json!({"name": "Hal", "phone": "+14155550194"})).await;
+    let conversation = app.conversation(&a, client).await;
+    add_note(&app, &a, client, conversation, "after the key rotation").await;
+    eventually(WAIT, "the note is delivered", || async { !receiver.received("sealed").is_empty() }).await;
+    assert_eq!(verify_with_standardwebhooks(&secret, &receiver.received("sealed")), 1);
 }
