@@ -14,10 +14,11 @@ use crate::{
     },
     proto::omega::v1::{
         CreateWebhookEndpointRequest, CreateWebhookEndpointResponse, DeleteWebhookEndpointRequest,
-        DeleteWebhookEndpointResponse, GetWebhookEndpointRequest, ListWebhookDeliveriesRequest,
-        ListWebhookDeliveriesResponse, ListWebhookEndpointsRequest, ListWebhookEndpointsResponse,
-        ReplayWebhookDeliveryRequest, ReplayWebhookEventsRequest, ReplayWebhookEventsResponse,
-        RotateWebhookEndpointSecretRequest, RotateWebhookEndpointSecretResponse, UpdateWebhookEndpointRequest,
+        DeleteWebhookEndpointResponse, GetWebhookEndpointRequest, GetWebhookEndpointResponse,
+        ListWebhookDeliveriesRequest, ListWebhookDeliveriesResponse, ListWebhookEndpointsRequest,
+        ListWebhookEndpointsResponse, ReplayWebhookDeliveryRequest, ReplayWebhookDeliveryResponse,
+        ReplayWebhookEventsRequest, ReplayWebhookEventsResponse, RotateWebhookEndpointSecretRequest,
+        RotateWebhookEndpointSecretResponse, UpdateWebhookEndpointRequest, UpdateWebhookEndpointResponse,
         WebhookDelivery, WebhookEndpoint, webhook_endpoint_service_server::WebhookEndpointService,
     },
     store::entity::webhook_endpoint,
@@ -100,18 +101,19 @@ impl WebhookEndpointService for WebhookEndpointApi {
     async fn get_webhook_endpoint(
         &self,
         request: Request<GetWebhookEndpointRequest>,
-    ) -> Result<Response<WebhookEndpoint>, Status> {
+    ) -> Result<Response<GetWebhookEndpointResponse>, Status> {
         let caller = caller(&self.omega, &request).await?;
         let r = request.into_inner();
         let business_id = required_id("business_id", r.business_id)?;
         let id = required_id("endpoint_id", r.endpoint_id)?;
-        Ok(Response::new(endpoint(self.omega.webhook_endpoint(&caller, business_id, id).await?)?))
+        let row = self.omega.webhook_endpoint(&caller, business_id, id).await?;
+        Ok(Response::new(GetWebhookEndpointResponse { endpoint: Some(endpoint(row)?) }))
     }
 
     async fn update_webhook_endpoint(
         &self,
         request: Request<UpdateWebhookEndpointRequest>,
-    ) -> Result<Response<WebhookEndpoint>, Status> {
+    ) -> Result<Response<UpdateWebhookEndpointResponse>, Status> {
         let caller = caller(&self.omega, &request).await?;
         let r = request.into_inner();
         let business_id = required_id("business_id", r.business_id)?;
@@ -123,7 +125,8 @@ impl WebhookEndpointService for WebhookEndpointApi {
             all_event_types: r.all_event_types,
             enabled: r.enabled,
         };
-        Ok(Response::new(endpoint(self.omega.update_webhook_endpoint(&caller, business_id, id, change).await?)?))
+        let row = self.omega.update_webhook_endpoint(&caller, business_id, id, change).await?;
+        Ok(Response::new(UpdateWebhookEndpointResponse { endpoint: Some(endpoint(row)?) }))
     }
 
     async fn delete_webhook_endpoint(
@@ -169,14 +172,14 @@ impl WebhookEndpointService for WebhookEndpointApi {
     async fn replay_webhook_delivery(
         &self,
         request: Request<ReplayWebhookDeliveryRequest>,
-    ) -> Result<Response<WebhookDelivery>, Status> {
+    ) -> Result<Response<ReplayWebhookDeliveryResponse>, Status> {
         let caller = caller(&self.omega, &request).await?;
         let r = request.into_inner();
         let business_id = required_id("business_id", r.business_id)?;
         let id = required_id("endpoint_id", r.endpoint_id)?;
         let delivery_id = required_id("delivery_id", r.delivery_id)?;
         let row = self.omega.replay_webhook_delivery(&caller, business_id, id, delivery_id).await?;
-        Ok(Response::new(delivery(row)?))
+        Ok(Response::new(ReplayWebhookDeliveryResponse { delivery: Some(delivery(row)?) }))
     }
 
     async fn replay_webhook_events(

@@ -169,7 +169,7 @@ async fn deliveries(app: &TestApp, business: &TestBusiness, endpoint: u64) -> Ve
 async fn endpoint(app: &TestApp, business: &TestBusiness, endpoint: u64) -> Value {
     let resp = app.get(&format!("{}/{endpoint}", endpoints_path(business)), &business.key).await;
     assert_eq!(resp.status(), 200);
-    resp.json().await.unwrap()
+    resp.json::<Value>().await.unwrap()["endpoint"].clone()
 }
 
 async fn add_note(app: &TestApp, business: &TestBusiness, client: u64, conversation: u64, text: &str) {
@@ -324,7 +324,7 @@ async fn endpoints_receive_signed_events_of_their_kinds(db: Db) {
     assert_eq!(field_of(&bad.json().await.unwrap()), vec!["event_types[0]".to_owned()]);
     let ok = patch(&app, &path, &a.key, json!({"event_types": ["messages.read"], "url": receiver.url("moved")})).await;
     assert_eq!(ok.status(), 200);
-    let ok: Value = ok.json().await.unwrap();
+    let ok = ok.json::<Value>().await.unwrap()["endpoint"].clone();
     assert_eq!(ok["event_types"], json!(["messages.read"]));
     assert_eq!(ok["url"], receiver.url("moved"));
 
@@ -406,7 +406,7 @@ async fn retries_permanent_failures_and_disabling(db: Db) {
     let path = format!("{}/{down}", endpoints_path(&a));
     let enabled = patch(&app, &path, &a.key, json!({"enabled": true})).await;
     assert_eq!(enabled.status(), 200);
-    let enabled: Value = enabled.json().await.unwrap();
+    let enabled = enabled.json::<Value>().await.unwrap()["endpoint"].clone();
     assert_eq!(enabled["enabled"], true);
     assert_eq!(enabled["disabled_reason"], "");
     assert_eq!(enabled["consecutive_failures"], 0);
