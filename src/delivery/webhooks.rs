@@ -158,6 +158,13 @@ impl std::fmt::Display for RefusedAddress {
 
 impl std::error::Error for RefusedAddress {}
 
+/// An attempt made, waiting to be recorded.
+struct Attempt {
+    delivery_id: i64,
+    endpoint_id: i64,
+    result: AttemptResult,
+}
+
 /// What one attempt came to.
 enum Outcome {
     Delivered(u16),
@@ -225,7 +232,10 @@ impl WebhookSender {
         }
     }
 
-    /// Claims due deliveries and sends them concurrently; answers how many were claimed.
+    /// Claims due deliveries, sends them concurrently, and records every result in one
+    /// transaction (one commit per round, not per request); answers how many were claimed. A
+    /// round whose results cannot be recorded leaves its deliveries to be sent again when their
+    /// lease runs out (at least once).
     async fn round(self: &Arc<Self>, worker: &str) -> anyhow::Result<usize> {
         let at = now();
         let lease = chrono::Duration::from_std(self.config.timeout * 2 + Duration::from_secs(30))?;
@@ -234,28 +244,30 @@ impl WebhookSender {
         let mut sends = tokio::task::JoinSet::new();
         for delivery in claimed {
             let sender = self.clone();
-            let worker = worker.to_owned();
             sends.spawn(async move {
                 let id = delivery.id;
-                if let Err(err) = sender.deliver(&worker, delivery).await {
-                    // The lease runs out and the delivery is tried again.
-                    tracing::warn!(
-                        worker,
-                        delivery_id = id,
-                        error = format!("{err:#}"),
-                        "webhook delivery not recorded"
-                    );
+                let attempted = sender.attempt(delivery).await;
+                if let Err(err) = &attempted {
+                    tracing::warn!(delivery_id = id, error = format!("{err:#}"), "webhook attempt not made");
                 }
+                attempted.ok().flatten()
             });
         }
-        while sends.join_next().await.is_some() {}
+        let mut attempts = Vec::with_capacity(n);
+        while let Some(joined) = sends.join_next().await {
+            if let Ok(Some(attempt)) = joined {
+                attempts.push(attempt);
+            }
+        }
+        self.record(worker, attempts).await?;
         Ok(n)
     }
 
-    async fn deliver(&self, worker: &str, delivery: webhook_delivery::Model) -> anyhow::Result<()> {
+    /// Sends one delivery; answers what to record (None: its endpoint is gone).
+    async fn attempt(&self, delivery: webhook_delivery::Model) -> anyhow::Result<Option<Attempt>> {
         let conn = self.omega.store.connection();
         let Some(endpoint) = db::endpoint_by_id(conn, delivery.endpoint_id).await? else {
-            return Ok(()); // deleted meanwhile: its deliveries went with it
+            return Ok(None); // deleted meanwhile: its deliveries went with it
         };
         let attempted_at = now();
         let outcome = match db::event(conn, delivery.event_id).await? {
@@ -294,30 +306,50 @@ impl WebhookSender {
             error = error.as_deref().unwrap_or(""),
             "webhook attempt"
         );
-        let result = AttemptResult { state, status_code, error: error.clone(), next_attempt_at, attempted_at };
-        let writer = self.omega.store.writer();
-        if !db::record_attempt(writer, delivery.id, worker, &result).await? || state == "pending" {
+        Ok(Some(Attempt {
+            delivery_id: delivery.id,
+            endpoint_id: endpoint.id,
+            result: AttemptResult { state, status_code, error, next_attempt_at, attempted_at },
+        }))
+    }
+
+    /// Records a round's attempts, counts finished deliveries against their endpoints, and
+    /// disables the endpoints that failed `disable_after` times in a row.
+    async fn record(&self, worker: &str, attempts: Vec<Attempt>) -> anyhow::Result<()> {
+        if attempts.is_empty() {
             return Ok(());
         }
-        let Some(endpoint) = db::count_outcome(writer, endpoint.id, state == "delivered").await? else {
-            return Ok(());
-        };
-        if state == "failed" && endpoint.consecutive_failures >= self.config.disable_after as i32 {
-            let reason = format!(
-                "{} deliveries in a row failed; the last: {}",
-                endpoint.consecutive_failures,
-                error.unwrap_or_default()
-            );
-            let reason: String = reason.chars().take(500).collect();
-            if db::disable(writer, endpoint.id, &reason, now()).await? {
-                metrics::counter!(crate::metrics::WEBHOOK_ENDPOINTS_DISABLED).increment(1);
-                tracing::warn!(
-                    business_id = endpoint.business_id,
-                    endpoint_id = endpoint.id,
-                    reason,
-                    "webhook endpoint disabled"
-                );
+        let txn = self.omega.store.begin().await?;
+        let mut disabled = Vec::new();
+        for Attempt { delivery_id, endpoint_id, result } in attempts {
+            // A replay took the delivery back meanwhile: it is due again, nothing to record.
+            if !db::record_attempt(&txn, delivery_id, worker, &result).await? || result.state == "pending" {
+                continue;
             }
+            let Some(endpoint) = db::count_outcome(&txn, endpoint_id, result.state == "delivered").await? else {
+                continue;
+            };
+            if endpoint.enabled && endpoint.consecutive_failures >= self.config.disable_after as i32 {
+                let reason = format!(
+                    "{} deliveries in a row failed; the last: {}",
+                    endpoint.consecutive_failures,
+                    result.error.unwrap_or_default()
+                );
+                let reason: String = reason.chars().take(500).collect();
+                if db::disable(&txn, endpoint.id, &reason, now()).await? {
+                    disabled.push((endpoint, reason));
+                }
+            }
+        }
+        txn.commit().await?;
+        for (endpoint, reason) in disabled {
+            metrics::counter!(crate::metrics::WEBHOOK_ENDPOINTS_DISABLED).increment(1);
+            tracing::warn!(
+                business_id = endpoint.business_id,
+                endpoint_id = endpoint.id,
+                reason,
+                "webhook endpoint disabled"
+            );
         }
         Ok(())
     }

@@ -388,17 +388,26 @@ pub async fn release(conn: &impl ConnectionTrait, ids: &[i64], worker: &str) -> 
     Ok(())
 }
 
-/// Counts a delivered delivery (the endpoint works again: failures reset) or a failed one;
-/// answers the endpoint after the change.
+/// Counts a delivered delivery (the endpoint works: its failure count resets) or a failed one;
+/// answers the endpoint after a failure. A delivery touches the endpoint's row only when the
+/// count changes, so concurrent deliveries to one endpoint do not queue on its row lock.
 pub async fn count_outcome(
     conn: &impl ConnectionTrait,
     endpoint_id: i64,
     delivered: bool,
 ) -> StoreResult<Option<endpoint::Model>> {
     use sea_orm::sea_query::Expr;
-    let value = if delivered { Expr::value(0) } else { Expr::col(endpoint::Column::ConsecutiveFailures).add(1) };
+    if delivered {
+        endpoint::Entity::update_many()
+            .col_expr(endpoint::Column::ConsecutiveFailures, Expr::value(0))
+            .filter(endpoint::Column::Id.eq(endpoint_id))
+            .filter(endpoint::Column::ConsecutiveFailures.ne(0))
+            .exec(conn)
+            .await?;
+        return Ok(None);
+    }
     endpoint::Entity::update_many()
-        .col_expr(endpoint::Column::ConsecutiveFailures, value)
+        .col_expr(endpoint::Column::ConsecutiveFailures, Expr::col(endpoint::Column::ConsecutiveFailures).add(1))
         .filter(endpoint::Column::Id.eq(endpoint_id))
         .exec(conn)
         .await?;
