@@ -336,7 +336,9 @@ async fn endpoints_receive_signed_events_of_their_kinds(db: Db) {
 
 async fn retries_permanent_failures_and_disabling(db: Db) {
     let receiver = Receiver::start().await;
-    let app = spawn_app_with(db, ALLOW).await;
+    let mut env = ALLOW.to_vec();
+    env.push(("OMEGA_METRICS_ADDR", "127.0.0.1:0"));
+    let app = spawn_app_with(db, &env).await;
     let a = app.onboard_simple("retrying", "+14155550111").await;
     receiver.script("flaky", &[500]);
     receiver.always("rejecting", 400);
@@ -410,6 +412,22 @@ async fn retries_permanent_failures_and_disabling(db: Db) {
     assert_eq!(enabled["enabled"], true);
     assert_eq!(enabled["disabled_reason"], "");
     assert_eq!(enabled["consecutive_failures"], 0);
+
+    // The metrics count attempts by outcome and the endpoints disabled.
+    let log = app.omega.log_text();
+    let line = log.lines().find(|l| l.contains("serving Prometheus metrics")).unwrap();
+    let at = line.find("address=").unwrap() + "address=".len();
+    let metrics_addr = line[at..].split_whitespace().next().unwrap();
+    let text = app.http.get(format!("http://{metrics_addr}/metrics")).send().await.unwrap().text().await.unwrap();
+    let value = |series: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("{series} in {text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value("omega_webhook_attempts_total{outcome=\"retry\"}") >= 5.0, "{text}");
+    assert!(value("omega_webhook_attempts_total{outcome=\"failed\"}") >= 4.0, "{text}");
+    assert!(value("omega_webhook_attempts_total{outcome=\"delivered\"}") >= 3.0, "{text}");
+    assert_eq!(value("omega_webhook_endpoints_disabled_total"), 2.0, "{text}");
+    assert!(text.contains("omega_webhook_deliveries{state=\"pending\"}"), "{text}");
 }
 
 async fn replays_of_one_delivery_and_of_a_range(db: Db) {
