@@ -239,6 +239,9 @@ impl WebhookSender {
     async fn round(self: &Arc<Self>, worker: &str) -> anyhow::Result<usize> {
         let at = now();
         let lease = chrono::Duration::from_std(self.config.timeout * 2 + Duration::from_secs(30))?;
+        if !db::any_due(self.omega.store.connection(), at).await? {
+            return Ok(0);
+        }
         let claimed = db::claim(self.omega.store.writer(), worker, at, at + lease, self.config.batch).await?;
         let n = claimed.len();
         let mut sends = tokio::task::JoinSet::new();

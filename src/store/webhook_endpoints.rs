@@ -303,6 +303,19 @@ pub async fn queue_events(
     Ok(())
 }
 
+/// Whether any delivery may be due (a read, so that idle workers and every event's wake-up
+/// cost no write: on SQLite a claim takes the one writer even when it finds nothing).
+pub async fn any_due(conn: &impl ConnectionTrait, now: DateTime<Utc>) -> StoreResult<bool> {
+    let backend = conn.get_database_backend();
+    let sql = "SELECT 1 AS due FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
+               WHERE e.enabled AND ((d.state = 'pending' AND d.next_attempt_at <= $1) \
+                 OR (d.state = 'sending' AND d.locked_until < $1)) LIMIT 1"
+        .to_owned();
+    let row =
+        conn.query_one_raw(Statement::from_sql_and_values(backend, placeholders(backend, sql), [now.into()])).await?;
+    Ok(row.is_some())
+}
+
 /// Claims up to `limit` due deliveries of enabled endpoints — pending ones whose time has come,
 /// and ones whose worker vanished mid-send (its lease ran out: they are sent again, which
 /// at-least-once delivery allows) — for `worker` until `lease_until`.
