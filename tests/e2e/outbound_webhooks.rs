@@ -26,6 +26,7 @@ both_databases!(
     replays_of_one_delivery_and_of_a_range,
     private_addresses_are_refused_unless_allowed,
     secrets_are_sealed_at_rest_and_survive_a_key_rotation,
+    a_timeout_is_retried_with_the_same_id,
 );
 
 /// One request the receiver got.
@@ -50,6 +51,8 @@ struct Hooks {
     script: HashMap<String, VecDeque<u16>>,
     /// A status answered to every request, per path name (after the script).
     always: HashMap<String, u16>,
+    /// How long to wait before answering the next requests, per path name.
+    delays: HashMap<String, VecDeque<Duration>>,
 }
 
 /// A webhook receiver on 127.0.0.1: `POST /hooks/{name}` records the request and answers what
@@ -69,15 +72,21 @@ impl Receiver {
             body: Bytes,
         ) -> StatusCode {
             let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-            let mut hooks = hooks.lock().unwrap();
-            hooks.received.entry(name.clone()).or_default().push(Received {
-                id: header("webhook-id"),
-                timestamp: header("webhook-timestamp"),
-                signature: header("webhook-signature"),
-                body: String::from_utf8(body.to_vec()).unwrap(),
-            });
-            let scripted = hooks.script.get_mut(&name).and_then(VecDeque::pop_front);
-            let status = scripted.or_else(|| hooks.always.get(&name).copied()).unwrap_or(200);
+            let (status, delay) = {
+                let mut hooks = hooks.lock().unwrap();
+                hooks.received.entry(name.clone()).or_default().push(Received {
+                    id: header("webhook-id"),
+                    timestamp: header("webhook-timestamp"),
+                    signature: header("webhook-signature"),
+                    body: String::from_utf8(body.to_vec()).unwrap(),
+                });
+                let scripted = hooks.script.get_mut(&name).and_then(VecDeque::pop_front);
+                let status = scripted.or_else(|| hooks.always.get(&name).copied()).unwrap_or(200);
+                (status, hooks.delays.get_mut(&name).and_then(VecDeque::pop_front))
+            };
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
             StatusCode::from_u16(status).unwrap()
         }
         let hooks = Arc::new(Mutex::new(Hooks::default()));
@@ -98,6 +107,10 @@ impl Receiver {
 
     fn script(&self, name: &str, statuses: &[u16]) {
         self.hooks.lock().unwrap().script.insert(name.into(), statuses.iter().copied().collect());
+    }
+
+    fn delay(&self, name: &str, delays: &[Duration]) {
+        self.hooks.lock().unwrap().delays.insert(name.into(), delays.iter().copied().collect());
     }
 
     fn always(&self, name: &str, status: u16) {
@@ -612,4 +625,30 @@ async fn secrets_are_sealed_at_rest_and_survive_a_key_rotation(db: Db) {
     add_note(&app, &a, client, conversation, "after the key rotation").await;
     eventually(WAIT, "the note is delivered", || async { !receiver.received("sealed").is_empty() }).await;
     assert_eq!(verify_with_standardwebhooks(&secret, &receiver.received("sealed")), 1);
+}
+
+async fn a_timeout_is_retried_with_the_same_id(db: Db) {
+    let receiver = Receiver::start().await;
+    let mut env = ALLOW.to_vec();
+    env.retain(|(name, _)| *name != "OMEGA_WEBHOOKS_TIMEOUT_SECS");
+    env.push(("OMEGA_WEBHOOKS_TIMEOUT_SECS", "1"));
+    let app = spawn_app_with(db, &env).await;
+    let a = app.onboard_simple("slow", "+14155550161").await;
+    // The first answer comes after the timeout; the retry's at once.
+    receiver.delay("slow", &[Duration::from_secs(4)]);
+    let (slow, _) =
+        create_endpoint(&app, &a, json!({"url": receiver.url("slow"), "event_types": ["note.added"]})).await;
+    let client = app.upsert_client(&a, json!({"name": "Ivy", "phone": "+14155550193"})).await;
+    let conversation = app.conversation(&a, client).await;
+    add_note(&app, &a, client, conversation, "slowly").await;
+    eventually(WAIT, "the retry after the timeout is delivered", || async {
+        deliveries(&app, &a, slow).await.first().is_some_and(|d| d["state"] == "delivered")
+    })
+    .await;
+    let got = receiver.received("slow");
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].id, got[1].id, "the retry keeps its webhook-id");
+    let d = &deliveries(&app, &a, slow).await[0];
+    assert_eq!(d["attempt_count"], 2, "{d}");
+    assert_eq!(d["last_status_code"], 200);
 }
