@@ -182,6 +182,9 @@ pub struct OutboundWebhookArgs {
     /// Idle workers look for due deliveries this often, in milliseconds.
     #[arg(long, env = "OMEGA_WEBHOOKS_POLL_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..))]
     pub webhooks_poll_ms: u64,
+    /// Days delivered and failed deliveries stay in the delivery log.
+    #[arg(long, env = "OMEGA_WEBHOOKS_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub webhooks_retention_days: u64,
     /// Allow endpoint URLs with plain http (otherwise https only).
     #[arg(long, env = "OMEGA_WEBHOOKS_ALLOW_HTTP", default_value_t = false, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub webhooks_allow_http: bool,
@@ -216,6 +219,7 @@ impl OutboundWebhookArgs {
             disable_after: self.webhooks_disable_after,
             poll_interval: std::time::Duration::from_millis(self.webhooks_poll_ms),
             allow_private: self.webhooks_allow_private,
+            retention: std::time::Duration::from_secs(self.webhooks_retention_days * 86_400),
         }
     }
 }

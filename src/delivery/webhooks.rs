@@ -56,7 +56,14 @@ pub struct WebhookDeliveryConfig {
     pub disable_after: u32,
     pub poll_interval: Duration,
     pub allow_private: bool,
+    /// How long delivered and failed deliveries stay in the log.
+    pub retention: Duration,
 }
+
+/// How often the log is pruned of deliveries past the retention (by one worker per process).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Rows pruned per statement, so that no statement holds the writer for long.
+const PRUNE_BATCH: u64 = 5000;
 
 /// Parses a schedule such as `5s,5m,30m,2h` (units ms, s, m, h; a bare number is seconds).
 pub fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
@@ -202,14 +209,19 @@ impl WebhookSender {
                 let sender = sender.clone();
                 let worker = format!("wh-{}-{n}", &instance[..12]);
                 let stop = stop.clone();
-                tokio::spawn(async move { sender.run(worker, stop).await })
+                tokio::spawn(async move { sender.run(worker, n == 0, stop).await })
             })
             .collect())
     }
 
-    async fn run(self: Arc<Self>, worker: String, mut stop: watch::Receiver<bool>) {
+    async fn run(self: Arc<Self>, worker: String, prunes: bool, mut stop: watch::Receiver<bool>) {
         let (mut events, _) = self.omega.store.event_wakeups().subscribe();
+        let mut pruned_at: Option<tokio::time::Instant> = None;
         while !*stop.borrow() {
+            if prunes && pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                pruned_at = Some(tokio::time::Instant::now());
+                self.prune().await;
+            }
             match self.round(&worker).await {
                 Ok(0) => {
                     let replayed = self.omega.webhook_wakeup.notified();
@@ -227,6 +239,28 @@ impl WebhookSender {
                 Err(err) => {
                     tracing::warn!(worker, error = format!("{err:#}"), "webhook delivery round failed");
                     tokio::time::sleep(self.config.poll_interval).await;
+                }
+            }
+        }
+    }
+
+    /// Deletes finished deliveries older than the retention, a batch at a time. A range replay
+    /// brings any of them back (the event log keeps every event).
+    async fn prune(&self) {
+        let Ok(retention) = chrono::Duration::from_std(self.config.retention) else { return };
+        let before = now() - retention;
+        loop {
+            match db::prune(self.omega.store.writer(), before, PRUNE_BATCH).await {
+                Ok(n) if n == PRUNE_BATCH => continue,
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(deleted = n, "old webhook deliveries pruned from the log");
+                    }
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!(error = format!("{err:#}"), "pruning webhook deliveries failed");
+                    return;
                 }
             }
         }

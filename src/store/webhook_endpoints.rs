@@ -489,3 +489,16 @@ pub async fn reseal_secrets(conn: &impl ConnectionTrait, keys: &SecretKeys) -> S
     }
     Ok((resealed, total))
 }
+
+/// Deletes up to `limit` delivered or failed deliveries last touched before `before`; answers
+/// how many.
+pub async fn prune(conn: &impl ConnectionTrait, before: DateTime<Utc>, limit: u64) -> StoreResult<u64> {
+    let backend = conn.get_database_backend();
+    let sql = format!(
+        "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries \
+         WHERE state IN ('delivered', 'failed') AND updated_at < $1 LIMIT {limit})"
+    );
+    let done =
+        conn.execute_raw(Statement::from_sql_and_values(backend, placeholders(backend, sql), [before.into()])).await?;
+    Ok(done.rows_affected())
+}

@@ -27,6 +27,7 @@ both_databases!(
     private_addresses_are_refused_unless_allowed,
     secrets_are_sealed_at_rest_and_survive_a_key_rotation,
     a_timeout_is_retried_with_the_same_id,
+    deliveries_past_the_retention_are_pruned,
 );
 
 /// One request the receiver got.
@@ -651,4 +652,30 @@ async fn a_timeout_is_retried_with_the_same_id(db: Db) {
     let d = &deliveries(&app, &a, slow).await[0];
     assert_eq!(d["attempt_count"], 2, "{d}");
     assert_eq!(d["last_status_code"], 200);
+}
+
+async fn deliveries_past_the_retention_are_pruned(db: Db) {
+    let receiver = Receiver::start().await;
+    let mut app = spawn_app_with(db, ALLOW).await;
+    let a = app.onboard_simple("pruned", "+14155550171").await;
+    let (id, _) =
+        create_endpoint(&app, &a, json!({"url": receiver.url("pruned"), "event_types": ["note.added"]})).await;
+    let client = app.upsert_client(&a, json!({"name": "Jo", "phone": "+14155550192"})).await;
+    let conversation = app.conversation(&a, client).await;
+    add_note(&app, &a, client, conversation, "old").await;
+    add_note(&app, &a, client, conversation, "recent").await;
+    eventually(WAIT, "both delivered", || async {
+        let log = deliveries(&app, &a, id).await;
+        log.len() == 2 && log.iter().all(|d| d["state"] == "delivered")
+    })
+    .await;
+    let log = deliveries(&app, &a, id).await;
+    let (old, recent) = (log[1]["id"].as_u64().unwrap(), log[0]["id"].as_u64().unwrap());
+    let long_ago = chrono::Utc::now() - chrono::Duration::days(31);
+    app.sql("UPDATE webhook_deliveries SET updated_at = $1 WHERE id = $2", vec![long_ago.into(), (old as i64).into()])
+        .await;
+    // The log is pruned when a process starts, then hourly (OMEGA_WEBHOOKS_RETENTION_DAYS: 30).
+    app.restart(ALLOW).await;
+    eventually(WAIT, "the old delivery is pruned", || async { deliveries(&app, &a, id).await.len() == 1 }).await;
+    assert_eq!(deliveries(&app, &a, id).await[0]["id"], recent);
 }
