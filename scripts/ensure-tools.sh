@@ -6,6 +6,7 @@
 #   chatwoot_client (in .venv)  PyPI's chatwoot-python-client, which the chat journey test drives
 #   .venv/bin/moto_server  an S3-compatible server (PyPI's moto) for the attachment-bucket test
 #   .venv/bin/openapi-spec-validator  lints the generated OpenAPI document, from PyPI
+#   standardwebhooks (in .venv)  PyPI's Standard Webhooks library, which verifies outbound webhook signatures in the tests
 #   .tools/node_modules/@rails/actioncable + ws   the ActionCable client the /cable tests drive
 #   examples/browser/node_modules   the browser example's packages (Connect-ES, protoc-gen-es,
 #                          esbuild, playwright-core), pinned by its package-lock.json (npm ci)
@@ -21,6 +22,7 @@ SCHEMATHESIS_VERSION="${SCHEMATHESIS_VERSION:-4.32.5}"
 CHATWOOT_SDK_VERSION="${CHATWOOT_SDK_VERSION:-1.0.0.18}"
 MOTO_VERSION="${MOTO_VERSION:-5.2.5}"
 OPENAPI_SPEC_VALIDATOR_VERSION="${OPENAPI_SPEC_VALIDATOR_VERSION:-0.9.0}"
+STANDARDWEBHOOKS_VERSION="${STANDARDWEBHOOKS_VERSION:-1.1.0}"
 ACTIONCABLE_VERSION="${ACTIONCABLE_VERSION:-8.1.400}"
 WS_VERSION="${WS_VERSION:-8.23.0}"
 
@@ -84,4 +86,10 @@ if [ ! -x .venv/bin/openapi-spec-validator ]; then
   echo "installing openapi-spec-validator into .venv (pip install openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION)…" >&2
   [ -x .venv/bin/pip ] || python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION"
+fi
+
+if ! .venv/bin/python -c "import standardwebhooks" 2>/dev/null; then
+  echo "installing standardwebhooks into .venv (pip install standardwebhooks==$STANDARDWEBHOOKS_VERSION)…" >&2
+  [ -x .venv/bin/pip ] || python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check "standardwebhooks==$STANDARDWEBHOOKS_VERSION"
 fi

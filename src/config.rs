@@ -155,6 +155,73 @@ pub struct ServeArgs {
     pub delivery: DeliveryArgs,
     #[command(flatten)]
     pub attachments: AttachmentArgs,
+    #[command(flatten)]
+    pub webhooks: OutboundWebhookArgs,
+}
+
+/// Outbound webhooks: the workers that send a business's events to its endpoints.
+#[derive(Debug, Clone, Args)]
+pub struct OutboundWebhookArgs {
+    /// Outbound webhook workers in this process (0: none here; other replicas send).
+    #[arg(long, env = "OMEGA_WEBHOOKS_WORKERS", default_value_t = 2)]
+    pub webhooks_workers: usize,
+    /// Deliveries a worker claims and sends at once (1-100).
+    #[arg(long, env = "OMEGA_WEBHOOKS_BATCH", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub webhooks_batch: u64,
+    /// Seconds one webhook request may take, all in.
+    #[arg(long, env = "OMEGA_WEBHOOKS_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
+    pub webhooks_timeout_secs: u64,
+    /// The delay before each retry (ms, s, m, h), comma-separated; the delivery fails after the
+    /// last one.
+    #[arg(long, env = "OMEGA_WEBHOOKS_RETRY_SCHEDULE", default_value = crate::delivery::webhooks::DEFAULT_SCHEDULE, value_parser = schedule)]
+    pub webhooks_retry_schedule: RetrySchedule,
+    /// Deliveries ending failed in a row (after their retries, or at once on a 4xx) that
+    /// disable an endpoint.
+    #[arg(long, env = "OMEGA_WEBHOOKS_DISABLE_AFTER", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub webhooks_disable_after: u32,
+    /// Idle workers look for due deliveries this often, in milliseconds.
+    #[arg(long, env = "OMEGA_WEBHOOKS_POLL_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub webhooks_poll_ms: u64,
+    /// Days delivered and failed deliveries stay in the delivery log.
+    #[arg(long, env = "OMEGA_WEBHOOKS_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub webhooks_retention_days: u64,
+    /// Allow endpoint URLs with plain http (otherwise https only).
+    #[arg(long, env = "OMEGA_WEBHOOKS_ALLOW_HTTP", default_value_t = false, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub webhooks_allow_http: bool,
+    /// Allow private, loopback, link-local and other non-public addresses (tests, private
+    /// networks); otherwise such addresses are refused.
+    #[arg(long, env = "OMEGA_WEBHOOKS_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub webhooks_allow_private: bool,
+}
+
+/// A retry schedule such as `5s,5m,2h`: the delay before each retry.
+#[derive(Debug, Clone)]
+pub struct RetrySchedule(pub Vec<std::time::Duration>);
+
+fn schedule(value: &str) -> Result<RetrySchedule, String> {
+    crate::delivery::webhooks::parse_schedule(value).map(RetrySchedule)
+}
+
+impl OutboundWebhookArgs {
+    pub fn settings(&self) -> crate::domain::webhook_endpoints::OutboundSettings {
+        crate::domain::webhook_endpoints::OutboundSettings {
+            allow_http: self.webhooks_allow_http,
+            allow_private: self.webhooks_allow_private,
+        }
+    }
+
+    pub fn to_config(&self) -> crate::delivery::webhooks::WebhookDeliveryConfig {
+        crate::delivery::webhooks::WebhookDeliveryConfig {
+            workers: self.webhooks_workers,
+            batch: self.webhooks_batch,
+            timeout: std::time::Duration::from_secs(self.webhooks_timeout_secs),
+            schedule: self.webhooks_retry_schedule.0.clone(),
+            disable_after: self.webhooks_disable_after,
+            poll_interval: std::time::Duration::from_millis(self.webhooks_poll_ms),
+            allow_private: self.webhooks_allow_private,
+            retention: std::time::Duration::from_secs(self.webhooks_retention_days * 86_400),
+        }
+    }
 }
 
 /// Where attachment files are kept, and how large they may be.

@@ -118,14 +118,17 @@ async fn keys(database: &DatabaseArgs, secrets: &SecretsArgs, command: KeysComma
         }
         KeysCommand::RotateSecrets => {
             let keys = secret_keys.expect("read above");
-            omega::store::messages::reseal_credentials(store.writer(), &keys).await.map_err(Into::into).map(
-                |(resealed, total)| {
-                    eprintln!(
-                        "{resealed} of {total} stored provider credentials sealed again with key {}",
-                        keys.current_id()
-                    )
-                },
-            )
+            let resealed = async {
+                let (resealed, total) = omega::store::messages::reseal_credentials(store.writer(), &keys).await?;
+                eprintln!(
+                    "{resealed} of {total} stored provider credentials sealed again with key {}",
+                    keys.current_id()
+                );
+                let (resealed, total) = omega::store::webhook_endpoints::reseal_secrets(store.writer(), &keys).await?;
+                eprintln!("{resealed} of {total} webhook endpoint secrets sealed again with key {}", keys.current_id());
+                Ok::<(), omega::store::StoreError>(())
+            };
+            resealed.await.map_err(Into::into)
         }
     };
     store.close().await;

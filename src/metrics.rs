@@ -21,6 +21,9 @@ pub const REQUESTS: &str = "omega_requests_total";
 pub const REQUEST_DURATION: &str = "omega_request_duration_seconds";
 pub const SENDS: &str = "omega_delivery_sends_total";
 pub const WEBHOOK_REFUSALS: &str = "omega_webhook_verification_failures_total";
+pub const WEBHOOK_ATTEMPTS: &str = "omega_webhook_attempts_total";
+pub const WEBHOOK_ENDPOINTS_DISABLED: &str = "omega_webhook_endpoints_disabled_total";
+pub const WEBHOOK_OUTBOX: &str = "omega_webhook_deliveries";
 pub const OUTBOX_JOBS: &str = "omega_outbox_jobs";
 pub const OUTBOX_OLDEST: &str = "omega_outbox_oldest_age_seconds";
 pub const POOL_CONNECTIONS: &str = "omega_db_pool_connections";
@@ -85,6 +88,9 @@ fn describe() {
     describe_histogram!(REQUEST_DURATION, Unit::Seconds, "Time from a call's arrival to its last byte.");
     describe_counter!(SENDS, "Provider calls made by delivery workers, by provider and outcome.");
     describe_counter!(WEBHOOK_REFUSALS, "Webhooks refused because their signature did not verify.");
+    describe_counter!(WEBHOOK_ATTEMPTS, "Outbound webhook attempts, by outcome (delivered, retry, failed).");
+    describe_counter!(WEBHOOK_ENDPOINTS_DISABLED, "Outbound webhook endpoints disabled for persistent failure.");
+    describe_gauge!(WEBHOOK_OUTBOX, "Outbound webhook deliveries not yet finished, by state (read at scrape time).");
     describe_gauge!(OUTBOX_JOBS, "Outbox jobs not yet finished, by state (read at scrape time).");
     describe_gauge!(OUTBOX_OLDEST, Unit::Seconds, "Age of the oldest job waiting to be sent (0 when none).");
     describe_gauge!(POOL_CONNECTIONS, "Open database connections, by pool.");
@@ -154,6 +160,18 @@ async fn sample_database(store: &Store) -> anyhow::Result<()> {
         None => None,
     };
     metrics::gauge!(OUTBOX_OLDEST).set(age.unwrap_or(0.0).max(0.0));
+    // Outbound webhooks waiting for an attempt (due or not) and in flight; the
+    // (state, next_attempt_at) index keeps this to the unfinished ones.
+    let sql =
+        "SELECT state, COUNT(*) AS n FROM webhook_deliveries WHERE state IN ('pending', 'sending') GROUP BY state";
+    let rows = conn.query_all_raw(Statement::from_string(backend, sql)).await?;
+    let mut counts: std::collections::HashMap<String, i64> = Default::default();
+    for row in rows {
+        counts.insert(row.try_get("", "state")?, row.try_get("", "n")?);
+    }
+    for state in ["pending", "sending"] {
+        metrics::gauge!(WEBHOOK_OUTBOX, "state" => state).set(counts.get(state).copied().unwrap_or(0) as f64);
+    }
     Ok(())
 }
 

@@ -17,7 +17,7 @@ use tower_http::{
 use crate::{
     api::{
         ApiKeyApi, ChatApi, ConversationApi, DirectoryApi, DocsApi, EventApi, HealthApi, InboundEmailApi, MessagingApi,
-        OnboardingApi, ProviderApi, TokenApi, WebhookApi,
+        OnboardingApi, ProviderApi, TokenApi, WebhookApi, WebhookEndpointApi,
     },
     config::ServeArgs,
     domain::{Omega, auth},
@@ -34,6 +34,7 @@ use crate::{
             onboarding_service_server::OnboardingServiceServer, provider_service_server::ProviderServiceServer,
             session_service_server::SessionServiceServer, sms_service_server::SmsServiceServer,
             staff_service_server::StaffServiceServer, voice_service_server::VoiceServiceServer,
+            webhook_endpoint_service_server::WebhookEndpointServiceServer,
             webhook_service_server::WebhookServiceServer,
         },
     },
@@ -77,7 +78,8 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
     let secrets = args.secrets.keys(&args.database.database_url).context("the secrets key")?;
     let files = args.attachments.store(&args.database.database_url).context("the attachment store")?;
     let omega = Omega::with_settings(store.clone(), args.delivery.webhook_settings(), tokens, secrets)
-        .with_files(files, args.attachments.limits());
+        .with_files(files, args.attachments.limits())
+        .with_outbound(args.webhooks.settings());
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let (start_drain, draining) = tokio::sync::watch::channel(false);
@@ -89,9 +91,16 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
     ));
 
     let (stop_delivery, delivery_stopped) = tokio::sync::watch::channel(false);
+    let (stop_webhooks, _) = tokio::sync::watch::channel(false);
     let delivery_config = args.delivery.to_config();
     let workers = if delivery_config.workers > 0 {
         crate::delivery::Dispatcher::spawn(omega.clone(), delivery_config, delivery_stopped)
+    } else {
+        Vec::new()
+    };
+    let webhook_config = args.webhooks.to_config();
+    let webhook_workers = if webhook_config.workers > 0 {
+        crate::delivery::webhooks::WebhookSender::spawn(omega.clone(), webhook_config, stop_webhooks.subscribe())?
     } else {
         Vec::new()
     };
@@ -184,6 +193,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
         ))
     });
     let stop_delivery_early = stop_delivery.clone();
+    let stop_webhooks_early = stop_webhooks.clone();
     let stop_serving = async move {
         if shutdown.await == Stop::Drain && !drain_for.is_zero() {
             tracing::info!(seconds = drain_for.as_secs(), "draining: reporting NOT_SERVING, still serving");
@@ -191,6 +201,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
             // Delivery stops now (the calls in flight finish): the other replicas take the
             // outbox, and nothing is started that the stop would cut short.
             let _ = stop_delivery_early.send(true);
+            let _ = stop_webhooks_early.send(true);
             tokio::time::sleep(drain_for).await;
         }
         tracing::info!("no longer accepting calls; finishing the calls in flight");
@@ -230,6 +241,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
         .add_service(AttachmentServiceServer::new(chat))
         .add_service(DocsServiceServer::new(docs))
         .add_service(EventServiceServer::new(EventApi::new(omega.clone())))
+        .add_service(WebhookEndpointServiceServer::new(WebhookEndpointApi::new(omega.clone())))
         // TCP_NODELAY: without it, Nagle holds back the small trailing HTTP/2 frames of each
         // answer until the peer's delayed ACK (~40 ms per call behind Envoy).
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stop_serving)
@@ -251,7 +263,12 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
     }
     // Workers finish the message in hand, then stop; a send cut short would be ambiguous.
     let _ = stop_delivery.send(true);
-    let drained = tokio::time::timeout(Duration::from_secs(20), futures_join_all(workers)).await;
+    let _ = stop_webhooks.send(true);
+    let drained = tokio::time::timeout(
+        Duration::from_secs(20),
+        futures_join_all(workers.into_iter().chain(webhook_workers).collect()),
+    )
+    .await;
     if drained.is_err() {
         tracing::warn!("delivery workers did not stop in time");
     }

@@ -23,6 +23,7 @@ pub mod onboarding;
 pub mod providers;
 pub mod tokens;
 pub mod validate;
+pub mod webhook_endpoints;
 pub mod webhooks;
 
 pub use api_keys::ApiKeyApi;
@@ -37,4 +38,5 @@ pub use messages::MessagingApi;
 pub use onboarding::OnboardingApi;
 pub use providers::ProviderApi;
 pub use tokens::TokenApi;
+pub use webhook_endpoints::WebhookEndpointApi;
 pub use webhooks::WebhookApi;

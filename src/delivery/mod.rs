@@ -37,6 +37,7 @@ use tokio::{
 };
 
 mod journal;
+pub mod webhooks;
 
 use journal::Journal;
 

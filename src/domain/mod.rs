@@ -17,6 +17,7 @@ pub mod pagination;
 pub mod providers;
 pub mod tokens;
 pub mod values;
+pub mod webhook_endpoints;
 pub mod webhooks;
 
 use std::{sync::Arc, time::Instant};
@@ -44,6 +45,11 @@ pub struct Omega {
     /// Where attachment bytes are kept (in memory unless `with_files` says otherwise).
     pub files: crate::files::FileStore,
     pub attachment_limits: attachments::AttachmentLimits,
+    /// How outbound webhook URLs may be addressed.
+    pub outbound: webhook_endpoints::OutboundSettings,
+    /// Wakes the outbound webhook workers (a replay; new events wake them through the event
+    /// log's wake-ups).
+    pub webhook_wakeup: Arc<Notify>,
 }
 
 impl Omega {
@@ -69,6 +75,8 @@ impl Omega {
             secrets: Arc::new(secrets),
             files: crate::files::FileStore::in_memory(),
             attachment_limits: attachments::AttachmentLimits::default(),
+            outbound: webhook_endpoints::OutboundSettings::default(),
+            webhook_wakeup: Arc::new(Notify::new()),
         }
     }
 
@@ -76,6 +84,12 @@ impl Omega {
     pub fn with_files(mut self, files: crate::files::FileStore, limits: attachments::AttachmentLimits) -> Self {
         self.files = files;
         self.attachment_limits = limits;
+        self
+    }
+
+    /// With these outbound webhook settings.
+    pub fn with_outbound(mut self, outbound: webhook_endpoints::OutboundSettings) -> Self {
+        self.outbound = outbound;
         self
     }
 

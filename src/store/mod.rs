@@ -11,6 +11,7 @@ pub mod events;
 pub mod inbound_email;
 pub mod messages;
 pub mod sessions;
+pub mod webhook_endpoints;
 
 use std::{
     path::{Path, PathBuf},

@@ -87,6 +87,7 @@ fn descriptor_holds_every_service_with_its_rest_bindings() {
             "omega.v1.SmsService",
             "omega.v1.StaffService",
             "omega.v1.VoiceService",
+            "omega.v1.WebhookEndpointService",
             "omega.v1.WebhookService",
         ]
     );

@@ -23,6 +23,7 @@ mod inbound_calls;
 mod inbound_email;
 mod messaging;
 mod operable;
+mod outbound_webhooks;
 mod providers;
 mod replicas;
 mod tokens;

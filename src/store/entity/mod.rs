@@ -19,4 +19,6 @@ pub mod provider_credential;
 pub mod sender_pacing;
 pub mod session;
 pub mod staff;
+pub mod webhook_delivery;
+pub mod webhook_endpoint;
 pub mod webhook_event;
