@@ -19,6 +19,7 @@ mod m20261201_000014_failed_message_index;
 mod m20261201_000015_custom_attributes;
 mod m20261201_000016_attachments;
 mod m20261202_000017_event_stream;
+mod m20261204_000021_business_search;
 
 pub struct Migrator;
 
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000015_custom_attributes::Migration),
             Box::new(m20261201_000016_attachments::Migration),
             Box::new(m20261202_000017_event_stream::Migration),
+            Box::new(m20261204_000021_business_search::Migration),
         ]
     }
 }

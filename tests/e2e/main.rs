@@ -23,6 +23,7 @@ mod messaging;
 mod operable;
 mod providers;
 mod replicas;
+mod search;
 mod tokens;
 mod transports;
 mod trust;
