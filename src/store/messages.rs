@@ -997,25 +997,24 @@ pub async fn search(
     struct Count {
         n: i64,
     }
-    // SQLite: the matches' texts are loaded once, both to count them and to rank them.
+    // Counted first without their texts: in a busy conversation a common word matches
+    // thousands, and then the page is simply the newest (loading a thousand texts to count them
+    // cost more than the rest of the search).
+    let count_sql = format!("SELECT COUNT(*) AS n FROM (SELECT 1 {matches} LIMIT {}) capped", RANKED_MATCHES + 1);
+    let counted = Count::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        &count_sql,
+        [conversation_id.into(), query.clone().into()],
+    ))
+    .one(conn)
+    .await?
+    .map_or(0, |c| c.n as u64);
+    // SQLite ranks up to a thousand matches from their texts.
     let docs = match backend {
-        DbBackend::Sqlite => Some(matching_docs(conn, &matches, &query, conversation_id, RANKED_MATCHES + 1).await?),
-        _ => None,
-    };
-    let counted = match &docs {
-        Some(docs) => docs.len() as u64,
-        None => {
-            let count_sql =
-                format!("SELECT COUNT(*) AS n FROM (SELECT 1 {matches} LIMIT {}) capped", RANKED_MATCHES + 1);
-            Count::find_by_statement(Statement::from_sql_and_values(
-                backend,
-                &count_sql,
-                [conversation_id.into(), query.clone().into()],
-            ))
-            .one(conn)
-            .await?
-            .map_or(0, |c| c.n as u64)
+        DbBackend::Sqlite if counted <= RANKED_MATCHES => {
+            Some(matching_docs(conn, &matches, &query, conversation_id, RANKED_MATCHES).await?)
         }
+        _ => None,
     };
     let capped = counted > RANKED_MATCHES;
     let page = |extra: &str| {
