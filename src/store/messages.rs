@@ -943,7 +943,7 @@ pub struct SearchPage {
 
 /// One page of a conversation's messages matching every term, with a highlighted passage.
 /// SQLite: FTS5 scoped by the conversation's token, ranked by [`rank_in_conversation`];
-/// PostgreSQL: tsvector with ts_rank, through the (conversation_id, search) GIN index.
+/// PostgreSQL: tsvector with ts_rank, through the (business_id, conversation_id, search) GIN index.
 pub async fn search(
     conn: &impl ConnectionTrait,
     conversation_id: i64,
@@ -958,8 +958,9 @@ pub async fn search(
     let (matches, select, by_rank, by_age, query) = match backend {
         DbBackend::Postgres => {
             let query = tsquery(terms);
-            // The (conversation_id, search) GIN index answers the match (the id is bound as
-            // bigint, the type the index's operator class takes). The page is cut before
+            // The (business_id, conversation_id, search) GIN index answers the match with its
+            // conversation and word entries (the id is bound as bigint, the type the index's
+            // operator class takes). The page is cut before
             // ts_headline runs; `m.id + 0` keeps the planner from walking the primary key
             // backwards hoping to meet matches.
             (
