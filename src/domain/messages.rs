@@ -835,7 +835,8 @@ impl Omega {
 
     /// Full-text search across every conversation of a business (internal notes excluded):
     /// every word must match (whole words, as [`Self::search_messages`]), with filters, newest
-    /// first or best first among the newest [`BUSINESS_RANKED_MATCHES`] matches.
+    /// first, or best first among the newest [`BUSINESS_RANKED_MATCHES`] matches (of the newest
+    /// [`BUSINESS_RANKED_WINDOW`] messages when those hold [`BUSINESS_RANKED_ENOUGH`]).
     pub async fn search_business_messages(
         &self,
         caller: &Caller,
@@ -910,7 +911,21 @@ impl Omega {
                 Some(BusinessSearchCursor::Relevance { bound, .. }) => Some(bound),
                 _ => None,
             };
-            let docs = db::business_matches(conn, business_id, &terms, &filter, bound, BUSINESS_RANKED_MATCHES).await?;
+            let recent = db::business_matches(
+                conn,
+                business_id,
+                &terms,
+                &filter,
+                bound,
+                Some(BUSINESS_RANKED_WINDOW),
+                BUSINESS_RANKED_MATCHES,
+            )
+            .await?;
+            let docs = if recent.len() as u64 >= BUSINESS_RANKED_ENOUGH {
+                recent
+            } else {
+                db::business_matches(conn, business_id, &terms, &filter, bound, None, BUSINESS_RANKED_MATCHES).await?
+            };
             let bound = bound.or_else(|| docs.first().map(|d| d.id + 1)).unwrap_or(0);
             let mut ranked = db::rank_docs(&terms, &docs);
             if let Some(BusinessSearchCursor::Relevance { score, id, .. }) = page.after {
@@ -928,7 +943,7 @@ impl Omega {
                 Some(BusinessSearchCursor::Newest(id)) => Some(id),
                 _ => None,
             };
-            let docs = db::business_matches(conn, business_id, &terms, &filter, before, page.size + 1).await?;
+            let docs = db::business_matches(conn, business_id, &terms, &filter, before, None, page.size + 1).await?;
             let ranked: Vec<(i64, f64)> = docs.iter().map(|d| (d.id, 0.0)).collect();
             let next = (ranked.len() as u64 > page.size)
                 .then(|| BusinessSearchCursor::Newest(ranked[page.size as usize - 1].0));
@@ -953,8 +968,13 @@ impl Omega {
     }
 }
 
-/// Ranked business searches order the newest this many matches.
+/// Ranked business searches order the newest this many matches,
 pub const BUSINESS_RANKED_MATCHES: u64 = 1_000;
+/// found among the business's newest this many messages (finding a thousand matches of two
+/// words that meet in one message in a hundred would otherwise read a hundred thousand),
+pub const BUSINESS_RANKED_WINDOW: u64 = 20_000;
+/// unless those hold fewer than this many matches: then among all of them.
+pub const BUSINESS_RANKED_ENOUGH: u64 = 20;
 
 /// The most characters of a business search's `q`.
 const SEARCH_QUERY_MAX_CHARS: usize = 1_000;

@@ -1195,7 +1195,8 @@ const PG_PROBE_ROWS: [u64; 2] = [2_000, 20_000];
 const SQLITE_FIRST_WINDOW: i64 = 4_096;
 
 /// Up to `limit` of the business's messages matching every term and the filter, with ids
-/// below `before` (all when `None`), newest (highest id) first, with their texts.
+/// below `before` (all when `None`) and, with a `window`, among the business's newest `window`
+/// messages below it, newest (highest id) first, with their texts.
 ///
 /// Both databases walk from the newest message down and stop once `limit` are found, so a
 /// common word costs a page, never a sort of its million matches. SQLite: FTS5 queries scoped
@@ -1210,6 +1211,7 @@ pub async fn business_matches(
     terms: &[String],
     filter: &BusinessSearchFilter,
     before: Option<i64>,
+    window: Option<u64>,
     limit: u64,
 ) -> StoreResult<Vec<Doc>> {
     let backend = conn.get_database_backend();
@@ -1221,7 +1223,11 @@ pub async fn business_matches(
             let conditions = filter.sql(&mut binds);
             // The subquery's LIMIT keeps the planner from pushing the match into it; the outer
             // LIMIT stops reading it once the page is full.
-            for rows in PG_PROBE_ROWS {
+            let steps = match window {
+                Some(window) => [std::cmp::min(PG_PROBE_ROWS[0], window), window],
+                None => PG_PROBE_ROWS,
+            };
+            for (step, rows) in steps.into_iter().enumerate() {
                 let probe = format!(
                     "SELECT m.id, coalesce(m.subject, '') AS subject, m.content FROM \
                      (SELECT id, business_id, conversation_id, channel, direction, created_at, subject, content, \
@@ -1233,11 +1239,11 @@ pub async fn business_matches(
                     Doc::find_by_statement(Statement::from_sql_and_values(backend, probe, binds.values.clone()))
                         .all(conn)
                         .await?;
-                if found.len() as u64 >= limit {
+                if found.len() as u64 >= limit || (window.is_some() && step == 1) {
                     return Ok(found);
                 }
                 // None among the first rows: a rare word, cheaper through the index.
-                if found.is_empty() {
+                if found.is_empty() && window.is_none() {
                     break;
                 }
             }
@@ -1260,10 +1266,30 @@ pub async fn business_matches(
                 .and_then(|t| t.id)
                 .unwrap_or(0);
             let mut high = std::cmp::min(before, top.saturating_add(1));
+            // The id of the business's `window`-th newest message below `high`, from its token's
+            // doclist (0: fewer, so all of them).
+            let floor = match window {
+                Some(window) => {
+                    let mut binds = Binds::new(backend);
+                    let sql = format!(
+                        "SELECT rowid AS id FROM messages_fts WHERE messages_fts MATCH {} AND rowid < {} \
+                         ORDER BY rowid DESC LIMIT 1 OFFSET {}",
+                        binds.push(format!("conversation : \"b{business_id}\"")),
+                        binds.push(high),
+                        window.saturating_sub(1)
+                    );
+                    Top::find_by_statement(Statement::from_sql_and_values(backend, sql, binds.values))
+                        .one(conn)
+                        .await?
+                        .and_then(|t| t.id)
+                        .unwrap_or(0)
+                }
+                None => 0,
+            };
             let mut width = SQLITE_FIRST_WINDOW;
             let mut found = Vec::new();
-            while high > 0 && (found.len() as u64) < limit {
-                let low = std::cmp::max(high.saturating_sub(width), 0);
+            while high > floor && (found.len() as u64) < limit {
+                let low = std::cmp::max(high.saturating_sub(width), floor);
                 let mut binds = Binds::new(backend);
                 let query = binds.push(format!("conversation : \"b{business_id}\" AND {}", fts_words(terms)));
                 let (low_p, high_p, business) = (binds.push(low), binds.push(high), binds.push(business_id));

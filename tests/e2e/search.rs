@@ -15,6 +15,7 @@ both_databases!(
     business_search_filters_each_narrow,
     business_search_pages_newest_first_without_gaps_or_repeats,
     business_search_ranks_best_first_and_pages_the_same_set,
+    business_search_ranks_the_newest_messages_when_they_hold_enough,
     business_search_refuses_bad_filters_and_survives_hostile_queries,
 );
 
@@ -254,6 +255,61 @@ async fn business_search_ranks_best_first_and_pages_the_same_set(db: Db) {
     assert_eq!(seen.iter().collect::<HashSet<_>>(), stored.iter().collect::<HashSet<_>>(), "the same set, once each");
     // Ties (the same text length and count) come newest first.
     assert_eq!(seen[1..], stored[..12].iter().rev().cloned().collect::<Vec<_>>());
+}
+
+/// Ranked, a business of more than 20,000 messages: the candidates are the matches among its
+/// newest 20,000 when those hold 20 or more, so better matches further back are not ranked;
+/// NEWEST still lists every match.
+async fn business_search_ranks_the_newest_messages_when_they_hold_enough(db: Db) {
+    let app = spawn_app(db).await;
+    let b = app.onboard_simple("lotus", "+14155550100").await;
+    let mut old = Vec::new();
+    for i in 0..5 {
+        old.push(record(&app, &b, &format!("+1415555021{i}"), ("SMS", "INBOUND"), "refund refund refund", T0).await);
+    }
+    let (_, conversation, client) = old[0].clone();
+    let insert_filler = |batch: u32, count: u32| {
+        let (app, b) = (&app, &b);
+        let sql = match db {
+            Db::Postgres => format!(
+                "INSERT INTO messages (public_id, business_id, conversation_id, client_id, channel, direction, \
+                 sender_type, content, status, attempt_count, created_at) SELECT 'filler-{batch}-' || i, $1, $2, $3, 'SMS', \
+                 'INBOUND', 'client', 'nothing to see here', 'RECEIVED', 0, $4 FROM generate_series(1, {count}) AS i"
+            ),
+            Db::Sqlite => format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {count}) \
+                 INSERT INTO messages (public_id, business_id, conversation_id, client_id, channel, direction, \
+                 sender_type, content, status, attempt_count, created_at) SELECT 'filler-{batch}-' || i, $1, $2, $3, 'SMS', \
+                 'INBOUND', 'client', 'nothing to see here', 'RECEIVED', 0, $4 FROM n"
+            ),
+        };
+        async move {
+            let values = vec![
+                (b.id as i64).into(),
+                (conversation as i64).into(),
+                (client as i64).into(),
+                chrono::Utc::now().into(),
+            ];
+            app.sql(&sql, values).await;
+        }
+    };
+    insert_filler(1, 20_000).await;
+    let long = "could I please ask whether a refund is possible for the class I missed last week";
+    let mut recent = Vec::new();
+    for i in 0..20 {
+        recent.push(record(&app, &b, &format!("+141555022{:02}", i % 7), ("SMS", "INBOUND"), long, T0).await.0);
+    }
+    let pages = all_pages(&app, &b, "q=refund&order=RELEVANCE&page_size=8", || async {}).await;
+    let ranked = pages.concat();
+    assert_eq!(ranked.iter().collect::<HashSet<_>>(), recent.iter().collect::<HashSet<_>>(), "the newest 20,000 only");
+    let newest = all_pages(&app, &b, "q=refund&page_size=50", || async {}).await.concat();
+    assert_eq!(newest.len(), 25, "NEWEST lists every match");
+    // Fewer than 20 matches among the newest 20,000: every match is ranked, the best first.
+    insert_filler(2, 20_000).await;
+    let first = json_of(search(&app, &b, "q=refund&order=RELEVANCE&page_size=50").await, 200).await;
+    assert_eq!(first["hits"].as_array().unwrap().len(), 25, "{first}");
+    let best: HashSet<String> = old.iter().map(|(id, _, _)| id.clone()).collect();
+    assert!(best.contains(first["hits"][0]["message_id"].as_str().unwrap()), "{first}");
 }
 
 async fn business_search_refuses_bad_filters_and_survives_hostile_queries(db: Db) {
