@@ -22,6 +22,7 @@ mod m20261202_000017_event_stream;
 mod m20261204_000018_webhook_endpoints;
 mod m20261204_000019_inbound_email;
 mod m20261204_000020_inbound_calls;
+mod m20261204_000021_business_search;
 
 pub struct Migrator;
 
@@ -48,6 +49,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000018_webhook_endpoints::Migration),
             Box::new(m20261204_000019_inbound_email::Migration),
             Box::new(m20261204_000020_inbound_calls::Migration),
+            Box::new(m20261204_000021_business_search::Migration),
         ]
     }
 }

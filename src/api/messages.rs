@@ -10,17 +10,18 @@ use super::{
 use crate::{
     domain::{
         Omega, Result,
-        messages::{ClientRef, IncomingMessage, QueueInput, RetrySelection, StatusReport},
+        messages::{BusinessSearchQuery, ClientRef, IncomingMessage, QueueInput, RetrySelection, StatusReport},
         pagination::PageRequest,
         values::Channel,
     },
     proto::omega::v1::{
-        DeliveryAttempt, GetMessageRequest, GetMessageResponse, GetMessagesByRequestRequest,
+        BusinessSearchHit, DeliveryAttempt, GetMessageRequest, GetMessageResponse, GetMessagesByRequestRequest,
         GetMessagesByRequestResponse, ProcessMessageRequest, ProcessMessageResponse, QueueEmailRequest,
         QueueMessagesResponse, QueueSmsRequest, QueuedMessage, RecordMessageRequest, RecordMessageResponse,
-        RetryFailedMessagesRequest, RetryFailedMessagesResponse, SearchConversationMessagesRequest,
-        SearchConversationMessagesResponse, SearchHit, UpdateDeliveryStatusRequest, UpdateDeliveryStatusResponse,
-        email_service_server::EmailService, message_service_server::MessageService, sms_service_server::SmsService,
+        RetryFailedMessagesRequest, RetryFailedMessagesResponse, SearchBusinessMessagesRequest,
+        SearchBusinessMessagesResponse, SearchConversationMessagesRequest, SearchConversationMessagesResponse,
+        SearchHit, UpdateDeliveryStatusRequest, UpdateDeliveryStatusResponse, email_service_server::EmailService,
+        message_service_server::MessageService, sms_service_server::SmsService,
     },
     store::entity::message,
 };
@@ -342,6 +343,48 @@ impl MessageService for MessagingApi {
                         message: Some(encode::message(hit.message)?),
                         rank: hit.rank,
                         highlight: hit.highlight,
+                    })
+                })
+                .collect::<Result<_>>()?,
+        }))
+    }
+
+    async fn search_business_messages(
+        &self,
+        request: Request<SearchBusinessMessagesRequest>,
+    ) -> Result<Response<SearchBusinessMessagesResponse>, Status> {
+        let caller = caller(&self.omega, &request).await?;
+        let r = request.into_inner();
+        let business_id = required_id("business_id", r.business_id)?;
+        let query = BusinessSearchQuery {
+            assignee_staff_id: optional_id("assignee_staff_id", r.assignee_staff_id)?,
+            q: r.q,
+            channel: r.channel,
+            direction: r.direction,
+            since: r.since,
+            until: r.until,
+            unassigned: r.unassigned,
+            order: r.order,
+        };
+        // A smaller default page than lists': each hit carries a highlighted passage.
+        let page = PageRequest::parse(if r.page_size == 0 { 20 } else { r.page_size }, &r.page_token)?;
+        let page = self.omega.search_business_messages(&caller, business_id, &query, page).await?;
+        Ok(Response::new(SearchBusinessMessagesResponse {
+            next_page_token: page.next_page_token,
+            hits: page
+                .items
+                .into_iter()
+                .map(|hit| {
+                    let m = hit.message;
+                    Ok(BusinessSearchHit {
+                        message_id: m.public_id,
+                        conversation_id: wire_id(m.conversation_id)?,
+                        client_id: wire_id(m.client_id)?,
+                        channel: m.channel,
+                        direction: m.direction,
+                        created_at: Some(timestamp(m.created_at)),
+                        highlight: hit.highlight,
+                        rank: hit.rank,
                     })
                 })
                 .collect::<Result<_>>()?,

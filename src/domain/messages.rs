@@ -14,7 +14,7 @@ use super::{
 };
 use crate::store::{
     StoreError,
-    conversations::{self as conversations_db, NewEvent, NewMessage},
+    conversations::{self as conversations_db, AssigneeFilter, NewEvent, NewMessage},
     directory,
     entity::{client, conversation, location, message, message_attempt},
     messages::{self as db, RetryFilter, StatusUpdate},
@@ -848,11 +848,7 @@ impl Omega {
         include_notes: bool,
         page: PageRequest<u64>,
     ) -> Result<(Page<SearchHit>, bool)> {
-        let terms: Vec<String> =
-            q.split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty()).map(str::to_lowercase).take(16).collect();
-        if terms.is_empty() {
-            return Err(Error::invalid("q", "is required: one or more words to find"));
-        }
+        let terms = search_terms(q)?;
         let conversation = self.conversation_at(caller, ids.0, ids.1, ids.2).await?;
         let offset = page.after.unwrap_or(0);
         let found =
@@ -866,6 +862,183 @@ impl Omega {
         }
         Ok((page, found.capped))
     }
+
+    /// Full-text search across every conversation of a business (internal notes excluded):
+    /// every word must match (whole words, as [`Self::search_messages`]), with filters, newest
+    /// first, or best first among the newest [`BUSINESS_RANKED_MATCHES`] matches (of the newest
+    /// [`BUSINESS_RANKED_WINDOW`] messages when those hold [`BUSINESS_RANKED_ENOUGH`]).
+    pub async fn search_business_messages(
+        &self,
+        caller: &Caller,
+        business_id: i64,
+        query: &BusinessSearchQuery,
+        page: PageRequest<BusinessSearchCursor>,
+    ) -> Result<Page<SearchHit>> {
+        let mut v = Violations::default();
+        let terms = if query.q.chars().count() > SEARCH_QUERY_MAX_CHARS {
+            v.add("q", format!("must be at most {SEARCH_QUERY_MAX_CHARS} characters"));
+            None
+        } else {
+            v.check(search_terms(&query.q))
+        };
+        let channel = v.check(Channel::parse_filter("channel", &query.channel)).flatten();
+        if channel == Some(Channel::Note) {
+            v.add("channel", "internal notes are not searched: use SMS, EMAIL, VOICE or CHAT");
+        }
+        let direction = v.check(Direction::parse_filter("direction", &query.direction)).flatten();
+        if direction == Some(Direction::Internal) {
+            v.add("direction", "internal notes are not searched: use INBOUND or OUTBOUND");
+        }
+        let since = v.check(values::parse_optional_time("since", &query.since)).flatten();
+        let until = v.check(values::parse_optional_time("until", &query.until)).flatten();
+        if let (Some(since), Some(until)) = (since, until)
+            && since >= until
+        {
+            v.add("until", "must be after since");
+        }
+        let assignee = match (query.assignee_staff_id, query.unassigned) {
+            (Some(_), true) => {
+                v.add("unassigned", "cannot be combined with assignee_staff_id");
+                AssigneeFilter::Any
+            }
+            (Some(0), false) => {
+                v.add("assignee_staff_id", "must be a staff id");
+                AssigneeFilter::Any
+            }
+            (Some(id), false) => AssigneeFilter::Staff(id),
+            (None, true) => AssigneeFilter::Unassigned,
+            (None, false) => AssigneeFilter::Any,
+        };
+        let relevance = match query.order.trim().to_ascii_uppercase().as_str() {
+            "" | "NEWEST" => false,
+            "RELEVANCE" => true,
+            _ => {
+                v.add("order", "must be NEWEST or RELEVANCE");
+                false
+            }
+        };
+        match (&page.after, relevance) {
+            (Some(BusinessSearchCursor::Newest(_)), true) | (Some(BusinessSearchCursor::Relevance { .. }), false) => {
+                v.add("page_token", "belongs to a search in another order");
+            }
+            _ => {}
+        }
+        v.finish()?;
+        let terms = terms.unwrap_or_default();
+        self.business(caller, business_id).await?;
+        let filter = db::BusinessSearchFilter {
+            channel: channel.map(Channel::as_str),
+            direction: direction.map(Direction::as_str),
+            since,
+            until,
+            assignee,
+        };
+        let conn = self.store.connection();
+        let (ranked, next): (Vec<(i64, f64)>, Option<BusinessSearchCursor>) = if relevance {
+            // The candidates are the newest matches below a bound fixed by the first page, so
+            // later pages rank the same set whatever arrives meanwhile.
+            let bound = match page.after {
+                Some(BusinessSearchCursor::Relevance { bound, .. }) => Some(bound),
+                _ => None,
+            };
+            let recent = db::business_matches(
+                conn,
+                business_id,
+                &terms,
+                &filter,
+                bound,
+                Some(BUSINESS_RANKED_WINDOW),
+                BUSINESS_RANKED_MATCHES,
+            )
+            .await?;
+            let docs = if recent.len() as u64 >= BUSINESS_RANKED_ENOUGH {
+                recent
+            } else {
+                db::business_matches(conn, business_id, &terms, &filter, bound, None, BUSINESS_RANKED_MATCHES).await?
+            };
+            let bound = bound.or_else(|| docs.first().map(|d| d.id + 1)).unwrap_or(0);
+            let mut ranked = db::rank_docs(&terms, &docs);
+            if let Some(BusinessSearchCursor::Relevance { score, id, .. }) = page.after {
+                let score = f64::from_bits(score);
+                ranked.retain(|(i, s)| *s < score || (*s == score && *i < id));
+            }
+            ranked.truncate(page.size as usize + 1);
+            let next = (ranked.len() as u64 > page.size).then(|| {
+                let (id, score) = ranked[page.size as usize - 1];
+                BusinessSearchCursor::Relevance { bound, score: score.to_bits(), id }
+            });
+            (ranked, next)
+        } else {
+            let before = match page.after {
+                Some(BusinessSearchCursor::Newest(id)) => Some(id),
+                _ => None,
+            };
+            let docs = db::business_matches(conn, business_id, &terms, &filter, before, None, page.size + 1).await?;
+            let ranked: Vec<(i64, f64)> = docs.iter().map(|d| (d.id, 0.0)).collect();
+            let next = (ranked.len() as u64 > page.size)
+                .then(|| BusinessSearchCursor::Newest(ranked[page.size as usize - 1].0));
+            (ranked, next)
+        };
+        let ids: Vec<i64> = ranked.iter().take(page.size as usize).map(|(id, _)| *id).collect();
+        let mut highlights = db::highlights_for(conn, &terms, &ids).await?;
+        let mut rows = db::by_ids(conn, &ids).await?;
+        let mut items = Vec::with_capacity(ids.len());
+        for (id, rank) in ranked.into_iter().take(page.size as usize) {
+            if let Some(pos) = rows.iter().position(|m| m.id == id) {
+                let highlight = highlights.remove(&id).unwrap_or_default();
+                items.push(SearchHit { message: rows.swap_remove(pos), rank, highlight });
+            }
+        }
+        Ok(Page {
+            total: items.len() as u64,
+            items,
+            next_page_token: next.map(|c| pagination::token(&c)).unwrap_or_default(),
+            total_capped: false,
+        })
+    }
+}
+
+/// Ranked business searches order the newest this many matches,
+pub const BUSINESS_RANKED_MATCHES: u64 = 1_000;
+/// found among the business's newest this many messages (finding a thousand matches of two
+/// words that meet in one message in a hundred would otherwise read a hundred thousand),
+pub const BUSINESS_RANKED_WINDOW: u64 = 20_000;
+/// unless those hold fewer than this many matches: then among all of them.
+pub const BUSINESS_RANKED_ENOUGH: u64 = 20;
+
+/// The most characters of a business search's `q`.
+const SEARCH_QUERY_MAX_CHARS: usize = 1_000;
+
+/// The words of a search: runs of letters and digits, lower-cased, at most 16 — so quotes,
+/// operators and other punctuation are never query syntax. None is a 422 naming `q`.
+pub(crate) fn search_terms(q: &str) -> Result<Vec<String>> {
+    let terms: Vec<String> =
+        q.split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty()).map(str::to_lowercase).take(16).collect();
+    if terms.is_empty() {
+        return Err(Error::invalid("q", "is required: one or more words to find"));
+    }
+    Ok(terms)
+}
+
+/// A business search as asked (validated by [`Omega::search_business_messages`]).
+#[derive(Default)]
+pub struct BusinessSearchQuery {
+    pub q: String,
+    pub channel: String,
+    pub direction: String,
+    pub since: String,
+    pub until: String,
+    pub assignee_staff_id: Option<i64>,
+    pub unassigned: bool,
+    pub order: String,
+}
+
+/// Where a business search's page stopped: the last message's id (newest first), or the
+/// candidates' bound and the last hit's score (as bits, so it compares exactly) and id.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub enum BusinessSearchCursor {
+    Newest(i64),
+    Relevance { bound: i64, score: u64, id: i64 },
 }
 
 /// A delivery status to move a message to, with what the provider said.

@@ -902,10 +902,10 @@ struct HitRow {
 
 /// A matching message's text, for ranking.
 #[derive(FromQueryResult)]
-struct Doc {
-    id: i64,
-    subject: String,
-    content: String,
+pub struct Doc {
+    pub id: i64,
+    pub subject: String,
+    pub content: String,
 }
 
 /// Up to `limit` of the conversation's matching messages' texts (SQLite).
@@ -937,35 +937,16 @@ async fn rank_in_conversation(
     offset: u64,
     limit: u64,
 ) -> StoreResult<Vec<HitRow>> {
-    let backend = conn.get_database_backend();
     let scores = bm25_scores(terms, docs.iter().map(|d| (d.id, format!("{} {}", d.subject, d.content))));
     let page: Vec<(i64, f64)> = scores.into_iter().skip(offset as usize).take(limit as usize).collect();
     if page.is_empty() {
         return Ok(Vec::new());
     }
-    let ids = page.iter().map(|(id, _)| id.to_string()).collect::<Vec<_>>().join(",");
-    #[derive(FromQueryResult)]
-    struct Highlight {
-        id: i64,
-        highlight: String,
-    }
-    let highlights = Highlight::find_by_statement(Statement::from_sql_and_values(
-        backend,
-        format!(
-            "SELECT f.rowid AS id, snippet(messages_fts, 2, '<mark>', '</mark>', '…', 20) AS highlight \
-             FROM messages_fts f WHERE messages_fts MATCH ?1 AND f.rowid IN ({ids})"
-        ),
-        [query.into()],
-    ))
-    .all(conn)
-    .await?;
+    let ids: Vec<i64> = page.iter().map(|(id, _)| *id).collect();
+    let mut highlights = highlights(conn, query, &ids).await?;
     Ok(page
         .into_iter()
-        .map(|(id, rank)| HitRow {
-            id,
-            rank,
-            highlight: highlights.iter().find(|h| h.id == id).map(|h| h.highlight.clone()).unwrap_or_default(),
-        })
+        .map(|(id, rank)| HitRow { id, rank, highlight: highlights.remove(&id).unwrap_or_default() })
         .collect())
 }
 
@@ -1015,7 +996,7 @@ pub struct SearchPage {
 
 /// One page of a conversation's messages matching every term, with a highlighted passage.
 /// SQLite: FTS5 scoped by the conversation's token, ranked by [`rank_in_conversation`];
-/// PostgreSQL: tsvector with ts_rank, through the (conversation_id, search) GIN index.
+/// PostgreSQL: tsvector with ts_rank, through the (business_id, conversation_id, search) GIN index.
 pub async fn search(
     conn: &impl ConnectionTrait,
     conversation_id: i64,
@@ -1029,9 +1010,10 @@ pub async fn search(
     // Whole words, all required; every term quoted, so no user text is parsed as query syntax.
     let (matches, select, by_rank, by_age, query) = match backend {
         DbBackend::Postgres => {
-            let query = terms.iter().map(|t| format!("'{}'", t.replace('\'', "''"))).collect::<Vec<_>>().join(" & ");
-            // The (conversation_id, search) GIN index answers the match (the id is bound as
-            // bigint, the type the index's operator class takes). The page is cut before
+            let query = tsquery(terms);
+            // The (business_id, conversation_id, search) GIN index answers the match with its
+            // conversation and word entries (the id is bound as bigint, the type the index's
+            // operator class takes). The page is cut before
             // ts_headline runs; `m.id + 0` keeps the planner from walking the primary key
             // backwards hoping to meet matches.
             (
@@ -1049,11 +1031,7 @@ pub async fn search(
             // The conversation is a token of the index (migration 8): one FTS5 query intersects
             // its doclist with the words'. `+` keeps SQLite from driving the join by the
             // conversation's rows instead, which would re-run the match per row.
-            let words = terms
-                .iter()
-                .map(|t| format!("{{subject content}} : \"{}\"", t.replace('"', "\"\"")))
-                .collect::<Vec<_>>()
-                .join(" AND ");
+            let words = fts_words(terms);
             (
                 format!(
                     "FROM messages_fts f JOIN messages m ON m.id = f.rowid \
@@ -1073,25 +1051,24 @@ pub async fn search(
     struct Count {
         n: i64,
     }
-    // SQLite: the matches' texts are loaded once, both to count them and to rank them.
+    // Counted first without their texts: in a busy conversation a common word matches
+    // thousands, and then the page is simply the newest (loading a thousand texts to count them
+    // cost more than the rest of the search).
+    let count_sql = format!("SELECT COUNT(*) AS n FROM (SELECT 1 {matches} LIMIT {}) capped", RANKED_MATCHES + 1);
+    let counted = Count::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        &count_sql,
+        [conversation_id.into(), query.clone().into()],
+    ))
+    .one(conn)
+    .await?
+    .map_or(0, |c| c.n as u64);
+    // SQLite ranks up to a thousand matches from their texts.
     let docs = match backend {
-        DbBackend::Sqlite => Some(matching_docs(conn, &matches, &query, conversation_id, RANKED_MATCHES + 1).await?),
-        _ => None,
-    };
-    let counted = match &docs {
-        Some(docs) => docs.len() as u64,
-        None => {
-            let count_sql =
-                format!("SELECT COUNT(*) AS n FROM (SELECT 1 {matches} LIMIT {}) capped", RANKED_MATCHES + 1);
-            Count::find_by_statement(Statement::from_sql_and_values(
-                backend,
-                &count_sql,
-                [conversation_id.into(), query.clone().into()],
-            ))
-            .one(conn)
-            .await?
-            .map_or(0, |c| c.n as u64)
+        DbBackend::Sqlite if counted <= RANKED_MATCHES => {
+            Some(matching_docs(conn, &matches, &query, conversation_id, RANKED_MATCHES).await?)
         }
+        _ => None,
     };
     let capped = counted > RANKED_MATCHES;
     let page = |extra: &str| {
@@ -1141,6 +1118,272 @@ pub async fn search(
         }
     }
     Ok(SearchPage { hits: out, total: std::cmp::min(counted, RANKED_MATCHES), capped })
+}
+
+// ---- text matching shared by both searches ----
+
+/// PostgreSQL's query for `terms`: every one required, each quoted as a lexeme, so no user
+/// text is read as tsquery syntax.
+fn tsquery(terms: &[String]) -> String {
+    terms.iter().map(|t| format!("'{}'", t.replace('\'', "''"))).collect::<Vec<_>>().join(" & ")
+}
+
+/// SQLite's FTS5 query for `terms` in a message's subject or text: every one required, each a
+/// quoted string, so no user text is read as FTS5 syntax.
+fn fts_words(terms: &[String]) -> String {
+    terms
+        .iter()
+        .map(|t| format!("{{subject content}} : \"{}\"", t.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// The highlighted passage of each message in `ids` for the backend's `query` (an FTS5
+/// expression on SQLite, a tsquery on PostgreSQL): matches wrapped in `<mark></mark>`.
+async fn highlights(
+    conn: &impl ConnectionTrait,
+    query: &str,
+    ids: &[i64],
+) -> StoreResult<std::collections::HashMap<i64, String>> {
+    #[derive(FromQueryResult)]
+    struct Highlight {
+        id: i64,
+        highlight: String,
+    }
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let backend = conn.get_database_backend();
+    let ids = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    let sql = match backend {
+        DbBackend::Postgres => format!(
+            "SELECT id, ts_headline('simple', content, to_tsquery('simple', $1), \
+             'StartSel=<mark>, StopSel=</mark>, MaxFragments=1, MaxWords=20, MinWords=5') AS highlight \
+             FROM messages WHERE id IN ({ids})"
+        ),
+        _ => format!(
+            "SELECT f.rowid AS id, snippet(messages_fts, 2, '<mark>', '</mark>', '…', 20) AS highlight \
+             FROM messages_fts f WHERE messages_fts MATCH ?1 AND f.rowid IN ({ids})"
+        ),
+    };
+    let rows =
+        Highlight::find_by_statement(Statement::from_sql_and_values(backend, sql, [query.into()])).all(conn).await?;
+    Ok(rows.into_iter().map(|h| (h.id, h.highlight)).collect())
+}
+
+// ---- search across a business ----
+
+/// What a business-wide search keeps besides its words (internal notes never).
+#[derive(Default, Clone)]
+pub struct BusinessSearchFilter {
+    pub channel: Option<&'static str>,
+    pub direction: Option<&'static str>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// The assignee of the message's conversation.
+    pub assignee: super::conversations::AssigneeFilter,
+}
+
+/// Positional parameters of a hand-written statement, numbered as each backend wants.
+struct Binds {
+    backend: DbBackend,
+    values: Vec<sea_orm::Value>,
+}
+
+impl Binds {
+    fn new(backend: DbBackend) -> Self {
+        Self { backend, values: Vec::new() }
+    }
+
+    fn push(&mut self, value: impl Into<sea_orm::Value>) -> String {
+        self.values.push(value.into());
+        match self.backend {
+            DbBackend::Postgres => format!("${}", self.values.len()),
+            _ => format!("?{}", self.values.len()),
+        }
+    }
+}
+
+impl BusinessSearchFilter {
+    /// The filter's conditions on `m` (a message row), binding their values.
+    fn sql(&self, binds: &mut Binds) -> String {
+        use super::conversations::AssigneeFilter;
+        let mut sql = " AND m.channel <> 'NOTE'".to_owned();
+        if let Some(channel) = self.channel {
+            sql += &format!(" AND m.channel = {}", binds.push(channel));
+        }
+        if let Some(direction) = self.direction {
+            sql += &format!(" AND m.direction = {}", binds.push(direction));
+        }
+        if let Some(since) = self.since {
+            sql += &format!(" AND m.created_at >= {}", binds.push(since));
+        }
+        if let Some(until) = self.until {
+            sql += &format!(" AND m.created_at < {}", binds.push(until));
+        }
+        // Tested per candidate row (one primary-key lookup), so the walk stays in id order.
+        let assignee = match self.assignee {
+            AssigneeFilter::Any => None,
+            AssigneeFilter::Unassigned => Some("c.assigned_staff_id IS NULL".to_owned()),
+            AssigneeFilter::Assigned => Some("c.assigned_staff_id IS NOT NULL".to_owned()),
+            AssigneeFilter::Staff(id) => Some(format!("c.assigned_staff_id = {}", binds.push(id))),
+        };
+        if let Some(assignee) = assignee {
+            sql +=
+                &format!(" AND EXISTS (SELECT 1 FROM conversations c WHERE c.id = m.conversation_id AND {assignee})");
+        }
+        sql
+    }
+}
+
+/// PostgreSQL: how many of the business's newest messages are tested one by one before a
+/// search turns to the GIN index, in two steps. A word in more than one message in a thousand
+/// fills a page of 20 within them (the walk stops as soon as it does); a word absent from the
+/// first step's messages, or rarer than that, is found through the index, whose cost is its
+/// number of matches in the business. Both costs meet near √(page × messages): 20,000 rows for
+/// ten million messages.
+const PG_PROBE_ROWS: [u64; 2] = [2_000, 20_000];
+
+/// SQLite: the first id window a business search reads; each next one is four times wider.
+const SQLITE_FIRST_WINDOW: i64 = 4_096;
+
+/// Up to `limit` of the business's messages matching every term and the filter, with ids
+/// below `before` (all when `None`) and, with a `window`, among the business's newest `window`
+/// messages below it, newest (highest id) first, with their texts.
+///
+/// Both databases walk from the newest message down and stop once `limit` are found, so a
+/// common word costs a page, never a sort of its million matches. SQLite: FTS5 queries scoped
+/// by the business token (migration 21) over rowid windows growing fourfold from the top, each
+/// reading only the matches inside it. PostgreSQL: the business's newest messages (up to
+/// [`PG_PROBE_ROWS`]) through the (business_id, id) index, tested one by one; if they hold
+/// fewer than `limit` matches, the word is rare and the (business_id, conversation_id, search)
+/// GIN lists every match.
+pub async fn business_matches(
+    conn: &impl ConnectionTrait,
+    business_id: i64,
+    terms: &[String],
+    filter: &BusinessSearchFilter,
+    before: Option<i64>,
+    window: Option<u64>,
+    limit: u64,
+) -> StoreResult<Vec<Doc>> {
+    let backend = conn.get_database_backend();
+    let before = before.unwrap_or(i64::MAX);
+    match backend {
+        DbBackend::Postgres => {
+            let mut binds = Binds::new(backend);
+            let (business, before_p, query) = (binds.push(business_id), binds.push(before), binds.push(tsquery(terms)));
+            let conditions = filter.sql(&mut binds);
+            // The subquery's LIMIT keeps the planner from pushing the match into it; the outer
+            // LIMIT stops reading it once the page is full.
+            let steps = match window {
+                Some(window) => [std::cmp::min(PG_PROBE_ROWS[0], window), window],
+                None => PG_PROBE_ROWS,
+            };
+            for (step, rows) in steps.into_iter().enumerate() {
+                let probe = format!(
+                    "SELECT m.id, coalesce(m.subject, '') AS subject, m.content FROM \
+                     (SELECT id, business_id, conversation_id, channel, direction, created_at, subject, content, \
+                      search FROM messages WHERE business_id = {business} AND id < {before_p} \
+                      ORDER BY id DESC LIMIT {rows}) m \
+                     WHERE m.search @@ to_tsquery('simple', {query}){conditions} ORDER BY m.id DESC LIMIT {limit}"
+                );
+                let found =
+                    Doc::find_by_statement(Statement::from_sql_and_values(backend, probe, binds.values.clone()))
+                        .all(conn)
+                        .await?;
+                if found.len() as u64 >= limit || (window.is_some() && step == 1) {
+                    return Ok(found);
+                }
+                // None among the first rows: a rare word, cheaper through the index.
+                if found.is_empty() && window.is_none() {
+                    break;
+                }
+            }
+            // `m.id + 0`: the order must not tempt the planner into walking the primary key.
+            let indexed = format!(
+                "SELECT m.id, coalesce(m.subject, '') AS subject, m.content FROM messages m \
+                 WHERE m.business_id = {business} AND m.search @@ to_tsquery('simple', {query}) \
+                 AND m.id < {before_p}{conditions} ORDER BY m.id + 0 DESC LIMIT {limit}"
+            );
+            Ok(Doc::find_by_statement(Statement::from_sql_and_values(backend, indexed, binds.values)).all(conn).await?)
+        }
+        _ => {
+            #[derive(FromQueryResult)]
+            struct Top {
+                id: Option<i64>,
+            }
+            let top = Top::find_by_statement(Statement::from_string(backend, "SELECT max(id) AS id FROM messages"))
+                .one(conn)
+                .await?
+                .and_then(|t| t.id)
+                .unwrap_or(0);
+            let mut high = std::cmp::min(before, top.saturating_add(1));
+            // The id of the business's `window`-th newest message below `high`, from its token's
+            // doclist (0: fewer, so all of them).
+            let floor = match window {
+                Some(window) => {
+                    let mut binds = Binds::new(backend);
+                    let sql = format!(
+                        "SELECT rowid AS id FROM messages_fts WHERE messages_fts MATCH {} AND rowid < {} \
+                         ORDER BY rowid DESC LIMIT 1 OFFSET {}",
+                        binds.push(format!("conversation : \"b{business_id}\"")),
+                        binds.push(high),
+                        window.saturating_sub(1)
+                    );
+                    Top::find_by_statement(Statement::from_sql_and_values(backend, sql, binds.values))
+                        .one(conn)
+                        .await?
+                        .and_then(|t| t.id)
+                        .unwrap_or(0)
+                }
+                None => 0,
+            };
+            let mut width = SQLITE_FIRST_WINDOW;
+            let mut found = Vec::new();
+            while high > floor && (found.len() as u64) < limit {
+                let low = std::cmp::max(high.saturating_sub(width), floor);
+                let mut binds = Binds::new(backend);
+                let query = binds.push(format!("conversation : \"b{business_id}\" AND {}", fts_words(terms)));
+                let (low_p, high_p, business) = (binds.push(low), binds.push(high), binds.push(business_id));
+                let conditions = filter.sql(&mut binds);
+                let need = limit - found.len() as u64;
+                // `+m.business_id`: the join is driven by the index, never by the business's rows.
+                let sql = format!(
+                    "SELECT m.id, coalesce(m.subject, '') AS subject, m.content \
+                     FROM messages_fts f JOIN messages m ON m.id = f.rowid \
+                     WHERE messages_fts MATCH {query} AND f.rowid >= {low_p} AND f.rowid < {high_p} \
+                     AND +m.business_id = {business}{conditions} ORDER BY f.rowid DESC LIMIT {need}"
+                );
+                found.extend(
+                    Doc::find_by_statement(Statement::from_sql_and_values(backend, sql, binds.values))
+                        .all(conn)
+                        .await?,
+                );
+                high = low;
+                width = width.saturating_mul(4);
+            }
+            Ok(found)
+        }
+    }
+}
+
+/// The highlighted passage of each of the messages `ids` for `terms`.
+pub async fn highlights_for(
+    conn: &impl ConnectionTrait,
+    terms: &[String],
+    ids: &[i64],
+) -> StoreResult<std::collections::HashMap<i64, String>> {
+    let query = match conn.get_database_backend() {
+        DbBackend::Postgres => tsquery(terms),
+        _ => fts_words(terms),
+    };
+    highlights(conn, &query, ids).await
+}
+
+/// BM25 without IDF over `docs`: best first, ties newest first (see [`bm25_scores`]).
+pub fn rank_docs(terms: &[String], docs: &[Doc]) -> Vec<(i64, f64)> {
+    bm25_scores(terms, docs.iter().map(|d| (d.id, format!("{} {}", d.subject, d.content))))
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ mod operable;
 mod outbound_webhooks;
 mod providers;
 mod replicas;
+mod search;
 mod tokens;
 mod transports;
 mod trust;
