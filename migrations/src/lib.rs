@@ -23,6 +23,7 @@ mod m20261204_000018_webhook_endpoints;
 mod m20261204_000019_inbound_email;
 mod m20261204_000020_inbound_calls;
 mod m20261204_000021_business_search;
+mod m20261204_000023_notify_after_commit;
 
 pub struct Migrator;
 
@@ -50,6 +51,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000019_inbound_email::Migration),
             Box::new(m20261204_000020_inbound_calls::Migration),
             Box::new(m20261204_000021_business_search::Migration),
+            Box::new(m20261204_000023_notify_after_commit::Migration),
         ]
     }
 }

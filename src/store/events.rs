@@ -143,8 +143,38 @@ impl EventWakeups {
     }
 }
 
-/// The PostgreSQL channel the log's insert trigger notifies (migration 000017).
+/// The PostgreSQL channel on which replicas announce their commits to the log.
 pub const CHANNEL: &str = "omega_events";
+
+/// Announces this replica's commits to the others, after they are made: NOTIFY inside a writing
+/// transaction would hold PostgreSQL's cluster-wide notify lock through that transaction's WAL
+/// flush and so make every write commit one after another. Announcements that queue up while one
+/// is sent go out together in the next statement (one per business, or one that wakes every
+/// reader). The task ends when the store's last handle is gone.
+pub fn announcer(db: sea_orm::DatabaseConnection) -> tokio::sync::mpsc::UnboundedSender<Option<i64>> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Option<i64>>();
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut businesses = std::collections::BTreeSet::new();
+            let mut every = first.is_none();
+            businesses.extend(first);
+            while let Ok(next) = rx.try_recv() {
+                every |= next.is_none();
+                businesses.extend(next);
+            }
+            // One notification per business id; an empty payload wakes every reader (see `listen`).
+            let payloads =
+                if every { String::new() } else { businesses.iter().map(i64::to_string).collect::<Vec<_>>().join(",") };
+            let sql = "SELECT pg_notify($1, payload) FROM regexp_split_to_table($2, ',') AS payload";
+            let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, [CHANNEL.into(), payloads.into()]);
+            if let Err(err) = db.execute_raw(statement).await {
+                // The readers of other replicas find the rows at their next wake-up or recheck.
+                tracing::debug!(error = %err, "announcing commits to other replicas failed");
+            }
+        }
+    });
+    tx
+}
 
 /// Listens for other replicas' commits until the process ends, reconnecting after a loss (and
 /// waking every reader then: notifications sent meanwhile are gone).

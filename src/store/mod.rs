@@ -123,6 +123,8 @@ pub struct Store {
     sqlite_path: Option<PathBuf>,
     /// Tells readers of the event log to read again.
     events: std::sync::Arc<events::EventWakeups>,
+    /// PostgreSQL: tells other replicas' readers (see [`events::announcer`]).
+    announce: Option<tokio::sync::mpsc::UnboundedSender<Option<i64>>>,
 }
 
 impl Store {
@@ -169,7 +171,8 @@ impl Store {
             Ok(db) => db,
             Err(err) => return Err(explain_connect_failure(url, err).await),
         };
-        Ok(Self { db, writer, sqlite_path: sqlite_file(url).map(PathBuf::from), events: Default::default() })
+        let announce = (db.get_database_backend() == DbBackend::Postgres).then(|| events::announcer(db.clone()));
+        Ok(Self { db, writer, sqlite_path: sqlite_file(url).map(PathBuf::from), events: Default::default(), announce })
     }
 
     /// The pool for reads. Writes go through [`Store::writer`] or [`Store::begin`].
@@ -203,9 +206,13 @@ impl Store {
     }
 
     /// Call after committing a transaction that may have appended to the event log (of
-    /// `business_id`, or None when unknown): readers in this process read again at once.
+    /// `business_id`, or None when unknown): readers in this process read again at once, and
+    /// on PostgreSQL those of the other replicas soon after.
     pub fn wake_event_readers(&self, business_id: Option<i64>) {
         self.events.wake(business_id);
+        if let Some(announce) = &self.announce {
+            let _ = announce.send(business_id);
+        }
     }
 
     pub fn event_wakeups(&self) -> &std::sync::Arc<events::EventWakeups> {
