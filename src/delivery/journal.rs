@@ -28,7 +28,9 @@ const MOST_OUTCOMES: usize = 512;
 /// A worker's way into the journal.
 #[derive(Clone)]
 pub(super) struct Journal {
-    tx: mpsc::UnboundedSender<Write>,
+    /// Writes that must reach the same transaction (a worker's results and its next wave's
+    /// mark) travel together.
+    tx: mpsc::UnboundedSender<Vec<Write>>,
 }
 
 /// The outcomes a write could not record, with why.
@@ -56,7 +58,7 @@ impl Journal {
     pub(super) fn start(dispatcher: Arc<Dispatcher>) -> (Journal, Vec<JoinHandle<()>>) {
         let committers = match dispatcher.omega.store.engine() {
             "sqlite" => 1,
-            _ => dispatcher.config.workers.clamp(1, 4),
+            _ => dispatcher.config.committers(),
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(Mutex::new(rx));
@@ -64,19 +66,47 @@ impl Journal {
         (Journal { tx }, tasks)
     }
 
-    /// Marks jobs as being sent; answers those `worker` still held (and now marked).
-    pub(super) async fn mark(
+    /// Records results and marks the next jobs as being sent, in one transaction when the
+    /// database takes both (each alone otherwise): a worker whose calls returned starts the
+    /// next ones for the price of one commit. Answers the recording's future and the ids
+    /// `worker` still held (and now marked).
+    pub(super) fn record_and_mark(
         &self,
+        settled: Vec<Settled>,
         job_ids: Vec<i64>,
         worker: &str,
         lease_until: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> anyhow::Result<Vec<i64>> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Write::Mark { job_ids, worker: worker.to_owned(), lease_until, now, reply })
-            .map_err(|_| anyhow::anyhow!("the delivery journal has stopped"))?;
-        answer.await.map_err(|_| anyhow::anyhow!("the delivery journal has stopped"))?
+    ) -> (
+        impl Future<Output = Result<(), Unrecorded>> + Send + 'static,
+        impl Future<Output = anyhow::Result<Vec<i64>>> + Send + 'static,
+    ) {
+        let (record_reply, recorded) = oneshot::channel();
+        let (mark_reply, marked) = oneshot::channel();
+        let mut writes = Vec::with_capacity(2);
+        if !settled.is_empty() {
+            writes.push(Write::Record { settled, reply: record_reply });
+        } else {
+            let _ = record_reply.send(Ok(()));
+        }
+        writes.push(Write::Mark { job_ids, worker: worker.to_owned(), lease_until, now, reply: mark_reply });
+        let refused = self.tx.send(writes).err().map(|rejected| rejected.0);
+        let mut kept = Vec::new();
+        for write in refused.into_iter().flatten() {
+            if let Write::Record { settled, .. } = write {
+                kept = settled;
+            }
+        }
+        let queued = kept.is_empty();
+        let recorded = async move {
+            if !queued {
+                return Err((anyhow::anyhow!("the delivery journal has stopped"), kept));
+            }
+            // The journal always replies; it only drops a reply when its process is ending.
+            recorded.await.unwrap_or_else(|_| Err((anyhow::anyhow!("the delivery journal has stopped"), Vec::new())))
+        };
+        let marked = async move { marked.await.map_err(|_| anyhow::anyhow!("the delivery journal has stopped"))? };
+        (recorded, marked)
     }
 
     /// Queues results to be recorded; the future answers once they are (or why not, with
@@ -86,9 +116,11 @@ impl Journal {
         settled: Vec<Settled>,
     ) -> impl Future<Output = Result<(), Unrecorded>> + Send + 'static {
         let (reply, answer) = oneshot::channel();
-        let queued = self.tx.send(Write::Record { settled, reply }).map_err(|rejected| match rejected.0 {
-            Write::Record { settled, .. } => (anyhow::anyhow!("the delivery journal has stopped"), settled),
-            Write::Mark { .. } => unreachable!("a record was sent"),
+        let queued = self.tx.send(vec![Write::Record { settled, reply }]).map_err(|rejected| {
+            match rejected.0.into_iter().next() {
+                Some(Write::Record { settled, .. }) => (anyhow::anyhow!("the delivery journal has stopped"), settled),
+                _ => unreachable!("a record was sent"),
+            }
         });
         async move {
             queued?;
@@ -98,20 +130,19 @@ impl Journal {
     }
 }
 
-async fn run(dispatcher: Arc<Dispatcher>, rx: Arc<Mutex<mpsc::UnboundedReceiver<Write>>>) {
+async fn run(dispatcher: Arc<Dispatcher>, rx: Arc<Mutex<mpsc::UnboundedReceiver<Vec<Write>>>>) {
     loop {
         // One committer at a time takes what has queued up; it commits while the next one
         // waits for more.
         let group = {
             let mut rx = rx.lock().await;
-            let Some(first) = rx.recv().await else { return };
-            let mut outcomes = outcomes_in(&first);
-            let mut group = vec![first];
+            let Some(mut group) = rx.recv().await else { return };
+            let mut outcomes: usize = group.iter().map(outcomes_in).sum();
             while outcomes < MOST_OUTCOMES {
                 match rx.try_recv() {
-                    Ok(write) => {
-                        outcomes += outcomes_in(&write);
-                        group.push(write);
+                    Ok(writes) => {
+                        outcomes += writes.iter().map(outcomes_in).sum::<usize>();
+                        group.extend(writes);
                     }
                     Err(_) => break,
                 }
@@ -159,7 +190,7 @@ async fn commit(dispatcher: &Dispatcher, group: Vec<Write>) {
         match written {
             Ok(marked) => {
                 txn.commit().await.map_err(|e| (anyhow::Error::from(StoreError::from(e)), true))?;
-                dispatcher.omega.store.wake_event_readers(None);
+                dispatcher.wake_readers(records.iter().flat_map(|(settled, _)| settled));
                 Ok(marked)
             }
             Err(err) => {

@@ -92,6 +92,15 @@ pub struct DeliveryConfig {
     pub email_inbound_domain: Option<String>,
 }
 
+impl DeliveryConfig {
+    /// PostgreSQL transactions the journal keeps in flight at once. PostgreSQL flushes the WAL
+    /// of concurrent commits together, so more of them commit more groups per flush; each holds
+    /// a pool connection while it runs.
+    fn committers(&self) -> usize {
+        self.workers.clamp(1, 4)
+    }
+}
+
 #[derive(Clone, Serialize, Deserialize)]
 pub struct TwilioCredentials {
     pub account_sid: String,
@@ -149,6 +158,9 @@ enum Outcome {
     Failed { code: String, message: String, retry_after: Option<Duration>, retryable: bool, ambiguous: bool },
 }
 
+/// Writes of results on their way through the journal.
+type Recordings = JoinSet<Result<(), journal::Unrecorded>>;
+
 /// Jobs whose provider calls start together.
 type Wave = Vec<(delivery_job::Model, message::Model)>;
 
@@ -182,6 +194,9 @@ impl Dispatcher {
 
     async fn run(self: Arc<Self>, worker: String, journal: Journal, mut stop: watch::Receiver<bool>) {
         let mut housekeeping: Option<Instant> = None;
+        // Results on their way to the database; a batch does not wait for its last ones before
+        // the next is claimed.
+        let mut recordings: Recordings = JoinSet::new();
         while !*stop.borrow() {
             // Abandoned sends and reconciliations are rare: looked for once a poll interval,
             // not on every round.
@@ -189,8 +204,14 @@ impl Dispatcher {
             if check {
                 housekeeping = Some(Instant::now());
             }
-            match self.round(&worker, &journal, check, &stop).await {
+            match self.round(&worker, &journal, check, &stop, &mut recordings).await {
                 Ok(0) => {
+                    if !recordings.is_empty() {
+                        if let Err(err) = self.settle_recordings(&worker, &mut recordings, true).await {
+                            tracing::warn!(worker, error = format!("{err:#}"), "delivery round failed");
+                        }
+                        continue;
+                    }
                     let wakeup = self.omega.delivery_wakeup.notified();
                     tokio::select! {
                         _ = wakeup => {}
@@ -205,6 +226,38 @@ impl Dispatcher {
                 }
             }
         }
+        // Stopping: every result still on its way is recorded before the worker ends.
+        if let Err(err) = self.settle_recordings(&worker, &mut recordings, true).await {
+            tracing::warn!(worker, error = format!("{err:#}"), "delivery round failed");
+        }
+    }
+
+    /// Takes the recordings that have finished (all of them, waiting, with `wait`). A result
+    /// the journal could not record is kept until the database takes it, and the worker then
+    /// answers an error: no send started after a failed recording.
+    async fn settle_recordings(&self, worker: &str, recordings: &mut Recordings, wait: bool) -> anyhow::Result<()> {
+        let mut unrecorded = Vec::new();
+        let mut failed = false;
+        loop {
+            let done = if wait { recordings.join_next().await } else { recordings.try_join_next() };
+            match done {
+                None => break,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err((err, kept)))) => {
+                    failed = true;
+                    self.log_unrecorded(worker, &err, &kept);
+                    unrecorded.extend(kept);
+                }
+                Some(Err(err)) => {
+                    failed = true;
+                    tracing::error!(worker, error = %err, "recording results failed");
+                }
+            }
+        }
+        if !unrecorded.is_empty() {
+            self.record_when_possible(worker, unrecorded).await;
+        }
+        if failed { Err(anyhow::anyhow!("delivery stopped: results could not be recorded")) } else { Ok(()) }
     }
 
     /// Settles abandoned sends and due reconciliations, then claims and delivers one batch;
@@ -215,7 +268,9 @@ impl Dispatcher {
         journal: &Journal,
         housekeeping: bool,
         stop: &watch::Receiver<bool>,
+        recordings: &mut Recordings,
     ) -> anyhow::Result<usize> {
+        self.settle_recordings(worker, recordings, false).await?;
         let now = now();
         let lease_until = now + chrono::Duration::from_std(self.config.lease)?;
         if housekeeping {
@@ -230,7 +285,7 @@ impl Dispatcher {
         }
         let jobs = db::claim_jobs(self.omega.store.writer(), worker, now, lease_until, self.config.batch).await?;
         let handled = jobs.len();
-        self.deliver_batch(worker, journal, jobs, stop).await?;
+        self.deliver_batch(worker, journal, jobs, stop, recordings).await?;
         Ok(handled)
     }
 
@@ -292,6 +347,7 @@ impl Dispatcher {
         journal: &Journal,
         jobs: Vec<delivery_job::Model>,
         stop: &watch::Receiver<bool>,
+        recordings: &mut Recordings,
     ) -> anyhow::Result<()> {
         if jobs.is_empty() {
             return Ok(());
@@ -337,9 +393,10 @@ impl Dispatcher {
         let window = self.config.concurrency.max(1);
         let mut clients: HashMap<i64, Arc<Clients>> = HashMap::new();
         let mut calls: JoinSet<Settled> = JoinSet::new();
-        let mut recordings: JoinSet<Result<(), journal::Unrecorded>> = JoinSet::new();
         let mut unrecorded: Vec<Settled> = Vec::new();
         let mut healthy = true;
+        // Results returned and not yet handed to the journal: they go with the next wave's mark.
+        let mut returned: Vec<Settled> = Vec::new();
         loop {
             let may_start = healthy && !*stop.borrow() && calls.len() < window;
             if may_start {
@@ -357,14 +414,29 @@ impl Dispatcher {
                     }
                 }
                 if !wave.is_empty() {
+                    let results = std::mem::take(&mut returned);
                     healthy = self.renew_if_due(worker, &mut claim).await
-                        && self.start_wave(worker, journal, wave, &mut claim, &mut clients, &mut calls).await;
+                        && self
+                            .start_wave(
+                                worker,
+                                journal,
+                                wave,
+                                results,
+                                &mut claim,
+                                &mut clients,
+                                &mut calls,
+                                recordings,
+                            )
+                            .await;
                     continue;
                 }
             }
+            if !returned.is_empty() {
+                recordings.spawn(journal.record(std::mem::take(&mut returned)));
+            }
             // Only a paced job whose slot is still to come can be waiting with room to start it.
             let next_slot = queue.front().and_then(|(_, _, slot)| *slot).filter(|_| may_start);
-            if calls.is_empty() && recordings.is_empty() && next_slot.is_none() {
+            if calls.is_empty() && next_slot.is_none() {
                 break;
             }
             let renew_in = (self.config.lease / 3).saturating_sub(claim.renewed.elapsed());
@@ -386,7 +458,7 @@ impl Dispatcher {
                         claim.held.remove(&settled.job.id);
                     }
                     if healthy {
-                        recordings.spawn(journal.record(group));
+                        returned.extend(group);
                     } else {
                         self.log_unrecorded(worker, &anyhow::anyhow!("the database is unreachable"), &group);
                         unrecorded.extend(group);
@@ -428,16 +500,20 @@ impl Dispatcher {
         if healthy { Ok(()) } else { Err(anyhow::anyhow!("delivery stopped: results could not be recorded")) }
     }
 
-    /// Marks a wave as sending and starts its provider calls. Answers false when the marking
-    /// failed (then none of them starts).
+    /// Records the results that returned, marks a wave as sending (one transaction for both)
+    /// and starts its provider calls. Answers false when the marking failed (then none of them
+    /// starts).
+    #[allow(clippy::too_many_arguments)]
     async fn start_wave(
         self: &Arc<Self>,
         worker: &str,
         journal: &Journal,
         wave: Wave,
+        results: Vec<Settled>,
         claim: &mut Claim,
         clients: &mut HashMap<i64, Arc<Clients>>,
         calls: &mut JoinSet<Settled>,
+        recordings: &mut Recordings,
     ) -> bool {
         let mut prepared = Vec::with_capacity(wave.len());
         for (job, message) in wave {
@@ -452,7 +528,9 @@ impl Dispatcher {
         let started = now();
         let lease_until = started + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
         let ids: Vec<i64> = prepared.iter().map(|(job, _, _)| job.id).collect();
-        let sending: HashSet<i64> = match journal.mark(ids, worker, lease_until, started).await {
+        let (recorded, marked) = journal.record_and_mark(results, ids, worker, lease_until, started);
+        recordings.spawn(recorded);
+        let sending: HashSet<i64> = match marked.await {
             Ok(ids) => ids.into_iter().collect(),
             Err(err) => {
                 tracing::warn!(worker, error = format!("{err:#}"), "marking sends failed");
@@ -636,7 +714,7 @@ impl Dispatcher {
             }
         }
         txn.commit().await.map_err(StoreError::from)?;
-        self.omega.store.wake_event_readers(None);
+        self.omega.store.wake_event_readers(Some(message.business_id));
         Ok(())
     }
 
@@ -818,13 +896,21 @@ impl Dispatcher {
         match self.record_in(&txn, &settled).await {
             Ok(()) => {
                 txn.commit().await.map_err(|e| anyhow::Error::from(StoreError::from(e)))?;
-                self.omega.store.wake_event_readers(None);
+                self.wake_readers(settled);
                 Ok(())
             }
             Err(err) => {
                 let _ = txn.rollback().await;
                 Err(err)
             }
+        }
+    }
+
+    /// Wakes the readers of the event logs the recorded outcomes appended to, once per business.
+    fn wake_readers<'a>(&self, settled: impl IntoIterator<Item = &'a Settled>) {
+        let businesses: std::collections::BTreeSet<i64> = settled.into_iter().map(|s| s.message.business_id).collect();
+        for business in businesses {
+            self.omega.store.wake_event_readers(Some(business));
         }
     }
 
