@@ -233,6 +233,7 @@ pub async fn start_envoy_for(dir: &Path, upstreams: &[SocketAddr]) -> anyhow::Re
     let params = EnvoyParams::new(upstreams.iter().map(ToString::to_string).collect());
     let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy/envoy.yaml");
     let config = write_config(&template, &out_dir, &params)?;
+    add_floor_route(&config)?;
     let admin_file = out_dir.join("admin.addr");
     let log = out_dir.join("envoy.log");
     let child = Command::new(envoy_binary())
@@ -272,6 +273,34 @@ pub async fn start_envoy_for(dir: &Path, upstreams: &[SocketAddr]) -> anyhow::Re
     }
 }
 
+/// The path of a route the benchmark adds to its own copy of the Envoy config, answered by Envoy
+/// itself (`direct_response`, no filter of the project's, no upstream): Envoy's floor in P5.
+pub const ENVOY_FLOOR_PATH: &str = "/bench/envoy-floor";
+
+/// Adds the floor route first in the virtual host's routes (before `/cable`, the first one).
+fn add_floor_route(config: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(config)?;
+    let first = "- match: { path: \"/cable\" }";
+    let at = text.find(first).context("the Envoy config's /cable route (where the floor route goes)")?;
+    let indent = &text[text[..at].rfind('\n').map_or(0, |n| n + 1)..at];
+    let route = [
+        format!("- match: {{ path: \"{ENVOY_FLOOR_PATH}\" }}"),
+        "  direct_response: { status: 200, body: { inline_string: \"ok\" } }".to_owned(),
+        "  typed_per_filter_config:".to_owned(),
+        "    envoy.filters.http.lua:".to_owned(),
+        "      \"@type\": type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute".to_owned(),
+        "      disabled: true".to_owned(),
+        "    envoy.filters.http.grpc_json_transcoder:".to_owned(),
+        "      \"@type\": type.googleapis.com/envoy.config.route.v3.FilterConfig".to_owned(),
+        "      disabled: true".to_owned(),
+    ]
+    .iter()
+    .map(|line| format!("{line}\n{indent}"))
+    .collect::<String>();
+    std::fs::write(config, format!("{}{route}{}", &text[..at], &text[at..]))?;
+    Ok(())
+}
+
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder().pool_max_idle_per_host(64).build().expect("http client")
@@ -288,17 +317,48 @@ pub fn keyed<T>(message: T) -> tonic::Request<T> {
     request
 }
 
-/// A Twilio stand-in that accepts every message at once (201 + a message JSON); counts them.
-pub async fn start_fake_twilio() -> anyhow::Result<(SocketAddr, Arc<AtomicU64>)> {
+/// What the Twilio stand-in received from each sender (a message's `From`): how many messages,
+/// and when the first and the last arrived.
+#[derive(Default)]
+pub struct SenderLog(std::sync::Mutex<std::collections::HashMap<String, (u64, Instant, Instant)>>);
+
+impl SenderLog {
+    fn record(&self, from: String) {
+        let now = Instant::now();
+        let mut senders = self.0.lock().expect("sender log");
+        let entry = senders.entry(from).or_insert((0, now, now));
+        entry.0 += 1;
+        entry.2 = now;
+    }
+
+    pub fn clear(&self) {
+        self.0.lock().expect("sender log").clear();
+    }
+
+    /// (sender, messages, first arrival, last arrival), by sender.
+    pub fn senders(&self) -> Vec<(String, u64, Instant, Instant)> {
+        let mut senders: Vec<_> =
+            self.0.lock().expect("sender log").iter().map(|(k, v)| (k.clone(), v.0, v.1, v.2)).collect();
+        senders.sort();
+        senders
+    }
+}
+
+/// A Twilio stand-in that accepts every message at once (201 + a message JSON); counts them,
+/// and logs each sender's.
+pub async fn start_fake_twilio() -> anyhow::Result<(SocketAddr, Arc<AtomicU64>, Arc<SenderLog>)> {
+    let log = Arc::new(SenderLog::default());
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let count = Arc::new(AtomicU64::new(0));
     let counter = count.clone();
     // Message SIDs unique across runs too: a kept dataset already holds the last run's.
     let run: Arc<str> = uuid::Uuid::new_v4().simple().to_string()[..8].into();
+    let senders = log.clone();
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             let counter = counter.clone();
+            let senders = senders.clone();
             let run = run.clone();
             tokio::spawn(async move {
                 let _ = socket.set_nodelay(true);
@@ -327,6 +387,10 @@ pub async fn start_fake_twilio() -> anyhow::Result<(SocketAddr, Arc<AtomicU64>)>
                             Ok(n) => buf.extend_from_slice(&chunk[..n]),
                         }
                     }
+                    let from = form_urlencoded::parse(&buf[head_end..head_end + length])
+                        .find(|(name, _)| name == "From" || name == "MessagingServiceSid")
+                        .map_or_else(|| "(none)".to_owned(), |(_, value)| value.into_owned());
+                    senders.record(from);
                     buf.drain(..head_end + length);
                     let n = counter.fetch_add(1, Ordering::Relaxed);
                     let body = format!(
@@ -343,5 +407,5 @@ pub async fn start_fake_twilio() -> anyhow::Result<(SocketAddr, Arc<AtomicU64>)>
             });
         }
     });
-    Ok((addr, count))
+    Ok((addr, count, log))
 }

@@ -12,10 +12,12 @@
 
 mod dataset;
 mod harness;
+mod ingest_limit;
 mod live;
 mod phases;
 mod report;
 mod stats;
+mod transports;
 
 use std::path::PathBuf;
 

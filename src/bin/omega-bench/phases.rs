@@ -2,7 +2,7 @@
 
 use std::{
     net::SocketAddr,
-    path::Path,
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -12,23 +12,22 @@ use std::{
 
 use anyhow::Context;
 use omega::proto::omega::v1::{
-    ClientRef, GetHealthRequest, ListConversationsRequest, ProcessMessageRequest, QueueSmsRequest,
-    SearchBusinessMessagesRequest, SearchConversationMessagesRequest, SetTwilioCredentialsRequest,
-    conversation_service_client::ConversationServiceClient, health_service_client::HealthServiceClient,
-    message_service_client::MessageServiceClient, provider_service_client::ProviderServiceClient,
-    sms_service_client::SmsServiceClient,
+    ClientRef, ListConversationsRequest, ProcessMessageRequest, QueueSmsRequest, SearchBusinessMessagesRequest,
+    SearchConversationMessagesRequest, SetTwilioCredentialsRequest,
+    conversation_service_client::ConversationServiceClient, message_service_client::MessageServiceClient,
+    provider_service_client::ProviderServiceClient, sms_service_client::SmsServiceClient,
 };
-use prost::Message as _;
-use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+use sea_orm::{ConnectionTrait, Statement};
 use tonic::transport::Channel;
 
 use crate::{
     Settings,
     dataset::{self, Business, Dataset, Scale},
     harness::{
-        ACCOUNT_SID, Backend, BenchDb, KEY, Omega, grpc_channel, http_client, keyed, rss, start_envoy, start_envoy_for,
-        start_fake_twilio, start_omega,
+        ACCOUNT_SID, Backend, BenchDb, KEY, Omega, SenderLog, grpc_channel, http_client, keyed, rss, start_envoy,
+        start_envoy_for, start_fake_twilio, start_omega,
     },
+    ingest_limit,
     report::Report,
     stats::{Samples, time_calls},
 };
@@ -46,7 +45,7 @@ pub async fn run_all(
 ) -> anyhow::Result<Dataset> {
     let wants = |p: &str| only.iter().any(|o| o.eq_ignore_ascii_case(p));
     let backend = db.backend;
-    let (twilio, sent) = start_fake_twilio().await?;
+    let (twilio, sent, senders) = start_fake_twilio().await?;
     let twilio_env = ("OMEGA_TWILIO_BASE_URL", format!("http://{twilio}"));
 
     let omega = start_omega(dir, &db.url, std::slice::from_ref(&twilio_env)).await?;
@@ -81,7 +80,7 @@ pub async fn run_all(
         search(backend, &channel, &data, settings, report).await?;
     }
     if wants("p5") {
-        transports(backend, &channel, omega.addr, envoy_addr, &data, settings, report).await?;
+        crate::transports::transports(backend, omega.addr, envoy_addr, &data, settings, report).await?;
     }
     let (_, loaded_peak) = rss(omega.process.pid())?;
     if wants("p7") {
@@ -93,7 +92,7 @@ pub async fn run_all(
     drop(envoy);
     drop(omega);
     if wants("p4") {
-        dispatch(db, dir, twilio, &sent, &data, settings, report).await?;
+        dispatch(db, dir, twilio, (&sent, &senders), &data, settings, report).await?;
     }
     if wants("p6") {
         footprint(db, dir, rss_idle_first, loaded_peak, report).await?;
@@ -103,9 +102,10 @@ pub async fn run_all(
 
 // ---- P1 ingest ----
 
-/// Inbound SMS stored per second through gRPC and REST, against inserting the same rows (the
-/// message, its conversation's update, its event) straight into the database, one transaction
-/// per message, at the same concurrency.
+/// Inbound SMS stored per second through gRPC and REST, 16 at a time, against the limit of
+/// storing the same rows in the same database with the same durability (`ingest_limit.rs`).
+/// The three cases run alternately, in rounds of a share of the messages each, starting from a
+/// different case each round; each case's rate is its messages over its summed time.
 async fn ingest(
     db: &BenchDb,
     channel: &Channel,
@@ -119,49 +119,89 @@ async fn ingest(
     let business = &data.small;
     // Provider ids unique to this run: a rerun on a kept dataset must store, not deduplicate.
     let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-    let clients = business.conversations;
-    let phone = move |i: usize| format!("+1{}", 2_000_000_000 + (i as u64 * 7919) % clients);
-    let raw = raw_ingest(db, business, n, concurrency, &run).await?;
-    let grpc = run_concurrently(n, concurrency, {
-        let channel = channel.clone();
-        let business_id = business.id;
-        let run = run.clone();
-        move |i| {
-            let mut client = MessageServiceClient::new(channel.clone());
-            let run = run.clone();
-            let phone = phone(i);
-            async move {
-                client
-                    .process_message(keyed(ProcessMessageRequest {
-                        business_id,
-                        channel: "SMS".into(),
-                        direction: "INBOUND".into(),
-                        client: Some(ClientRef { phone, ..Default::default() }),
-                        content: format!("Can I move my massage to {} pm tomorrow?", 1 + i % 9),
-                        provider: "twilio".into(),
-                        provider_message_id: format!("SMgrpc{run}{i:020}"),
-                        ..Default::default()
-                    }))
-                    .await?;
-                Ok(())
-            }
+    let targets = Arc::new(ingest_limit::open_conversations(db, business.id, n).await?);
+    let limit = ingest_limit::Limit::open(db, concurrency).await?;
+    let rounds = if settings.tiny { 2 } else { 4 };
+    let per_round = n.div_ceil(rounds);
+    let mut elapsed = [Duration::ZERO; 3];
+    let mut stored = [0usize; 3];
+    for round in 0..rounds {
+        let range = round * per_round..((round + 1) * per_round).min(n);
+        for k in 0..3 {
+            let case = (round + k) % 3;
+            let phone = {
+                let targets = targets.clone();
+                move |i: usize| targets[i % targets.len()].phone.clone()
+            };
+            elapsed[case] += match case {
+                0 => limit.store(targets.clone(), i64::from(business.id), range.clone(), &run).await?,
+                1 => {
+                    grpc_ingest(channel, business.id, range.clone(), concurrency, &format!("grpc{run}"), phone).await?
+                }
+                _ => {
+                    rest_ingest_to(envoy, business.id, range.clone(), concurrency, &format!("rest{run}"), phone).await?
+                }
+            };
+            stored[case] += range.len();
         }
-    })
-    .await?;
-    let rest = rest_ingest(envoy, business, n, concurrency, &format!("rest{run}")).await?;
+    }
     let backend = db.backend;
-    let rate = |d: Duration| n as f64 / d.as_secs_f64();
-    let baseline = ("raw insert: message + conversation update + event", rate(raw));
-    for (figure, elapsed) in [("ingest inbound SMS via gRPC", grpc), ("ingest inbound SMS via REST (Envoy)", rest)] {
-        let value = rate(elapsed);
+    let rate = |case: usize| stored[case] as f64 / elapsed[case].as_secs_f64();
+    let baseline = match backend {
+        Backend::Sqlite => "limit: the same rows, one transaction each, one tuned writer (WAL, synchronous=NORMAL)",
+        Backend::Postgres => "limit: the same rows, one transaction each, 16 connections of prepared statements",
+    };
+    let baseline = (baseline, rate(0));
+    report.note(format!(
+        "{}: P1 wrote to {} open conversations of the {}-conversation business, {} rounds alternating the cases",
+        backend.name(),
+        targets.len(),
+        business.conversations,
+        rounds
+    ));
+    for (figure, case) in [("ingest inbound SMS via gRPC", 1), ("ingest inbound SMS via REST (Envoy)", 2)] {
+        let value = rate(case);
         let met = value / baseline.1 >= 0.5;
-        report.add("P1", backend, figure, (value, "msg/s"), baseline, "≥ 0.5 × raw", Some(met));
+        report.add("P1", backend, figure, (value, "msg/s"), baseline, "≥ 0.5 × limit", Some(met));
     }
     Ok(())
 }
 
-/// `n` inbound SMS through Envoy's REST edge, `concurrency` at a time; answers the elapsed time.
-/// `run` makes the provider ids unique to the run.
+/// Inbound SMS `range` through gRPC, `concurrency` at a time (message i from `phone(i)`);
+/// answers the elapsed time.
+async fn grpc_ingest(
+    channel: &Channel,
+    business_id: u32,
+    range: std::ops::Range<usize>,
+    concurrency: usize,
+    run: &str,
+    phone: impl Fn(usize) -> String + Send + Sync + 'static,
+) -> anyhow::Result<Duration> {
+    let (channel, run, first) = (channel.clone(), run.to_owned(), range.start);
+    run_concurrently(range.len(), concurrency, move |i| {
+        let i = first + i;
+        let mut client = MessageServiceClient::new(channel.clone());
+        let request = ProcessMessageRequest {
+            business_id,
+            channel: "SMS".into(),
+            direction: "INBOUND".into(),
+            client: Some(ClientRef { phone: phone(i), ..Default::default() }),
+            content: format!("Can I move my massage to {} pm tomorrow?", 1 + i % 9),
+            provider: "twilio".into(),
+            provider_message_id: format!("SM{run}{i:020}"),
+            ..Default::default()
+        };
+        async move {
+            client.process_message(keyed(request)).await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// `n` inbound SMS through Envoy's REST edge, `concurrency` at a time, to the business's
+/// clients spread over all its conversations; answers the elapsed time. `run` makes the
+/// provider ids unique to the run.
 async fn rest_ingest(
     envoy: SocketAddr,
     business: &Business,
@@ -169,11 +209,25 @@ async fn rest_ingest(
     concurrency: usize,
     run: &str,
 ) -> anyhow::Result<Duration> {
-    let http = http_client();
     let clients = business.conversations;
     let phone = move |i: usize| format!("+1{}", 2_000_000_000 + (i as u64 * 7919) % clients);
-    let (business_id, run) = (business.id, run.to_owned());
-    run_concurrently(n, concurrency, move |i| {
+    rest_ingest_to(envoy, business.id, 0..n, concurrency, run, phone).await
+}
+
+/// Inbound SMS `range` through Envoy's REST edge, `concurrency` at a time (message i from
+/// `phone(i)`); answers the elapsed time.
+async fn rest_ingest_to(
+    envoy: SocketAddr,
+    business_id: u32,
+    range: std::ops::Range<usize>,
+    concurrency: usize,
+    run: &str,
+    phone: impl Fn(usize) -> String + Send + Sync + 'static,
+) -> anyhow::Result<Duration> {
+    let http = http_client();
+    let (run, first) = (run.to_owned(), range.start);
+    run_concurrently(range.len(), concurrency, move |i| {
+        let i = first + i;
         let http = http.clone();
         let run = run.clone();
         let phone = phone(i);
@@ -225,101 +279,6 @@ where
         result??;
     }
     Ok(started.elapsed())
-}
-
-async fn raw_ingest(
-    db: &BenchDb,
-    business: &Business,
-    n: usize,
-    concurrency: usize,
-    run: &str,
-) -> anyhow::Result<Duration> {
-    let run = run.to_owned();
-    let conn = db.connect().await?;
-    let backend = conn.get_database_backend();
-    let p = |i: usize| if backend == DbBackend::Postgres { format!("${i}") } else { format!("?{i}") };
-    let message_sql = format!(
-        "INSERT INTO messages (public_id, business_id, conversation_id, client_id, channel, direction, sender_type, \
-         content, status, attempt_count, created_at, request_id, provider, provider_message_id, from_address) \
-         VALUES ({}, {}, {}, {}, 'SMS', 'INBOUND', 'client', {}, 'RECEIVED', 0, {}, {}, 'twilio', {}, '+12000000000')",
-        p(1),
-        p(2),
-        p(3),
-        p(4),
-        p(5),
-        p(6),
-        p(7),
-        p(8)
-    );
-    let conversation_sql = format!(
-        "UPDATE conversations SET last_message_at = {}, last_message_preview = {}, last_message_channel = 'SMS', \
-         last_message_direction = 'INBOUND', last_activity_at = {}, unread_count = unread_count + 1, \
-         channel_mask = channel_mask | 1, updated_at = {} WHERE id = {}",
-        p(1),
-        p(2),
-        p(1),
-        p(1),
-        p(3)
-    );
-    let event_sql = format!(
-        "INSERT INTO conversation_events (business_id, conversation_id, kind, data, created_at) VALUES ({}, {}, 'message.received', {}, {})",
-        p(1),
-        p(2),
-        p(3),
-        p(4)
-    );
-    let sample = business.sample.clone();
-    let business_id = i64::from(business.id);
-    let conn = Arc::new(conn);
-    let elapsed = run_concurrently(n, concurrency, move |i| {
-        let conn = conn.clone();
-        let (message_sql, conversation_sql, event_sql) =
-            (message_sql.clone(), conversation_sql.clone(), event_sql.clone());
-        let (conversation, client) = sample[i % sample.len()];
-        let run = run.clone();
-        async move {
-            let now = chrono::Utc::now();
-            let content = format!("Can I move my massage to {} pm tomorrow?", 1 + i % 9);
-            let public_id = uuid::Uuid::now_v7().to_string();
-            let txn = conn.begin().await?;
-            txn.execute_raw(Statement::from_sql_and_values(
-                backend,
-                &message_sql,
-                [
-                    public_id.clone().into(),
-                    business_id.into(),
-                    i64::from(conversation).into(),
-                    i64::from(client).into(),
-                    content.clone().into(),
-                    now.into(),
-                    uuid::Uuid::new_v4().to_string().into(),
-                    format!("SMraw{run}{i:020}").into(),
-                ],
-            ))
-            .await?;
-            txn.execute_raw(Statement::from_sql_and_values(
-                backend,
-                &conversation_sql,
-                [now.into(), content.into(), i64::from(conversation).into()],
-            ))
-            .await?;
-            txn.execute_raw(Statement::from_sql_and_values(
-                backend,
-                &event_sql,
-                [
-                    business_id.into(),
-                    i64::from(conversation).into(),
-                    serde_json::json!({ "message_id": public_id, "channel": "SMS" }).to_string().into(),
-                    now.into(),
-                ],
-            ))
-            .await?;
-            txn.commit().await?;
-            Ok(())
-        }
-    })
-    .await?;
-    Ok(elapsed)
 }
 
 // ---- P7 two replicas ----
@@ -385,58 +344,88 @@ async fn replicas(
 
 // ---- P2 inbox ----
 
-/// One list-conversations case: its name and the request (page token filled in for deep pages).
-fn inbox_cases(b: &Business) -> Vec<(&'static str, ListConversationsRequest)> {
+/// The list-conversations cases: each a name and its requests, taken in turn from one sample to
+/// the next (each staff member, status, channel), so that no single page stays warm in the
+/// caches. The deep cases' requests are filled in with cursors later (`deep_pages`).
+fn inbox_cases(b: &Business) -> Vec<(&'static str, Vec<ListConversationsRequest>)> {
     let base = ListConversationsRequest { business_id: b.id, page_size: 25, ..Default::default() };
+    let channels = ["SMS", "EMAIL", "CHAT"];
     vec![
-        ("first page, no filter", base.clone()),
-        ("status OPEN", ListConversationsRequest { status: "OPEN".into(), ..base.clone() }),
+        ("first page, no filter", vec![base.clone()]),
         (
-            "assignee = one staff member",
-            ListConversationsRequest { assignee: b.staff_ids[1].to_string(), ..base.clone() },
+            "status (OPEN, PENDING, SNOOZED, RESOLVED in turn)",
+            ["OPEN", "PENDING", "SNOOZED", "RESOLVED"]
+                .map(|status| ListConversationsRequest { status: status.into(), ..base.clone() })
+                .to_vec(),
         ),
-        ("unread only", ListConversationsRequest { unread_only: true, ..base.clone() }),
-        ("channel EMAIL", ListConversationsRequest { channel: "EMAIL".into(), ..base.clone() }),
         (
-            "status RESOLVED + channel CHAT",
-            ListConversationsRequest { status: "RESOLVED".into(), channel: "CHAT".into(), ..base.clone() },
+            "assignee (each staff member in turn)",
+            b.staff_ids
+                .iter()
+                .map(|id| ListConversationsRequest { assignee: id.to_string(), ..base.clone() })
+                .collect(),
         ),
-        ("deep page, no filter", base.clone()),
-        ("deep page, status RESOLVED", ListConversationsRequest { status: "RESOLVED".into(), ..base }),
+        ("unread only", vec![ListConversationsRequest { unread_only: true, ..base.clone() }]),
+        (
+            "channel (SMS, EMAIL, CHAT in turn)",
+            channels.map(|channel| ListConversationsRequest { channel: channel.into(), ..base.clone() }).to_vec(),
+        ),
+        (
+            "status RESOLVED + channel (SMS, EMAIL, CHAT in turn)",
+            channels
+                .map(|channel| ListConversationsRequest {
+                    status: "RESOLVED".into(),
+                    channel: channel.into(),
+                    ..base.clone()
+                })
+                .to_vec(),
+        ),
+        ("deep pages, no filter", vec![base.clone()]),
+        ("deep pages, status RESOLVED", vec![ListConversationsRequest { status: "RESOLVED".into(), ..base }]),
     ]
 }
 
-/// The request for the page `depth` pages in (following next_page_token).
-async fn page_request(
+/// The requests for pages `from + 1` to `depth + 1` (following next_page_token).
+async fn deep_pages(
     client: &mut ConversationServiceClient<Channel>,
     mut request: ListConversationsRequest,
+    from: usize,
     depth: usize,
-) -> anyhow::Result<ListConversationsRequest> {
-    for _ in 0..depth {
-        let page = client.list_conversations(keyed(request.clone())).await?.into_inner();
+) -> anyhow::Result<Vec<ListConversationsRequest>> {
+    let mut pages = Vec::new();
+    for page in 0..=depth {
+        if page >= from {
+            pages.push(request.clone());
+        }
+        if page == depth {
+            break;
+        }
+        let answer = client.list_conversations(keyed(request.clone())).await?.into_inner();
         anyhow::ensure!(
-            !page.next_page_token.is_empty(),
+            !answer.next_page_token.is_empty(),
             "fewer pages than {depth} for {request:?} ({} rows, total {})",
-            page.conversations.len(),
-            page.total_size
+            answer.conversations.len(),
+            answer.total_size
         );
-        request.page_token = page.next_page_token;
+        request.page_token = answer.next_page_token;
     }
-    Ok(request)
+    Ok(pages)
 }
 
-/// Times two requests alternately, so that whatever else the machine does falls on both alike.
+/// Times two cases alternately, so that whatever else the machine does falls on both alike;
+/// sample i takes each case's request i (in turn).
 async fn paired_latency(
     channel: &Channel,
-    (a, b): (ListConversationsRequest, ListConversationsRequest),
+    (a, b): (Vec<ListConversationsRequest>, Vec<ListConversationsRequest>),
     samples: usize,
 ) -> anyhow::Result<(Samples, Samples)> {
     let mut client = ConversationServiceClient::new(channel.clone());
     let (mut sa, mut sb) = (Samples::default(), Samples::default());
     for i in 0..samples + 3 {
-        for (request, samples) in [(&a, &mut sa), (&b, &mut sb)] {
+        for (requests, samples) in [(&a, &mut sa), (&b, &mut sb)] {
+            let request = requests[i % requests.len()].clone();
             let started = Instant::now();
-            client.list_conversations(keyed(request.clone())).await?;
+            client.list_conversations(keyed(request)).await?;
             if i >= 3 {
                 samples.push(started.elapsed());
             }
@@ -453,7 +442,7 @@ async fn inbox(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let (small_cases, large_cases) = (inbox_cases(&data.small), inbox_cases(&data.large));
-    // Deep pages: 40 pages in, or as deep as the smaller business's resolved conversations go.
+    // Deep pages: pages 21 to 41, or as deep as the smaller business's resolved conversations go.
     let resolved = ConversationServiceClient::new(channel.clone())
         .list_conversations(keyed(ListConversationsRequest {
             business_id: data.small.id,
@@ -466,11 +455,15 @@ async fn inbox(
         .total_size;
     let deepest = ((resolved / 25) as usize).saturating_sub(1).min(40);
     for ((name, small), (_, large)) in small_cases.into_iter().zip(large_cases) {
-        let depth = if name.starts_with("deep") { deepest } else { 0 };
-        let name = if depth > 0 { format!("{name} (page {})", depth + 1) } else { name.to_owned() };
-        let mut client = ConversationServiceClient::new(channel.clone());
-        let small = page_request(&mut client, small, depth).await?;
-        let large = page_request(&mut client, large, depth).await?;
+        let (small, large, name) = if name.starts_with("deep") && deepest > 0 {
+            let mut client = ConversationServiceClient::new(channel.clone());
+            let from = deepest / 2;
+            let small = deep_pages(&mut client, small[0].clone(), from, deepest).await?;
+            let large = deep_pages(&mut client, large[0].clone(), from, deepest).await?;
+            (small, large, format!("{name} (pages {}–{} in turn)", from + 1, deepest + 1))
+        } else {
+            (small, large, name.to_owned())
+        };
         let (small, large) = paired_latency(channel, (small, large), settings.samples).await?;
         let small_label = format!("p99 at {} conversations", data.small.conversations);
         report.add(
@@ -698,7 +691,7 @@ async fn dispatch(
     db: &BenchDb,
     dir: &Path,
     twilio: SocketAddr,
-    sent: &AtomicU64,
+    (sent, senders): (&AtomicU64, &SenderLog),
     data: &Dataset,
     settings: &Settings,
     report: &mut Report,
@@ -785,6 +778,7 @@ async fn dispatch(
         let mut env: Vec<(&str, String)> = env;
         env.push(twilio_env.clone());
         env.push(("OMEGA_DELIVERY_POLL_MS", "20".into()));
+        senders.clear();
         let started = Instant::now();
         let omega = start_omega(dir, &db.url, &env).await?;
         while sent.load(Ordering::Relaxed) < before + queued {
@@ -793,19 +787,63 @@ async fn dispatch(
         }
         let elapsed = started.elapsed() - omega.started_in;
         omega.stop().await?;
-        let rate = queued as f64 / elapsed.as_secs_f64();
         let limited = name.contains("limited");
+        if limited {
+            paced_rates(db.backend, &name, queued, senders, raw_rate, report);
+            continue;
+        }
+        let rate = queued as f64 / elapsed.as_secs_f64();
         report.add(
             "P4",
             db.backend,
             format!("dispatch to a fake Twilio, {name} ({queued} messages)"),
             (rate, "msg/s"),
             ("the fake's own rate from a plain HTTP client", raw_rate),
-            if limited { "≈ 1,500/s (3 × 500)" } else { "≥ 2,000/s" },
-            Some(if limited { (1_200.0..=1_650.0).contains(&rate) } else { rate >= 2_000.0 }),
+            "≥ 2,000/s",
+            Some(rate >= 2_000.0),
         );
     }
     Ok(())
+}
+
+/// The paced run's rates, each timed from its first message's arrival at the fake Twilio to its
+/// last (Omega's start-up and the queue's filling are outside): all senders together against
+/// 3 × 500/s, and each sender against its 500/s, both within 5 %.
+fn paced_rates(backend: Backend, name: &str, queued: u64, senders: &SenderLog, raw_rate: f64, report: &mut Report) {
+    let senders = senders.senders();
+    let rate = |count: u64, first: Instant, last: Instant| {
+        (count.saturating_sub(1)) as f64 / last.duration_since(first).as_secs_f64().max(1e-9)
+    };
+    let first = senders.iter().map(|s| s.2).min();
+    let last = senders.iter().map(|s| s.3).max();
+    let total: u64 = senders.iter().map(|s| s.1).sum();
+    let (Some(first), Some(last)) = (first, last) else {
+        report.note(format!("{}: P4 paced run: the fake Twilio received nothing", backend.name()));
+        return;
+    };
+    let all = rate(total, first, last);
+    let target = 3.0 * 500.0;
+    report.add(
+        "P4",
+        backend,
+        format!("dispatch to a fake Twilio, {name} ({queued} messages; first to last message)"),
+        (all, "msg/s"),
+        ("the fake's own rate from a plain HTTP client", raw_rate),
+        "1,500/s ± 5 %",
+        Some((all - target).abs() <= 0.05 * target),
+    );
+    for (sender, count, first, last) in &senders {
+        let each = rate(*count, *first, *last);
+        report.add(
+            "P4",
+            backend,
+            format!("dispatch, sender {sender} limited to 500/s ({count} messages; first to last message)"),
+            (each, "msg/s"),
+            ("the fake's own rate from a plain HTTP client", raw_rate),
+            "500/s ± 5 %",
+            Some((each - 500.0).abs() <= 0.05 * 500.0),
+        );
+    }
 }
 
 async fn location_ids(db: &BenchDb, business_id: u32) -> anyhow::Result<Vec<u32>> {
@@ -831,104 +869,6 @@ async fn queued_jobs(db: &BenchDb) -> anyhow::Result<u64> {
     Ok(row.try_get::<i64>("", "n")? as u64)
 }
 
-// ---- P5 transports ----
-
-async fn transports(
-    backend: Backend,
-    channel: &Channel,
-    direct: SocketAddr,
-    envoy: SocketAddr,
-    data: &Dataset,
-    settings: &Settings,
-    report: &mut Report,
-) -> anyhow::Result<()> {
-    let http = http_client();
-    let samples = settings.samples.max(50) * 2;
-    let business_id = data.small.id;
-    let list = ListConversationsRequest { business_id, page_size: 10, ..Default::default() };
-    // (call name, gRPC, gRPC-Web body + path, REST path)
-    let calls: [(&str, bool); 2] = [("GetHealth (no database)", false), ("ListConversations, 10 rows", true)];
-    for (name, is_list) in calls {
-        let grpc = time_calls(20, samples, |_| {
-            let channel = channel.clone();
-            let list = list.clone();
-            async move {
-                if is_list {
-                    ConversationServiceClient::new(channel).list_conversations(keyed(list)).await?;
-                } else {
-                    HealthServiceClient::new(channel).get_health(GetHealthRequest {}).await?;
-                }
-                Ok(())
-            }
-        })
-        .await?;
-        let (path, body) = if is_list {
-            ("/omega.v1.ConversationService/ListConversations", list.encode_to_vec())
-        } else {
-            ("/omega.v1.HealthService/GetHealth", GetHealthRequest {}.encode_to_vec())
-        };
-        let mut framed = vec![0u8];
-        framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        framed.extend_from_slice(&body);
-        let grpc_web = |base: SocketAddr| {
-            let http = http.clone();
-            let framed = framed.clone();
-            move |_| {
-                let http = http.clone();
-                let framed = framed.clone();
-                async move {
-                    let resp = http
-                        .post(format!("http://{base}{path}"))
-                        .header("content-type", "application/grpc-web+proto")
-                        .header("x-grpc-web", "1")
-                        .header("x-api-key", KEY)
-                        .body(framed)
-                        .send()
-                        .await?;
-                    anyhow::ensure!(resp.status().is_success(), "gRPC-Web answered {}", resp.status());
-                    resp.bytes().await?;
-                    Ok(())
-                }
-            }
-        };
-        let web_direct = time_calls(20, samples, grpc_web(direct)).await?;
-        let web_envoy = time_calls(20, samples, grpc_web(envoy)).await?;
-        let rest_path = if is_list {
-            format!("/omega/businesses/{business_id}/conversations?page_size=10")
-        } else {
-            "/omega/health".into()
-        };
-        let rest = time_calls(20, samples, |_| {
-            let http = http.clone();
-            let url = format!("http://{envoy}{rest_path}");
-            async move {
-                let resp = http.get(url).header("x-api-key", KEY).send().await?;
-                anyhow::ensure!(resp.status().is_success(), "REST answered {}", resp.status());
-                resp.bytes().await?;
-                Ok(())
-            }
-        })
-        .await?;
-        let base = ("gRPC direct p50", grpc.p50());
-        for (figure, s, target, limit) in [
-            ("gRPC-Web direct (tonic-web)", &web_direct, "≤ 1.2 × gRPC", 1.2),
-            ("gRPC-Web through Envoy", &web_envoy, "≤ 1.2 × gRPC", 1.2),
-            ("REST through Envoy", &rest, "≤ 1.3 × gRPC", 1.3),
-        ] {
-            report.add(
-                "P5",
-                backend,
-                format!("{name}: {figure} p50"),
-                (s.p50(), "ms"),
-                base,
-                target,
-                Some(s.p50() <= limit * grpc.p50()),
-            );
-        }
-    }
-    Ok(())
-}
-
 // ---- P6 footprint ----
 
 async fn footprint(
@@ -938,10 +878,28 @@ async fn footprint(
     loaded_peak: u64,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    // Cold start on the full dataset: spawn → serving, five times; the median.
+    // Cold start on the full dataset: spawn → serving, five times; the median. On SQLite the
+    // database's files are first dropped from the page cache, so that the start reads them
+    // from the disk; PostgreSQL's files are the server's (not the benchmark's to drop).
+    let sqlite_files: Vec<PathBuf> = match db.backend {
+        Backend::Sqlite => {
+            let path = db.url.strip_prefix("sqlite://").unwrap_or(&db.url);
+            let path = PathBuf::from(path.split('?').next().unwrap_or(path));
+            ["", "-wal", "-shm"]
+                .iter()
+                .map(|suffix| PathBuf::from(format!("{}{suffix}", path.display())))
+                .filter(|p| p.exists())
+                .collect()
+        }
+        Backend::Postgres => Vec::new(),
+    };
     let mut starts = Vec::new();
     let mut idle = 0;
+    let mut resident = Vec::new();
     for _ in 0..5 {
+        if !sqlite_files.is_empty() {
+            resident.push(drop_from_page_cache(&sqlite_files)?);
+        }
         let omega: Omega = start_omega(dir, &db.url, &[]).await?;
         starts.push(omega.started_in.as_secs_f64() * 1000.0);
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -958,6 +916,21 @@ async fn footprint(
     }
     versions.sort_by(f64::total_cmp);
     let backend = db.backend;
+    report.note(match resident.iter().max() {
+        Some((cached, size)) => format!(
+            "{}: P6 cold start: before each start the database's files ({:.0} MB) were flushed and dropped from \
+             the page cache (`dd iflag=nocache count=0`, i.e. posix_fadvise DONTNEED); resident just before \
+             the start: at most {:.1} MB (fincore). The omega binary stays cached, as for its baseline.",
+            backend.name(),
+            *size as f64 / MB,
+            *cached as f64 / MB
+        ),
+        None => format!(
+            "{}: P6 cold start: the server's files stay in PostgreSQL's buffers and the page cache (the \
+             benchmark does not own them): only Omega's process is cold.",
+            backend.name()
+        ),
+    });
     report.add(
         "P6",
         backend,
@@ -986,4 +959,28 @@ async fn footprint(
         Some(loaded_peak as f64 / MB <= 256.0),
     );
     Ok(())
+}
+
+/// Flushes `files` and drops them from the page cache (GNU dd's `iflag=nocache count=0` advises
+/// the kernel to drop the whole file: posix_fadvise DONTNEED, which skips dirty pages, hence
+/// the flush first); answers (bytes still resident by `fincore`, or 0 without it; total size).
+fn drop_from_page_cache(files: &[PathBuf]) -> anyhow::Result<(u64, u64)> {
+    let (mut cached, mut size) = (0, 0);
+    for file in files {
+        std::fs::OpenOptions::new().read(true).write(true).open(file)?.sync_all()?;
+        let status = std::process::Command::new("dd")
+            .arg(format!("if={}", file.display()))
+            .args(["iflag=nocache", "count=0", "status=none"])
+            .status()?;
+        anyhow::ensure!(status.success(), "dd iflag=nocache on {} failed", file.display());
+        size += std::fs::metadata(file)?.len();
+        let fincore = std::process::Command::new("fincore")
+            .args(["--bytes", "--noheadings", "--output", "RES"])
+            .arg(file)
+            .output();
+        if let Ok(out) = fincore {
+            cached += String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().unwrap_or(0);
+        }
+    }
+    Ok((cached, size))
 }
