@@ -186,7 +186,7 @@ pub async fn transports(
                 request
             }
         };
-        let mut cases = vec![
+        let mut cases = [
             Case {
                 name: "gRPC direct",
                 connection: Connection::open(direct, true).await?,
