@@ -138,6 +138,9 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(cors(&args.cors_allowed_origins)?)
         .layer(tonic_web::GrpcWebLayer::new())
+        // Outside every layer that may refuse a call (limits, CSRF, request checks), so that
+        // each refusal gets its REST status from the one table.
+        .layer(crate::api::error::RestStatusLayer)
         // Inside tonic-web: every call is plain gRPC here, its status in headers or trailers.
         .layer(crate::api::observe::ObserveLayer::new(proto::service_names().into_iter().chain([
             "grpc.health.v1.Health".to_owned(),
