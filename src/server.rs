@@ -56,6 +56,8 @@ pub enum Stop {
 /// Connects, migrates, installs the bootstrap key, binds, and serves until `shutdown` resolves
 /// (then drains first if it asks to).
 pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 'static) -> anyhow::Result<()> {
+    // The phone number metadata loads on first use; meanwhile the database connects.
+    tokio::task::spawn_blocking(crate::domain::values::warm_phone_metadata);
     let store = Store::connect(&args.database.database_url).await.context("connecting to the database")?;
     if args.migrate_on_start {
         store.migrate().await.context("applying migrations")?;
