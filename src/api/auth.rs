@@ -174,6 +174,7 @@ mod tests {
             ("omega_api_key=\"k3\"; x=1", Some("k3")),
             ("k4", Some("k4")),
             ("theme=dark", None),
+            ("eyJhbGciOiJIUzI1NiJ9.e30.c2ln", None),
             ("", None),
         ] {
             assert_eq!(key_from_cookie_header(header).as_deref(), want, "cookie {header:?}");

@@ -356,7 +356,7 @@ impl Omega {
         let form = form_of(&request)?;
         let identity = param(&form, "From").and_then(parse_identity);
         let business = match identity {
-            Some((business_id, _)) => directory::business(self.store.connection(), business_id).await?,
+            Some(staff) => directory::business(self.store.connection(), staff.business_id).await?,
             None => None,
         };
         // The call is the identity's business's. A caller who is no business's staff gets a
@@ -364,7 +364,7 @@ impl Omega {
         let owner = business.as_ref().map_or(Owner::NamedAccount, |b| Owner::Business(b.id));
         self.verify_twilio(&request, &form, owner).await?;
         let call_sid = required(&form, "CallSid")?.to_owned();
-        let Some((business_id, staff_id)) = identity else {
+        let Some(StaffIdentity { business_id, staff_id }) = identity else {
             return Ok(say_and_hang_up("This call could not be placed: the caller is not a staff member."));
         };
         let Some(to) = param(&form, "To") else {
@@ -600,11 +600,18 @@ pub(super) fn voice_identity(business_id: i64, staff_id: i64) -> String {
     format!("staff_{business_id}_{staff_id}")
 }
 
-/// `client:staff_<business>_<staff>` → (business, staff).
-pub(super) fn parse_identity(from: &str) -> Option<(i64, i64)> {
+/// The staff member a Twilio Client identity names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct StaffIdentity {
+    pub business_id: i64,
+    pub staff_id: i64,
+}
+
+/// `client:staff_<business>_<staff>` → the staff member.
+pub(super) fn parse_identity(from: &str) -> Option<StaffIdentity> {
     let rest = from.strip_prefix("client:")?.strip_prefix("staff_")?;
     let (business, staff) = rest.split_once('_')?;
-    Some((business.parse().ok()?, staff.parse().ok()?))
+    Some(StaffIdentity { business_id: business.parse().ok()?, staff_id: staff.parse().ok()? })
 }
 
 #[cfg(test)]
@@ -613,7 +620,7 @@ mod tests {
 
     #[test]
     fn identities_round_trip() {
-        assert_eq!(parse_identity("client:staff_7_42"), Some((7, 42)));
+        assert_eq!(parse_identity("client:staff_7_42"), Some(StaffIdentity { business_id: 7, staff_id: 42 }));
         assert_eq!(parse_identity("client:someone"), None);
         assert_eq!(parse_identity("+14155550100"), None);
     }
