@@ -1,4 +1,4 @@
-//! `omega.v1.ConversationService`: the seeds' inbox endpoints.
+//! `omega.v1.ConversationService`: the legacy REST API's inbox endpoints.
 
 use tonic::{Request, Response, Status};
 

@@ -44,7 +44,7 @@ impl ConversationStatus {
         }
     }
 
-    /// Any case; the seeds' ACTIVE is OPEN.
+    /// Any case; the legacy REST API's ACTIVE is OPEN.
     pub fn parse(field: &str, value: &str) -> Result<Self> {
         match value.trim().to_ascii_uppercase().as_str() {
             "OPEN" | "ACTIVE" => Ok(Self::Open),
@@ -335,7 +335,7 @@ mod tests {
     }
 
     #[test]
-    fn statuses_accept_the_seeds_spelling() {
+    fn statuses_accept_the_legacy_spelling() {
         assert_eq!(ConversationStatus::parse("status", "ACTIVE").unwrap(), ConversationStatus::Open);
         assert_eq!(ConversationStatus::parse("status", "resolved").unwrap(), ConversationStatus::Resolved);
         assert!(
