@@ -166,8 +166,9 @@ mod tests {
     #[tokio::test]
     async fn only_rest_calls_get_the_header() {
         use tower::ServiceExt;
-        let failing =
-            tower::service_fn(|_: Request<()>| async { Ok::<_, std::convert::Infallible>(Status::not_found("x").into_http::<()>()) });
+        let failing = tower::service_fn(|_: Request<()>| async {
+            Ok::<_, std::convert::Infallible>(Status::not_found("x").into_http::<()>())
+        });
         let mut rest = Request::new(());
         rest.headers_mut().insert(REST_MARK, HeaderValue::from_static("/omega/x"));
         let answered = RestStatusLayer.layer(failing).oneshot(rest).await.unwrap();

@@ -171,7 +171,9 @@ mod tests {
         assert!(matches!(classify(408, None), ProviderError::Retryable { retry_after: None, .. }));
         for status in [400, 401, 404, 422] {
             match classify(status, wait) {
-                ProviderError::Rejected { code, message } => assert_eq!((code.as_str(), message.as_str()), ("21211", "why")),
+                ProviderError::Rejected { code, message } => {
+                    assert_eq!((code.as_str(), message.as_str()), ("21211", "why"))
+                }
                 other => panic!("{status}: {other:?}"),
             }
         }
