@@ -399,7 +399,7 @@ impl DeliveryStatus {
         }
     }
 
-    /// Twilio's statuses (DESIGN.md's order), email event names, and our own names, any case.
+    /// Twilio's statuses (their order is [`Self::rank`]), email event names, and our own names, any case.
     pub fn parse(field: &str, value: &str) -> Result<Self> {
         Ok(match value.trim().to_ascii_lowercase().replace('-', "_").as_str() {
             "accepted" => Self::Accepted,
