@@ -12,9 +12,10 @@
 -- field of a JSON body is refused (the transcoder would read it as a list of one): the routes,
 -- methods and repeated fields are rendered from the protos' google.api.http annotations.
 --
--- Responses: a transcoded INVALID_ARGUMENT (HTTP 400 with "code":3) becomes the seeds'
--- 422 Parameter Error, FAILED_PRECONDITION ("code":9) becomes 409, and leftover grpc-*
--- headers are dropped from REST answers.
+-- Responses: Omega decides a failed REST call's HTTP status (its one table of errors, in
+-- src/api/error.rs) and sends it in x-omega-http-status; it becomes the answer's :status here
+-- (INVALID_ARGUMENT is a 422 Parameter Error, FAILED_PRECONDITION a 409, …). That header and
+-- leftover grpc-* headers are dropped from REST answers.
 
 local function starts_with(s, prefix)
   return string.sub(s, 1, #prefix) == prefix
@@ -162,24 +163,16 @@ end
 
 function envoy_on_response(handle)
   local headers = handle:headers()
+  local decided = headers:get("x-omega-http-status")
+  headers:remove("x-omega-http-status")
   local content_type = headers:get("content-type") or ""
   if starts_with(content_type, "application/grpc") then
     return
   end
-  -- A 400 Envoy answered before this edge ran (a path or method it cannot read) stays a 400.
+  -- Only on calls that came through this edge: Envoy's own answers keep their status.
   local rest = handle:streamInfo():dynamicMetadata():get("omega")
-  if headers:get(":status") == "400" and rest ~= nil then
-    local body = handle:body()
-    local text = body and body:getBytes(0, body:length()) or ""
-    -- The Lua API requires fetching the headers again after reading the body.
-    headers = handle:headers()
-    if string.find(text, '"code":3,', 1, true) then
-      headers:replace(":status", "422")
-    elseif string.find(text, '"code":9,', 1, true) then
-      -- FAILED_PRECONDITION (e.g. a status change the conversation's state forbids): a conflict
-      -- with the resource's state, like ALREADY_EXISTS.
-      headers:replace(":status", "409")
-    end
+  if decided ~= nil and rest ~= nil then
+    headers:replace(":status", decided)
   end
   local marks = handle:streamInfo():dynamicMetadata():get("omega.lua")
   if headers:get(":status") == "404" and marks ~= nil and marks["chatwoot"] == "1" then

@@ -56,6 +56,8 @@ pub enum Stop {
 /// Connects, migrates, installs the bootstrap key, binds, and serves until `shutdown` resolves
 /// (then drains first if it asks to).
 pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 'static) -> anyhow::Result<()> {
+    // The phone number metadata loads on first use; meanwhile the database connects.
+    tokio::task::spawn_blocking(crate::domain::values::warm_phone_metadata);
     let store = Store::connect(&args.database.database_url).await.context("connecting to the database")?;
     if args.migrate_on_start {
         store.migrate().await.context("applying migrations")?;
@@ -138,6 +140,9 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(cors(&args.cors_allowed_origins)?)
         .layer(tonic_web::GrpcWebLayer::new())
+        // Outside every layer that may refuse a call (limits, CSRF, request checks), so that
+        // each refusal gets its REST status from the one table.
+        .layer(crate::api::error::RestStatusLayer)
         // Inside tonic-web: every call is plain gRPC here, its status in headers or trailers.
         .layer(crate::api::observe::ObserveLayer::new(proto::service_names().into_iter().chain([
             "grpc.health.v1.Health".to_owned(),

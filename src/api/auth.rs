@@ -1,8 +1,8 @@
 //! Reading the caller's credentials from request metadata.
 //!
-//! The seeds accept an API key in the `X-API-KEY` header or "the same key in a cookie". The
-//! cookie may be named `X-API-KEY` / `api_key` (any case, `-` or `_`), or, as the seeds' own
-//! example shows, be the bare key alone.
+//! The legacy REST API takes an API key in the `X-API-KEY` header or the same key in a cookie.
+//! The cookie may be named `X-API-KEY` / `api_key` (any case, `-` or `_`), or, as that API's own
+//! curl example sends it, be the bare key alone (`cookie: <key>`).
 
 use tonic::{Request, Status, metadata::MetadataMap};
 
@@ -86,22 +86,27 @@ pub fn presented_key(metadata: &MetadataMap) -> Option<String> {
     key_header(metadata).or_else(|| metadata.all("cookie").into_iter().find_map(key_from_cookie_header))
 }
 
+/// The cookies of one `Cookie` header, parsed by the `cookie` crate; a part that is not
+/// `name=value` is skipped.
+fn cookies_of(header: &str) -> impl Iterator<Item = cookie::Cookie<'_>> {
+    cookie::Cookie::split_parse(header).filter_map(Result::ok)
+}
+
+/// A `Cookie` header that is one bare value, with no name (`cookie: <key>`).
+fn lone_cookie_value(header: &str) -> Option<&str> {
+    let mut parts = header.split(';').map(str::trim).filter(|p| !p.is_empty());
+    let single = parts.next()?;
+    (parts.next().is_none() && !single.contains('=')).then_some(single)
+}
+
 fn key_from_cookie_header(header: &str) -> Option<String> {
-    let pairs: Vec<&str> = header.split(';').map(str::trim).filter(|p| !p.is_empty()).collect();
-    for pair in &pairs {
-        if let Some((name, value)) = pair.split_once('=') {
-            let name = name.trim().to_ascii_lowercase().replace('_', "-");
-            let value = value.trim().trim_matches('"');
-            if KEY_COOKIE_NAMES.contains(&name.as_str()) && !value.is_empty() {
-                return Some(value.to_owned());
-            }
-        }
-    }
-    // `cookie: <key>`: a lone value with no name (a token is not a key).
-    match pairs.as_slice() {
-        [single] if !single.contains('=') && !looks_like_token(single) => Some((*single).to_owned()),
-        _ => None,
-    }
+    let named = cookies_of(header).find_map(|cookie| {
+        let name = cookie.name().trim().to_ascii_lowercase().replace('_', "-");
+        let value = cookie.value_trimmed().trim();
+        (KEY_COOKIE_NAMES.contains(&name.as_str()) && !value.is_empty()).then(|| value.to_owned())
+    });
+    // A lone value is a key, unless it is a token.
+    named.or_else(|| lone_cookie_value(header).filter(|v| !looks_like_token(v)).map(str::to_owned))
 }
 
 /// Whether a credential is shaped like a JWT (three base64url parts, a JSON header).
@@ -116,16 +121,12 @@ pub fn presented_token(metadata: &MetadataMap) -> Option<String> {
 }
 
 fn token_from_cookie_header(header: &str) -> Option<String> {
-    for pair in header.split(';').map(str::trim) {
-        match pair.split_once('=') {
-            Some((name, value)) if name.trim() == SESSION_COOKIE => {
-                return Some(value.trim().trim_matches('"').to_owned());
-            }
-            None if looks_like_token(pair) => return Some(pair.to_owned()),
-            _ => {}
-        }
-    }
-    None
+    let named = cookies_of(header)
+        .find(|cookie| cookie.name().trim() == SESSION_COOKIE)
+        .map(|cookie| cookie.value_trimmed().trim().to_owned());
+    named.or_else(|| {
+        header.split(';').map(str::trim).find(|part| !part.contains('=') && looks_like_token(part)).map(str::to_owned)
+    })
 }
 
 /// The cookie a browser keeps its access token in.
@@ -173,6 +174,7 @@ mod tests {
             ("omega_api_key=\"k3\"; x=1", Some("k3")),
             ("k4", Some("k4")),
             ("theme=dark", None),
+            ("eyJhbGciOiJIUzI1NiJ9.e30.c2ln", None),
             ("", None),
         ] {
             assert_eq!(key_from_cookie_header(header).as_deref(), want, "cookie {header:?}");
@@ -187,6 +189,19 @@ mod tests {
         assert_eq!(presented_credential(&md), Some(Credential::Token { token: "t1".into(), from_cookie: false }));
         let md = metadata(&[("cookie", "X-API-KEY=k3; omega_session=t2")]);
         assert_eq!(presented_credential(&md), Some(Credential::Token { token: "t2".into(), from_cookie: true }));
+    }
+
+    #[test]
+    fn session_cookie_forms_are_accepted() {
+        for (header, want) in [
+            ("omega_session=t1", Some("t1")),
+            ("theme=dark; omega_session=\"t2\"", Some("t2")),
+            ("theme=dark; eyJhbGciOiJIUzI1NiJ9.e30.c2ln", Some("eyJhbGciOiJIUzI1NiJ9.e30.c2ln")),
+            ("Omega_Session=t3", None),
+            ("k4", None),
+        ] {
+            assert_eq!(token_from_cookie_header(header).as_deref(), want, "cookie {header:?}");
+        }
     }
 
     #[test]

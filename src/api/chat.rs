@@ -224,7 +224,7 @@ fn path_id(what: &str, id: &str) -> Result<i64> {
         .ok_or_else(|| Error::NotFound(what.into()))
 }
 
-/// Chatwoot's contact JSON (seed 004's `contact`): the client's record once the contact proved
+/// Chatwoot's contact JSON (its public client API's `contact`): the client's record once the contact proved
 /// who it is, its own claims until then.
 pub(super) fn contact_json(chat: &ChatContact) -> Result<Value> {
     let (inbox, client) = (&chat.inbox, &chat.client);
@@ -398,7 +398,7 @@ impl ChatApi {
         Ok(Value::Array(messages.iter().map(|m| message_json(chat, &staff, links, m)).collect::<Result<_>>()?))
     }
 
-    /// Chatwoot's conversation JSON (seed 004), with its messages and contact.
+    /// Chatwoot's conversation JSON (its public client API), with its messages and contact.
     async fn conversation_json(&self, chat: &ChatContact, links: &Links, c: &conversation::Model) -> Result<Value> {
         let messages = self.omega.chat_messages(c, MessagePage::Latest).await?;
         Ok(json!({

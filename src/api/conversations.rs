@@ -1,4 +1,4 @@
-//! `omega.v1.ConversationService`: the seeds' inbox endpoints.
+//! `omega.v1.ConversationService`: the legacy REST API's inbox endpoints.
 
 use tonic::{Request, Response, Status};
 
@@ -10,7 +10,7 @@ use super::{
 use crate::{
     domain::{
         Omega,
-        conversations::{ListQuery, MessageQuery, ReadRequest, StatusRequest},
+        conversations::{ConversationPath, ListQuery, MessageQuery, ReadRequest, StatusRequest},
         pagination::PageRequest,
     },
     proto::omega::v1::{
@@ -34,13 +34,13 @@ impl ConversationApi {
     }
 }
 
-/// The (business, client, conversation) ids of a conversation path.
-fn path_ids(business_id: u32, client_id: u32, conversation_id: u32) -> Result<(i64, i64, i64), Status> {
-    Ok((
-        required_id("business_id", business_id)?,
-        required_id("client_id", client_id)?,
-        required_id("conversation_id", conversation_id)?,
-    ))
+/// The ids of a conversation path.
+fn path_ids(business_id: u32, client_id: u32, conversation_id: u32) -> Result<ConversationPath, Status> {
+    Ok(ConversationPath {
+        business_id: required_id("business_id", business_id)?,
+        client_id: required_id("client_id", client_id)?,
+        conversation_id: required_id("conversation_id", conversation_id)?,
+    })
 }
 
 #[tonic::async_trait]
@@ -254,8 +254,11 @@ impl ConversationService for ConversationApi {
             conversations: update
                 .unread_counts
                 .into_iter()
-                .map(|(id, unread)| {
-                    Ok(UnreadCount { conversation_id: wire_id(id)?, unread_count: u32::try_from(unread).unwrap_or(0) })
+                .map(|count| {
+                    Ok(UnreadCount {
+                        conversation_id: wire_id(count.conversation_id)?,
+                        unread_count: u32::try_from(count.unread).unwrap_or(0),
+                    })
                 })
                 .collect::<crate::domain::Result<_>>()?,
             message: format!("{} message(s) marked {}", update.changed, if read { "read" } else { "unread" }),

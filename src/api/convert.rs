@@ -1,6 +1,6 @@
 //! Conversions between wire values and domain values, shared by every service.
 //!
-//! Public ids travel as `uint32` so that REST JSON shows them as numbers, as the seeds do
+//! Public ids travel as `uint32` so that REST JSON shows them as numbers, as the legacy API's examples do
 //! (proto3 JSON prints 64-bit integers as strings). The database keeps 64-bit keys; widening
 //! the protos to `int64`/`uint64` later is wire-compatible for gRPC clients.
 

@@ -4,7 +4,7 @@
 //! `Origin` is neither this host nor a configured origin, or (without `Origin`) its
 //! `Sec-Fetch-Site` is `cross-site` or `same-site`. Credentials in headers (`X-API-KEY`,
 //! `Authorization`) are never sent by a browser on its own, and requests without those browser
-//! headers (curl, servers, the seeds' bare-key cookie) are not a browser's forgery: both pass.
+//! headers (curl, servers, the legacy clients' bare-key cookie) are not a browser's forgery: both pass.
 //!
 //! Decided here, once, for every transport: REST through Envoy (which forwards `Origin` and
 //! `Sec-Fetch-Site` as metadata), gRPC-Web and gRPC. Reads (methods bound to REST `GET`) pass:

@@ -1,4 +1,4 @@
-//! `omega.v1.HealthService`: the seeds' health group.
+//! `omega.v1.HealthService`: the legacy REST API's health endpoints.
 
 use tonic::{Request, Response, Status};
 

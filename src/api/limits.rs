@@ -1,5 +1,6 @@
-//! A tower layer that slows down credential guessing: once an address has failed
-//! authentication too often in the last minute, its further failures are answered
+//! A tower layer that slows down credential guessing: an address may fail authentication a
+//! configured number of times a minute (a `governor` rate limit per address: the allowance
+//! comes back evenly over the minute); its failures beyond that are answered
 //! RESOURCE_EXHAUSTED (HTTP 429), after a pause. Only the failures are limited: a valid
 //! credential, or a call that presents none (`/health`), still works from that address — a
 //! shared address (an office, a NAT) is not locked out by one client guessing keys.
@@ -8,48 +9,43 @@
 //! nearest untrusted address in `X-Forwarded-For` (anyone else could write that header).
 
 use std::{
-    collections::HashMap,
     future::Future,
     net::IpAddr,
+    num::NonZeroU32,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::Arc,
     task::{Context, Poll},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
 use tonic::{Status, body::Body, transport::server::TcpConnectInfo};
 use tower::{Layer, Service};
 
 use super::auth::presented_credential;
+use crate::domain::Error;
 
-const WINDOW: Duration = Duration::from_secs(60);
 /// How long a refused guess from a blocked address waits for its answer: a guesser that waits
 /// for each answer is held to a couple of guesses a second.
 const PENALTY: Duration = Duration::from_millis(500);
+/// Addresses remembered before the idle ones are forgotten.
+const MAX_ADDRESSES: usize = 100_000;
 
 struct Failures {
-    allowed: u32,
+    /// None: no limit.
+    limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
     trusted_proxies: Vec<IpNet>,
-    by_address: Mutex<HashMap<IpAddr, (u32, Instant)>>,
 }
 
 impl Failures {
-    fn blocked(&self, address: IpAddr) -> bool {
-        let map = self.by_address.lock().expect("not poisoned");
-        map.get(&address).is_some_and(|(count, since)| *count >= self.allowed && since.elapsed() < WINDOW)
-    }
-
-    fn record(&self, address: IpAddr) {
-        let mut map = self.by_address.lock().expect("not poisoned");
-        if map.len() > 100_000 {
-            map.retain(|_, (_, since)| since.elapsed() < WINDOW);
+    /// Counts a failure of `address`; whether it is one too many.
+    fn over_limit(&self, address: IpAddr) -> bool {
+        let Some(limiter) = &self.limiter else { return false };
+        if limiter.len() > MAX_ADDRESSES {
+            limiter.retain_recent();
         }
-        let entry = map.entry(address).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= WINDOW {
-            *entry = (0, Instant::now());
-        }
-        entry.0 += 1;
+        limiter.check_key(&address).is_err()
     }
 }
 
@@ -62,13 +58,8 @@ impl AuthFailureLimitLayer {
     /// Allows `per_minute` failed authentications per address per minute (0: no limit); the
     /// `X-Forwarded-For` of peers in `trusted_proxies` names the client.
     pub fn new(per_minute: u32, trusted_proxies: Vec<IpNet>) -> Self {
-        Self {
-            failures: Arc::new(Failures {
-                allowed: if per_minute == 0 { u32::MAX } else { per_minute },
-                trusted_proxies,
-                by_address: Default::default(),
-            }),
-        }
+        let limiter = NonZeroU32::new(per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n)));
+        Self { failures: Arc::new(Failures { limiter, trusted_proxies }) }
     }
 }
 
@@ -141,14 +132,13 @@ where
             };
             // The credential was checked like any other (in constant time): only a failure is
             // refused, so a valid key from a blocked address still works.
-            let blocked = failures.blocked(address);
-            failures.record(address);
-            if !blocked {
+            if !failures.over_limit(address) {
                 return Ok(response);
             }
             tokio::time::sleep(PENALTY).await;
-            let status =
-                Status::resource_exhausted("too many failed authentications from this address; retry in a minute");
+            let status = Status::from(Error::ResourceExhausted(
+                "too many failed authentications from this address; retry in a minute".into(),
+            ));
             Ok(status.into_http::<Body>())
         })
     }
@@ -157,6 +147,17 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_beyond_the_allowance_are_refused_per_address() {
+        let layer = AuthFailureLimitLayer::new(3, Vec::new());
+        let (guesser, neighbour) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let refused: Vec<bool> = (0..5).map(|_| layer.failures.over_limit(guesser)).collect();
+        assert_eq!(refused, [false, false, false, true, true]);
+        assert!(!layer.failures.over_limit(neighbour));
+        let unlimited = AuthFailureLimitLayer::new(0, Vec::new());
+        assert!((0..1000).all(|_| !unlimited.failures.over_limit(guesser)));
+    }
 
     fn request(peer: &str, forwarded: Option<&str>) -> http::Request<()> {
         let mut request = http::Request::new(());

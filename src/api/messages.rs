@@ -323,11 +323,11 @@ impl MessageService for MessagingApi {
     ) -> Result<Response<SearchConversationMessagesResponse>, Status> {
         let caller = caller(&self.omega, &request).await?;
         let r = request.into_inner();
-        let ids = (
-            required_id("business_id", r.business_id)?,
-            required_id("client_id", r.client_id)?,
-            required_id("conversation_id", r.conversation_id)?,
-        );
+        let ids = crate::domain::conversations::ConversationPath {
+            business_id: required_id("business_id", r.business_id)?,
+            client_id: required_id("client_id", r.client_id)?,
+            conversation_id: required_id("conversation_id", r.conversation_id)?,
+        };
         let page = PageRequest::parse(r.page_size, &r.page_token)?;
         let (page, capped) =
             self.omega.search_messages(&caller, ids, &r.q, r.include_notes.unwrap_or(true), page).await?;

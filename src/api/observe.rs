@@ -18,6 +18,7 @@ use tonic::Code;
 use tower::{Layer, Service};
 use tracing::{Instrument, Span};
 
+use super::error::http_status;
 use crate::metrics::{REQUEST_DURATION, REQUESTS};
 
 const REQUEST_ID: &str = "x-request-id";
@@ -155,26 +156,6 @@ impl Observer {
 impl Drop for Observer {
     fn drop(&mut self) {
         self.finish();
-    }
-}
-
-/// The HTTP status a REST caller gets for a gRPC code (Envoy's transcoder, then omega.lua's
-/// 422 and 409).
-/// UNIMPLEMENTED is counted with the caller's mistakes: it is an unknown method, not a fault.
-fn http_status(code: Code) -> u16 {
-    match code {
-        Code::Ok => 200,
-        Code::Cancelled => 499,
-        Code::InvalidArgument => 422,
-        Code::OutOfRange => 400,
-        Code::Unauthenticated => 401,
-        Code::PermissionDenied => 403,
-        Code::NotFound | Code::Unimplemented => 404,
-        Code::AlreadyExists | Code::Aborted | Code::FailedPrecondition => 409,
-        Code::ResourceExhausted => 429,
-        Code::Unavailable => 503,
-        Code::DeadlineExceeded => 504,
-        Code::Unknown | Code::Internal | Code::DataLoss => 500,
     }
 }
 

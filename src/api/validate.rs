@@ -88,9 +88,9 @@ where
             let bytes = match Limited::new(body, MAX_REQUEST_BYTES + 5).collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(_) => {
-                    let status = Status::resource_exhausted(format!(
+                    let status = Status::from(Error::ResourceExhausted(format!(
                         "the request is larger than {MAX_REQUEST_BYTES} bytes, or was cut off"
-                    ));
+                    )));
                     return Ok(status.into_http());
                 }
             };

@@ -1088,12 +1088,8 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// base × 2^(attempt−1), ±25 % jitter, at most 5 minutes; never sooner than the provider asked.
     fn backoff(&self, attempt: i32, retry_after: Option<Duration>) -> Duration {
-        let exponential = self.config.retry_base.saturating_mul(1 << (attempt - 1).clamp(0, 16));
-        let jitter = rand::rng().random_range(0.75..1.25);
-        let delay = exponential.mul_f64(jitter).min(Duration::from_secs(300));
-        retry_after.map_or(delay, |after| delay.max(after))
+        retry_delay(self.config.retry_base, attempt, retry_after, rand::rng().random_range(0.75..1.25))
     }
 
     async fn clients_of(&self, business_id: i64) -> anyhow::Result<Arc<Clients>> {
@@ -1155,5 +1151,40 @@ impl Dispatcher {
         let clients = Arc::new(Clients { twilio, email, version });
         cache.insert(business_id, clients.clone());
         Ok(clients)
+    }
+}
+
+/// The delay before retry `attempt` (1 for the first): base × 2^(attempt−1) times `jitter`
+/// (drawn from 0.75..1.25), at most 5 minutes; never sooner than the provider asked.
+fn retry_delay(base: Duration, attempt: i32, retry_after: Option<Duration>, jitter: f64) -> Duration {
+    let exponential = base.saturating_mul(1 << (attempt - 1).clamp(0, 16));
+    let delay = exponential.mul_f64(jitter).min(MAX_RETRY_DELAY);
+    retry_after.map_or(delay, |after| delay.max(after))
+}
+
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_five_minutes() {
+        let base = Duration::from_secs(2);
+        let delays: Vec<u64> = (1..=5).map(|attempt| retry_delay(base, attempt, None, 1.0).as_secs()).collect();
+        assert_eq!(delays, [2, 4, 8, 16, 32]);
+        assert_eq!(retry_delay(base, 40, None, 1.0), MAX_RETRY_DELAY, "capped, and no overflow");
+        assert_eq!(retry_delay(base, 0, None, 1.0), base, "attempt 0 is treated as the first");
+        assert_eq!(retry_delay(base, 2, None, 0.75), Duration::from_secs(3));
+        assert_eq!(retry_delay(base, 2, None, 1.25), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_provider_asking_for_longer_is_obeyed() {
+        let base = Duration::from_secs(2);
+        let asked = Some(Duration::from_secs(60));
+        assert_eq!(retry_delay(base, 1, asked, 1.0), Duration::from_secs(60));
+        assert_eq!(retry_delay(base, 1, Some(Duration::from_millis(10)), 1.0), base, "shorter is not sooner");
+        assert_eq!(retry_delay(base, 1, Some(Duration::from_secs(900)), 1.0), Duration::from_secs(900));
     }
 }

@@ -92,13 +92,24 @@ pub fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
     Ok(out)
 }
 
+/// Why outbound webhooks cannot sign or start: typed, for the callers outside this module.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// A stored endpoint secret is not `whsec_` + base64 (Omega writes only that shape).
+    #[error("the endpoint secret is not base64: {0}")]
+    Secret(#[from] base64::DecodeError),
+    /// The HTTP client could not be built (its TLS setup failed).
+    #[error("the webhook HTTP client cannot be built: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
 /// The `webhook-signature` value: `v1,<base64 HMAC-SHA256>` of `{id}.{timestamp}.{body}` for
 /// each secret (`whsec_` + base64 key), space-separated.
-pub fn sign(secrets: &[String], id: &str, timestamp: i64, body: &[u8]) -> anyhow::Result<String> {
+pub fn sign(secrets: &[String], id: &str, timestamp: i64, body: &[u8]) -> Result<String, WebhookError> {
     let mut signatures = Vec::new();
     for secret in secrets {
         let key = STANDARD.decode(secret.strip_prefix("whsec_").unwrap_or(secret))?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(&key)?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes keys of any length");
         mac.update(id.as_bytes());
         mac.update(b".");
         mac.update(timestamp.to_string().as_bytes());
@@ -192,7 +203,7 @@ impl WebhookSender {
         omega: Omega,
         config: WebhookDeliveryConfig,
         stop: watch::Receiver<bool>,
-    ) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    ) -> Result<Vec<JoinHandle<()>>, WebhookError> {
         crate::providers::install_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(config.timeout)

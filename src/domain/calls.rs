@@ -18,7 +18,9 @@ use super::{
     auth::{Caller, Scope},
     messages::{ClientRef, IncomingMessage},
     values::{self, Channel},
-    webhooks::{Owner, WebhookRequest, form_of, param, parse_identity, required, twilio_refusal, voice_identity},
+    webhooks::{
+        Owner, StaffIdentity, WebhookRequest, form_of, param, parse_identity, required, twilio_refusal, voice_identity,
+    },
 };
 use crate::{
     providers::twiml::{self, Element, say_and_hang_up},
@@ -331,7 +333,7 @@ impl Omega {
         if !matches!(status.as_str(), "in-progress" | "answered") {
             return Ok(());
         }
-        let Some((business_id, staff_id)) = param(form, "To").and_then(parse_identity) else {
+        let Some(StaffIdentity { business_id, staff_id }) = param(form, "To").and_then(parse_identity) else {
             return Ok(());
         };
         if business_id != call.business_id

@@ -605,7 +605,11 @@ impl Omega {
         status: ConversationStatus,
     ) -> Result<conversation::Model> {
         let caller = Caller::without_key(Scope::Business(chat.inbox.business_id));
-        let ids = (chat.inbox.business_id, chat.client.id, conversation.id);
+        let ids = super::conversations::ConversationPath {
+            business_id: chat.inbox.business_id,
+            client_id: chat.client.id,
+            conversation_id: conversation.id,
+        };
         let request = StatusRequest {
             status: status.as_str().into(),
             snoozed_until: String::new(),

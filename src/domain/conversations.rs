@@ -56,7 +56,21 @@ pub struct StatusUpdate {
 
 pub struct ReadUpdate {
     pub changed: u64,
-    pub unread_counts: Vec<(i64, i64)>,
+    pub unread_counts: Vec<UnreadCount>,
+}
+
+/// How many inbound messages of a conversation are unread.
+pub struct UnreadCount {
+    pub conversation_id: i64,
+    pub unread: i64,
+}
+
+/// The ids in a conversation's path: `/businesses/{business_id}/clients/{client_id}/conversations/{conversation_id}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConversationPath {
+    pub business_id: i64,
+    pub client_id: i64,
+    pub conversation_id: i64,
 }
 
 pub struct MessageQuery {
@@ -221,7 +235,7 @@ impl Omega {
     pub async fn update_conversation_status(
         &self,
         caller: &Caller,
-        (business_id, client_id, id): (i64, i64, i64),
+        ConversationPath { business_id, client_id, conversation_id: id }: ConversationPath,
         request: StatusRequest,
     ) -> Result<StatusUpdate> {
         let mut v = Violations::default();
@@ -297,7 +311,7 @@ impl Omega {
     pub async fn assign_conversation(
         &self,
         caller: &Caller,
-        (business_id, client_id, id): (i64, i64, i64),
+        ConversationPath { business_id, client_id, conversation_id: id }: ConversationPath,
         assigned_to: &str,
     ) -> Result<(Option<staff::Model>, bool)> {
         let target = match assigned_to.trim().to_ascii_lowercase().as_str() {
@@ -351,7 +365,7 @@ impl Omega {
     pub async fn add_note(
         &self,
         caller: &Caller,
-        (business_id, client_id, id): (i64, i64, i64),
+        ConversationPath { business_id, client_id, conversation_id: id }: ConversationPath,
         content: &str,
         sent_by: i64,
         sender_type: &str,
@@ -418,7 +432,7 @@ impl Omega {
     pub async fn set_staff_typing(
         &self,
         caller: &Caller,
-        (business_id, client_id, id): (i64, i64, i64),
+        ConversationPath { business_id, client_id, conversation_id: id }: ConversationPath,
         staff_id: Option<i64>,
         typing: bool,
     ) -> Result<conversation::Model> {
@@ -657,7 +671,7 @@ impl Omega {
     pub async fn list_messages(
         &self,
         caller: &Caller,
-        (business_id, client_id, id): (i64, i64, i64),
+        ConversationPath { business_id, client_id, conversation_id: id }: ConversationPath,
         query: &MessageQuery,
         page: PageRequest<MessageCursor>,
     ) -> Result<Page<message::Model>> {
@@ -714,7 +728,7 @@ impl Omega {
     pub async fn conversation_history(
         &self,
         caller: &Caller,
-        (business_id, client_id, id): (i64, i64, i64),
+        ConversationPath { business_id, client_id, conversation_id: id }: ConversationPath,
         page: PageRequest<i64>,
     ) -> Result<Page<conversation_event::Model>> {
         self.conversation_at(caller, business_id, client_id, id).await?;
@@ -779,7 +793,7 @@ impl Omega {
         }
         txn.commit().await.map_err(StoreError::from)?;
         self.store.wake_event_readers(Some(business_id));
-        Ok(ReadUpdate { changed, unread_counts: vec![(conversation.id, unread)] })
+        Ok(ReadUpdate { changed, unread_counts: vec![UnreadCount { conversation_id: conversation.id, unread }] })
     }
 
     /// Reopens snoozed conversations whose time has passed; answers how many. Safe to run on
@@ -826,4 +840,22 @@ pub(crate) async fn reopen(
     };
     db::append_event(conn, event, now).await?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod transition_tests {
+    use super::{ConversationStatus::*, *};
+
+    #[test]
+    fn a_resolved_conversation_is_reopened_before_it_waits() {
+        assert!(!transition_allowed(Resolved, Pending));
+        assert!(!transition_allowed(Resolved, Snoozed));
+        assert!(transition_allowed(Resolved, Open));
+        assert!(transition_allowed(Resolved, Resolved));
+        for from in [Open, Pending, Snoozed] {
+            for to in ConversationStatus::ALL {
+                assert!(transition_allowed(from, to), "{from:?} → {to:?}");
+            }
+        }
+    }
 }

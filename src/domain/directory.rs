@@ -144,7 +144,7 @@ async fn check_senders_free(
     let owners = db::sender_owners(conn, &location.phones, location.fields.messaging_service_sid.as_deref()).await?;
     let field = |name: &str| if at.is_empty() { name.to_owned() } else { format!("{at}.{name}") };
     // None when the holder is the claimant itself; otherwise who holds it.
-    let held_by = |business_id: i64, location_id: i64| match claimant {
+    let held_by = |db::SenderOwner { business_id, location_id }| match claimant {
         SenderClaimant::Location { business_id: own, location_id: Some(own_location) }
             if own == business_id && own_location == location_id =>
         {
@@ -156,8 +156,8 @@ async fn check_senders_free(
         _ => Some("another business".to_owned()),
     };
     for (j, phone) in location.phones.iter().enumerate() {
-        if let Some((_, business_id, location_id)) = owners.phones.iter().find(|(p, _, _)| p == phone)
-            && let Some(holder) = held_by(*business_id, *location_id)
+        if let Some((_, owner)) = owners.phones.iter().find(|(p, _)| p == phone)
+            && let Some(holder) = held_by(*owner)
         {
             v.add(
                 format!("{}[{j}]", field("phone_numbers")),
@@ -165,9 +165,8 @@ async fn check_senders_free(
             );
         }
     }
-    if let (Some(sid), Some((business_id, location_id))) =
-        (&location.fields.messaging_service_sid, owners.messaging_service)
-        && let Some(holder) = held_by(business_id, location_id)
+    if let (Some(sid), Some(owner)) = (&location.fields.messaging_service_sid, owners.messaging_service)
+        && let Some(holder) = held_by(owner)
     {
         v.add(field("messaging_service_sid"), format!("{sid} already sends for {holder}"));
     }

@@ -35,6 +35,9 @@ pub enum Error {
     /// The change conflicts with existing state (e.g. a unique value already taken).
     #[error("{0}")]
     Conflict(String),
+    /// The caller has used up an allowance (a rate limit, a size limit); later or smaller may work.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// A dependency (the database) cannot be reached right now; retrying later may work.
     #[error("{0}")]
     Unavailable(String),
@@ -70,7 +73,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Collects every field violation of a request, so the caller learns all of them at once.
 #[derive(Default)]
-pub struct Violations(Vec<FieldViolation>);
+pub struct Violations {
+    found: Vec<FieldViolation>,
+    /// The first failure that is not the request's fault (the database is down while a check
+    /// reads it): it wins over the violations, so that the caller retries instead of "fixing" a
+    /// request that was fine.
+    failure: Option<Error>,
+}
 
 impl Violations {
     /// Keeps the value, or records why it was rejected.
@@ -78,22 +87,56 @@ impl Violations {
         match result {
             Ok(value) => Some(value),
             Err(Error::InvalidArgument(mut found)) => {
-                self.0.append(&mut found);
+                self.found.append(&mut found);
                 None
             }
             Err(other) => {
-                self.0.push(FieldViolation::new("request", other.to_string()));
+                self.failure.get_or_insert(other);
                 None
             }
         }
     }
 
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push(FieldViolation::new(field, description));
+        self.found.push(FieldViolation::new(field, description));
     }
 
-    /// Fails with every violation collected, if any.
+    /// Fails with the first failure that is not a violation, or else every violation collected,
+    /// if any.
     pub fn finish(self) -> Result<()> {
-        if self.0.is_empty() { Ok(()) } else { Err(Error::InvalidArgument(self.0)) }
+        match self.failure {
+            Some(failure) => Err(failure),
+            None if self.found.is_empty() => Ok(()),
+            None => Err(Error::InvalidArgument(self.found)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn violations_are_collected_together() {
+        let mut v = Violations::default();
+        assert_eq!(v.check(Ok::<_, Error>(7)), Some(7));
+        assert_eq!(v.check(Err::<(), _>(Error::invalid("a", "is wrong"))), None);
+        v.add("b", "is missing");
+        match v.finish() {
+            Err(Error::InvalidArgument(found)) => {
+                assert_eq!(found, vec![FieldViolation::new("a", "is wrong"), FieldViolation::new("b", "is missing")])
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Violations::default().finish().is_ok());
+    }
+
+    #[test]
+    fn an_outage_during_validation_is_not_a_violation() {
+        let mut v = Violations::default();
+        v.add("a", "is wrong");
+        let outage = crate::store::StoreError::Unreachable("connection refused".into());
+        assert_eq!(v.check(Err::<(), _>(Error::from(outage))), None);
+        assert!(matches!(v.finish(), Err(Error::Unavailable(_))));
     }
 }

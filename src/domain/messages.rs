@@ -843,13 +843,13 @@ impl Omega {
     pub async fn search_messages(
         &self,
         caller: &Caller,
-        ids: (i64, i64, i64),
+        ids: super::conversations::ConversationPath,
         q: &str,
         include_notes: bool,
         page: PageRequest<u64>,
     ) -> Result<(Page<SearchHit>, bool)> {
         let terms = search_terms(q)?;
-        let conversation = self.conversation_at(caller, ids.0, ids.1, ids.2).await?;
+        let conversation = self.conversation_at(caller, ids.business_id, ids.client_id, ids.conversation_id).await?;
         let offset = page.after.unwrap_or(0);
         let found =
             db::search(self.store.connection(), conversation.id, &terms, include_notes, offset, page.size + 1).await?;

@@ -11,7 +11,6 @@ mod error;
 pub mod events;
 pub mod health;
 pub mod inbound_email;
-pub mod jwt;
 pub mod messages;
 pub mod pagination;
 pub mod providers;

@@ -1,20 +1,16 @@
-//! Access tokens for browsers: short-lived JWTs exchanged for an API key, each backed by a
-//! session row so that it can be revoked at once on every replica. Revocation is checked on
-//! use, cached for at most [`SESSION_CACHE`].
+//! Access tokens for browsers: short-lived JWTs (HS256, signed and checked by `jsonwebtoken`)
+//! exchanged for an API key, each backed by a session row so that it can be revoked at once on
+//! every replica. Revocation is checked on use, cached for at most [`SESSION_CACHE`].
 
-use std::{
-    collections::HashMap,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
 
 use super::{
     Error, Omega, Result,
     auth::{Caller, Scope},
-    jwt,
     values::now,
 };
 use crate::store::{entity::session, sessions as db};
@@ -23,15 +19,39 @@ pub const ISSUER: &str = "omega";
 pub const AUDIENCE: &str = "omega-api";
 /// How long a session's liveness is trusted without asking the database again.
 pub const SESSION_CACHE: Duration = Duration::from_secs(2);
+/// How far ahead of this replica's clock a token's `nbf` may be (another replica signed it).
+const CLOCK_SKEW_SECS: i64 = 30;
 
-/// Signing secrets: tokens are signed with `current`; those signed with `previous` (before a
-/// rotation) keep working until they expire.
+/// The claims of a session token.
+#[derive(Debug, Serialize, Deserialize)]
+struct SessionClaims {
+    iss: String,
+    aud: String,
+    #[serde(default)]
+    iat: i64,
+    #[serde(default)]
+    nbf: i64,
+    exp: i64,
+    /// The session row.
+    jti: String,
+    /// The API key the token was exchanged for.
+    kid: i64,
+    /// The business the token acts in; none for a platform key's token.
+    bid: Option<i64>,
+    /// The staff member the token acts for.
+    sid: Option<i64>,
+}
+
+/// Signing secrets: tokens are signed with the current secret; those signed with the previous
+/// one (before a rotation) keep working until they expire.
 pub struct TokenSettings {
-    pub current: Vec<u8>,
-    pub previous: Option<Vec<u8>>,
-    /// Whether `current` was generated at start (tokens then die with the process).
+    signing: EncodingKey,
+    /// The current secret's key first, then the previous one's.
+    verifying: Vec<DecodingKey>,
+    /// Whether the current secret was generated at start (tokens then die with the process).
     pub ephemeral: bool,
-    liveness: Mutex<HashMap<String, (bool, Instant)>>,
+    /// Each session's liveness, by `jti`, as last read from the database.
+    liveness: moka::sync::Cache<String, bool>,
 }
 
 impl std::fmt::Debug for TokenSettings {
@@ -51,8 +71,39 @@ impl TokenSettings {
     /// `OMEGA_TOKEN_SECRET` for several replicas or restarts).
     pub fn new(current: Option<String>, previous: Option<String>) -> Self {
         let ephemeral = current.is_none();
-        let current = current.map(String::into_bytes).unwrap_or_else(|| super::auth::generate_key().into_bytes());
-        Self { current, previous: previous.map(String::into_bytes), ephemeral, liveness: Mutex::new(HashMap::new()) }
+        let current = current.unwrap_or_else(super::auth::generate_key);
+        let verifying = std::iter::once(&current)
+            .chain(previous.as_ref())
+            .map(|secret| DecodingKey::from_secret(secret.as_bytes()))
+            .collect();
+        Self {
+            signing: EncodingKey::from_secret(current.as_bytes()),
+            verifying,
+            ephemeral,
+            liveness: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(SESSION_CACHE).build(),
+        }
+    }
+
+    /// The claims of a token signed (HS256 only) with one of the secrets, with this issuer and
+    /// audience; with `check_time`, also live now.
+    fn claims(&self, token: &str, check_time: bool) -> Option<SessionClaims> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.leeway = 0;
+        validation.validate_exp = check_time;
+        // `nbf` gets the clock-skew allowance below, which `exp` does not.
+        validation.validate_nbf = false;
+        let claims = self
+            .verifying
+            .iter()
+            .find_map(|key| jsonwebtoken::decode::<SessionClaims>(token, key, &validation).ok())?
+            .claims;
+        let now = Utc::now().timestamp();
+        if check_time && (claims.exp <= now || claims.nbf > now + CLOCK_SKEW_SECS) {
+            return None;
+        }
+        Some(claims)
     }
 }
 
@@ -106,65 +157,41 @@ impl Omega {
             },
         )
         .await?;
-        let claims = json!({
-            "iss": ISSUER,
-            "aud": AUDIENCE,
-            "iat": now.timestamp(),
-            "nbf": now.timestamp(),
-            "exp": expires_at.timestamp(),
-            "jti": jti,
-            "kid": caller.key_id,
-            "bid": business,
-            "sid": staff_id,
-        });
-        let token = jwt::sign(&json!({ "alg": "HS256", "typ": "JWT" }), &claims, &self.tokens.current);
+        let claims = SessionClaims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            iat: now.timestamp(),
+            nbf: now.timestamp(),
+            exp: expires_at.timestamp(),
+            jti: jti.clone(),
+            kid: caller.key_id,
+            bid: business,
+            sid: staff_id,
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.tokens.signing)
+            .map_err(|e| Error::Internal(e.into()))?;
         Ok(IssuedToken { token, jti, expires_at })
-    }
-
-    /// The claims of a token this deployment signed and that has not expired.
-    fn token_claims(&self, token: &str, check_time: bool) -> Option<serde_json::Value> {
-        let mut secrets: Vec<&[u8]> = vec![&self.tokens.current];
-        if let Some(previous) = &self.tokens.previous {
-            secrets.push(previous);
-        }
-        let claims = jwt::verify(token, &secrets)?;
-        if claims["iss"] != ISSUER || claims["aud"] != AUDIENCE {
-            return None;
-        }
-        let now = Utc::now().timestamp();
-        if check_time && (claims["exp"].as_i64()? <= now || claims["nbf"].as_i64().unwrap_or(0) > now + 30) {
-            return None;
-        }
-        Some(claims)
     }
 
     /// Resolves a token to its caller; UNAUTHENTICATED for anything not a live token of ours.
     pub async fn authenticate_token(&self, token: &str) -> Result<Caller> {
-        let claims = self.token_claims(token, true).ok_or(Error::Unauthenticated)?;
-        let jti = claims["jti"].as_str().ok_or(Error::Unauthenticated)?.to_owned();
-        if !self.session_live(&jti).await? {
+        let claims = self.tokens.claims(token, true).ok_or(Error::Unauthenticated)?;
+        if !self.session_live(&claims.jti).await? {
             return Err(Error::Unauthenticated);
         }
-        let key_id = claims["kid"].as_i64().ok_or(Error::Unauthenticated)?;
-        let scope = match claims["bid"].as_i64() {
+        let scope = match claims.bid {
             Some(business) => Scope::Business(business),
             None => Scope::Platform,
         };
-        Ok(Caller { key_id, scope, staff_id: claims["sid"].as_i64(), session: Some(jti) })
+        Ok(Caller { key_id: claims.kid, scope, staff_id: claims.sid, session: Some(claims.jti) })
     }
 
     async fn session_live(&self, jti: &str) -> Result<bool> {
-        if let Some((live, at)) = self.tokens.liveness.lock().expect("not poisoned").get(jti)
-            && at.elapsed() < SESSION_CACHE
-        {
-            return Ok(*live);
+        if let Some(live) = self.tokens.liveness.get(jti) {
+            return Ok(live);
         }
         let live = db::is_live(self.store.connection(), jti).await?;
-        let mut cache = self.tokens.liveness.lock().expect("not poisoned");
-        if cache.len() > 100_000 {
-            cache.retain(|_, (_, at)| at.elapsed() < SESSION_CACHE);
-        }
-        cache.insert(jti.to_owned(), (live, Instant::now()));
+        self.tokens.liveness.insert(jti.to_owned(), live);
         Ok(live)
     }
 
@@ -185,10 +212,9 @@ impl Omega {
         if token.len() > 8 * 1024 {
             return Err(Error::invalid("token", "is not a token this API issued (too long)"));
         }
-        let Some(claims) = self.token_claims(token, false) else { return Ok(false) };
-        let Some(jti) = claims["jti"].as_str() else { return Ok(false) };
-        let revoked = db::revoke(self.store.writer(), jti, now()).await?;
-        self.tokens.liveness.lock().expect("not poisoned").insert(jti.to_owned(), (false, Instant::now()));
+        let Some(claims) = self.tokens.claims(token, false) else { return Ok(false) };
+        let revoked = db::revoke(self.store.writer(), &claims.jti, now()).await?;
+        self.tokens.liveness.insert(claims.jti, false);
         Ok(revoked)
     }
 }

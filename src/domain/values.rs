@@ -44,7 +44,7 @@ impl ConversationStatus {
         }
     }
 
-    /// Any case; the seeds' ACTIVE is OPEN.
+    /// Any case; the legacy REST API's ACTIVE is OPEN.
     pub fn parse(field: &str, value: &str) -> Result<Self> {
         match value.trim().to_ascii_uppercase().as_str() {
             "OPEN" | "ACTIVE" => Ok(Self::Open),
@@ -239,25 +239,61 @@ pub fn phone(field: &str, value: &str, default_calling_code: &str) -> Result<Str
     } else {
         format!("{default_calling_code}{}", digits.trim_start_matches('0'))
     };
-    let national_ok = if international.starts_with('1') { international.len() == 11 } else { true };
-    if !(8..=15).contains(&international.len()) || international.starts_with('0') || !national_ok {
+    let e164 = format!("+{international}");
+    if !(8..=15).contains(&international.len()) || !possible_number(&e164) {
         return Err(invalid());
     }
-    Ok(format!("+{international}"))
+    Ok(e164)
 }
 
-/// Lower-cases and checks an email address (one `@`, a dotted domain, no spaces).
+/// Whether `e164` has a known country calling code and a length that country's numbers can
+/// have (libphonenumber's metadata, through the `phonenumber` crate). Only the length is
+/// checked, not the number ranges in service: test and fictional ranges (NANP's 555, or unused
+/// area codes in load tests) must still be accepted.
+fn possible_number(e164: &str) -> bool {
+    let Ok(number) = phonenumber::parse(None, e164) else { return false };
+    let code = number.code().value();
+    let national_digits = (e164.len() - 1).saturating_sub(code.to_string().len());
+    phonenumber::metadata::DATABASE
+        .by_code(&code)
+        .is_some_and(|regions| regions.iter().any(|region| possible_lengths(region).any(|n| n == national_digits)))
+}
+
+/// The lengths a region's national numbers can have: those of each kind of number it has (the
+/// metadata leaves the general description's list empty).
+fn possible_lengths(region: &phonenumber::Metadata) -> impl Iterator<Item = usize> + '_ {
+    let kinds = region.descriptors();
+    [
+        kinds.fixed_line(),
+        kinds.mobile(),
+        kinds.toll_free(),
+        kinds.premium_rate(),
+        kinds.shared_cost(),
+        kinds.personal_number(),
+        kinds.voip(),
+        kinds.pager(),
+        kinds.uan(),
+        kinds.voicemail(),
+    ]
+    .into_iter()
+    .flatten()
+    .chain([kinds.general()])
+    .flat_map(|kind| kind.possible_length().iter().map(|&n| usize::from(n)))
+}
+
+/// Loads the phone number metadata (slow the first time) so that no request waits for it.
+pub fn warm_phone_metadata() {
+    let _ = possible_number("+14155550123");
+}
+
+/// Lower-cases and checks an email address: the syntax of an address (`lettre::Address`), with
+/// a dotted domain (no mail to a bare host name) of at most 254 characters in all.
 pub fn email(field: &str, value: &str) -> Result<String> {
     let value = value.trim().to_lowercase();
     let valid = value.len() <= 254
-        && !value.chars().any(char::is_whitespace)
-        && value.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty()
-                && !domain.contains('@')
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !domain.contains("..")
+        && value.parse::<lettre::Address>().is_ok_and(|address| {
+            let domain = address.domain();
+            domain.contains('.') && !domain.ends_with('.')
         });
     if valid { Ok(value) } else { Err(Error::invalid(field, format!("{value:?} is not a valid email address"))) }
 }
@@ -281,6 +317,13 @@ mod tests {
         for bad in ["", "12345", "+1 415 555 012", "415-555-0123 ext 4", "+0123456789", "+1234567890123456", "phone"] {
             assert!(phone("phone", bad, "1").is_err(), "{bad:?} accepted");
         }
+        // Each country's own lengths: a German number may have 9 digits after 49, a French one
+        // only 9 after 33, a British one not 8 after 44; and no country has calling code 999.
+        assert_eq!(phone("phone", "+49 30 123456", "1").unwrap(), "+4930123456");
+        assert_eq!(phone("phone", "+33 1 23 45 67 89", "1").unwrap(), "+33123456789");
+        assert!(phone("phone", "+33 1 23 45 67 8", "1").is_err());
+        assert!(phone("phone", "+44 20 7946 09", "1").is_err());
+        assert!(phone("phone", "+999 1234 5678", "1").is_err());
     }
 
     #[test]
@@ -292,7 +335,7 @@ mod tests {
     }
 
     #[test]
-    fn statuses_accept_the_seeds_spelling() {
+    fn statuses_accept_the_legacy_spelling() {
         assert_eq!(ConversationStatus::parse("status", "ACTIVE").unwrap(), ConversationStatus::Open);
         assert_eq!(ConversationStatus::parse("status", "resolved").unwrap(), ConversationStatus::Resolved);
         assert!(
@@ -356,7 +399,7 @@ impl DeliveryStatus {
         }
     }
 
-    /// Twilio's statuses (DESIGN.md's order), email event names, and our own names, any case.
+    /// Twilio's statuses (their order is [`Self::rank`]), email event names, and our own names, any case.
     pub fn parse(field: &str, value: &str) -> Result<Self> {
         Ok(match value.trim().to_ascii_lowercase().replace('-', "_").as_str() {
             "accepted" => Self::Accepted,

@@ -5,11 +5,8 @@
 //! Every webhook is authenticated by the provider's signature, checked before anything it says
 //! is used; then it is applied idempotently (providers retry, and reorder).
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
-use hmac::{Hmac, Mac};
-use serde_json::{Value, json};
-use sha2::Sha256;
+use serde_json::Value;
 
 use super::{
     Error, Omega, Result,
@@ -359,7 +356,7 @@ impl Omega {
         let form = form_of(&request)?;
         let identity = param(&form, "From").and_then(parse_identity);
         let business = match identity {
-            Some((business_id, _)) => directory::business(self.store.connection(), business_id).await?,
+            Some(staff) => directory::business(self.store.connection(), staff.business_id).await?,
             None => None,
         };
         // The call is the identity's business's. A caller who is no business's staff gets a
@@ -367,7 +364,7 @@ impl Omega {
         let owner = business.as_ref().map_or(Owner::NamedAccount, |b| Owner::Business(b.id));
         self.verify_twilio(&request, &form, owner).await?;
         let call_sid = required(&form, "CallSid")?.to_owned();
-        let Some((business_id, staff_id)) = identity else {
+        let Some(StaffIdentity { business_id, staff_id }) = identity else {
             return Ok(say_and_hang_up("This call could not be placed: the caller is not a staff member."));
         };
         let Some(to) = param(&form, "To") else {
@@ -534,26 +531,60 @@ impl Omega {
         let identity = voice_identity(business_id, staff_id);
         let now = now();
         let expires = now + chrono::Duration::seconds(i64::from(ttl));
-        let header = json!({ "typ": "JWT", "alg": "HS256", "cty": "twilio-fpa;v=1" });
-        let claims = json!({
-            "jti": format!("{}-{}", voice.api_key_sid, now.timestamp()),
-            "iss": voice.api_key_sid,
-            "sub": voice.account_sid,
-            "nbf": now.timestamp(),
-            "exp": expires.timestamp(),
-            "grants": {
-                "identity": identity,
-                "voice": { "incoming": { "allow": true }, "outgoing": { "application_sid": voice.twiml_app_sid } },
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.cty = Some("twilio-fpa;v=1".into());
+        let claims = VoiceClaims {
+            jti: format!("{}-{}", voice.api_key_sid, now.timestamp()),
+            iss: &voice.api_key_sid,
+            sub: &voice.account_sid,
+            nbf: now.timestamp(),
+            exp: expires.timestamp(),
+            grants: VoiceGrants {
+                identity: &identity,
+                voice: VoiceGrant {
+                    incoming: IncomingGrant { allow: true },
+                    outgoing: OutgoingGrant { application_sid: &voice.twiml_app_sid },
+                },
             },
-        });
-        let signing_input =
-            format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(voice.api_key_secret.as_bytes()).expect("HMAC takes keys of any length");
-        mac.update(signing_input.as_bytes());
-        let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()));
+        };
+        let key = jsonwebtoken::EncodingKey::from_secret(voice.api_key_secret.as_bytes());
+        let token = jsonwebtoken::encode(&header, &claims, &key).map_err(|e| Error::Internal(e.into()))?;
         Ok((token, identity, expires))
     }
+}
+
+/// The claims of a Twilio Voice access token: the API key (`iss`) of the account (`sub`), and
+/// the grant to take and place calls as `identity` through the TwiML app.
+#[derive(serde::Serialize)]
+struct VoiceClaims<'a> {
+    jti: String,
+    iss: &'a str,
+    sub: &'a str,
+    nbf: i64,
+    exp: i64,
+    grants: VoiceGrants<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct VoiceGrants<'a> {
+    identity: &'a str,
+    voice: VoiceGrant<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct VoiceGrant<'a> {
+    incoming: IncomingGrant,
+    outgoing: OutgoingGrant<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct IncomingGrant {
+    allow: bool,
+}
+
+#[derive(serde::Serialize)]
+struct OutgoingGrant<'a> {
+    application_sid: &'a str,
 }
 
 /// The one answer to a Twilio webhook that is not accepted, whatever the reason (a forgery, or
@@ -569,11 +600,18 @@ pub(super) fn voice_identity(business_id: i64, staff_id: i64) -> String {
     format!("staff_{business_id}_{staff_id}")
 }
 
-/// `client:staff_<business>_<staff>` → (business, staff).
-pub(super) fn parse_identity(from: &str) -> Option<(i64, i64)> {
+/// The staff member a Twilio Client identity names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct StaffIdentity {
+    pub business_id: i64,
+    pub staff_id: i64,
+}
+
+/// `client:staff_<business>_<staff>` → the staff member.
+pub(super) fn parse_identity(from: &str) -> Option<StaffIdentity> {
     let rest = from.strip_prefix("client:")?.strip_prefix("staff_")?;
     let (business, staff) = rest.split_once('_')?;
-    Some((business.parse().ok()?, staff.parse().ok()?))
+    Some(StaffIdentity { business_id: business.parse().ok()?, staff_id: staff.parse().ok()? })
 }
 
 #[cfg(test)]
@@ -582,7 +620,7 @@ mod tests {
 
     #[test]
     fn identities_round_trip() {
-        assert_eq!(parse_identity("client:staff_7_42"), Some((7, 42)));
+        assert_eq!(parse_identity("client:staff_7_42"), Some(StaffIdentity { business_id: 7, staff_id: 42 }));
         assert_eq!(parse_identity("client:someone"), None);
         assert_eq!(parse_identity("+14155550100"), None);
     }

@@ -170,15 +170,9 @@ impl SendGridClient {
         let headers = response.headers().clone();
         let body = response.bytes().await.unwrap_or_default();
         let message = sendgrid_error_message(&body);
-        Err(match status.as_u16() {
-            // 429: rate limited before processing; 408: the request never fully arrived.
-            429 | 408 => ProviderError::Retryable {
-                reason: format!("SendGrid {status}: {message}"),
-                retry_after: super::retry_after(&headers).or_else(|| rate_limit_reset(&headers)),
-            },
-            400..=499 => ProviderError::Rejected { code: status.as_u16().to_string(), message },
-            _ => ProviderError::Ambiguous { reason: format!("SendGrid {status}: {message}") },
-        })
+        let retry_after = super::retry_after(&headers).or_else(|| rate_limit_reset(&headers));
+        let reason = format!("SendGrid {status}: {message}");
+        Err(super::classify_failure(status, status.as_u16().to_string(), message, reason, retry_after))
     }
 }
 

@@ -27,6 +27,26 @@ pub enum ProviderError {
     Ambiguous { reason: String },
 }
 
+/// Sorts a provider's non-2xx answer by whether the message could have been sent. 429 ("never
+/// processed", Twilio's 20429) and 408 (the request never fully arrived) are certainly not sent:
+/// retryable, after `retry_after` if the provider said. Any other 4xx refused this message:
+/// never sent, not worth resending. A 5xx (or anything else) may have come after the send.
+/// `code` is the provider's own error code when it gave one, the HTTP status otherwise; `reason`
+/// describes the answer for the retryable and ambiguous cases.
+pub fn classify_failure(
+    status: reqwest::StatusCode,
+    code: String,
+    message: String,
+    reason: String,
+    retry_after: Option<Duration>,
+) -> ProviderError {
+    match status.as_u16() {
+        429 | 408 => ProviderError::Retryable { reason, retry_after },
+        400..=499 => ProviderError::Rejected { code, message },
+        _ => ProviderError::Ambiguous { reason },
+    }
+}
+
 /// What the provider said when it accepted a message.
 #[derive(Debug, Clone)]
 pub struct Accepted {
@@ -132,6 +152,35 @@ fn excerpt(body: &[u8], limit: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_are_sorted_by_whether_the_message_could_have_gone() {
+        use reqwest::StatusCode;
+        let classify = |status: u16, retry_after| {
+            let status = StatusCode::from_u16(status).unwrap();
+            classify_failure(status, "21211".into(), "why".into(), format!("{status}"), retry_after)
+        };
+        let wait = Some(Duration::from_secs(3));
+        match classify(429, wait) {
+            ProviderError::Retryable { reason, retry_after } => {
+                assert_eq!(reason, "429 Too Many Requests");
+                assert_eq!(retry_after, wait);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(classify(408, None), ProviderError::Retryable { retry_after: None, .. }));
+        for status in [400, 401, 404, 422] {
+            match classify(status, wait) {
+                ProviderError::Rejected { code, message } => {
+                    assert_eq!((code.as_str(), message.as_str()), ("21211", "why"))
+                }
+                other => panic!("{status}: {other:?}"),
+            }
+        }
+        for status in [500, 502, 503, 504, 302] {
+            assert!(matches!(classify(status, wait), ProviderError::Ambiguous { .. }), "{status}");
+        }
+    }
 
     #[test]
     fn retry_after_reads_seconds_and_http_dates() {

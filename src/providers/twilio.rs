@@ -264,26 +264,8 @@ impl TwilioClient {
             _ => status.as_u16().to_string(),
         };
         let message = error.message.unwrap_or_else(|| super::excerpt(&body, 200));
-        Err(classify_failure(status, &headers, code, message))
-    }
-}
-
-/// Sorts a non-2xx answer by whether Twilio could have sent the message.
-fn classify_failure(
-    status: reqwest::StatusCode,
-    headers: &reqwest::header::HeaderMap,
-    code: String,
-    message: String,
-) -> ProviderError {
-    match status.as_u16() {
-        // 429 (Twilio 20429): "never processed, always safe to retry". 408: the request never
-        // fully arrived.
-        429 | 408 => ProviderError::Retryable {
-            reason: format!("Twilio {status} ({code}): {message}"),
-            retry_after: super::retry_after(headers),
-        },
-        400..=499 => ProviderError::Rejected { code, message },
-        _ => ProviderError::Ambiguous { reason: format!("Twilio {status} ({code}): {message}") },
+        let reason = format!("Twilio {status} ({code}): {message}");
+        Err(super::classify_failure(status, code, message, reason, super::retry_after(&headers)))
     }
 }
 

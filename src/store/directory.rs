@@ -598,10 +598,17 @@ pub async fn setup_counts(conn: &impl ConnectionTrait, business_id: i64) -> Stor
     })
 }
 
-/// Who already sends from some numbers and a messaging service: (business, location).
+/// The location that sends from a number or a messaging service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SenderOwner {
+    pub business_id: i64,
+    pub location_id: i64,
+}
+
+/// Who already sends from some numbers (by number) and a messaging service.
 pub struct SenderOwners {
-    pub phones: Vec<(String, i64, i64)>,
-    pub messaging_service: Option<(i64, i64)>,
+    pub phones: Vec<(String, SenderOwner)>,
+    pub messaging_service: Option<SenderOwner>,
 }
 
 pub async fn sender_owners(
@@ -617,7 +624,7 @@ pub async fn sender_owners(
             .all(conn)
             .await?
             .into_iter()
-            .map(|r| (r.phone_e164, r.business_id, r.location_id))
+            .map(|r| (r.phone_e164, SenderOwner { business_id: r.business_id, location_id: r.location_id }))
             .collect()
     };
     let messaging_service = match messaging_service_sid {
@@ -625,7 +632,7 @@ pub async fn sender_owners(
             .filter(location::Column::MessagingServiceSid.eq(sid))
             .one(conn)
             .await?
-            .map(|l| (l.business_id, l.id)),
+            .map(|l| SenderOwner { business_id: l.business_id, location_id: l.id }),
         None => None,
     };
     Ok(SenderOwners { phones, messaging_service })

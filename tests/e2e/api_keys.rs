@@ -132,7 +132,7 @@ async fn rest_parameter_errors_are_422_naming_the_field(db: Db) {
         let err: Value = resp.json().await.unwrap();
         assert!(err.to_string().contains(field), "{query}: {err}");
     }
-    // A non-numeric id, and an empty one as the seeds' examples leave them (`…//…`).
+    // A non-numeric id, and an empty one as the legacy REST API's examples leave them (`…//…`).
     for path in ["/omega/api-keys/abc/revoke", "/omega/api-keys//revoke"] {
         let resp = app.post(path, &app.platform_key, None).await;
         assert_eq!(resp.status(), 422, "{path}");

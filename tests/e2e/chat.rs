@@ -1,5 +1,5 @@
-//! The Chatwoot-compatible public client API (seed 004) through Envoy at /public/api/v1: the
-//! seed's request and response shapes, a whole widget conversation, notes never leaking, and
+//! The Chatwoot-compatible public client API through Envoy at /public/api/v1: its request and
+//! response shapes, a whole widget conversation, notes never leaking, and
 //! bad input.
 
 use crate::common;
@@ -8,7 +8,7 @@ use common::{Db, TestApp, TestBusiness, spawn_app};
 use serde_json::{Value, json};
 
 both_databases!(
-    the_seed_request_answers_the_seed_shape,
+    the_documented_request_answers_the_documented_shape,
     a_widget_conversation_end_to_end,
     notes_and_other_clients_never_leak,
     bad_input_is_refused_and_writes_nothing,
@@ -47,7 +47,7 @@ async fn contact(app: &TestApp, inbox: &Value, body: Value) -> Value {
     json_of(post_public(app, &public(inbox, "/contacts"), body).await, 200).await
 }
 
-async fn the_seed_request_answers_the_seed_shape(db: Db) {
+async fn the_documented_request_answers_the_documented_shape(db: Db) {
     let app = spawn_app(db).await;
     let b = app.onboard_simple("lotus", "+14155550100").await;
     let inbox = inbox(&app, &b, false).await;
@@ -99,7 +99,7 @@ async fn the_seed_request_answers_the_seed_shape(db: Db) {
     assert_eq!(c["email"], "carla@example.com");
     assert_eq!(c["blocked"], false);
     assert!(c["label_list"].is_array());
-    // The seed's message shape.
+    // Chatwoot's message shape.
     let message = json_of(
         post_public(
             &app,

@@ -190,7 +190,7 @@ fn openapi_is_generated_from_the_protos() {
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(doc["openapi"], "3.0.3");
     let paths = doc["paths"].as_object().unwrap();
-    // The seeds' documented endpoints, under the public base path.
+    // The legacy REST API's documented endpoints, under the public base path.
     for (path, verb) in [
         ("/omega/businesses/{business_id}/clients/{client_id}/conversation", "post"),
         ("/omega/businesses/{business_id}/clients/{client_id}/conversations/{conversation_id}/assignment", "post"),

@@ -1,4 +1,4 @@
-//! The inbox end to end: the seeds' documented conversation endpoints as their curl examples
+//! The inbox end to end: the legacy REST API's documented conversation endpoints as its curl examples
 //! send them, status rules and history, assignment, notes, lists with filters and counts,
 //! read status, concurrency, pagination under inserts, and tenant isolation.
 
@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tonic_types::StatusExt;
 
 both_databases!(
-    seed_examples_work_as_written,
+    documented_examples_work_as_written,
     concurrent_create_or_retrieve_makes_one_conversation,
     status_changes_follow_the_rules_and_are_recorded,
     a_snoozed_conversation_reopens_when_its_time_comes,
@@ -74,7 +74,7 @@ async fn history_kinds(
         .collect()
 }
 
-async fn seed_examples_work_as_written(db: Db) {
+async fn documented_examples_work_as_written(db: Db) {
     let app = spawn_app(db).await;
     let business = app.onboard_simple("lotus", "+14155550100").await;
     let client = app.upsert_client(&business, json!({ "name": "Carla", "phone": "+14155550199" })).await;
@@ -99,7 +99,7 @@ async fn seed_examples_work_as_written(db: Db) {
     assert_eq!(again["conversation_id"], conversation);
     assert_eq!(again["message"], "Existing conversation retrieved");
 
-    // …/status?status=RESOLVED, and the seeds' ACTIVE.
+    // …/status?status=RESOLVED, and the legacy ACTIVE.
     let url = format!("{base}/businesses/{b}/clients/{client}/conversations/{conversation}/status?status=RESOLVED");
     let body = json_of(send("POST", url).send().await.unwrap(), 200).await;
     assert_eq!(body["conversation_id"], conversation);
@@ -115,7 +115,7 @@ async fn seed_examples_work_as_written(db: Db) {
     assert_eq!(body["conversation_id"], conversation);
     assert_eq!(body["message"], "Client successfully assigned to staff member Dana");
 
-    // …/note with the seed's body, byte for byte.
+    // …/note with the documented body, byte for byte.
     let url = format!("{base}/businesses/{b}/clients/{client}/conversations/{conversation}/note");
     let resp = send("POST", url)
         .header("Content-Type", "application/json")
@@ -134,7 +134,7 @@ async fn seed_examples_work_as_written(db: Db) {
     assert!(body["message"].as_str().unwrap().contains("note"), "{body}");
     assert_eq!(body["category"], "general");
 
-    // The seeds' literal URLs leave the ids empty and the key blank: a 422 naming a field.
+    // The documented literal URLs leave the ids empty and the key blank: a 422 naming a field.
     for literal in [
         "/businesses//clients//conversation",
         "/businesses//clients//conversations//status?status",

@@ -1,4 +1,4 @@
-//! The seeds' health group, over REST through Envoy and over gRPC directly, on both databases.
+//! The legacy REST API's health endpoints, over REST through Envoy and over gRPC directly, on both databases.
 
 use crate::common;
 
@@ -61,7 +61,7 @@ async fn rest_db_check_needs_a_key_and_reports_latency(db: Db) {
 async fn rest_db_check_accepts_the_key_in_a_cookie(db: Db) {
     let app = spawn_app(db).await;
     let with_cookie = |cookie: String| app.http.get(app.rest("/omega/health/db")).header("cookie", cookie).send();
-    // The seeds' form (`cookie: <key>`) and a named cookie among others.
+    // The legacy clients' form (`cookie: <key>`) and a named cookie among others.
     let key = &app.platform_key;
     for cookie in [key.clone(), format!("theme=dark; X-API-KEY={key}")] {
         assert_eq!(with_cookie(cookie).await.unwrap().status(), 200);

@@ -163,7 +163,7 @@ async fn header_credentials_and_same_site_cookies_keep_working(db: Db) {
     // curl style: the key in X-API-KEY, even when a browser's Origin is present.
     assert_eq!(post(status("RESOLVED"), vec![("x-api-key", b.key.clone())]).await, 200);
     assert_eq!(post(status("OPEN"), vec![("x-api-key", b.key.clone()), ("origin", EVIL.into())]).await, 200);
-    // The seeds' bare-key cookie, from a client that sends no Origin.
+    // The legacy clients' bare-key cookie, from a client that sends no Origin.
     assert_eq!(post(status("RESOLVED"), vec![("cookie", b.key.clone())]).await, 200);
     // A browser on Omega's own origin, or on a configured one.
     let own = format!("http://{}", app.envoy_addr);

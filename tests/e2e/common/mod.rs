@@ -507,7 +507,7 @@ impl TestApp {
         row
     }
 
-    /// A staff member with a chosen id (the seeds' examples use `12345`).
+    /// A staff member with a chosen id (the legacy REST API's examples use `12345`).
     pub async fn insert_staff_with_id(&self, business: &TestBusiness, id: i64, name: &str, active: bool) {
         let now = chrono::Utc::now();
         self.sql(
