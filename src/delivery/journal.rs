@@ -178,10 +178,16 @@ async fn commit(dispatcher: &Dispatcher, group: Vec<Write>) {
     let together: Result<Vec<Vec<i64>>, (anyhow::Error, bool)> = async {
         let txn = store.begin().await.map_err(|e| (anyhow::Error::from(e), false))?;
         let written = async {
-            let mut marked = Vec::with_capacity(marks.len());
-            for (job_ids, worker, lease_until, now, _) in &marks {
-                marked.push(db::start_sending_many(&txn, job_ids, worker, *lease_until, *now).await?);
-            }
+            let all: Vec<db::Mark> = marks
+                .iter()
+                .map(|(job_ids, worker, lease_until, now, _)| db::Mark {
+                    job_ids,
+                    worker,
+                    lease_until: *lease_until,
+                    now: *now,
+                })
+                .collect();
+            let marked = db::start_sending_marks(&txn, &all).await?;
             let settled: Vec<&Settled> = records.iter().flat_map(|(settled, _)| settled).collect();
             dispatcher.record_in(&txn, &settled).await?;
             anyhow::Ok(marked)

@@ -10,7 +10,7 @@ use sea_orm::{
 };
 
 use super::{
-    StoreResult,
+    StoreResult, dialect,
     entity::{client, conversation, conversation_count as counts, conversation_event as event, message},
 };
 
@@ -678,7 +678,37 @@ pub async fn append_events(
     if events.is_empty() {
         return Ok(());
     }
-    event::Entity::insert_many(events.into_iter().map(|new| event_row(new, now))).exec_without_returning(conn).await?;
+    if conn.get_database_backend() != DbBackend::Postgres {
+        event::Entity::insert_many(events.into_iter().map(|new| event_row(new, now)))
+            .exec_without_returning(conn)
+            .await?;
+        return Ok(());
+    }
+    // One statement text whatever the number of events (see `dialect`); ids in the given order.
+    let sql = "INSERT INTO conversation_events (business_id, conversation_id, kind, actor_key_id, actor_staff_id, data, created_at) \
+         SELECT business_id, NULLIF(conversation_id, 0), kind, NULLIF(actor_key_id, 0), NULLIF(actor_staff_id, 0), data, $1 \
+         FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::bigint[], $7::text[]) WITH ORDINALITY \
+           AS e(business_id, conversation_id, kind, actor_key_id, actor_staff_id, data, position) \
+         ORDER BY position";
+    let mut columns: (Vec<i64>, Vec<i64>, Vec<String>, Vec<i64>, Vec<i64>, Vec<String>) = Default::default();
+    for new in events {
+        columns.0.push(new.business_id);
+        columns.1.push(dialect::id_or_zero(new.conversation_id));
+        columns.2.push(new.kind.to_owned());
+        columns.3.push(dialect::id_or_zero(new.actor_key_id));
+        columns.4.push(dialect::id_or_zero(new.actor_staff_id));
+        columns.5.push(new.data.to_string());
+    }
+    let values = [
+        now.into(),
+        columns.0.into(),
+        columns.1.into(),
+        columns.2.into(),
+        columns.3.into(),
+        columns.4.into(),
+        columns.5.into(),
+    ];
+    conn.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values)).await?;
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use sea_orm::{
 };
 
 use super::{
-    StoreResult,
+    StoreResult, dialect,
     entity::{
         conversation, delivery_job as job, message, message_attempt as attempt, provider_credential as credential,
         sender_pacing, webhook_event,
@@ -32,7 +32,8 @@ pub async fn by_ids(conn: &impl ConnectionTrait, ids: &[i64]) -> StoreResult<Vec
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(message::Entity::find().filter(message::Column::Id.is_in(ids.iter().copied())).all(conn).await?)
+    let backend = conn.get_database_backend();
+    Ok(message::Entity::find().filter(dialect::one_of(backend, message::Column::Id, ids)).all(conn).await?)
 }
 
 /// The message a provider knows by `provider_message_id` (unique per provider).
@@ -399,12 +400,62 @@ pub async fn start_sending_many(
         .col_expr(job::Column::Attempts, Expr::col(job::Column::Attempts).add(1))
         .col_expr(job::Column::LockedUntil, Expr::value(lease_until))
         .col_expr(job::Column::UpdatedAt, Expr::value(now))
-        .filter(job::Column::Id.is_in(job_ids.iter().copied()))
+        .filter(dialect::one_of(conn.get_database_backend(), job::Column::Id, job_ids))
         .filter(job::Column::State.eq("running"))
         .filter(job::Column::LockedBy.eq(worker))
         .exec_with_returning(conn)
         .await?;
     Ok(rows.into_iter().map(|j| j.id).collect())
+}
+
+/// One worker's jobs about to be sent, for [`start_sending_marks`].
+pub struct Mark<'a> {
+    pub job_ids: &'a [i64],
+    pub worker: &'a str,
+    pub lease_until: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+}
+
+/// [`start_sending_many`] for the marks of several workers; answers, mark by mark, the ids
+/// still held. On PostgreSQL one statement of one text for them all (see [`dialect`]).
+pub async fn start_sending_marks(conn: &impl ConnectionTrait, marks: &[Mark<'_>]) -> StoreResult<Vec<Vec<i64>>> {
+    if conn.get_database_backend() != DbBackend::Postgres {
+        let mut held = Vec::with_capacity(marks.len());
+        for mark in marks {
+            held.push(start_sending_many(conn, mark.job_ids, mark.worker, mark.lease_until, mark.now).await?);
+        }
+        return Ok(held);
+    }
+    let mut owner: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
+    let (mut ids, mut workers, mut leases, mut times) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (index, mark) in marks.iter().enumerate() {
+        for &id in mark.job_ids {
+            owner.insert(id, index);
+            ids.push(id);
+            workers.push(mark.worker.to_owned());
+            leases.push(mark.lease_until);
+            times.push(mark.now);
+        }
+    }
+    let sql = "UPDATE delivery_jobs AS j SET state = 'sending', attempts = j.attempts + 1, \
+           locked_until = m.lease_until, updated_at = m.at \
+         FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[]) AS m(id, worker, lease_until, at) \
+         WHERE j.id = m.id AND j.state = 'running' AND j.locked_by = m.worker \
+         RETURNING j.id";
+    let rows = Moved::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        [ids.into(), workers.into(), leases.into(), times.into()],
+    ))
+    .all(conn)
+    .await?;
+    let mut held = vec![Vec::new(); marks.len()];
+    for row in rows {
+        if let Some(&index) = owner.get(&row.id) {
+            held[index].push(row.id);
+        }
+    }
+    Ok(held)
 }
 
 /// Extends `worker`'s claim on the jobs it still holds (claimed or being sent) to
@@ -421,7 +472,7 @@ pub async fn renew_leases(
     }
     let rows = job::Entity::update_many()
         .col_expr(job::Column::LockedUntil, Expr::value(lease_until))
-        .filter(job::Column::Id.is_in(job_ids.iter().copied()))
+        .filter(dialect::one_of(conn.get_database_backend(), job::Column::Id, job_ids))
         .filter(job::Column::State.is_in(["running", "sending"]))
         .filter(job::Column::LockedBy.eq(worker))
         .exec_with_returning(conn)
@@ -445,7 +496,7 @@ pub async fn release_jobs(
         .col_expr(job::Column::LockedBy, Expr::value(Option::<String>::None))
         .col_expr(job::Column::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
         .col_expr(job::Column::UpdatedAt, Expr::value(now))
-        .filter(job::Column::Id.is_in(job_ids.iter().copied()))
+        .filter(dialect::one_of(conn.get_database_backend(), job::Column::Id, job_ids))
         .filter(job::Column::State.eq("running"))
         .filter(job::Column::LockedBy.eq(worker))
         .exec(conn)
@@ -535,6 +586,74 @@ pub async fn settle_accepted(
     if accepted.is_empty() {
         return Ok(Vec::new());
     }
+    let backend = conn.get_database_backend();
+    let message_ids: Vec<i64> = accepted.iter().map(|a| a.message_id).collect();
+    let moved = match backend {
+        DbBackend::Postgres => settle_accepted_postgres(conn, accepted, &message_ids, now).await?,
+        _ => settle_accepted_portable(conn, accepted, &message_ids, now).await?,
+    };
+    let job_ids: Vec<i64> = accepted.iter().map(|a| a.job_id).collect();
+    finish_jobs(conn, &job_ids, "done", None, None, now).await?;
+    Ok(moved)
+}
+
+#[derive(FromQueryResult)]
+struct Moved {
+    id: i64,
+}
+
+/// [`settle_accepted`]'s writes with the batch as array parameters: statements of one text
+/// whatever the batch's size (see [`dialect`]).
+async fn settle_accepted_postgres(
+    conn: &impl ConnectionTrait,
+    accepted: &[Accepted],
+    message_ids: &[i64],
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<i64>> {
+    let attempts: Vec<i32> = accepted.iter().map(|a| a.attempt).collect();
+    let started: Vec<DateTime<Utc>> = accepted.iter().map(|a| a.started_at).collect();
+    let providers: Vec<String> = accepted.iter().map(|a| a.provider.clone()).collect();
+    let provider_ids: Vec<String> = accepted.iter().map(|a| a.provider_message_id.clone()).collect();
+    let insert = "INSERT INTO message_attempts (message_id, attempt, started_at, finished_at, outcome, provider_message_id) \
+         SELECT message_id, attempt, started_at, $1, 'accepted', provider_message_id \
+         FROM unnest($2::bigint[], $3::integer[], $4::timestamptz[], $5::text[]) \
+           AS a(message_id, attempt, started_at, provider_message_id)";
+    conn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        insert,
+        [now.into(), message_ids.to_vec().into(), attempts.into(), started.into(), provider_ids.clone().into()],
+    ))
+    .await?;
+    let moved_sql = "WITH v(id, provider, provider_message_id) AS \
+           (SELECT * FROM unnest($2::bigint[], $3::text[], $4::text[])) \
+         UPDATE messages SET status = 'SENT', status_updated_at = $1, sent_at = COALESCE(messages.sent_at, $1), \
+           provider = v.provider, provider_message_id = v.provider_message_id \
+         FROM v WHERE messages.id = v.id AND messages.status = 'QUEUED' RETURNING messages.id";
+    conn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "UPDATE messages SET attempt_count = attempt_count + 1 WHERE id = ANY($1)",
+        [message_ids.to_vec().into()],
+    ))
+    .await?;
+    let moved = Moved::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        moved_sql,
+        [now.into(), message_ids.to_vec().into(), providers.into(), provider_ids.into()],
+    ))
+    .all(conn)
+    .await?;
+    Ok(moved.into_iter().map(|m| m.id).collect())
+}
+
+/// [`settle_accepted`]'s writes in portable SQL: a multi-row insert and one UPDATE over a VALUES
+/// list of (id, provider, provider id).
+async fn settle_accepted_portable(
+    conn: &impl ConnectionTrait,
+    accepted: &[Accepted],
+    message_ids: &[i64],
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<i64>> {
+    let backend = conn.get_database_backend();
     attempt::Entity::insert_many(accepted.iter().map(|a| attempt::ActiveModel {
         message_id: Set(a.message_id),
         attempt: Set(a.attempt),
@@ -546,40 +665,28 @@ pub async fn settle_accepted(
     }))
     .exec_without_returning(conn)
     .await?;
-    let message_ids: Vec<i64> = accepted.iter().map(|a| a.message_id).collect();
     message::Entity::update_many()
         .col_expr(message::Column::AttemptCount, Expr::col(message::Column::AttemptCount).add(1))
         .filter(message::Column::Id.is_in(message_ids.iter().copied()))
         .exec(conn)
         .await?;
-    // One UPDATE over a VALUES list of (id, provider, provider id), on both databases.
-    let backend = conn.get_database_backend();
-    let p = |i: usize| if backend == DbBackend::Postgres { format!("${i}") } else { format!("?{i}") };
     let mut values: Vec<sea_orm::Value> = vec![now.into()];
     let rows = accepted
         .iter()
         .map(|a| {
             values.extend([a.message_id.into(), a.provider.clone().into(), a.provider_message_id.clone().into()]);
             let n = values.len();
-            let id = if backend == DbBackend::Postgres { format!("{}::bigint", p(n - 2)) } else { p(n - 2) };
-            format!("({id}, {}, {})", p(n - 1), p(n))
+            format!("(?{}, ?{}, ?{n})", n - 2, n - 1)
         })
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!(
         "WITH v(id, provider, provider_message_id) AS (VALUES {rows}) \
-         UPDATE messages SET status = 'SENT', status_updated_at = {now}, sent_at = COALESCE(messages.sent_at, {now}), \
+         UPDATE messages SET status = 'SENT', status_updated_at = ?1, sent_at = COALESCE(messages.sent_at, ?1), \
          provider = v.provider, provider_message_id = v.provider_message_id \
-         FROM v WHERE messages.id = v.id AND messages.status = 'QUEUED' RETURNING messages.id",
-        now = p(1)
+         FROM v WHERE messages.id = v.id AND messages.status = 'QUEUED' RETURNING messages.id"
     );
-    #[derive(FromQueryResult)]
-    struct Moved {
-        id: i64,
-    }
     let moved = Moved::find_by_statement(Statement::from_sql_and_values(backend, &sql, values)).all(conn).await?;
-    let job_ids: Vec<i64> = accepted.iter().map(|a| a.job_id).collect();
-    finish_jobs(conn, &job_ids, "done", None, None, now).await?;
     Ok(moved.into_iter().map(|m| m.id).collect())
 }
 
@@ -613,7 +720,7 @@ pub async fn finish_jobs(
     if let Some(at) = next_attempt_at {
         query = query.col_expr(job::Column::NextAttemptAt, Expr::value(at));
     }
-    query.filter(job::Column::Id.is_in(job_ids.iter().copied())).exec(conn).await?;
+    query.filter(dialect::one_of(conn.get_database_backend(), job::Column::Id, job_ids)).exec(conn).await?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod attachments;
 pub mod chat;
 pub mod conversations;
+pub mod dialect;
 pub mod directory;
 pub mod entity;
 pub mod events;
