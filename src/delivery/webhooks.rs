@@ -64,6 +64,9 @@ pub struct WebhookDeliveryConfig {
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Rows pruned per statement, so that no statement holds the writer for long.
 const PRUNE_BATCH: u64 = 5000;
+/// How long a worker woken by a new event waits for further ones before it looks for due
+/// deliveries.
+const EVENT_WAKE_GATHERING: Duration = Duration::from_millis(25);
 
 /// Parses a schedule such as `5s,5m,30m,2h` (units ms, s, m, h; a bare number is seconds).
 pub fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
@@ -239,7 +242,11 @@ impl WebhookSender {
                     tokio::select! {
                         _ = replayed => {}
                         _ = events.recv() => {
-                            // One read for every wake-up queued meanwhile.
+                            // Every commit that appends an event wakes this worker, and most
+                            // businesses have no endpoint: gather the wake-ups of a short while
+                            // into one read, so that a busy inbox costs a few reads a second
+                            // rather than one per commit.
+                            tokio::time::sleep(EVENT_WAKE_GATHERING).await;
                             while events.try_recv().is_ok() {}
                         }
                         _ = tokio::time::sleep(self.config.poll_interval) => {}
