@@ -161,6 +161,9 @@ enum Outcome {
 /// Writes of results on their way through the journal.
 type Recordings = JoinSet<Result<(), journal::Unrecorded>>;
 
+/// Claimed jobs waiting for their call to start, with a paced job's reserved slot.
+type Queue = VecDeque<(delivery_job::Model, message::Model, Option<DateTime<Utc>>)>;
+
 /// Jobs whose provider calls start together.
 type Wave = Vec<(delivery_job::Model, message::Model)>;
 
@@ -352,44 +355,12 @@ impl Dispatcher {
         if jobs.is_empty() {
             return Ok(());
         }
-        let mut claim = Claim { held: jobs.iter().map(|j| j.id).collect(), renewed: Instant::now() };
-        let ids: Vec<i64> = jobs.iter().map(|j| j.message_id).collect();
-        let mut messages: HashMap<i64, message::Model> =
-            db::by_ids(self.omega.store.connection(), &ids).await?.into_iter().map(|m| (m.id, m)).collect();
-        // In claim order, so that a paced job goes out near the slot it reserved.
-        let mut queue: VecDeque<(delivery_job::Model, message::Model, Option<DateTime<Utc>>)> =
-            VecDeque::with_capacity(jobs.len());
-        for job in jobs {
-            let message = messages.remove(&job.message_id);
-            let Some(message) = message.filter(|m| m.status == DeliveryStatus::Queued.as_str()) else {
-                // Gone, cancelled, recorded as sent elsewhere, or already settled.
-                db::finish_job(self.omega.store.writer(), job.id, "done", None, None, now()).await?;
-                claim.held.remove(&job.id);
-                continue;
-            };
-            let interval = match message.channel.as_str() {
-                "SMS" => self.config.sms_sender_interval,
-                _ => self.config.email_sender_interval,
-            };
-            let slot = match interval {
-                None => None,
-                Some(interval) => {
-                    let now = now();
-                    let txn = self.omega.store.begin().await?;
-                    let slot =
-                        db::reserve_slot(&txn, &job.sender_key, chrono::Duration::from_std(interval)?, now).await?;
-                    txn.commit().await.map_err(StoreError::from)?;
-                    if (slot - now).to_std().unwrap_or_default() > Duration::from_secs(2) {
-                        // Busy sender: come back for the slot instead of holding a worker.
-                        db::finish_job(self.omega.store.writer(), job.id, "pending", Some(slot), None, now).await?;
-                        claim.held.remove(&job.id);
-                        continue;
-                    }
-                    Some(slot)
-                }
-            };
-            queue.push_back((job, message, slot));
-        }
+        let mut claim = Claim { held: HashSet::new(), renewed: Instant::now() };
+        let mut queue: Queue = VecDeque::with_capacity(jobs.len());
+        self.admit(jobs, &mut claim, &mut queue).await?;
+        let began = Instant::now();
+        // Set once a claim for more found nothing due.
+        let mut outbox_empty = false;
         let window = self.config.concurrency.max(1);
         let mut clients: HashMap<i64, Arc<Clients>> = HashMap::new();
         let mut calls: JoinSet<Settled> = JoinSet::new();
@@ -411,6 +382,36 @@ impl Dispatcher {
                     wave.push((job, message));
                     if slot.is_some() {
                         break;
+                    }
+                }
+                if wave.is_empty()
+                    && queue.is_empty()
+                    && !calls.is_empty()
+                    && !outbox_empty
+                    && began.elapsed() < self.config.poll_interval
+                {
+                    // Keep the window full: claim the next jobs while the last calls are still
+                    // running instead of letting them drain first. A worker returns to its
+                    // housekeeping once a poll interval has gone by.
+                    // A failure here is the database's: the calls in flight run to their end
+                    // and nothing more starts.
+                    let lease_until = now() + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
+                    let admitted =
+                        match db::claim_jobs(self.omega.store.writer(), worker, now(), lease_until, self.config.batch)
+                            .await
+                        {
+                            Ok(more) if more.is_empty() => Ok(false),
+                            Ok(more) => self.admit(more, &mut claim, &mut queue).await.map(|()| true),
+                            Err(err) => Err(anyhow::Error::from(err)),
+                        };
+                    match admitted {
+                        Ok(true) => continue,
+                        Ok(false) => outbox_empty = true,
+                        Err(err) => {
+                            tracing::warn!(worker, error = format!("{err:#}"), "claiming more jobs failed");
+                            healthy = false;
+                            continue;
+                        }
                     }
                 }
                 if !wave.is_empty() {
@@ -498,6 +499,48 @@ impl Dispatcher {
             self.record_when_possible(worker, unrecorded).await;
         }
         if healthy { Ok(()) } else { Err(anyhow::anyhow!("delivery stopped: results could not be recorded")) }
+    }
+
+    /// Takes claimed jobs into a worker's queue, in claim order (so that a paced job goes out
+    /// near the slot it reserved): jobs whose message no longer waits are finished, and a paced
+    /// job reserves its sender's next slot (or, if that is far off, goes back to wait for it).
+    async fn admit(&self, jobs: Vec<delivery_job::Model>, claim: &mut Claim, queue: &mut Queue) -> anyhow::Result<()> {
+        claim.held.extend(jobs.iter().map(|j| j.id));
+        let ids: Vec<i64> = jobs.iter().map(|j| j.message_id).collect();
+        let mut messages: HashMap<i64, message::Model> =
+            db::by_ids(self.omega.store.connection(), &ids).await?.into_iter().map(|m| (m.id, m)).collect();
+        for job in jobs {
+            let message = messages.remove(&job.message_id);
+            let Some(message) = message.filter(|m| m.status == DeliveryStatus::Queued.as_str()) else {
+                // Gone, cancelled, recorded as sent elsewhere, or already settled.
+                db::finish_job(self.omega.store.writer(), job.id, "done", None, None, now()).await?;
+                claim.held.remove(&job.id);
+                continue;
+            };
+            let interval = match message.channel.as_str() {
+                "SMS" => self.config.sms_sender_interval,
+                _ => self.config.email_sender_interval,
+            };
+            let slot = match interval {
+                None => None,
+                Some(interval) => {
+                    let now = now();
+                    let txn = self.omega.store.begin().await?;
+                    let slot =
+                        db::reserve_slot(&txn, &job.sender_key, chrono::Duration::from_std(interval)?, now).await?;
+                    txn.commit().await.map_err(StoreError::from)?;
+                    if (slot - now).to_std().unwrap_or_default() > Duration::from_secs(2) {
+                        // Busy sender: come back for the slot instead of holding a worker.
+                        db::finish_job(self.omega.store.writer(), job.id, "pending", Some(slot), None, now).await?;
+                        claim.held.remove(&job.id);
+                        continue;
+                    }
+                    Some(slot)
+                }
+            };
+            queue.push_back((job, message, slot));
+        }
+        Ok(())
     }
 
     /// Records the results that returned, marks a wave as sending (one transaction for both)
