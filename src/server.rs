@@ -57,6 +57,7 @@ pub enum Stop {
 /// (then drains first if it asks to).
 pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 'static) -> anyhow::Result<()> {
     let store = Store::connect(&args.database.database_url).await.context("connecting to the database")?;
+    store.keep_event_feed_rows(usize::try_from(args.event_feed_rows).unwrap_or(usize::MAX));
     if args.migrate_on_start {
         store.migrate().await.context("applying migrations")?;
     }
