@@ -241,7 +241,7 @@ pub async fn listen(url: String, wakeups: std::sync::Arc<EventWakeups>) {
 
 /// Rows a feed keeps in memory by default (`OMEGA_EVENT_FEED_ROWS`): a stream whose position
 /// falls behind them reads the log itself.
-pub const DEFAULT_FEED_ROWS: u64 = 4096;
+pub const DEFAULT_FEED_ROWS: u64 = 1024;
 /// Rows a feed reads from the log at a time.
 const FEED_READS: u64 = 500;
 

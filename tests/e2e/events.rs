@@ -472,6 +472,11 @@ async fn many_concurrent_streams_each_receive_every_event_once_in_order(db: Db) 
     for n in 0..12 {
         note(first.client, first.conversation, format!("before {n}")).await;
     }
+    // On PostgreSQL an event is readable once every older transaction of the cluster has ended.
+    common::eventually(Duration::from_secs(30), "the history is readable", || async {
+        log_after(&app, &b.key, &request(b.id)).await.len() == 2 + 12
+    })
+    .await;
     let history = log_after(&app, &b.key, &request(b.id)).await;
     let middle = history[history.len() / 2].id;
 
@@ -532,7 +537,7 @@ async fn many_concurrent_streams_each_receive_every_event_once_in_order(db: Db) 
 
     // Every write has ended; wait until the log shows all 74 events (on PostgreSQL an event is
     // readable once every older transaction has ended), then compare each stream with it.
-    common::eventually(Duration::from_secs(10), "every event is readable", || async {
+    common::eventually(Duration::from_secs(30), "every event is readable", || async {
         log_after(&app, &b.key, &request(b.id)).await.len() == 2 + 12 + 60
     })
     .await;
