@@ -113,6 +113,10 @@ pub struct ServeArgs {
     /// reconnect after 6 without one).
     #[arg(long, env = "OMEGA_CABLE_PING_SECS", default_value_t = 3)]
     pub cable_ping_secs: u64,
+    /// Latest events of each business kept in memory for its live streams (a stream further
+    /// behind reads the log itself until it catches up).
+    #[arg(long, env = "OMEGA_EVENT_FEED_ROWS", default_value_t = crate::store::events::DEFAULT_FEED_ROWS, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub event_feed_rows: u64,
     /// Apply pending migrations before serving.
     #[arg(long, env = "OMEGA_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
     pub migrate_on_start: bool,

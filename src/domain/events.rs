@@ -1,19 +1,18 @@
 //! The event log as a stream and as pages, for one business at a time (the caller's scope).
-//! Streams read the log itself whenever they are woken (see `store::events`): a wake-up that
-//! is lost delays an event until the next one or the next heartbeat, never drops it.
+//! Streams take new events from their business's shared feed, which reads the log once per
+//! wake-up for all of them (see `store::events`); a stream behind the feed reads the log from
+//! its own cursor. A wake-up that is lost delays an event until the next one or the next
+//! heartbeat, never drops it.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use tokio::{
-    sync::{broadcast, watch},
-    time::Instant,
-};
+use tokio::{sync::watch, time::Instant};
 
 use super::{Error, Omega, Result, Violations, auth::Caller};
 use crate::store::{
     conversations as conversations_db,
     entity::conversation_event as event,
-    events::{self as db, Cursor, EventFilter},
+    events::{self as db, Cursor, EventFilter, Feed, Taken},
 };
 
 /// Every kind the log holds (the README's event catalogue).
@@ -113,8 +112,10 @@ impl Omega {
         heartbeat: Duration,
     ) -> Result<EventFollower> {
         let filter = self.event_filter(caller, query).await?;
-        // Subscribed before the first read: a commit after it wakes this stream.
-        let (wake, stopping) = self.store.event_wakeups().subscribe();
+        // Subscribed before the first read: what the feed publishes after it wakes this stream.
+        let feed = self.store.event_feed(filter.business_id);
+        let published = feed.subscribe();
+        let (_, stopping) = self.store.event_wakeups().subscribe();
         let (cursor, last_id) = match after_id {
             Some(id) => (self.cursor(filter.business_id, id).await?, id),
             None => match db::head(self.store.connection(), filter.business_id).await? {
@@ -122,7 +123,7 @@ impl Omega {
                 None => (Cursor::START, 0),
             },
         };
-        Ok(EventFollower { omega: self.clone(), filter, cursor, last_id, wake, stopping, heartbeat })
+        Ok(EventFollower { omega: self.clone(), filter, cursor, last_id, feed, published, stopping, heartbeat })
     }
 }
 
@@ -141,9 +142,12 @@ pub enum Followed {
 pub struct EventFollower {
     omega: Omega,
     filter: EventFilter,
+    /// Where the stream is in the log: every row up to it that matches was delivered.
     cursor: Cursor,
+    /// The last event delivered (or the one the stream started after): heartbeats carry it.
     last_id: i64,
-    wake: broadcast::Receiver<Option<i64>>,
+    feed: Arc<Feed>,
+    published: watch::Receiver<u64>,
     stopping: watch::Receiver<bool>,
     heartbeat: Duration,
 }
@@ -157,41 +161,55 @@ impl EventFollower {
             if *self.stopping.borrow() {
                 return Ok(Followed::Stopped);
             }
-            let read = db::read_after(self.omega.store.connection(), &self.filter, self.cursor, BATCH).await?;
-            if let Some(last) = read.rows.last() {
-                self.cursor = Cursor::after(last);
-                self.last_id = last.id;
-                return Ok(Followed::Events(read.rows));
-            }
-            // Committed rows wait behind an older transaction still running: its end may come
-            // with no wake-up (it wrote no event), so look again soon.
-            let until = if read.unsettled {
-                let at = Instant::now() + recheck;
-                recheck = (recheck * 2).min(Duration::from_millis(250));
-                at.min(beat_at)
-            } else {
-                beat_at
-            };
-            loop {
-                tokio::select! {
-                    woken = self.wake.recv() => match woken {
-                        Ok(Some(business)) if business != self.filter.business_id => continue,
-                        Err(broadcast::error::RecvError::Closed) => return Ok(Followed::Stopped),
-                        // Ours, unknown, or missed ones (lagged): read again, once for all that
-                        // are queued.
-                        _ => {
-                            while self.wake.try_recv().is_ok() {}
-                            break;
-                        }
-                    },
-                    _ = tokio::time::sleep_until(until) => {
-                        if until >= beat_at {
-                            return Ok(Followed::Heartbeat { after_id: self.last_id });
-                        }
-                        break;
+            // Seen before taking: what the feed publishes after the take wakes the wait below.
+            self.published.mark_unchanged();
+            let mut until = beat_at;
+            match self.feed.take(&self.filter, self.cursor) {
+                Taken::Rows(rows, cursor) => {
+                    self.cursor = cursor;
+                    if let Some(last) = rows.last() {
+                        self.last_id = last.id;
+                        return Ok(Followed::Events(rows));
                     }
-                    _ = async { self.stopping.wait_for(|s| *s).await.map(|_| ()) } => return Ok(Followed::Stopped),
                 }
+                Taken::Behind => {
+                    // Every row up to the feed's tail was settled before this read began, so a
+                    // read that reaches the log's settled end has passed it.
+                    let tail = self.feed.tail();
+                    let read = db::read_after(self.omega.store.connection(), &self.filter, self.cursor, BATCH).await?;
+                    let complete = (read.rows.len() as u64) < BATCH;
+                    if let Some(last) = read.rows.last() {
+                        self.cursor = Cursor::after(last);
+                        self.last_id = last.id;
+                    }
+                    if complete && let Some(tail) = tail {
+                        self.cursor = self.cursor.max(tail);
+                    }
+                    if !read.rows.is_empty() {
+                        return Ok(Followed::Events(read.rows));
+                    }
+                    // Committed rows wait behind an older transaction and the feed may not
+                    // cover this position yet: look again soon.
+                    if read.unsettled {
+                        until = (Instant::now() + recheck).min(beat_at);
+                        recheck = (recheck * 2).min(Duration::from_millis(250));
+                    }
+                }
+            }
+            tokio::select! {
+                changed = self.published.changed() => {
+                    if changed.is_err() {
+                        return Ok(Followed::Stopped);
+                    }
+                }
+                _ = tokio::time::sleep_until(until) => {
+                    if until >= beat_at {
+                        // A wake-up may have been lost: the feed reads again.
+                        self.feed.poke();
+                        return Ok(Followed::Heartbeat { after_id: self.last_id });
+                    }
+                }
+                _ = async { self.stopping.wait_for(|s| *s).await.map(|_| ()) } => return Ok(Followed::Stopped),
             }
         }
     }

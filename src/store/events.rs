@@ -5,14 +5,32 @@
 //! (tx_id, id) order and only below the oldest transaction still running (`settled`), a prefix
 //! of the log that no commit can add to any more. A reader that resumes after the last row it
 //! saw therefore misses nothing and sees nothing twice.
+//!
+//! Streams of one business share a [`Feed`]: one reader per business and process reads what
+//! the log gained after each wake-up, once, and keeps the latest rows in memory; every stream
+//! takes what matches its filter from there. A stream whose position is older than what the
+//! feed keeps (it started from an old cursor, or its client read slowly) reads the log from its
+//! own cursor until it is back within the feed.
 
-use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement, Value};
-use tokio::sync::{broadcast, watch};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement, Value};
+use tokio::{
+    sync::{Notify, broadcast, oneshot, watch},
+    time::Instant,
+};
 
 use super::{StoreResult, entity::conversation_event as event};
 
-/// A position in the log: after the row (tx_id, id).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A position in the log: after the row (tx_id, id). Positions order as the log's rows do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Cursor {
     pub tx_id: i64,
     pub id: i64,
@@ -33,6 +51,15 @@ pub struct EventFilter {
     pub business_id: i64,
     pub conversation_id: Option<i64>,
     pub kinds: Vec<String>,
+}
+
+impl EventFilter {
+    /// Whether `row` is one the filter selects (what `read_after` asks the database for).
+    pub fn matches(&self, row: &event::Model) -> bool {
+        row.business_id == self.business_id
+            && self.conversation_id.is_none_or(|id| row.conversation_id == Some(id))
+            && (self.kinds.is_empty() || self.kinds.contains(&row.kind))
+    }
 }
 
 /// The position just after the business's event `id`, or None if it has no such event.
@@ -206,6 +233,235 @@ pub async fn listen(url: String, wakeups: std::sync::Arc<EventWakeups>) {
                     wakeups.wake(None);
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                     break;
+                }
+            }
+        }
+    }
+}
+
+/// Rows a feed keeps in memory by default (`OMEGA_EVENT_FEED_ROWS`): a stream whose position
+/// falls behind them reads the log itself.
+pub const DEFAULT_FEED_ROWS: u64 = 1024;
+/// Rows a feed reads from the log at a time.
+const FEED_READS: u64 = 500;
+
+/// The feeds of this process, one per business that has streams (see [`Feed`]).
+#[derive(Debug)]
+pub struct EventFeeds {
+    db: DatabaseConnection,
+    wakeups: Arc<EventWakeups>,
+    /// Rows each feed keeps.
+    keeps: AtomicUsize,
+    feeds: Mutex<HashMap<i64, Weak<Feed>>>,
+}
+
+impl EventFeeds {
+    pub fn new(db: DatabaseConnection, wakeups: Arc<EventWakeups>) -> Self {
+        Self { db, wakeups, keeps: AtomicUsize::new(DEFAULT_FEED_ROWS as usize), feeds: Mutex::default() }
+    }
+
+    /// How many rows each feed started from now on keeps (at least one).
+    pub fn keep_rows(&self, rows: usize) {
+        self.keeps.store(rows.max(1), Ordering::Relaxed);
+    }
+
+    /// The business's feed, started if no stream holds it: it reads while someone holds it.
+    pub fn feed(&self, business_id: i64) -> Arc<Feed> {
+        let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(feed) = feeds.get(&business_id).and_then(Weak::upgrade) {
+            return feed;
+        }
+        feeds.retain(|_, feed| feed.strong_count() > 0);
+        let (closed_tx, closed) = oneshot::channel();
+        let feed = Arc::new(Feed {
+            business_id,
+            keeps: self.keeps.load(Ordering::Relaxed),
+            recent: Mutex::new(Recent { tail: None, start: Cursor::START, rows: VecDeque::new() }),
+            published: watch::channel(0).0,
+            poke: Arc::new(Notify::new()),
+            _closed: closed_tx,
+        });
+        // Subscribed before the feed's first read: a commit after it wakes the feed.
+        let (wake, stopping) = self.wakeups.subscribe();
+        let reader = FeedReader { feed: Arc::downgrade(&feed), poke: feed.poke.clone(), db: self.db.clone() };
+        tokio::spawn(reader.run(wake, stopping, closed));
+        feeds.insert(business_id, Arc::downgrade(&feed));
+        feed
+    }
+}
+
+/// One business's log as its streams in this process see it: the latest rows, read once.
+#[derive(Debug)]
+pub struct Feed {
+    business_id: i64,
+    keeps: usize,
+    recent: Mutex<Recent>,
+    /// Counts what the feed published: streams wait for it to change.
+    published: watch::Sender<u64>,
+    /// Asks the reader to read again now (a stream's heartbeat: a lost wake-up costs at most
+    /// a heartbeat, as it did when each stream read for itself).
+    poke: Arc<Notify>,
+    /// Dropped with the feed: its reader stops.
+    _closed: oneshot::Sender<()>,
+}
+
+#[derive(Debug)]
+struct Recent {
+    /// Where the feed has read to (every row up to it is settled), or None until it has found
+    /// where the log ends.
+    tail: Option<Cursor>,
+    /// The position before the oldest row kept: every row after it up to `tail` is in `rows`.
+    start: Cursor,
+    rows: VecDeque<Arc<event::Model>>,
+}
+
+/// What a stream takes from its feed.
+#[derive(Debug)]
+pub enum Taken {
+    /// The rows after the stream's position that match its filter (maybe none), and its new
+    /// position.
+    Rows(Vec<event::Model>, Cursor),
+    /// The position is older than what the feed keeps (or the feed has not read yet): read the
+    /// log from it.
+    Behind,
+}
+
+impl Feed {
+    pub fn business_id(&self) -> i64 {
+        self.business_id
+    }
+
+    /// Changes whenever the feed publishes rows (or first finds the log's end).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.published.subscribe()
+    }
+
+    /// Where the feed has read to: every settled row up to it was settled already then.
+    pub fn tail(&self) -> Option<Cursor> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner()).tail
+    }
+
+    /// The kept rows after `cursor` that `filter` selects.
+    pub fn take(&self, filter: &EventFilter, cursor: Cursor) -> Taken {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(tail) = recent.tail else {
+            return Taken::Behind;
+        };
+        if cursor < recent.start {
+            return Taken::Behind;
+        }
+        // Every row in (cursor, tail] is kept (a position past the tail takes none yet).
+        let from = recent.rows.partition_point(|row| Cursor::after(row) <= cursor);
+        let rows = recent.rows.range(from..).filter(|row| filter.matches(row)).map(|row| (**row).clone()).collect();
+        Taken::Rows(rows, cursor.max(tail))
+    }
+
+    /// Asks the reader to look at the log again soon.
+    pub fn poke(&self) {
+        self.poke.notify_one();
+    }
+
+    /// Reads what the log gained after the tail and publishes it; answers whether rows after it
+    /// are committed but wait behind an older transaction (read again shortly, then).
+    async fn catch_up(&self, db: &DatabaseConnection) -> StoreResult<bool> {
+        let tail = self.tail();
+        let mut tail = match tail {
+            Some(tail) => tail,
+            None => {
+                let tail = head(db, self.business_id).await?.as_ref().map_or(Cursor::START, Cursor::after);
+                {
+                    let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+                    recent.tail = Some(tail);
+                    recent.start = tail;
+                }
+                self.published.send_modify(|n| *n += 1);
+                tail
+            }
+        };
+        let every = EventFilter { business_id: self.business_id, conversation_id: None, kinds: Vec::new() };
+        loop {
+            let read = read_after(db, &every, tail, FEED_READS).await?;
+            let full = read.rows.len() as u64 == FEED_READS;
+            if let Some(last) = read.rows.last() {
+                tail = Cursor::after(last);
+                {
+                    let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+                    recent.rows.extend(read.rows.into_iter().map(Arc::new));
+                    while recent.rows.len() > self.keeps {
+                        if let Some(dropped) = recent.rows.pop_front() {
+                            recent.start = Cursor::after(&dropped);
+                        }
+                    }
+                    recent.tail = Some(tail);
+                }
+                self.published.send_modify(|n| *n += 1);
+            }
+            if !full {
+                return Ok(read.unsettled);
+            }
+        }
+    }
+}
+
+/// Reads the log for a feed whenever the business's log may have grown, until the feed is
+/// dropped or the server stops.
+struct FeedReader {
+    feed: Weak<Feed>,
+    poke: Arc<Notify>,
+    db: DatabaseConnection,
+}
+
+impl FeedReader {
+    async fn run(
+        self,
+        mut wake: broadcast::Receiver<Option<i64>>,
+        mut stopping: watch::Receiver<bool>,
+        mut closed: oneshot::Receiver<()>,
+    ) {
+        let mut recheck = Duration::from_millis(10);
+        loop {
+            let Some(feed) = self.feed.upgrade() else { return };
+            let business_id = feed.business_id;
+            let again = match feed.catch_up(&self.db).await {
+                Ok(false) => {
+                    recheck = Duration::from_millis(10);
+                    None
+                }
+                // Committed rows wait behind an older transaction: its end may come with no
+                // wake-up (it wrote no event), so look again soon.
+                Ok(true) => {
+                    let at = Instant::now() + recheck;
+                    recheck = (recheck * 2).min(Duration::from_millis(250));
+                    Some(at)
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, business_id, "reading the event log for live streams failed; retrying");
+                    Some(Instant::now() + Duration::from_secs(1))
+                }
+            };
+            // Not held while waiting: the last stream's going away ends the feed.
+            drop(feed);
+            loop {
+                tokio::select! {
+                    woken = wake.recv() => match woken {
+                        Ok(Some(business)) if business != business_id => continue,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                        // Ours, unknown, or missed ones (lagged): read again, once for all that
+                        // are queued.
+                        _ => {
+                            while wake.try_recv().is_ok() {}
+                            break;
+                        }
+                    },
+                    _ = self.poke.notified() => break,
+                    _ = async {
+                        match again {
+                            Some(at) => tokio::time::sleep_until(at).await,
+                            None => std::future::pending().await,
+                        }
+                    } => break,
+                    _ = &mut closed => return,
+                    _ = async { stopping.wait_for(|s| *s).await.map(|_| ()) } => return,
                 }
             }
         }

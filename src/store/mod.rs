@@ -124,6 +124,8 @@ pub struct Store {
     sqlite_path: Option<PathBuf>,
     /// Tells readers of the event log to read again.
     events: std::sync::Arc<events::EventWakeups>,
+    /// The shared readers of the log that live streams take their events from.
+    feeds: std::sync::Arc<events::EventFeeds>,
     /// PostgreSQL: tells other replicas' readers (see [`events::announcer`]).
     announce: Option<tokio::sync::mpsc::UnboundedSender<Option<i64>>>,
 }
@@ -173,7 +175,9 @@ impl Store {
             Err(err) => return Err(explain_connect_failure(url, err).await),
         };
         let announce = (db.get_database_backend() == DbBackend::Postgres).then(|| events::announcer(db.clone()));
-        Ok(Self { db, writer, sqlite_path: sqlite_file(url).map(PathBuf::from), events: Default::default(), announce })
+        let events = std::sync::Arc::<events::EventWakeups>::default();
+        let feeds = std::sync::Arc::new(events::EventFeeds::new(db.clone(), events.clone()));
+        Ok(Self { db, writer, sqlite_path: sqlite_file(url).map(PathBuf::from), events, feeds, announce })
     }
 
     /// The pool for reads. Writes go through [`Store::writer`] or [`Store::begin`].
@@ -218,6 +222,16 @@ impl Store {
 
     pub fn event_wakeups(&self) -> &std::sync::Arc<events::EventWakeups> {
         &self.events
+    }
+
+    /// How many of each business's latest events its live streams' feed keeps in memory.
+    pub fn keep_event_feed_rows(&self, rows: usize) {
+        self.feeds.keep_rows(rows);
+    }
+
+    /// The business's shared reader of the log (see [`events::Feed`]).
+    pub fn event_feed(&self, business_id: i64) -> std::sync::Arc<events::Feed> {
+        self.feeds.feed(business_id)
     }
 
     /// "sqlite" or "postgresql".

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! P1 ingest, P2 inbox lists, P3 search, P4 dispatch, P5 transports, P6 footprint, P7 two
-//! replicas: see the README.
+//! replicas, P8 live events, P9 outbound webhooks: see the README.
 
 mod dataset;
 mod harness;
@@ -18,6 +18,7 @@ mod phases;
 mod report;
 mod stats;
 mod transports;
+mod webhooks;
 
 use std::path::PathBuf;
 
@@ -39,8 +40,8 @@ pub struct Cli {
     /// generating the full dataset takes).
     #[arg(long, default_value = "full")]
     scale: String,
-    /// Phases to run (p1..p8), comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "p1,p2,p3,p4,p5,p6,p7,p8")]
+    /// Phases to run (p1..p9), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "p1,p2,p3,p4,p5,p6,p7,p8,p9")]
     only: Vec<String>,
     /// Timed calls per latency figure.
     #[arg(long)]

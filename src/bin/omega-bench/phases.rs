@@ -97,6 +97,9 @@ pub async fn run_all(
     if wants("p6") {
         footprint(db, dir, rss_idle_first, loaded_peak, report).await?;
     }
+    if wants("p9") {
+        crate::webhooks::delivery_rate(db, dir, &data, settings, report).await?;
+    }
     Ok(data)
 }
 
