@@ -690,23 +690,17 @@ pub async fn append_events(
          FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::bigint[], $7::text[]) WITH ORDINALITY \
            AS e(business_id, conversation_id, kind, actor_key_id, actor_staff_id, data, position) \
          ORDER BY position";
-    let mut columns: (Vec<i64>, Vec<i64>, Vec<String>, Vec<i64>, Vec<i64>, Vec<String>) = Default::default();
-    for new in events {
-        columns.0.push(new.business_id);
-        columns.1.push(dialect::id_or_zero(new.conversation_id));
-        columns.2.push(new.kind.to_owned());
-        columns.3.push(dialect::id_or_zero(new.actor_key_id));
-        columns.4.push(dialect::id_or_zero(new.actor_staff_id));
-        columns.5.push(new.data.to_string());
-    }
+    let column = |f: &dyn Fn(&NewEvent) -> sea_orm::Value| -> sea_orm::Value {
+        sea_orm::Value::Array(f(&events[0]).array_type(), Some(Box::new(events.iter().map(f).collect())))
+    };
     let values = [
         now.into(),
-        columns.0.into(),
-        columns.1.into(),
-        columns.2.into(),
-        columns.3.into(),
-        columns.4.into(),
-        columns.5.into(),
+        column(&|e| e.business_id.into()),
+        column(&|e| dialect::id_or_zero(e.conversation_id).into()),
+        column(&|e| e.kind.to_owned().into()),
+        column(&|e| dialect::id_or_zero(e.actor_key_id).into()),
+        column(&|e| dialect::id_or_zero(e.actor_staff_id).into()),
+        column(&|e| e.data.to_string().into()),
     ];
     conn.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values)).await?;
     Ok(())
