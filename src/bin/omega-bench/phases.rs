@@ -257,7 +257,7 @@ async fn rest_ingest_to(
 }
 
 /// Runs `call(i)` for i in 0..n, `concurrency` at a time; answers the elapsed time.
-async fn run_concurrently<F, Fut>(n: usize, concurrency: usize, call: F) -> anyhow::Result<Duration>
+pub(crate) async fn run_concurrently<F, Fut>(n: usize, concurrency: usize, call: F) -> anyhow::Result<Duration>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,

@@ -29,6 +29,7 @@ use crate::{
     Settings,
     dataset::Dataset,
     harness::{BenchDb, grpc_channel, http_client, keyed, start_omega},
+    phases::run_concurrently,
     report::Report,
 };
 
@@ -135,34 +136,6 @@ fn serve_receiver(listener: TcpListener, secret: String, received: Arc<Received>
             });
         }
     });
-}
-
-/// `n` calls of `call`, `concurrency` at a time; answers how long they took.
-async fn run_concurrently<F, Fut>(n: usize, concurrency: usize, call: F) -> anyhow::Result<Duration>
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
-{
-    let call = Arc::new(call);
-    let next = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
-        let (call, next) = (call.clone(), next.clone());
-        tasks.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                if i >= n {
-                    return anyhow::Ok(());
-                }
-                call(i).await?;
-            }
-        });
-    }
-    while let Some(result) = tasks.join_next().await {
-        result??;
-    }
-    Ok(started.elapsed())
 }
 
 /// A body of the size and shape Omega sends for an inbound SMS's `message.received`.
