@@ -371,20 +371,9 @@ pub async fn claim_abandoned_sends(
     .await?)
 }
 
-/// Marks the job as being sent (the point after which a crash leaves the outcome unknown),
-/// if `worker` still holds it.
-pub async fn start_sending(
-    conn: &impl ConnectionTrait,
-    job_id: i64,
-    worker: &str,
-    lease_until: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> StoreResult<bool> {
-    Ok(!start_sending_many(conn, &[job_id], worker, lease_until, now).await?.is_empty())
-}
-
-/// `start_sending` for a batch in one statement; answers the ids still held by `worker` (a job
-/// whose lease was lost is left to the worker that has it).
+/// Marks jobs as being sent (the point after which a crash leaves the outcome unknown), in one
+/// statement; answers the ids still held by `worker` (a job whose lease was lost is left to the
+/// worker that has it).
 pub async fn start_sending_many(
     conn: &impl ConnectionTrait,
     job_ids: &[i64],
@@ -590,8 +579,13 @@ pub async fn settle_accepted(
     let message_ids: Vec<i64> = accepted.iter().map(|a| a.message_id).collect();
     let moved = match backend {
         DbBackend::Postgres => settle_accepted_postgres(conn, accepted, &message_ids, now).await?,
-        _ => settle_accepted_portable(conn, accepted, &message_ids, now).await?,
+        _ => settle_accepted_portable(conn, accepted, now).await?,
     };
+    message::Entity::update_many()
+        .col_expr(message::Column::AttemptCount, Expr::col(message::Column::AttemptCount).add(1))
+        .filter(dialect::one_of(backend, message::Column::Id, &message_ids))
+        .exec(conn)
+        .await?;
     let job_ids: Vec<i64> = accepted.iter().map(|a| a.job_id).collect();
     finish_jobs(conn, &job_ids, "done", None, None, now).await?;
     Ok(moved)
@@ -602,8 +596,8 @@ struct Moved {
     id: i64,
 }
 
-/// [`settle_accepted`]'s writes with the batch as array parameters: statements of one text
-/// whatever the batch's size (see [`dialect`]).
+/// [`settle_accepted`]'s attempt rows and QUEUED → SENT with the batch as array parameters:
+/// statements of one text whatever the batch's size (see [`dialect`]).
 async fn settle_accepted_postgres(
     conn: &impl ConnectionTrait,
     accepted: &[Accepted],
@@ -629,12 +623,6 @@ async fn settle_accepted_postgres(
          UPDATE messages SET status = 'SENT', status_updated_at = $1, sent_at = COALESCE(messages.sent_at, $1), \
            provider = v.provider, provider_message_id = v.provider_message_id \
          FROM v WHERE messages.id = v.id AND messages.status = 'QUEUED' RETURNING messages.id";
-    conn.execute_raw(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "UPDATE messages SET attempt_count = attempt_count + 1 WHERE id = ANY($1)",
-        [message_ids.to_vec().into()],
-    ))
-    .await?;
     let moved = Moved::find_by_statement(Statement::from_sql_and_values(
         DbBackend::Postgres,
         moved_sql,
@@ -645,12 +633,11 @@ async fn settle_accepted_postgres(
     Ok(moved.into_iter().map(|m| m.id).collect())
 }
 
-/// [`settle_accepted`]'s writes in portable SQL: a multi-row insert and one UPDATE over a VALUES
-/// list of (id, provider, provider id).
+/// [`settle_accepted`]'s attempt rows and QUEUED → SENT in portable SQL: a multi-row insert and
+/// one UPDATE over a VALUES list of (id, provider, provider id).
 async fn settle_accepted_portable(
     conn: &impl ConnectionTrait,
     accepted: &[Accepted],
-    message_ids: &[i64],
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<i64>> {
     let backend = conn.get_database_backend();
@@ -665,11 +652,6 @@ async fn settle_accepted_portable(
     }))
     .exec_without_returning(conn)
     .await?;
-    message::Entity::update_many()
-        .col_expr(message::Column::AttemptCount, Expr::col(message::Column::AttemptCount).add(1))
-        .filter(message::Column::Id.is_in(message_ids.iter().copied()))
-        .exec(conn)
-        .await?;
     let mut values: Vec<sea_orm::Value> = vec![now.into()];
     let rows = accepted
         .iter()
