@@ -97,13 +97,18 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
     let (stop_webhooks, _) = tokio::sync::watch::channel(false);
     let delivery_config = args.delivery.to_config();
     let workers = if delivery_config.workers > 0 {
-        crate::delivery::Dispatcher::spawn(omega.clone(), delivery_config, delivery_stopped)
+        crate::delivery::Dispatcher::spawn(omega.clone(), store.clone(), delivery_config, delivery_stopped)
     } else {
         Vec::new()
     };
     let webhook_config = args.webhooks.to_config();
     let webhook_workers = if webhook_config.workers > 0 {
-        crate::delivery::webhooks::WebhookSender::spawn(omega.clone(), webhook_config, stop_webhooks.subscribe())?
+        crate::delivery::webhooks::WebhookSender::spawn(
+            omega.clone(),
+            store.clone(),
+            webhook_config,
+            stop_webhooks.subscribe(),
+        )?
     } else {
         Vec::new()
     };
@@ -175,7 +180,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
                 write_address_file(path, bound)?;
             }
             tracing::info!(address = %bound, "omega serving the /cable websocket");
-            let (_, mut stopping) = omega.store.event_wakeups().subscribe();
+            let (_, mut stopping) = store.event_wakeups().subscribe();
             let stop = async move {
                 let _ = stopping.wait_for(|s| *s).await;
             };
@@ -187,16 +192,13 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
     if let Some(path) = &args.address_file {
         write_address_file(path, local)?;
     }
-    tracing::info!(address = %local, database = omega.store.engine(), "omega serving gRPC and gRPC-Web");
+    tracing::info!(address = %local, database = store.engine(), "omega serving gRPC and gRPC-Web");
     let drain_for = Duration::from_secs(args.drain_secs);
-    let stop_streams = omega.store.event_wakeups().clone();
+    let stop_streams = store.event_wakeups().clone();
     let stop_streams_early = stop_streams.clone();
     // Other replicas' commits reach this one's streams by NOTIFY (SQLite runs in one process).
-    let event_listener = (omega.store.engine() == "postgresql").then(|| {
-        tokio::spawn(crate::store::events::listen(
-            args.database.database_url.clone(),
-            omega.store.event_wakeups().clone(),
-        ))
+    let event_listener = (store.engine() == "postgresql").then(|| {
+        tokio::spawn(crate::store::events::listen(args.database.database_url.clone(), store.event_wakeups().clone()))
     });
     let stop_delivery_early = stop_delivery.clone();
     let stop_webhooks_early = stop_webhooks.clone();

@@ -4,12 +4,11 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{optional_id, required_id, timestamp, wire_id};
 use crate::{
-    domain::{Omega, Result, auth, pagination::PageRequest},
+    domain::{Omega, Result, pagination::PageRequest, views::ApiKeyView},
     proto::omega::v1::{
         ApiKey, CreateApiKeyRequest, CreateApiKeyResponse, ListApiKeysRequest, ListApiKeysResponse,
         RevokeApiKeyRequest, RevokeApiKeyResponse, api_key_service_server::ApiKeyService,
     },
-    store::entity::api_key,
 };
 
 pub struct ApiKeyApi {
@@ -22,7 +21,7 @@ impl ApiKeyApi {
     }
 }
 
-fn encode(key: api_key::Model) -> Result<ApiKey> {
+fn encode(key: ApiKeyView) -> Result<ApiKey> {
     Ok(ApiKey {
         id: wire_id(key.id)?,
         prefix: key.key_prefix,
@@ -44,7 +43,7 @@ impl ApiKeyService for ApiKeyApi {
         super::auth::caller(&self.omega, &request).await?.require_platform()?;
         let body = request.into_inner();
         let business_id = optional_id("business_id", body.business_id)?;
-        let issued = auth::create_key(&self.omega.store, &body.label, business_id).await?;
+        let issued = self.omega.create_api_key(&body.label, business_id).await?;
         Ok(Response::new(CreateApiKeyResponse { api_key: Some(encode(issued.record)?), secret: issued.plaintext }))
     }
 
@@ -56,7 +55,7 @@ impl ApiKeyService for ApiKeyApi {
         let body = request.into_inner();
         let business_id = optional_id("business_id", body.business_id)?;
         let page = PageRequest::parse(body.page_size, &body.page_token)?;
-        let page = auth::list_keys(&self.omega.store, business_id, page).await?;
+        let page = self.omega.api_keys(business_id, page).await?;
         Ok(Response::new(ListApiKeysResponse {
             api_keys: page.items.into_iter().map(encode).collect::<Result<_>>()?,
             next_page_token: page.next_page_token,
@@ -70,7 +69,7 @@ impl ApiKeyService for ApiKeyApi {
     ) -> Result<Response<RevokeApiKeyResponse>, Status> {
         super::auth::caller(&self.omega, &request).await?.require_platform()?;
         let key_id = required_id("key_id", request.get_ref().key_id)?;
-        auth::revoke_key(&self.omega.store, key_id).await?;
+        self.omega.revoke_api_key(key_id).await?;
         Ok(Response::new(RevokeApiKeyResponse { key_id: request.get_ref().key_id, message: "API key revoked".into() }))
     }
 }

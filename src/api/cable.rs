@@ -30,11 +30,7 @@ use crate::{
         auth::{Caller, Scope},
         chat::ChatContact,
         events::{EventQuery, Followed},
-    },
-    store::{
-        conversations as conversations_db, directory,
-        entity::{conversation, conversation_event, message},
-        messages as messages_db,
+        views::{ConversationView, EventView},
     },
 };
 
@@ -78,7 +74,7 @@ async fn upgrade(State(cable): State<Cable>, ws: WebSocketUpgrade) -> Response {
 async fn connection(cable: Cable, mut socket: WebSocket) {
     let (out, mut outgoing) = mpsc::channel::<Value>(64);
     let mut subscriptions: HashMap<String, JoinHandle<()>> = HashMap::new();
-    let (_, mut stopping) = cable.omega.store.event_wakeups().subscribe();
+    let mut stopping = cable.omega.stopping();
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + cable.ping, cable.ping);
     if send(&mut socket, &json!({ "type": "welcome" })).await.is_err() {
         return;
@@ -146,9 +142,9 @@ async fn command(
             let Ok(chat) = cable.omega.chat_contact_by_pubsub_token(token).await else {
                 return reject;
             };
-            let caller = Caller::without_key(Scope::Business(chat.inbox.business_id));
+            let caller = Caller::without_key(Scope::Business(chat.business_id()));
             let query = EventQuery {
-                business_id: chat.inbox.business_id,
+                business_id: chat.business_id(),
                 conversation_id: None,
                 kinds: WIDGET_KINDS.iter().map(|k| (*k).to_owned()).collect(),
             };
@@ -194,7 +190,7 @@ async fn follow(
         for row in rows {
             if row.kind == "client.merged" {
                 // A visitor merged into a client: the contact may now see another record.
-                if let Some(token) = chat.contact.pubsub_token.clone()
+                if let Some(token) = chat.pubsub_token().map(str::to_owned)
                     && let Ok(fresh) = omega.chat_contact_by_pubsub_token(&token).await
                 {
                     chat = fresh;
@@ -217,19 +213,11 @@ async fn follow(
 
 /// Chatwoot's event name and payload for a log row, if the contact may see it: only rows of its
 /// own conversation, and never an internal note.
-async fn widget_event(
-    omega: &Omega,
-    chat: &ChatContact,
-    row: &conversation_event::Model,
-) -> Result<Option<(&'static str, Value)>> {
+async fn widget_event(omega: &Omega, chat: &ChatContact, row: &EventView) -> Result<Option<(&'static str, Value)>> {
     let Some(conversation_id) = row.conversation_id else {
         return Ok(None);
     };
-    let conn = omega.store.connection();
-    let Some(conversation) = conversations_db::conversation(conn, chat.inbox.business_id, conversation_id)
-        .await?
-        .filter(|c| c.client_id == chat.client.id)
-    else {
+    let Some(conversation) = omega.chat_conversation_if_theirs(chat, conversation_id).await? else {
         return Ok(None);
     };
     let data: Value = serde_json::from_str(&row.data).unwrap_or_default();
@@ -242,7 +230,7 @@ async fn widget_event(
             let on = data["typing"].as_bool().unwrap_or(false);
             let user = match row.actor_staff_id {
                 Some(id) => {
-                    let names = directory::staff_names(conn, chat.inbox.business_id, &[id]).await?;
+                    let names = omega.chat_staff_names(chat, &[id]).await?;
                     staff_json(Some(id), names.get(&id).cloned())?
                 }
                 None => staff_json(None, None)?,
@@ -260,23 +248,20 @@ async fn widget_event(
         let Some(message) = data["message_id"].as_str() else {
             return Ok(None);
         };
-        let Some(message) = messages_db::by_public_id(conn, message)
-            .await?
-            .filter(|m: &message::Model| m.conversation_id == conversation.id && m.channel != "NOTE")
-        else {
+        let Some(message) = omega.chat_visible_message(&conversation, message).await? else {
             return Ok(None);
         };
         let ids: Vec<i64> = message.sender_staff_id.into_iter().collect();
-        let staff = directory::staff_names(conn, chat.inbox.business_id, &ids).await?;
+        let staff = omega.chat_staff_names(chat, &ids).await?;
         let links = Links::on_public_url(omega.webhooks.public_url.as_deref(), chat);
         let mut payload = message_json(chat, &staff, &links, &message)?;
-        payload["account_id"] = json!(wire_id(chat.inbox.business_id)?);
-        payload["inbox_id"] = json!(wire_id(chat.inbox.id)?);
+        payload["account_id"] = json!(wire_id(chat.business_id())?);
+        payload["inbox_id"] = json!(wire_id(chat.inbox_id())?);
         payload["private"] = json!(false);
         payload["conversation"] = json!({
             "assignee_id": conversation.assigned_staff_id.map(wire_id).transpose()?,
             "unread_count": conversation.unread_count,
-            "contact_inbox": { "source_id": chat.contact.source_id },
+            "contact_inbox": { "source_id": chat.source_id() },
         });
         return Ok(Some((event, payload)));
     }
@@ -284,18 +269,18 @@ async fn widget_event(
 }
 
 /// Chatwoot's conversation push payload, as far as Omega has it.
-fn conversation_json(chat: &ChatContact, c: &conversation::Model) -> Result<Value> {
+fn conversation_json(chat: &ChatContact, c: &ConversationView) -> Result<Value> {
     Ok(json!({
         "id": wire_id(c.id)?,
         "uuid": conversation_uuid(c),
-        "account_id": wire_id(chat.inbox.business_id)?,
-        "inbox_id": wire_id(chat.inbox.id)?,
+        "account_id": wire_id(chat.business_id())?,
+        "inbox_id": wire_id(chat.inbox_id())?,
         "status": c.status.to_ascii_lowercase(),
         "contact_last_seen_at": c.contact_last_seen_at.map_or(0, |t| t.timestamp()),
         "agent_last_seen_at": c.agent_last_seen_at.map_or(0, |t| t.timestamp()),
         "snoozed_until": c.snoozed_until.map(|t| t.timestamp()),
         "created_at": c.created_at.timestamp(),
-        "contact_inbox": { "source_id": chat.contact.source_id },
+        "contact_inbox": { "source_id": chat.source_id() },
         "meta": { "sender": contact_json(chat)? },
     }))
 }

@@ -17,7 +17,8 @@ use crate::{
     domain::{
         Error, Omega, Result,
         attachments::Upload,
-        chat::{ChatContact, ContactInput},
+        chat::{ChatContact, ContactInput, MessagePage},
+        views::{AttachmentSummary, AttachmentView, ConversationView, InboxView, MessageView},
     },
     proto::{
         google::api::HttpBody,
@@ -30,12 +31,6 @@ use crate::{
             UpdateChatLastSeenRequest, UpdateChatMessageRequest, attachment_service_server::AttachmentService,
             chat_service_server::ChatService, inbox_service_server::InboxService,
         },
-    },
-    store::{
-        attachments::Summary,
-        chat::MessagePage,
-        directory,
-        entity::{attachment, conversation, inbox, message},
     },
 };
 
@@ -227,7 +222,7 @@ fn path_id(what: &str, id: &str) -> Result<i64> {
 /// Chatwoot's contact JSON (its public client API's `contact`): the client's record once the contact proved
 /// who it is, its own claims until then.
 pub(super) fn contact_json(chat: &ChatContact) -> Result<Value> {
-    let (inbox, client) = (&chat.inbox, &chat.client);
+    let client = chat.client();
     let (identifier, email, phone) = chat.shown_identity();
     Ok(json!({
         "id": wire_id(client.id)?,
@@ -246,7 +241,7 @@ pub(super) fn contact_json(chat: &ChatContact) -> Result<Value> {
         "last_name": null,
         "middle_name": null,
         "location": null,
-        "account_id": wire_id(inbox.business_id)?,
+        "account_id": wire_id(chat.business_id())?,
         "company_id": null,
         "label_list": [],
     }))
@@ -255,8 +250,8 @@ pub(super) fn contact_json(chat: &ChatContact) -> Result<Value> {
 /// The contact as the create / get / update calls answer it: with its source id.
 fn contact_with_source(chat: &ChatContact) -> Result<Value> {
     let mut value = contact_json(chat)?;
-    value["source_id"] = json!(chat.contact.source_id);
-    value["pubsub_token"] = json!(chat.contact.pubsub_token);
+    value["source_id"] = json!(chat.source_id());
+    value["pubsub_token"] = json!(chat.pubsub_token());
     Ok(value)
 }
 
@@ -275,7 +270,8 @@ impl Links {
         Links {
             prefix: format!(
                 "{base}/public/api/v1/inboxes/{}/contacts/{}/conversations/",
-                chat.inbox.identifier, chat.contact.source_id
+                chat.inbox_identifier(),
+                chat.source_id()
             ),
             query: String::new(),
         }
@@ -287,7 +283,7 @@ impl Links {
 }
 
 /// Chatwoot's attachment JSON for one stored file.
-fn attachment_json(links: &Links, m: &message::Model, a: &Summary) -> Value {
+fn attachment_json(links: &Links, m: &MessageView, a: &AttachmentSummary) -> Value {
     let extension = a.file_name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
     let url = links.file(m.conversation_id, a.id);
     json!({
@@ -303,9 +299,9 @@ pub(super) fn message_json(
     chat: &ChatContact,
     staff: &HashMap<i64, String>,
     links: &Links,
-    m: &message::Model,
+    m: &MessageView,
 ) -> Result<Value> {
-    let client = &chat.client;
+    let client = chat.client();
     let incoming = m.direction == "INBOUND";
     let sender = if incoming {
         let mut contact = contact_json(chat)?;
@@ -326,9 +322,9 @@ pub(super) fn message_json(
             "availability_status": "online",
         })
     };
-    let mut attachments: Vec<Value> = Summary::of(m).iter().map(|a| attachment_json(links, m, a)).collect();
+    let mut attachments: Vec<Value> = m.attachments.iter().map(|a| attachment_json(links, m, a)).collect();
     // MMS media are links to the provider's copies (not in Omega's store): shown as they are.
-    let media: Vec<String> = m.media.as_deref().and_then(|j| serde_json::from_str(j).ok()).unwrap_or_default();
+    let media = &m.media_urls;
     attachments.extend(media.iter().enumerate().map(|(i, url)| {
         let extension = url.rsplit('.').next().filter(|e| e.len() <= 5 && !e.contains('/')).unwrap_or_default();
         let image = ["jpg", "jpeg", "png", "gif", "webp"].contains(&extension.to_ascii_lowercase().as_str());
@@ -355,17 +351,17 @@ pub(super) fn message_json(
 }
 
 /// A stable UUID for a conversation (Chatwoot exposes one beside the integer id).
-pub(super) fn conversation_uuid(c: &conversation::Model) -> String {
+pub(super) fn conversation_uuid(c: &ConversationView) -> String {
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("omega-conversation-{}-{}", c.business_id, c.id).as_bytes())
         .to_string()
 }
 
 impl ChatApi {
-    async fn staff_names(&self, business_id: i64, messages: &[message::Model]) -> Result<HashMap<i64, String>> {
+    async fn staff_names(&self, chat: &ChatContact, messages: &[MessageView]) -> Result<HashMap<i64, String>> {
         let mut ids: Vec<i64> = messages.iter().filter_map(|m| m.sender_staff_id).collect();
         ids.sort_unstable();
         ids.dedup();
-        Ok(directory::staff_names(self.omega.store.connection(), business_id, &ids).await?)
+        self.omega.chat_staff_names(chat, &ids).await
     }
 
     /// Where this contact's files are served: absolute URLs (a widget shows them from its own
@@ -382,9 +378,10 @@ impl ChatApi {
         };
         let prefix = format!(
             "{base}/public/api/v1/inboxes/{}/contacts/{}/conversations/",
-            chat.inbox.identifier, chat.contact.source_id
+            chat.inbox_identifier(),
+            chat.source_id()
         );
-        let query = match hash.filter(|_| chat.inbox.hmac_mandatory) {
+        let query = match hash.filter(|_| chat.hmac_mandatory()) {
             Some(hash) => {
                 format!("?identifier_hash={}", form_urlencoded::byte_serialize(hash.as_bytes()).collect::<String>())
             }
@@ -393,18 +390,18 @@ impl ChatApi {
         Links { prefix, query }
     }
 
-    async fn render_messages(&self, chat: &ChatContact, links: &Links, messages: &[message::Model]) -> Result<Value> {
-        let staff = self.staff_names(chat.inbox.business_id, messages).await?;
+    async fn render_messages(&self, chat: &ChatContact, links: &Links, messages: &[MessageView]) -> Result<Value> {
+        let staff = self.staff_names(chat, messages).await?;
         Ok(Value::Array(messages.iter().map(|m| message_json(chat, &staff, links, m)).collect::<Result<_>>()?))
     }
 
     /// Chatwoot's conversation JSON (its public client API), with its messages and contact.
-    async fn conversation_json(&self, chat: &ChatContact, links: &Links, c: &conversation::Model) -> Result<Value> {
+    async fn conversation_json(&self, chat: &ChatContact, links: &Links, c: &ConversationView) -> Result<Value> {
         let messages = self.omega.chat_messages(c, MessagePage::Latest).await?;
         Ok(json!({
             "id": wire_id(c.id)?,
             "uuid": conversation_uuid(c),
-            "inbox_id": wire_id(chat.inbox.id)?,
+            "inbox_id": wire_id(chat.inbox_id())?,
             "contact_last_seen_at": c.contact_last_seen_at.map_or(0, |t| t.timestamp()),
             "status": c.status.to_ascii_lowercase(),
             "agent_last_seen_at": c.agent_last_seen_at.map_or(0, |t| t.timestamp()),
@@ -420,7 +417,7 @@ impl ChatApi {
         contact: &str,
         id: &str,
         identifier_hash: Option<&str>,
-    ) -> Result<(ChatContact, conversation::Model)> {
+    ) -> Result<(ChatContact, ConversationView)> {
         let chat = self.omega.chat_contact(inbox, contact, identifier_hash).await?;
         let conversation = self.omega.chat_conversation(&chat, path_id("conversation", id)?).await?;
         Ok((chat, conversation))
@@ -447,7 +444,7 @@ fn header_file_name(name: &str) -> String {
 
 /// A stored file as the answer: its checked content type, never sniffed by a browser; media
 /// shown inline, anything else downloaded rather than opened on Omega's origin.
-fn file_response(attachment: &attachment::Model, data: bytes::Bytes) -> Result<Response<HttpBody>> {
+fn file_response(attachment: &AttachmentView, data: bytes::Bytes) -> Result<Response<HttpBody>> {
     let mut response = Response::new(HttpBody {
         content_type: attachment.content_type.clone(),
         data: data.to_vec(),
@@ -636,7 +633,7 @@ impl ChatService for ChatApi {
         }
         let message =
             self.omega.update_chat_message(&conversation, path_id("message", &r.message_id)?, attributes).await?;
-        let staff = self.staff_names(chat.inbox.business_id, std::slice::from_ref(&message)).await?;
+        let staff = self.staff_names(&chat, std::slice::from_ref(&message)).await?;
         let links = self.links(&metadata, &chat, hash);
         Ok(json_response(message_json(&chat, &staff, &links, &message)?))
     }
@@ -654,7 +651,7 @@ impl AttachmentService for ChatApi {
     }
 }
 
-fn encode_inbox(inbox: inbox::Model) -> Result<Inbox> {
+fn encode_inbox(inbox: InboxView) -> Result<Inbox> {
     Ok(Inbox {
         id: wire_id(inbox.id)?,
         name: inbox.name,

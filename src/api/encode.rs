@@ -1,25 +1,23 @@
-//! Encoding stored rows and domain views as wire messages.
+//! Encoding the domain's views as wire messages.
 
 use super::convert::{timestamp, wire_id};
 use crate::{
     domain::{
         Result,
-        conversations::ConversationView,
-        directory::LocationView,
+        conversations::ConversationSummary,
         values::{Channel, ConversationStatus},
+        views::{ClientView, EventView, LocationView, MessageView, StaffView},
     },
     proto::omega::v1 as pb,
-    store::entity::{client, conversation_event, message, staff},
 };
 
-pub fn location(view: LocationView) -> Result<pb::Location> {
-    let l = view.location;
+pub fn location(l: LocationView) -> Result<pb::Location> {
     Ok(pb::Location {
         id: wire_id(l.id)?,
         external_ref: l.external_ref.unwrap_or_default(),
         name: l.name,
         time_zone: l.time_zone.unwrap_or_default(),
-        phone_numbers: view.phone_numbers,
+        phone_numbers: l.phone_numbers,
         messaging_service_sid: l.messaging_service_sid.unwrap_or_default(),
         email_sender: l.email_sender.unwrap_or_default(),
         created_at: Some(timestamp(l.created_at)),
@@ -27,7 +25,7 @@ pub fn location(view: LocationView) -> Result<pb::Location> {
     })
 }
 
-pub fn client(c: client::Model) -> Result<pb::Client> {
+pub fn client(c: ClientView) -> Result<pb::Client> {
     Ok(pb::Client {
         id: wire_id(c.id)?,
         external_ref: c.external_ref.unwrap_or_default(),
@@ -41,7 +39,7 @@ pub fn client(c: client::Model) -> Result<pb::Client> {
     })
 }
 
-pub fn staff(s: staff::Model) -> Result<pb::StaffMember> {
+pub fn staff(s: StaffView) -> Result<pb::StaffMember> {
     Ok(pb::StaffMember {
         id: wire_id(s.id)?,
         external_ref: s.external_ref.unwrap_or_default(),
@@ -54,7 +52,7 @@ pub fn staff(s: staff::Model) -> Result<pb::StaffMember> {
     })
 }
 
-pub fn conversation(view: ConversationView) -> Result<pb::ConversationSummary> {
+pub fn conversation(view: ConversationSummary) -> Result<pb::ConversationSummary> {
     let c = view.conversation;
     let last_message = match (c.last_message_at, c.last_message_channel) {
         (Some(at), Some(channel)) => Some(pb::LastMessage {
@@ -91,16 +89,17 @@ pub fn conversation(view: ConversationView) -> Result<pb::ConversationSummary> {
     })
 }
 
-pub fn message(m: message::Model) -> Result<pb::ConversationMessage> {
-    let attachments = crate::store::attachments::Summary::of(&m)
-        .into_iter()
+pub fn message(m: MessageView) -> Result<pb::ConversationMessage> {
+    let attachments = m
+        .attachments
+        .iter()
         .map(|a| {
             Ok(pb::Attachment {
                 id: wire_id(a.id)?,
                 url: format!("/omega/businesses/{}/attachments/{}", m.business_id, a.id),
-                file_type: a.file_type,
-                content_type: a.content_type,
-                file_name: a.file_name,
+                file_type: a.file_type.clone(),
+                content_type: a.content_type.clone(),
+                file_name: a.file_name.clone(),
                 file_size: u32::try_from(a.file_size).unwrap_or(u32::MAX),
                 width: a.width.and_then(|w| u32::try_from(w).ok()),
                 height: a.height.and_then(|h| u32::try_from(h).ok()),
@@ -125,7 +124,7 @@ pub fn message(m: message::Model) -> Result<pb::ConversationMessage> {
         read_at: m.read_at.map(timestamp),
         created_at: Some(timestamp(m.created_at)),
         request_id: m.request_id.unwrap_or_default(),
-        media_urls: m.media.as_deref().and_then(|json| serde_json::from_str(json).ok()).unwrap_or_default(),
+        media_urls: m.media_urls,
         provider_message_id: m.provider_message_id.unwrap_or_default(),
         duration_seconds: m.duration_seconds.and_then(|d| u32::try_from(d).ok()),
         answered_by_staff_id: m.answered_by_staff_id.map(wire_id).transpose()?,
@@ -147,7 +146,7 @@ pub fn filter_values(values: Vec<(String, String, u64)>) -> Vec<pb::FilterValue>
     values.into_iter().map(|(value, label, n)| pb::FilterValue { value, label, count: total(n) }).collect()
 }
 
-pub fn event(e: conversation_event::Model) -> Result<pb::ConversationEvent> {
+pub fn event(e: EventView) -> Result<pb::ConversationEvent> {
     let details: serde_json::Value = serde_json::from_str(&e.data).unwrap_or_default();
     let text = |key: &str| match &details[key] {
         serde_json::Value::String(s) => s.clone(),

@@ -13,12 +13,12 @@ use crate::{
     domain::{
         Error, Omega, Result,
         events::{DEFAULT_HEARTBEAT, EventQuery, Followed},
+        views::EventView,
     },
     proto::omega::v1::{
         self as pb, Heartbeat, ListEventsRequest, ListEventsResponse, StreamEventsRequest, StreamEventsResponse,
         event_service_server::EventService, stream_events_response::Item,
     },
-    store::entity::conversation_event,
 };
 
 pub struct EventApi {
@@ -31,7 +31,7 @@ impl EventApi {
     }
 }
 
-pub fn event(e: conversation_event::Model) -> Result<pb::Event> {
+pub fn event(e: EventView) -> Result<pb::Event> {
     Ok(pb::Event {
         id: wire_id(e.id)?,
         business_id: wire_id(e.business_id)?,

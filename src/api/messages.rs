@@ -13,6 +13,7 @@ use crate::{
         messages::{BusinessSearchQuery, ClientRef, IncomingMessage, QueueInput, RetrySelection, StatusReport},
         pagination::PageRequest,
         values::Channel,
+        views::MessageView,
     },
     proto::omega::v1::{
         BusinessSearchHit, DeliveryAttempt, GetMessageRequest, GetMessageResponse, GetMessagesByRequestRequest,
@@ -23,7 +24,6 @@ use crate::{
         SearchHit, UpdateDeliveryStatusRequest, UpdateDeliveryStatusResponse, email_service_server::EmailService,
         message_service_server::MessageService, sms_service_server::SmsService,
     },
-    store::entity::message,
 };
 
 /// Serves the three messaging services.
@@ -54,7 +54,7 @@ fn client_ids(single: Option<u32>, many: Vec<u32>) -> Result<Vec<i64>> {
     Ok(ids)
 }
 
-fn queued(request_id: String, messages: Vec<message::Model>, what: &str) -> Result<QueueMessagesResponse> {
+fn queued(request_id: String, messages: Vec<MessageView>, what: &str) -> Result<QueueMessagesResponse> {
     let count = messages.len();
     Ok(QueueMessagesResponse {
         request_id,

@@ -10,7 +10,8 @@ use super::{
 use crate::{
     domain::{
         Omega, Result,
-        webhook_endpoints::{DeliveryView, EndpointChange, event_types_of},
+        views::EndpointView,
+        webhook_endpoints::{DeliveryView, EndpointChange},
     },
     proto::omega::v1::{
         CreateWebhookEndpointRequest, CreateWebhookEndpointResponse, DeleteWebhookEndpointRequest,
@@ -21,7 +22,6 @@ use crate::{
         RotateWebhookEndpointSecretResponse, UpdateWebhookEndpointRequest, UpdateWebhookEndpointResponse,
         WebhookDelivery, WebhookEndpoint, webhook_endpoint_service_server::WebhookEndpointService,
     },
-    store::entity::webhook_endpoint,
 };
 
 pub struct WebhookEndpointApi {
@@ -34,11 +34,11 @@ impl WebhookEndpointApi {
     }
 }
 
-fn endpoint(e: webhook_endpoint::Model) -> Result<WebhookEndpoint> {
+fn endpoint(e: EndpointView) -> Result<WebhookEndpoint> {
     Ok(WebhookEndpoint {
         id: wire_id(e.id)?,
         business_id: wire_id(e.business_id)?,
-        event_types: event_types_of(&e.event_types),
+        event_types: e.event_types,
         url: e.url,
         description: e.description,
         enabled: e.enabled,
@@ -51,14 +51,13 @@ fn endpoint(e: webhook_endpoint::Model) -> Result<WebhookEndpoint> {
     })
 }
 
-fn delivery(d: DeliveryView) -> Result<WebhookDelivery> {
-    let row = d.row;
+fn delivery(row: DeliveryView) -> Result<WebhookDelivery> {
     Ok(WebhookDelivery {
         id: wire_id(row.id)?,
         endpoint_id: wire_id(row.endpoint_id)?,
         event_id: wire_id(row.event_id)?,
         event_type: row.kind,
-        webhook_id: d.webhook_id,
+        webhook_id: row.webhook_id,
         next_attempt_at: (row.state == "pending").then(|| timestamp(row.next_attempt_at)),
         state: row.state,
         attempt_count: row.attempt_count.max(0) as u32,

@@ -56,7 +56,7 @@ impl Journal {
     /// for its WAL flush but flushes concurrent commits together: several committers, each
     /// with its own group, keep the disk's flushes full instead of waiting on one another.
     pub(super) fn start(dispatcher: Arc<Dispatcher>) -> (Journal, Vec<JoinHandle<()>>) {
-        let committers = match dispatcher.omega.store.engine() {
+        let committers = match dispatcher.store.engine() {
             "sqlite" => 1,
             _ => dispatcher.config.committers(),
         };
@@ -174,7 +174,7 @@ async fn commit(dispatcher: &Dispatcher, group: Vec<Write>) {
             Write::Record { settled, reply } => records.push((settled, reply)),
         }
     }
-    let store = &dispatcher.omega.store;
+    let store = &dispatcher.store;
     let together: Result<Vec<Vec<i64>>, (anyhow::Error, bool)> = async {
         let txn = store.begin().await.map_err(|e| (anyhow::Error::from(e), false))?;
         let written = async {

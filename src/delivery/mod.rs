@@ -55,7 +55,7 @@ use crate::{
         twilio::{Lookup, SmsRequest, TwilioClient, TwilioConfig},
     },
     store::{
-        StoreError, conversations as conversations_db,
+        Store, StoreError, conversations as conversations_db,
         entity::{delivery_job, message, message_attempt},
         messages as db,
     },
@@ -139,6 +139,8 @@ struct Clients {
 /// The workers' shared state.
 pub struct Dispatcher {
     omega: Omega,
+    /// The outbox's tables, which the workers claim, settle and release rows of directly.
+    store: Store,
     config: DeliveryConfig,
     clients: tokio::sync::Mutex<HashMap<i64, Arc<Clients>>>,
 }
@@ -176,8 +178,13 @@ struct Claim {
 impl Dispatcher {
     /// Starts `config.workers` workers and their journal; they stop, after finishing the calls
     /// in flight and recording them, when `stop` turns true.
-    pub fn spawn(omega: Omega, config: DeliveryConfig, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-        let dispatcher = Arc::new(Dispatcher { omega, config, clients: Default::default() });
+    pub fn spawn(
+        omega: Omega,
+        store: Store,
+        config: DeliveryConfig,
+        stop: watch::Receiver<bool>,
+    ) -> Vec<JoinHandle<()>> {
+        let dispatcher = Arc::new(Dispatcher { omega, store, config, clients: Default::default() });
         let (journal, committers) = Journal::start(dispatcher.clone());
         let instance = uuid::Uuid::new_v4().simple().to_string();
         let mut handles: Vec<JoinHandle<()>> = (0..dispatcher.config.workers.max(1))
@@ -277,23 +284,23 @@ impl Dispatcher {
         let now = now();
         let lease_until = now + chrono::Duration::from_std(self.config.lease)?;
         if housekeeping {
-            for job in db::claim_abandoned_sends(self.omega.store.writer(), worker, now, self.config.batch).await? {
+            for job in db::claim_abandoned_sends(self.store.writer(), worker, now, self.config.batch).await? {
                 self.settle_abandoned(job).await?;
             }
-            for job in db::claim_reconciliations(self.omega.store.writer(), worker, now, lease_until, self.config.batch)
-                .await?
+            for job in
+                db::claim_reconciliations(self.store.writer(), worker, now, lease_until, self.config.batch).await?
             {
                 self.reconcile(job).await?;
             }
         }
-        let jobs = db::claim_jobs(self.omega.store.writer(), worker, now, lease_until, self.config.batch).await?;
+        let jobs = db::claim_jobs(self.store.writer(), worker, now, lease_until, self.config.batch).await?;
         let handled = jobs.len();
         self.deliver_batch(worker, journal, jobs, stop, recordings).await?;
         Ok(handled)
     }
 
     async fn settle_abandoned(&self, job: delivery_job::Model) -> anyhow::Result<()> {
-        let conn = self.omega.store.writer();
+        let conn = self.store.writer();
         let Some(message) = db::by_id(conn, job.message_id).await? else {
             db::finish_job(conn, job.id, "done", None, None, now()).await?;
             return Ok(());
@@ -325,7 +332,7 @@ impl Dispatcher {
         }
         let ids: Vec<i64> = claim.held.iter().copied().collect();
         let lease_until = now() + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
-        match db::renew_leases(self.omega.store.writer(), &ids, worker, lease_until).await {
+        match db::renew_leases(self.store.writer(), &ids, worker, lease_until).await {
             Ok(kept) => {
                 let kept: HashSet<i64> = kept.into_iter().collect();
                 claim.held.retain(|id| kept.contains(id));
@@ -396,14 +403,19 @@ impl Dispatcher {
                     // A failure here is the database's: the calls in flight run to their end
                     // and nothing more starts.
                     let lease_until = now() + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
-                    let admitted =
-                        match db::claim_jobs(self.omega.store.writer(), worker, now(), lease_until, self.config.batch)
-                            .await
-                        {
-                            Ok(more) if more.is_empty() => Ok(false),
-                            Ok(more) => self.admit(more, &mut claim, &mut queue).await.map(|()| true),
-                            Err(err) => Err(anyhow::Error::from(err)),
-                        };
+                    let admitted = match db::claim_jobs(
+                        self.store.writer(),
+                        worker,
+                        now(),
+                        lease_until,
+                        self.config.batch,
+                    )
+                    .await
+                    {
+                        Ok(more) if more.is_empty() => Ok(false),
+                        Ok(more) => self.admit(more, &mut claim, &mut queue).await.map(|()| true),
+                        Err(err) => Err(anyhow::Error::from(err)),
+                    };
                     match admitted {
                         Ok(true) => continue,
                         Ok(false) => outbox_empty = true,
@@ -492,7 +504,7 @@ impl Dispatcher {
         // The jobs never started go back to the outbox at once (when the database lets us;
         // otherwise their lease expiry hands them on: they were never sent).
         let untouched: Vec<i64> = claim.held.iter().copied().collect();
-        if let Err(err) = db::release_jobs(self.omega.store.writer(), &untouched, worker, now()).await {
+        if let Err(err) = db::release_jobs(self.store.writer(), &untouched, worker, now()).await {
             tracing::warn!(worker, error = format!("{:#}", anyhow::Error::from(err)), "handing jobs back failed");
         }
         if !unrecorded.is_empty() {
@@ -508,12 +520,12 @@ impl Dispatcher {
         claim.held.extend(jobs.iter().map(|j| j.id));
         let ids: Vec<i64> = jobs.iter().map(|j| j.message_id).collect();
         let mut messages: HashMap<i64, message::Model> =
-            db::by_ids(self.omega.store.connection(), &ids).await?.into_iter().map(|m| (m.id, m)).collect();
+            db::by_ids(self.store.connection(), &ids).await?.into_iter().map(|m| (m.id, m)).collect();
         for job in jobs {
             let message = messages.remove(&job.message_id);
             let Some(message) = message.filter(|m| m.status == DeliveryStatus::Queued.as_str()) else {
                 // Gone, cancelled, recorded as sent elsewhere, or already settled.
-                db::finish_job(self.omega.store.writer(), job.id, "done", None, None, now()).await?;
+                db::finish_job(self.store.writer(), job.id, "done", None, None, now()).await?;
                 claim.held.remove(&job.id);
                 continue;
             };
@@ -525,13 +537,13 @@ impl Dispatcher {
                 None => None,
                 Some(interval) => {
                     let now = now();
-                    let txn = self.omega.store.begin().await?;
+                    let txn = self.store.begin().await?;
                     let slot =
                         db::reserve_slot(&txn, &job.sender_key, chrono::Duration::from_std(interval)?, now).await?;
                     txn.commit().await.map_err(StoreError::from)?;
                     if (slot - now).to_std().unwrap_or_default() > Duration::from_secs(2) {
                         // Busy sender: come back for the slot instead of holding a worker.
-                        db::finish_job(self.omega.store.writer(), job.id, "pending", Some(slot), None, now).await?;
+                        db::finish_job(self.store.writer(), job.id, "pending", Some(slot), None, now).await?;
                         claim.held.remove(&job.id);
                         continue;
                     }
@@ -657,7 +669,7 @@ impl Dispatcher {
     /// message list, or FAILED as certainly unsent. A message the provider cannot be asked
     /// about (email) stays AMBIGUOUS; a lookup that fails is tried again later.
     async fn reconcile(&self, job: delivery_job::Model) -> anyhow::Result<()> {
-        let conn = self.omega.store.writer();
+        let conn = self.store.writer();
         let message = db::by_id(conn, job.message_id).await?;
         let Some(message) = message
             .filter(|m| m.status == DeliveryStatus::Failed.as_str() && m.error_code.as_deref() == Some("AMBIGUOUS"))
@@ -672,7 +684,7 @@ impl Dispatcher {
         };
         let Some(twilio) = twilio else {
             db::finish_job(
-                self.omega.store.writer(),
+                self.store.writer(),
                 job.id,
                 "failed",
                 None,
@@ -705,7 +717,7 @@ impl Dispatcher {
                     now() + chrono::Duration::from_std(self.config.reconcile_after.max(self.config.poll_interval))?;
                 tracing::info!(message_id = message.public_id, error = %err, "looking up an ambiguous send failed");
                 db::finish_job(
-                    self.omega.store.writer(),
+                    self.store.writer(),
                     job.id,
                     "reconcile",
                     Some(later),
@@ -717,7 +729,7 @@ impl Dispatcher {
             }
         };
         let now = now();
-        let txn = self.omega.store.begin().await?;
+        let txn = self.store.begin().await?;
         match found {
             Some(accepted) => {
                 db::record_attempt(
@@ -757,7 +769,7 @@ impl Dispatcher {
             }
         }
         txn.commit().await.map_err(StoreError::from)?;
-        self.omega.store.wake_event_readers(Some(message.business_id));
+        self.store.wake_event_readers(Some(message.business_id));
         Ok(())
     }
 
@@ -788,7 +800,7 @@ impl Dispatcher {
             ambiguous: false,
         };
         let ids: Vec<i64> = summaries.iter().map(|s| s.id).collect();
-        let rows = crate::store::attachments::by_ids(self.omega.store.connection(), message.business_id, &ids)
+        let rows = crate::store::attachments::by_ids(self.store.connection(), message.business_id, &ids)
             .await
             .map_err(|e| failed("RETRYABLE", format!("reading the attachments: {e}"), true))?;
         let mut out = Vec::with_capacity(ids.len());
@@ -934,7 +946,7 @@ impl Dispatcher {
     }
 
     async fn record_together(&self, settled: &[Settled]) -> anyhow::Result<()> {
-        let txn = self.omega.store.begin().await?;
+        let txn = self.store.begin().await?;
         let settled: Vec<&Settled> = settled.iter().collect();
         match self.record_in(&txn, &settled).await {
             Ok(()) => {
@@ -953,7 +965,7 @@ impl Dispatcher {
     fn wake_readers<'a>(&self, settled: impl IntoIterator<Item = &'a Settled>) {
         let businesses: std::collections::BTreeSet<i64> = settled.into_iter().map(|s| s.message.business_id).collect();
         for business in businesses {
-            self.omega.store.wake_event_readers(Some(business));
+            self.store.wake_event_readers(Some(business));
         }
     }
 
@@ -1138,7 +1150,7 @@ impl Dispatcher {
     async fn clients_of(&self, business_id: i64) -> anyhow::Result<Arc<Clients>> {
         // Reading the rows each time (one indexed query) lets a credential change made through
         // any replica take effect on the next send.
-        let rows = db::credentials(self.omega.store.connection(), &self.omega.secrets, business_id).await?;
+        let rows = db::credentials(self.store.connection(), &self.omega.secrets, business_id).await?;
         let version: Vec<(String, DateTime<Utc>)> = rows.iter().map(|r| (r.kind.clone(), r.updated_at)).collect();
         let mut cache = self.clients.lock().await;
         if let Some(clients) = cache.get(&business_id)

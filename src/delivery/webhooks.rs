@@ -34,6 +34,7 @@ use crate::{
         webhook_endpoints::{refused_address, webhook_id},
     },
     store::{
+        Store,
         entity::{conversation_event, webhook_delivery},
         webhook_endpoints::{self as db, AttemptResult},
     },
@@ -197,6 +198,8 @@ enum Outcome {
 
 pub struct WebhookSender {
     omega: Omega,
+    /// The event log and the delivery table, which the workers read and settle directly.
+    store: Store,
     config: WebhookDeliveryConfig,
     client: reqwest::Client,
 }
@@ -204,6 +207,7 @@ pub struct WebhookSender {
 impl WebhookSender {
     pub fn spawn(
         omega: Omega,
+        store: Store,
         config: WebhookDeliveryConfig,
         stop: watch::Receiver<bool>,
     ) -> Result<Vec<JoinHandle<()>>, WebhookError> {
@@ -216,7 +220,7 @@ impl WebhookSender {
             .user_agent(concat!("Omega-Webhooks/", env!("CARGO_PKG_VERSION")))
             .dns_resolver(Arc::new(GuardedResolver { allow_private: config.allow_private }))
             .build()?;
-        let sender = Arc::new(WebhookSender { omega, config, client });
+        let sender = Arc::new(WebhookSender { omega, store, config, client });
         let instance = uuid::Uuid::new_v4().simple().to_string();
         Ok((0..sender.config.workers)
             .map(|n| {
@@ -229,7 +233,7 @@ impl WebhookSender {
     }
 
     async fn run(self: Arc<Self>, worker: String, prunes: bool, mut stop: watch::Receiver<bool>) {
-        let (mut events, _) = self.omega.store.event_wakeups().subscribe();
+        let (mut events, _) = self.store.event_wakeups().subscribe();
         let mut pruned_at: Option<tokio::time::Instant> = None;
         while !*stop.borrow() {
             if prunes && pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
@@ -268,7 +272,7 @@ impl WebhookSender {
         let Ok(retention) = chrono::Duration::from_std(self.config.retention) else { return };
         let before = now() - retention;
         loop {
-            match db::prune(self.omega.store.writer(), before, PRUNE_BATCH).await {
+            match db::prune(self.store.writer(), before, PRUNE_BATCH).await {
                 Ok(n) if n == PRUNE_BATCH => continue,
                 Ok(n) => {
                     if n > 0 {
@@ -291,10 +295,10 @@ impl WebhookSender {
     async fn round(self: &Arc<Self>, worker: &str) -> anyhow::Result<usize> {
         let at = now();
         let lease = chrono::Duration::from_std(self.config.timeout * 2 + Duration::from_secs(30))?;
-        if !db::any_due(self.omega.store.connection(), at).await? {
+        if !db::any_due(self.store.connection(), at).await? {
             return Ok(0);
         }
-        let claimed = db::claim(self.omega.store.writer(), worker, at, at + lease, self.config.batch).await?;
+        let claimed = db::claim(self.store.writer(), worker, at, at + lease, self.config.batch).await?;
         let n = claimed.len();
         let mut sends = tokio::task::JoinSet::new();
         for delivery in claimed {
@@ -320,7 +324,7 @@ impl WebhookSender {
 
     /// Sends one delivery; answers what to record (None: its endpoint is gone).
     async fn attempt(&self, delivery: webhook_delivery::Model) -> anyhow::Result<Option<Attempt>> {
-        let conn = self.omega.store.connection();
+        let conn = self.store.connection();
         let Some(endpoint) = db::endpoint_by_id(conn, delivery.endpoint_id).await? else {
             return Ok(None); // deleted meanwhile: its deliveries went with it
         };
@@ -374,7 +378,7 @@ impl WebhookSender {
         if attempts.is_empty() {
             return Ok(());
         }
-        let txn = self.omega.store.begin().await?;
+        let txn = self.store.begin().await?;
         let mut disabled = Vec::new();
         for Attempt { delivery_id, endpoint_id, result } in attempts {
             // A replay took the delivery back meanwhile: it is due again, nothing to record.

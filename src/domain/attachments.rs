@@ -4,12 +4,17 @@
 
 use bytes::Bytes;
 
-use super::{Error, Omega, Result, Violations, auth::Caller, chat::ChatContact};
+use super::{
+    Error, Omega, Result, Violations,
+    auth::Caller,
+    chat::ChatContact,
+    views::{AttachmentView, ConversationView},
+};
 use crate::{
     files::FileError,
     store::{
         attachments::{self as db, NewAttachment},
-        entity::{attachment, conversation},
+        entity::attachment,
     },
 };
 
@@ -178,9 +183,9 @@ impl Omega {
     pub async fn chat_attachment(
         &self,
         chat: &ChatContact,
-        conversation: &conversation::Model,
+        conversation: &ConversationView,
         id: i64,
-    ) -> Result<(attachment::Model, Bytes)> {
+    ) -> Result<(AttachmentView, Bytes)> {
         let found = db::with_message(self.store.connection(), chat.inbox.business_id, id)
             .await?
             .filter(|(_, m)| m.conversation_id == conversation.id && m.channel != "NOTE")
@@ -189,7 +194,7 @@ impl Omega {
     }
 
     /// An attachment of the business's messages, for its staff.
-    pub async fn attachment(&self, caller: &Caller, business_id: i64, id: i64) -> Result<(attachment::Model, Bytes)> {
+    pub async fn attachment(&self, caller: &Caller, business_id: i64, id: i64) -> Result<(AttachmentView, Bytes)> {
         self.business(caller, business_id).await?;
         let (attachment, _) = db::with_message(self.store.connection(), business_id, id)
             .await?
@@ -197,9 +202,9 @@ impl Omega {
         self.attachment_bytes(attachment).await
     }
 
-    async fn attachment_bytes(&self, attachment: attachment::Model) -> Result<(attachment::Model, Bytes)> {
+    async fn attachment_bytes(&self, attachment: attachment::Model) -> Result<(AttachmentView, Bytes)> {
         let data = self.files.get(&attachment.storage_key).await.map_err(files_error)?;
-        Ok((attachment, data))
+        Ok((attachment.into(), data))
     }
 }
 

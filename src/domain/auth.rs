@@ -13,8 +13,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{
-    Error, Result,
+    Error, Omega, Result,
     pagination::{Page, PageRequest},
+    views::ApiKeyView,
 };
 use sea_orm::ConnectionTrait;
 
@@ -88,7 +89,7 @@ impl Caller {
 /// A freshly created key: the plaintext is shown once and never stored.
 pub struct IssuedKey {
     pub plaintext: String,
-    pub record: api_key::Model,
+    pub record: ApiKeyView,
 }
 
 fn sha256_hex(key: &str) -> String {
@@ -172,7 +173,7 @@ pub async fn issue_key(conn: &impl ConnectionTrait, label: &str, business_id: Op
         NewApiKey { prefix: prefix_of(&plaintext), hash_hex: &sha256_hex(&plaintext), label, business_id },
     )
     .await?;
-    Ok(IssuedKey { plaintext, record })
+    Ok(IssuedKey { plaintext, record: record.into() })
 }
 
 /// Makes an operator-chosen key (`OMEGA_BOOTSTRAP_API_KEY`) a platform key, once: if its hash
@@ -204,13 +205,9 @@ pub async fn ensure_bootstrap_key(store: &Store, key: &str) -> Result<bool> {
 }
 
 /// One page of keys, newest first, optionally of one business.
-pub async fn list_keys(
-    store: &Store,
-    business_id: Option<i64>,
-    page: PageRequest<i64>,
-) -> Result<Page<api_key::Model>> {
+pub async fn list_keys(store: &Store, business_id: Option<i64>, page: PageRequest<i64>) -> Result<Page<ApiKeyView>> {
     let (rows, total) = store.list_api_keys(business_id, page.after, page.size + 1).await?;
-    Ok(Page::from_rows(rows, page.size, total, |key| key.id))
+    Ok(Page::from_rows(rows, page.size, total, |key: &api_key::Model| key.id).into_views())
 }
 
 pub async fn revoke_key(store: &Store, key_id: i64) -> Result<()> {
@@ -218,6 +215,21 @@ pub async fn revoke_key(store: &Store, key_id: i64) -> Result<()> {
         Ok(())
     } else {
         Err(Error::NotFound(format!("live api key {key_id}")))
+    }
+}
+
+impl Omega {
+    /// Creates a key (platform callers only; the api checks the caller's scope).
+    pub async fn create_api_key(&self, label: &str, business_id: Option<i64>) -> Result<IssuedKey> {
+        create_key(&self.store, label, business_id).await
+    }
+
+    pub async fn api_keys(&self, business_id: Option<i64>, page: PageRequest<i64>) -> Result<Page<ApiKeyView>> {
+        list_keys(&self.store, business_id, page).await
+    }
+
+    pub async fn revoke_api_key(&self, key_id: i64) -> Result<()> {
+        revoke_key(&self.store, key_id).await
     }
 }
 

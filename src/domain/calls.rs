@@ -143,7 +143,7 @@ impl Omega {
         }
         let caller = Caller::without_key(Scope::Business(business_id));
         let stored = self
-            .store_message(
+            .store_message_row(
                 &caller,
                 IncomingMessage {
                     business_id,
@@ -405,7 +405,7 @@ impl Omega {
     async fn voicemail_of(&self, call: &message::Model, recording_sid: &str, url: &str) -> Result<message::Model> {
         let caller = Caller::without_key(Scope::Business(call.business_id));
         let stored = self
-            .store_message(
+            .store_message_row(
                 &caller,
                 IncomingMessage {
                     business_id: call.business_id,

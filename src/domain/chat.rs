@@ -11,6 +11,8 @@
 //! business's own site) or staff merging the visitor into the client. On an `hmac_mandatory`
 //! inbox every call carries the hash of the proven identifier.
 
+use std::collections::HashMap;
+
 use hmac::{Hmac, Mac};
 use rand::{Rng, distr::Alphanumeric};
 use serde_json::{Map, Value, json};
@@ -23,23 +25,82 @@ use super::{
     conversations::{StatusRequest, ensure_conversation},
     messages::{ClientRef, IncomingMessage},
     values::{self, Channel, ConversationStatus, now},
+    views::{ClientView, ConversationView, InboxView, MessageView},
 };
 use crate::store::{
     StoreError,
-    chat::{self as db, Claims, MessagePage, NewContact, NewInbox},
+    chat::{self as db, Claims, NewContact, NewInbox},
     conversations::{self as conversations_db, NewEvent},
     directory::{self, ClientFields},
-    entity::{client, contact_inbox, conversation, inbox, message},
+    entity::{client, contact_inbox, conversation, inbox},
 };
 
 /// A contact as the public API sees it: its inbox, its contact inbox, and the client behind it.
 pub struct ChatContact {
-    pub inbox: inbox::Model,
-    pub contact: contact_inbox::Model,
-    pub client: client::Model,
+    pub(super) inbox: inbox::Model,
+    pub(super) contact: contact_inbox::Model,
+    pub(super) client: client::Model,
+}
+
+/// Which of a conversation's messages a widget asks for (Chatwoot's MessageFinder).
+#[derive(Clone, Copy, Debug)]
+pub enum MessagePage {
+    /// The latest 20.
+    Latest,
+    /// The 20 before message `id`.
+    Before(i64),
+    /// Up to 100 after message `id`.
+    After(i64),
+    /// Up to 1,000 from `after` (inclusive) to `before`.
+    Between { after: i64, before: i64 },
+}
+
+impl From<MessagePage> for db::MessagePage {
+    fn from(page: MessagePage) -> Self {
+        match page {
+            MessagePage::Latest => db::MessagePage::Latest,
+            MessagePage::Before(id) => db::MessagePage::Before(id),
+            MessagePage::After(id) => db::MessagePage::After(id),
+            MessagePage::Between { after, before } => db::MessagePage::Between { after, before },
+        }
+    }
 }
 
 impl ChatContact {
+    /// The business of the contact's inbox.
+    pub fn business_id(&self) -> i64 {
+        self.inbox.business_id
+    }
+
+    pub fn inbox_id(&self) -> i64 {
+        self.inbox.id
+    }
+
+    /// The inbox's public identifier.
+    pub fn inbox_identifier(&self) -> &str {
+        &self.inbox.identifier
+    }
+
+    /// Whether every call must carry the hash of the proven identifier.
+    pub fn hmac_mandatory(&self) -> bool {
+        self.inbox.hmac_mandatory
+    }
+
+    /// The contact's id within its inbox (Chatwoot's `source_id`).
+    pub fn source_id(&self) -> &str {
+        &self.contact.source_id
+    }
+
+    /// The secret the contact's live connection subscribes with.
+    pub fn pubsub_token(&self) -> Option<&str> {
+        self.contact.pubsub_token.as_deref()
+    }
+
+    /// The client behind the contact.
+    pub fn client(&self) -> ClientView {
+        self.client.clone().into()
+    }
+
     /// What the contact is shown about itself: the client's record once proven, its own claims
     /// (beside its visitor record's name) until then.
     pub fn shown_identity(&self) -> (Option<&str>, Option<&str>, Option<&str>) {
@@ -169,7 +230,7 @@ impl Omega {
         name: &str,
         location_id: Option<i64>,
         hmac_mandatory: bool,
-    ) -> Result<inbox::Model> {
+    ) -> Result<InboxView> {
         self.business(caller, business_id).await?;
         let name = values::required_text("name", name, 200)?;
         if let Some(location_id) = location_id
@@ -185,17 +246,17 @@ impl Omega {
             hmac_token: random_token(32),
             hmac_mandatory,
         };
-        Ok(db::insert_inbox(self.store.writer(), new, now()).await?)
+        Ok(db::insert_inbox(self.store.writer(), new, now()).await?.into())
     }
 
-    pub async fn inboxes(&self, caller: &Caller, business_id: i64) -> Result<Vec<inbox::Model>> {
+    pub async fn inboxes(&self, caller: &Caller, business_id: i64) -> Result<Vec<InboxView>> {
         self.business(caller, business_id).await?;
-        Ok(db::inboxes(self.store.connection(), business_id).await?)
+        Ok(db::inboxes(self.store.connection(), business_id).await?.into_iter().map(InboxView::from).collect())
     }
 
     /// An inbox by its public identifier, with the time zone it keeps (its location's, else its
     /// business's).
-    pub async fn chat_inbox(&self, identifier: &str) -> Result<(inbox::Model, String)> {
+    pub async fn chat_inbox(&self, identifier: &str) -> Result<(InboxView, String)> {
         let inbox = self.inbox(identifier).await?;
         let conn = self.store.connection();
         let location = match inbox.location_id {
@@ -211,7 +272,7 @@ impl Omega {
                     .time_zone
             }
         };
-        Ok((inbox, time_zone))
+        Ok((inbox.into(), time_zone))
     }
 
     async fn inbox(&self, identifier: &str) -> Result<inbox::Model> {
@@ -415,7 +476,7 @@ impl Omega {
         business_id: i64,
         client_id: i64,
         visitor_client_id: i64,
-    ) -> Result<Option<conversation::Model>> {
+    ) -> Result<Option<ConversationView>> {
         self.business(caller, business_id).await?;
         let txn = self.store.begin().await?;
         let target = directory::client(&txn, business_id, client_id)
@@ -443,15 +504,15 @@ impl Omega {
         txn.commit().await.map_err(StoreError::from)?;
         self.store.wake_event_readers(Some(business_id));
         tracing::info!(business_id, client_id, visitor_client_id, "web-chat visitor merged into a client");
-        Ok(conversation)
+        Ok(conversation.map(ConversationView::from))
     }
 
     /// The contact's one conversation, if it exists.
-    pub async fn chat_conversations(&self, chat: &ChatContact) -> Result<Vec<conversation::Model>> {
+    pub async fn chat_conversations(&self, chat: &ChatContact) -> Result<Vec<ConversationView>> {
         let found =
             conversations_db::conversation_of_client(self.store.connection(), chat.inbox.business_id, chat.client.id)
                 .await?;
-        Ok(found.into_iter().collect())
+        Ok(found.into_iter().map(ConversationView::from).collect())
     }
 
     /// Creates (or retrieves) the contact's one conversation; `custom_attributes` (a JSON
@@ -460,7 +521,7 @@ impl Omega {
         &self,
         chat: &ChatContact,
         custom_attributes: &Value,
-    ) -> Result<conversation::Model> {
+    ) -> Result<ConversationView> {
         let given = given_attributes("custom_attributes", custom_attributes)?;
         let txn = self.store.begin().await?;
         let caller = Caller::without_key(Scope::Business(chat.inbox.business_id));
@@ -483,26 +544,45 @@ impl Omega {
         // A widget starting a conversation must get an open one. Omega keeps one thread per
         // client, so where Chatwoot would build a new conversation the resolved one reopens.
         if ConversationStatus::from_stored(&conversation.status) == ConversationStatus::Resolved {
-            return self.set_chat_status(chat, &conversation, ConversationStatus::Open).await;
+            return self.set_chat_status(chat, conversation.id, ConversationStatus::Open).await;
         }
-        Ok(conversation)
+        Ok(conversation.into())
     }
 
     /// The contact's conversation `id`; another's is NOT_FOUND.
-    pub async fn chat_conversation(&self, chat: &ChatContact, id: i64) -> Result<conversation::Model> {
-        conversations_db::conversation(self.store.connection(), chat.inbox.business_id, id)
+    pub async fn chat_conversation(&self, chat: &ChatContact, id: i64) -> Result<ConversationView> {
+        self.chat_conversation_if_theirs(chat, id).await?.ok_or_else(|| Error::NotFound("conversation".into()))
+    }
+
+    /// The contact's conversation `id`; None if there is none or it is another's.
+    pub async fn chat_conversation_if_theirs(&self, chat: &ChatContact, id: i64) -> Result<Option<ConversationView>> {
+        Ok(conversations_db::conversation(self.store.connection(), chat.inbox.business_id, id)
             .await?
             .filter(|c| c.client_id == chat.client.id)
-            .ok_or_else(|| Error::NotFound("conversation".into()))
+            .map(ConversationView::from))
     }
 
     /// What the widget shows: a page of every message but internal notes, oldest first.
-    pub async fn chat_messages(
+    pub async fn chat_messages(&self, conversation: &ConversationView, page: MessagePage) -> Result<Vec<MessageView>> {
+        let rows = db::visible_messages(self.store.connection(), conversation.id, page.into()).await?;
+        Ok(rows.into_iter().map(MessageView::from).collect())
+    }
+
+    /// The message `public_id` of the conversation if the widget may see it (never a note).
+    pub async fn chat_visible_message(
         &self,
-        conversation: &conversation::Model,
-        page: MessagePage,
-    ) -> Result<Vec<message::Model>> {
-        Ok(db::visible_messages(self.store.connection(), conversation.id, page).await?)
+        conversation: &ConversationView,
+        public_id: &str,
+    ) -> Result<Option<MessageView>> {
+        Ok(crate::store::messages::by_public_id(self.store.connection(), public_id)
+            .await?
+            .filter(|m| m.conversation_id == conversation.id && m.channel != "NOTE")
+            .map(MessageView::from))
+    }
+
+    /// The names of the contact's business's staff members `ids` (the ones found).
+    pub async fn chat_staff_names(&self, chat: &ChatContact, ids: &[i64]) -> Result<HashMap<i64, String>> {
+        Ok(directory::staff_names(self.store.connection(), chat.inbox.business_id, ids).await?)
     }
 
     /// A message the contact writes: an incoming CHAT message in its conversation, with the
@@ -510,11 +590,11 @@ impl Omega {
     pub async fn create_chat_message(
         &self,
         chat: &ChatContact,
-        conversation: &conversation::Model,
+        conversation: &ConversationView,
         content: &str,
         echo_id: Option<String>,
         uploads: Vec<Upload>,
-    ) -> Result<message::Model> {
+    ) -> Result<MessageView> {
         if content.trim().is_empty() && uploads.is_empty() {
             return Err(Error::invalid("content", "is required (or attachments[])"));
         }
@@ -525,7 +605,7 @@ impl Omega {
         let files = self.store_uploads(chat.inbox.business_id, "attachments[]", uploads).await?;
         let caller = Caller::without_key(Scope::Business(chat.inbox.business_id));
         let stored = self
-            .store_message(
+            .store_message_row(
                 &caller,
                 IncomingMessage {
                     business_id: chat.inbox.business_id,
@@ -553,10 +633,10 @@ impl Omega {
             .await;
         // Files of a message that was not written (or was already there: a retry) are unused.
         match stored {
-            Ok(stored) if stored.created => Ok(stored.message),
+            Ok(stored) if stored.created => Ok(stored.message.into()),
             Ok(stored) => {
                 self.forget_uploads(&files).await;
-                Ok(stored.message)
+                Ok(stored.message.into())
             }
             Err(err) => {
                 self.forget_uploads(&files).await;
@@ -569,10 +649,10 @@ impl Omega {
     /// contact's conversation.
     pub async fn update_chat_message(
         &self,
-        conversation: &conversation::Model,
+        conversation: &ConversationView,
         message_id: i64,
         attributes: serde_json::Value,
-    ) -> Result<message::Model> {
+    ) -> Result<MessageView> {
         let attributes = attributes.to_string();
         if attributes.len() > 16 * 1024 {
             return Err(Error::invalid("submitted_values", "must be at most 16 KiB of JSON"));
@@ -583,32 +663,35 @@ impl Omega {
             .filter(|m| m.conversation_id == conversation.id && m.channel != "NOTE")
             .ok_or_else(|| Error::NotFound("message".into()))?;
         db::set_content_attributes(self.store.writer(), message.id, attributes).await?;
-        crate::store::messages::by_id(conn, message.id).await?.ok_or_else(|| Error::NotFound("message".into()))
+        crate::store::messages::by_id(conn, message.id)
+            .await?
+            .map(MessageView::from)
+            .ok_or_else(|| Error::NotFound("message".into()))
     }
 
     /// Resolves the conversation (Chatwoot's `toggle_status`: a resolved one stays resolved).
     pub async fn toggle_chat_status(
         &self,
         chat: &ChatContact,
-        conversation: &conversation::Model,
-    ) -> Result<conversation::Model> {
+        conversation: &ConversationView,
+    ) -> Result<ConversationView> {
         if ConversationStatus::from_stored(&conversation.status) == ConversationStatus::Resolved {
             return Ok(conversation.clone());
         }
-        self.set_chat_status(chat, conversation, ConversationStatus::Resolved).await
+        self.set_chat_status(chat, conversation.id, ConversationStatus::Resolved).await
     }
 
     async fn set_chat_status(
         &self,
         chat: &ChatContact,
-        conversation: &conversation::Model,
+        conversation_id: i64,
         status: ConversationStatus,
-    ) -> Result<conversation::Model> {
+    ) -> Result<ConversationView> {
         let caller = Caller::without_key(Scope::Business(chat.inbox.business_id));
         let ids = super::conversations::ConversationPath {
             business_id: chat.inbox.business_id,
             client_id: chat.client.id,
-            conversation_id: conversation.id,
+            conversation_id,
         };
         let request = StatusRequest {
             status: status.as_str().into(),
@@ -617,20 +700,15 @@ impl Omega {
             note: String::new(),
         };
         self.update_conversation_status(&caller, ids, request).await?;
-        self.chat_conversation(chat, conversation.id).await
+        self.chat_conversation(chat, conversation_id).await
     }
 
-    pub async fn chat_seen(&self, conversation: &conversation::Model) -> Result<()> {
+    pub async fn chat_seen(&self, conversation: &ConversationView) -> Result<()> {
         Ok(db::set_contact_last_seen(self.store.writer(), conversation.id, now()).await?)
     }
 
     /// Typing indicators are not stored; they go to the event log for live views.
-    pub async fn chat_typing(
-        &self,
-        chat: &ChatContact,
-        conversation: &conversation::Model,
-        typing: &str,
-    ) -> Result<()> {
+    pub async fn chat_typing(&self, chat: &ChatContact, conversation: &ConversationView, typing: &str) -> Result<()> {
         // Chatwoot acts on `on` and `off` and ignores anything else (e.g. `recording`).
         let on = match typing.trim() {
             "on" => true,

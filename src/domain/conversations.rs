@@ -12,6 +12,7 @@ use super::{
     auth::Caller,
     pagination::{self, Page, PageRequest},
     values::{self, Channel, ConversationStatus, DeliveryStatus, Direction, now},
+    views::{ConversationView, EventView, MessageView, StaffView},
 };
 use crate::store::{
     StoreError,
@@ -24,14 +25,14 @@ use crate::store::{
 };
 
 /// A conversation with the names the inbox shows beside it.
-pub struct ConversationView {
-    pub conversation: conversation::Model,
+pub struct ConversationSummary {
+    pub conversation: ConversationView,
     pub client_name: String,
     pub assignee_name: String,
 }
 
 pub struct ConversationList {
-    pub page: Page<ConversationView>,
+    pub page: Page<ConversationSummary>,
     /// Whether `page.total` stopped at [`TOTAL_CAP`] (there are at least that many).
     pub total_capped: bool,
     /// (value, label, count) per status and per assignee bucket.
@@ -180,7 +181,7 @@ const CLIENT_MATCH_LIMIT: u64 = 2_000;
 impl Omega {
     /// The conversation at `/businesses/{b}/clients/{c}/conversations/{id}`: it must belong to
     /// that business and that client, or it is NOT_FOUND.
-    pub async fn conversation_at(
+    pub(super) async fn conversation_at(
         &self,
         caller: &Caller,
         business_id: i64,
@@ -214,11 +215,11 @@ impl Omega {
         business_id: i64,
         client_id: i64,
         location_id: Option<i64>,
-    ) -> Result<(conversation::Model, bool)> {
+    ) -> Result<(ConversationView, bool)> {
         self.client(caller, business_id, client_id).await?;
         let conn = self.store.connection();
         if let Some(existing) = db::conversation_of_client(conn, business_id, client_id).await? {
-            return Ok((existing, false));
+            return Ok((existing.into(), false));
         }
         if let Some(location_id) = location_id
             && directory::location(conn, business_id, location_id).await?.is_none()
@@ -226,10 +227,11 @@ impl Omega {
             return Err(Error::invalid("location_id", format!("no location {location_id} in this business")));
         }
         let txn = self.store.begin().await?;
-        let found = ensure_conversation(&txn, Some(caller), business_id, client_id, location_id, now()).await?;
+        let (conversation, created) =
+            ensure_conversation(&txn, Some(caller), business_id, client_id, location_id, now()).await?;
         txn.commit().await.map_err(StoreError::from)?;
         self.store.wake_event_readers(Some(business_id));
-        Ok(found)
+        Ok((conversation.into(), created))
     }
 
     pub async fn update_conversation_status(
@@ -313,7 +315,7 @@ impl Omega {
         caller: &Caller,
         ConversationPath { business_id, client_id, conversation_id: id }: ConversationPath,
         assigned_to: &str,
-    ) -> Result<(Option<staff::Model>, bool)> {
+    ) -> Result<(Option<StaffView>, bool)> {
         let target = match assigned_to.trim().to_ascii_lowercase().as_str() {
             "" => {
                 return Err(Error::invalid("assigned_to", "is required: a staff id, or none to unassign"));
@@ -331,6 +333,7 @@ impl Omega {
             Some(staff_id) => Some(self.active_staff(business_id, "assigned_to", staff_id).await?),
             None => None,
         };
+        let staff = staff.map(StaffView::from);
         if conversation.assigned_staff_id == target {
             return Ok((staff, false));
         }
@@ -370,7 +373,7 @@ impl Omega {
         sent_by: i64,
         sender_type: &str,
         category: &str,
-    ) -> Result<message::Model> {
+    ) -> Result<MessageView> {
         // A token acting for a staff member decides the author; a body cannot claim another.
         let sent_by = match (caller.staff_id, sent_by) {
             (Some(own), 0) => own,
@@ -423,7 +426,7 @@ impl Omega {
         db::append_event(&txn, event, now).await?;
         txn.commit().await.map_err(StoreError::from)?;
         self.store.wake_event_readers(Some(conversation.business_id));
-        Ok(note)
+        Ok(note.into())
     }
 
     /// A staff member starts or stops typing a reply: logged (not stored elsewhere) for live
@@ -435,7 +438,7 @@ impl Omega {
         ConversationPath { business_id, client_id, conversation_id: id }: ConversationPath,
         staff_id: Option<i64>,
         typing: bool,
-    ) -> Result<conversation::Model> {
+    ) -> Result<ConversationView> {
         let conversation = self.conversation_at(caller, business_id, client_id, id).await?;
         let staff = match staff_id.or(caller.staff_id) {
             Some(staff) => self.active_staff(business_id, "staff_id", staff).await?.id,
@@ -446,10 +449,10 @@ impl Omega {
         let event = actor_event(caller, &conversation, "staff.typing", Some(staff), json!({ "typing": typing }));
         db::append_event(self.store.writer(), event, now()).await?;
         self.store.wake_event_readers(Some(business_id));
-        Ok(conversation)
+        Ok(conversation.into())
     }
 
-    async fn views(&self, business_id: i64, rows: Vec<conversation::Model>) -> Result<Vec<ConversationView>> {
+    async fn views(&self, business_id: i64, rows: Vec<conversation::Model>) -> Result<Vec<ConversationSummary>> {
         let conn = self.store.connection();
         let client_ids: Vec<i64> = rows.iter().map(|c| c.client_id).collect();
         let clients = directory::client_names(conn, business_id, &client_ids).await?;
@@ -459,13 +462,13 @@ impl Omega {
         let staff: HashMap<i64, String> = directory::staff_names(conn, business_id, &staff_ids).await?;
         Ok(rows
             .into_iter()
-            .map(|conversation| ConversationView {
+            .map(|conversation| ConversationSummary {
                 client_name: clients.get(&conversation.client_id).cloned().unwrap_or_default(),
                 assignee_name: conversation
                     .assigned_staff_id
                     .and_then(|id| staff.get(&id).cloned())
                     .unwrap_or_default(),
-                conversation,
+                conversation: conversation.into(),
             })
             .collect())
     }
@@ -476,7 +479,7 @@ impl Omega {
         caller: &Caller,
         business_id: i64,
         client_id: i64,
-    ) -> Result<Option<ConversationView>> {
+    ) -> Result<Option<ConversationSummary>> {
         caller.require_business(business_id)?;
         let found = db::conversation_of_client(self.store.connection(), business_id, client_id).await?;
         Ok(self.views(business_id, found.into_iter().collect()).await?.pop())
@@ -674,7 +677,7 @@ impl Omega {
         ConversationPath { business_id, client_id, conversation_id: id }: ConversationPath,
         query: &MessageQuery,
         page: PageRequest<MessageCursor>,
-    ) -> Result<Page<message::Model>> {
+    ) -> Result<Page<MessageView>> {
         let mut v = Violations::default();
         let channel = v.check(Channel::parse_filter("channel", &query.channel)).flatten();
         let direction = v.check(Direction::parse_filter("direction", &query.direction)).flatten();
@@ -719,9 +722,9 @@ impl Omega {
         let (rows, (total, capped)) =
             db::list_messages(conn, id, &filter, newest_first, page.after, page.size + 1, TOTAL_CAP).await?;
         let size = pagination::size_within(&rows, page.size, pagination::MESSAGE_PAGE_BYTES, pagination::message_bytes);
-        let mut page = Page::from_rows(rows, size, total, |m| (m.created_at, m.id));
+        let mut page = Page::from_rows(rows, size, total, |m: &message::Model| (m.created_at, m.id));
         page.total_capped = capped;
-        Ok(page)
+        Ok(page.into_views())
     }
 
     /// The conversation's history, oldest first.
@@ -730,11 +733,11 @@ impl Omega {
         caller: &Caller,
         ConversationPath { business_id, client_id, conversation_id: id }: ConversationPath,
         page: PageRequest<i64>,
-    ) -> Result<Page<conversation_event::Model>> {
+    ) -> Result<Page<EventView>> {
         self.conversation_at(caller, business_id, client_id, id).await?;
         let (rows, total) =
             db::conversation_events(self.store.connection(), business_id, id, page.after, page.size + 1).await?;
-        Ok(Page::from_rows(rows, page.size, total, |e| e.id))
+        Ok(Page::from_rows(rows, page.size, total, |e: &conversation_event::Model| e.id).into_views())
     }
 
     /// Marks inbound messages read or unread by filters; each touched conversation's unread

@@ -13,6 +13,7 @@ use super::{
     auth::{Caller, IssuedKey, issue_key},
     pagination::{Page, PageRequest},
     values::{self, now},
+    views::{BusinessView, ClientView, LocationView, StaffView},
 };
 use crate::{
     proto::omega::v1::{ClientInput, LocationInput, OnboardBusinessRequest, StaffInput},
@@ -26,14 +27,8 @@ use crate::{
 const NAME_MAX: usize = 200;
 const REF_MAX: usize = 200;
 
-/// A location with its sender numbers.
-pub struct LocationView {
-    pub location: location::Model,
-    pub phone_numbers: Vec<String>,
-}
-
 pub struct Onboarded {
-    pub business: business::Model,
+    pub business: BusinessView,
     pub created: bool,
     pub key: IssuedKey,
     pub location_ids: Vec<i64>,
@@ -304,7 +299,7 @@ impl Omega {
         let key = issue_key(&txn, "onboarding", Some(business.id)).await?;
         txn.commit().await.map_err(StoreError::from)?;
         tracing::info!(business_id = business.id, "business onboarded");
-        Ok(Onboarded { business, created: true, key, location_ids, staff_ids })
+        Ok(Onboarded { business: business.into(), created: true, key, location_ids, staff_ids })
     }
 
     /// The answer to a repeated onboarding: the business as it is, and a fresh key (the caller
@@ -314,7 +309,7 @@ impl Omega {
         let location_ids = db::location_ids(conn, business.id).await?;
         let staff_ids = db::staff_ids(conn, business.id).await?;
         let key = issue_key(self.store.writer(), "onboarding (repeated)", Some(business.id)).await?;
-        Ok(Onboarded { location_ids, staff_ids, business, created: false, key })
+        Ok(Onboarded { location_ids, staff_ids, business: business.into(), created: false, key })
     }
 
     /// The business, if the caller may see it (another business's id is NOT_FOUND).
@@ -436,9 +431,10 @@ impl Omega {
         let numbers = db::location_numbers(self.store.connection(), &ids).await?;
         Ok(rows
             .into_iter()
-            .map(|location| LocationView {
-                phone_numbers: numbers.iter().filter(|(id, _)| *id == location.id).map(|(_, p)| p.clone()).collect(),
-                location,
+            .map(|location| {
+                let phone_numbers =
+                    numbers.iter().filter(|(id, _)| *id == location.id).map(|(_, p)| p.clone()).collect();
+                LocationView::new(location, phone_numbers)
             })
             .collect())
     }
@@ -452,7 +448,7 @@ impl Omega {
         self.business(caller, business_id).await?;
         let (rows, total) = db::list_locations(self.store.connection(), business_id, page.after, page.size + 1).await?;
         let views = self.location_views(rows).await?;
-        Ok(Page::from_rows(views, page.size, total, |v| v.location.id))
+        Ok(Page::from_rows(views, page.size, total, |v| v.id))
     }
 
     // ---- staff ----
@@ -464,7 +460,7 @@ impl Omega {
         caller: &Caller,
         business_id: i64,
         input: &StaffInput,
-    ) -> Result<(staff::Model, bool)> {
+    ) -> Result<(StaffView, bool)> {
         self.business(caller, business_id).await?;
         let mut v = Violations::default();
         let fields = validate_staff(&mut v, "", input);
@@ -490,12 +486,14 @@ impl Omega {
             Error::Conflict(_) => Error::Conflict("another staff member already has this email or external_ref".into()),
             other => other,
         })
+        .map(|(staff, created)| (staff.into(), created))
     }
 
-    pub async fn staff_member(&self, caller: &Caller, business_id: i64, staff_id: i64) -> Result<staff::Model> {
+    pub async fn staff_member(&self, caller: &Caller, business_id: i64, staff_id: i64) -> Result<StaffView> {
         caller.require_business(business_id)?;
         db::staff_member(self.store.connection(), business_id, staff_id)
             .await?
+            .map(StaffView::from)
             .ok_or_else(|| Error::NotFound(format!("staff member {staff_id}")))
     }
 
@@ -505,11 +503,11 @@ impl Omega {
         business_id: i64,
         active: Option<bool>,
         page: PageRequest<i64>,
-    ) -> Result<Page<staff::Model>> {
+    ) -> Result<Page<StaffView>> {
         self.business(caller, business_id).await?;
         let (rows, total) =
             db::list_staff(self.store.connection(), business_id, active, page.after, page.size + 1).await?;
-        Ok(Page::from_rows(rows, page.size, total, |s| s.id))
+        Ok(Page::from_rows(rows, page.size, total, |s: &staff::Model| s.id).into_views())
     }
 
     // ---- clients ----
@@ -521,7 +519,7 @@ impl Omega {
         caller: &Caller,
         business_id: i64,
         input: &ClientInput,
-    ) -> Result<(client::Model, bool)> {
+    ) -> Result<(ClientView, bool)> {
         let business = self.business(caller, business_id).await?;
         let mut v = Violations::default();
         let external_ref = v.check(values::optional_text("external_ref", &input.external_ref, REF_MAX)).flatten();
@@ -537,7 +535,8 @@ impl Omega {
         }
         v.finish()?;
         let fields = ClientFields { external_ref, name, phone_e164: phone, email, sms_consent: input.sms_consent };
-        retry_once(|| self.try_upsert_client(business_id, fields.clone(), now())).await
+        let (client, created) = retry_once(|| self.try_upsert_client(business_id, fields.clone(), now())).await?;
+        Ok((client.into(), created))
     }
 
     async fn try_upsert_client(
@@ -587,10 +586,11 @@ impl Omega {
         result.map_err(Error::from)
     }
 
-    pub async fn client(&self, caller: &Caller, business_id: i64, client_id: i64) -> Result<client::Model> {
+    pub async fn client(&self, caller: &Caller, business_id: i64, client_id: i64) -> Result<ClientView> {
         caller.require_business(business_id)?;
         db::client(self.store.connection(), business_id, client_id)
             .await?
+            .map(ClientView::from)
             .ok_or_else(|| Error::NotFound(format!("client {client_id}")))
     }
 
@@ -600,11 +600,11 @@ impl Omega {
         business_id: i64,
         query: &str,
         page: PageRequest<i64>,
-    ) -> Result<Page<client::Model>> {
+    ) -> Result<Page<ClientView>> {
         self.business(caller, business_id).await?;
         let query = values::optional_text("query", query, 200)?;
         let (rows, total) =
             db::list_clients(self.store.connection(), business_id, query.as_deref(), page.after, page.size + 1).await?;
-        Ok(Page::from_rows(rows, page.size, total, |c| c.id))
+        Ok(Page::from_rows(rows, page.size, total, |c: &client::Model| c.id).into_views())
     }
 }

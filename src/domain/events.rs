@@ -8,10 +8,9 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::{sync::watch, time::Instant};
 
-use super::{Error, Omega, Result, Violations, auth::Caller};
+use super::{Error, Omega, Result, Violations, auth::Caller, views::EventView};
 use crate::store::{
     conversations as conversations_db,
-    entity::conversation_event as event,
     events::{self as db, Cursor, EventFilter, Feed, Taken},
 };
 
@@ -88,7 +87,7 @@ impl Omega {
         query: EventQuery,
         after_id: i64,
         page_size: u64,
-    ) -> Result<(Vec<event::Model>, i64)> {
+    ) -> Result<(Vec<EventView>, i64)> {
         let size = match page_size {
             0 => DEFAULT_PAGE_SIZE,
             n if n > MAX_PAGE_SIZE => {
@@ -100,7 +99,7 @@ impl Omega {
         let cursor = self.cursor(filter.business_id, after_id).await?;
         let read = db::read_after(self.store.connection(), &filter, cursor, size).await?;
         let next = read.rows.last().map_or(after_id, |e| e.id);
-        Ok((read.rows, next))
+        Ok((read.rows.into_iter().map(EventView::from).collect(), next))
     }
 
     /// A stream of the business's events after `after_id` (None: from now on).
@@ -130,7 +129,7 @@ impl Omega {
 /// What a stream has next.
 #[derive(Debug)]
 pub enum Followed {
-    Events(Vec<event::Model>),
+    Events(Vec<EventView>),
     /// Nothing happened for a heartbeat interval; resume after `after_id`.
     Heartbeat {
         after_id: i64,
@@ -169,7 +168,7 @@ impl EventFollower {
                     self.cursor = cursor;
                     if let Some(last) = rows.last() {
                         self.last_id = last.id;
-                        return Ok(Followed::Events(rows));
+                        return Ok(Followed::Events(rows.into_iter().map(EventView::from).collect()));
                     }
                 }
                 Taken::Behind => {
@@ -186,7 +185,7 @@ impl EventFollower {
                         self.cursor = self.cursor.max(tail);
                     }
                     if !read.rows.is_empty() {
-                        return Ok(Followed::Events(read.rows));
+                        return Ok(Followed::Events(read.rows.into_iter().map(EventView::from).collect()));
                     }
                     // Committed rows wait behind an older transaction and the feed may not
                     // cover this position yet: look again soon.

@@ -47,7 +47,7 @@ pub struct IssuedInboundToken {
 
 /// What happened to a posted email.
 pub struct InboundOutcome {
-    pub message: message::Model,
+    pub message: super::views::MessageView,
     /// False when the same `Message-ID` was stored before (nothing new was written).
     pub created: bool,
     /// Attachments that were not kept (type or size), each `name: reason`.
@@ -419,7 +419,7 @@ impl Omega {
                 .await?
                 .pop()
         {
-            return Ok(InboundOutcome { message: existing, created: false, skipped: Vec::new() });
+            return Ok(InboundOutcome { message: existing.into(), created: false, skipped: Vec::new() });
         }
 
         let thread = self.thread_of(business_id, &email).await?;
@@ -481,7 +481,7 @@ impl Omega {
             email.html.filter(|h| h.chars().count() <= EMAIL_HTML_MAX_CHARS).unwrap_or_default().replace('\0', "");
         let caller = Caller::without_key(Scope::Business(business_id));
         let stored = self
-            .store_message(
+            .store_message_row(
                 &caller,
                 IncomingMessage {
                     business_id,
@@ -517,7 +517,7 @@ impl Omega {
                         "inbound email stored"
                     );
                 }
-                Ok(InboundOutcome { message: stored.message, created: stored.created, skipped })
+                Ok(InboundOutcome { message: stored.message.into(), created: stored.created, skipped })
             }
             Err(err) => {
                 self.forget_uploads(&stored_files).await;

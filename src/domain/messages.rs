@@ -11,12 +11,13 @@ use super::{
     conversations::{ensure_conversation, reopen},
     pagination::{self, Page, PageRequest},
     values::{self, Channel, ConversationStatus, DeliveryStatus, Direction, now},
+    views::{AttemptView, MessageView},
 };
 use crate::store::{
     StoreError,
     conversations::{self as conversations_db, AssigneeFilter, NewEvent, NewMessage},
     directory,
-    entity::{client, conversation, location, message, message_attempt},
+    entity::{client, conversation, location, message},
     messages::{self as db, RetryFilter, StatusUpdate},
 };
 
@@ -52,7 +53,7 @@ pub struct QueueInput {
 
 pub struct Queued {
     pub request_id: String,
-    pub messages: Vec<message::Model>,
+    pub messages: Vec<MessageView>,
 }
 
 /// Who a message belongs to, as an ingesting service knows it.
@@ -107,17 +108,23 @@ pub struct RetrySelection {
 }
 
 pub struct Stored {
-    pub message: message::Model,
+    pub message: MessageView,
     pub created: bool,
 }
 
+/// [`Stored`] as the domain's own callers use it: the row itself.
+pub(super) struct StoredRow {
+    pub(super) message: message::Model,
+    pub(super) created: bool,
+}
+
 pub struct StatusOutcome {
-    pub message: message::Model,
+    pub message: MessageView,
     pub applied: bool,
 }
 
 pub struct SearchHit {
-    pub message: message::Model,
+    pub message: MessageView,
     pub rank: f64,
     pub highlight: String,
 }
@@ -269,7 +276,7 @@ impl Omega {
         let earlier = db::by_idempotency_keys(conn, business_id, &keys).await?;
         if !earlier.is_empty() {
             let request_id = earlier[0].request_id.clone().unwrap_or_default();
-            return Ok(Queued { request_id, messages: earlier });
+            return Ok(Queued { request_id, messages: earlier.into_iter().map(MessageView::from).collect() });
         }
 
         let mut clients: Vec<client::Model> = Vec::with_capacity(client_ids.len());
@@ -377,7 +384,7 @@ impl Omega {
         txn.commit().await.map_err(StoreError::from)?;
         self.store.wake_event_readers(Some(business_id));
         self.delivery_wakeup.notify_waiters();
-        Ok(Queued { request_id: input.request_id, messages })
+        Ok(Queued { request_id: input.request_id, messages: messages.into_iter().map(MessageView::from).collect() })
     }
 
     /// Finds the client an ingested message belongs to, creating it from the phone, email or
@@ -456,6 +463,12 @@ impl Omega {
     /// provider's id and on the caller's idempotency key. An inbound message bumps the unread
     /// count and reopens a resolved or snoozed conversation.
     pub async fn store_message(&self, caller: &Caller, input: IncomingMessage) -> Result<Stored> {
+        let StoredRow { message, created } = self.store_message_row(caller, input).await?;
+        Ok(Stored { message: message.into(), created })
+    }
+
+    /// [`Self::store_message`], answering the stored row.
+    pub(super) async fn store_message_row(&self, caller: &Caller, input: IncomingMessage) -> Result<StoredRow> {
         let mut v = Violations::default();
         if input.channel == Channel::Note {
             v.add("channel", "notes are added with the note endpoint");
@@ -506,12 +519,12 @@ impl Omega {
                     .await?
                     .pop()
         {
-            return Ok(Stored { message: existing, created: false });
+            return Ok(StoredRow { message: existing, created: false });
         }
         if let Some(key) = &key
             && let Some(existing) = db::by_idempotency_keys(conn, business_id, std::slice::from_ref(key)).await?.pop()
         {
-            return Ok(Stored { message: existing, created: false });
+            return Ok(StoredRow { message: existing, created: false });
         }
         if let Some(location_id) = input.location_id
             && directory::location(conn, business_id, location_id).await?.is_none()
@@ -589,7 +602,7 @@ impl Omega {
                     _ => None,
                 };
                 return existing
-                    .map(|message| Stored { message, created: false })
+                    .map(|message| StoredRow { message, created: false })
                     .ok_or_else(|| Error::Conflict("the message changed concurrently; retry".into()));
             }
             Err(err) => return Err(err.into()),
@@ -628,7 +641,7 @@ impl Omega {
         conversations_db::append_event(&txn, event, now).await?;
         txn.commit().await.map_err(StoreError::from)?;
         self.store.wake_event_readers(Some(business_id));
-        Ok(Stored { message, created: true })
+        Ok(StoredRow { message, created: true })
     }
 
     /// Applies a delivery status reported for a message (by its id or the provider's), if it is
@@ -687,11 +700,11 @@ impl Omega {
         for _ in 0..3 {
             let current = DeliveryStatus::from_stored(&message.status);
             if !current.may_become(status) {
-                return Ok(StatusOutcome { message, applied: false });
+                return Ok(StatusOutcome { message: message.into(), applied: false });
             }
             if self.apply_status(&message, status, error_code.clone(), error_message.clone(), None).await? {
                 let updated = db::by_id(conn, message.id).await?.unwrap_or(message);
-                return Ok(StatusOutcome { message: updated, applied: true });
+                return Ok(StatusOutcome { message: updated.into(), applied: true });
             }
             // Changed under us: decide again from what is stored now.
             message = db::by_id(conn, message.id).await?.ok_or_else(|| Error::NotFound(what()))?;
@@ -727,7 +740,7 @@ impl Omega {
         request_id: &str,
         page_size: u32,
         page_token: &str,
-    ) -> Result<Page<message::Model>> {
+    ) -> Result<Page<MessageView>> {
         const MOST: u64 = 1_000;
         let request_id = values::required_text("request_id", request_id, 64)?;
         let size = match u64::from(page_size) {
@@ -746,21 +759,21 @@ impl Omega {
         }
         let size = pagination::size_within(&rows, size, pagination::MESSAGE_PAGE_BYTES, pagination::message_bytes);
         let total = rows.len() as u64;
-        Ok(Page::from_rows(rows, size, total, |m| m.id))
+        Ok(Page::from_rows(rows, size, total, |m: &message::Model| m.id).into_views())
     }
 
     pub async fn message_with_attempts(
         &self,
         caller: &Caller,
         public_id: &str,
-    ) -> Result<(message::Model, Vec<message_attempt::Model>)> {
+    ) -> Result<(MessageView, Vec<AttemptView>)> {
         let conn = self.store.connection();
         let message = db::by_public_id(conn, public_id.trim())
             .await?
             .filter(|m| caller.require_business(m.business_id).is_ok())
             .ok_or_else(|| Error::NotFound(format!("message {public_id}")))?;
         let attempts = db::attempts(conn, message.id).await?;
-        Ok((message, attempts))
+        Ok((message.into(), attempts.into_iter().map(AttemptView::from).collect()))
     }
 
     /// Re-enqueues the FAILED messages a filter selects that were certainly not sent (never
@@ -853,8 +866,11 @@ impl Omega {
         let offset = page.after.unwrap_or(0);
         let found =
             db::search(self.store.connection(), conversation.id, &terms, include_notes, offset, page.size + 1).await?;
-        let hits: Vec<SearchHit> =
-            found.hits.into_iter().map(|(message, rank, highlight)| SearchHit { message, rank, highlight }).collect();
+        let hits: Vec<SearchHit> = found
+            .hits
+            .into_iter()
+            .map(|(message, rank, highlight)| SearchHit { message: message.into(), rank, highlight })
+            .collect();
         let mut page = Page::from_rows(hits, page.size, found.total, |_| 0_u64);
         if !page.next_page_token.is_empty() {
             // Search pages by rank, which has no stable key: the cursor is the next offset.
@@ -986,7 +1002,7 @@ impl Omega {
         for (id, rank) in ranked.into_iter().take(page.size as usize) {
             if let Some(pos) = rows.iter().position(|m| m.id == id) {
                 let highlight = highlights.remove(&id).unwrap_or_default();
-                items.push(SearchHit { message: rows.swap_remove(pos), rank, highlight });
+                items.push(SearchHit { message: rows.swap_remove(pos).into(), rank, highlight });
             }
         }
         Ok(Page {

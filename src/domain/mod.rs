@@ -16,6 +16,7 @@ pub mod pagination;
 pub mod providers;
 pub mod tokens;
 pub mod values;
+pub mod views;
 pub mod webhook_endpoints;
 pub mod webhooks;
 
@@ -30,7 +31,7 @@ use crate::store::Store;
 /// Omega's application core, shared by every transport and handler.
 #[derive(Clone, Debug)]
 pub struct Omega {
-    pub store: Store,
+    store: Store,
     pub started_at: Instant,
     /// Wakes the delivery workers when messages are queued (they also poll, for other replicas'
     /// work and for retries that come due).
@@ -94,5 +95,11 @@ impl Omega {
 
     pub async fn authenticate(&self, presented_key: &str) -> Result<auth::Caller> {
         auth::authenticate(&self.store, presented_key).await
+    }
+
+    /// Tells when the server is stopping (the event log's wake-ups carry it), for long-lived
+    /// connections that must end then.
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.store.event_wakeups().subscribe().1
     }
 }

@@ -71,6 +71,21 @@ impl<T> Page<T> {
         };
         Self { items: rows, next_page_token, total, total_capped: false }
     }
+
+    /// The same page with each item turned into `U` (a row into its view).
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            next_page_token: self.next_page_token,
+            total: self.total,
+            total_capped: self.total_capped,
+        }
+    }
+
+    /// The same page with its rows as their views.
+    pub fn into_views<U: From<T>>(self) -> Page<U> {
+        self.map(U::from)
+    }
 }
 
 /// The page size that keeps a page of `rows` within `budget` bytes of text (`bytes` of a row):

@@ -14,6 +14,7 @@ use super::{
     events::KINDS,
     pagination::PageRequest,
     values::{now, parse_time},
+    views::EndpointView,
 };
 use crate::store::{
     entity::webhook_endpoint as endpoint,
@@ -108,13 +109,40 @@ pub fn webhook_id(endpoint_id: i64, event_id: i64) -> String {
 
 /// A delivery as the log shows it.
 pub struct DeliveryView {
-    pub row: DeliveryRow,
+    pub id: i64,
+    pub endpoint_id: i64,
+    pub event_id: i64,
+    /// The event's kind.
+    pub kind: String,
+    pub state: String,
+    pub attempt_count: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_status_code: Option<i32>,
+    pub last_error: Option<String>,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    /// The `webhook-id` its requests carry.
     pub webhook_id: String,
 }
 
 impl From<DeliveryRow> for DeliveryView {
     fn from(row: DeliveryRow) -> Self {
-        Self { webhook_id: webhook_id(row.endpoint_id, row.event_id), row }
+        Self {
+            webhook_id: webhook_id(row.endpoint_id, row.event_id),
+            id: row.id,
+            endpoint_id: row.endpoint_id,
+            event_id: row.event_id,
+            kind: row.kind,
+            state: row.state,
+            attempt_count: row.attempt_count,
+            next_attempt_at: row.next_attempt_at,
+            last_status_code: row.last_status_code,
+            last_error: row.last_error,
+            last_attempt_at: row.last_attempt_at,
+            delivered_at: row.delivered_at,
+            created_at: row.created_at,
+        }
     }
 }
 
@@ -200,7 +228,7 @@ impl Omega {
         description: &str,
         event_types: &[String],
         enabled: Option<bool>,
-    ) -> Result<(endpoint::Model, String)> {
+    ) -> Result<(EndpointView, String)> {
         self.business(caller, business_id).await?;
         let mut v = Violations::default();
         let url = self.check_url(&mut v, "url", url);
@@ -226,16 +254,16 @@ impl Omega {
         let row = db::insert_endpoint(&txn, &self.secrets, new, &secret, now()).await?;
         txn.commit().await.map_err(crate::store::StoreError::from)?;
         tracing::info!(business_id, endpoint_id = row.id, "webhook endpoint created");
-        Ok((row, secret))
+        Ok((row.into(), secret))
     }
 
-    pub async fn webhook_endpoints(&self, caller: &Caller, business_id: i64) -> Result<Vec<endpoint::Model>> {
+    pub async fn webhook_endpoints(&self, caller: &Caller, business_id: i64) -> Result<Vec<EndpointView>> {
         self.business(caller, business_id).await?;
-        Ok(db::endpoints(self.store.connection(), business_id).await?)
+        Ok(db::endpoints(self.store.connection(), business_id).await?.into_iter().map(EndpointView::from).collect())
     }
 
-    pub async fn webhook_endpoint(&self, caller: &Caller, business_id: i64, id: i64) -> Result<endpoint::Model> {
-        self.endpoint_of(caller, business_id, id).await
+    pub async fn webhook_endpoint(&self, caller: &Caller, business_id: i64, id: i64) -> Result<EndpointView> {
+        Ok(self.endpoint_of(caller, business_id, id).await?.into())
     }
 
     pub async fn update_webhook_endpoint(
@@ -244,7 +272,7 @@ impl Omega {
         business_id: i64,
         id: i64,
         change: EndpointChange,
-    ) -> Result<endpoint::Model> {
+    ) -> Result<EndpointView> {
         let row = self.endpoint_of(caller, business_id, id).await?;
         let mut v = Violations::default();
         let url = change.url.as_deref().map(|url| self.check_url(&mut v, "url", url));
@@ -287,7 +315,7 @@ impl Omega {
         active.updated_at = Set(at);
         let saved = db::save_endpoint(self.store.writer(), active).await?;
         tracing::info!(business_id, endpoint_id = id, enabled = saved.enabled, "webhook endpoint updated");
-        Ok(saved)
+        Ok(saved.into())
     }
 
     pub async fn delete_webhook_endpoint(&self, caller: &Caller, business_id: i64, id: i64) -> Result<()> {
@@ -308,7 +336,7 @@ impl Omega {
         caller: &Caller,
         business_id: i64,
         id: i64,
-    ) -> Result<(endpoint::Model, String)> {
+    ) -> Result<(EndpointView, String)> {
         let row = self.endpoint_of(caller, business_id, id).await?;
         let secret = generate_secret();
         let at = now();
@@ -322,7 +350,7 @@ impl Omega {
         )
         .await?;
         tracing::info!(business_id, endpoint_id = id, "webhook endpoint secret rotated");
-        Ok((row, secret))
+        Ok((row.into(), secret))
     }
 
     /// One page of the endpoint's delivery log, newest first.

@@ -220,7 +220,7 @@ impl Omega {
         let business_id = location.business_id;
         let caller = Caller::without_key(Scope::Business(business_id));
         let stored = self
-            .store_message(
+            .store_message_row(
                 &caller,
                 IncomingMessage {
                     business_id,
@@ -387,7 +387,7 @@ impl Omega {
             return Ok(say_and_hang_up("This call could not be placed: the business has no phone number."));
         };
         let caller = Caller::without_key(Scope::Business(business_id));
-        self.store_message(
+        self.store_message_row(
             &caller,
             IncomingMessage {
                 business_id,
