@@ -44,7 +44,7 @@ impl LocationService for DirectoryApi {
         let request = request.into_inner();
         let business_id = required_id("business_id", request.business_id)?;
         let input = body("location", request.location)?;
-        let (view, created) = self.omega.upsert_location(&caller, business_id, &input).await?;
+        let (view, created) = self.omega.directory.upsert_location(&caller, business_id, &input).await?;
         Ok(Response::new(UpsertLocationResponse { location: Some(encode::location(view)?), created }))
     }
 
@@ -56,7 +56,7 @@ impl LocationService for DirectoryApi {
         let request = request.into_inner();
         let business_id = required_id("business_id", request.business_id)?;
         let page = PageRequest::parse(request.page_size, &request.page_token)?;
-        let page = self.omega.list_locations(&caller, business_id, page).await?;
+        let page = self.omega.directory.list_locations(&caller, business_id, page).await?;
         Ok(Response::new(ListLocationsResponse {
             total_size: total(page.total),
             next_page_token: page.next_page_token,
@@ -75,7 +75,7 @@ impl ClientService for DirectoryApi {
         let request = request.into_inner();
         let business_id = required_id("business_id", request.business_id)?;
         let input = body("client", request.client)?;
-        let (client, created) = self.omega.upsert_client(&caller, business_id, &input).await?;
+        let (client, created) = self.omega.directory.upsert_client(&caller, business_id, &input).await?;
         Ok(Response::new(UpsertClientResponse { client: Some(encode::client(client)?), created }))
     }
 
@@ -87,7 +87,7 @@ impl ClientService for DirectoryApi {
         let request = request.into_inner();
         let business_id = required_id("business_id", request.business_id)?;
         let page = PageRequest::parse(request.page_size, &request.page_token)?;
-        let page = self.omega.list_clients(&caller, business_id, &request.query, page).await?;
+        let page = self.omega.directory.list_clients(&caller, business_id, &request.query, page).await?;
         Ok(Response::new(ListClientsResponse {
             total_size: total(page.total),
             next_page_token: page.next_page_token,
@@ -99,7 +99,7 @@ impl ClientService for DirectoryApi {
         let caller = caller(&self.omega, &request).await?;
         let business_id = required_id("business_id", request.get_ref().business_id)?;
         let client_id = required_id("client_id", request.get_ref().client_id)?;
-        let client = self.omega.client(&caller, business_id, client_id).await?;
+        let client = self.omega.directory.client(&caller, business_id, client_id).await?;
         let conversation = self.omega.client_conversation(&caller, business_id, client_id).await?;
         Ok(Response::new(GetClientResponse {
             client: Some(encode::client(client)?),
@@ -118,7 +118,7 @@ impl StaffService for DirectoryApi {
         let request = request.into_inner();
         let business_id = required_id("business_id", request.business_id)?;
         let input = body("staff", request.staff)?;
-        let (staff, created) = self.omega.upsert_staff(&caller, business_id, &input).await?;
+        let (staff, created) = self.omega.directory.upsert_staff(&caller, business_id, &input).await?;
         Ok(Response::new(UpsertStaffResponse { staff: Some(encode::staff(staff)?), created }))
     }
 
@@ -127,7 +127,7 @@ impl StaffService for DirectoryApi {
         let request = request.into_inner();
         let business_id = required_id("business_id", request.business_id)?;
         let page = PageRequest::parse(request.page_size, &request.page_token)?;
-        let page = self.omega.list_staff(&caller, business_id, request.active, page).await?;
+        let page = self.omega.directory.list_staff(&caller, business_id, request.active, page).await?;
         Ok(Response::new(ListStaffResponse {
             total_size: total(page.total),
             next_page_token: page.next_page_token,
@@ -139,7 +139,7 @@ impl StaffService for DirectoryApi {
         let caller = caller(&self.omega, &request).await?;
         let business_id = required_id("business_id", request.get_ref().business_id)?;
         let staff_id = required_id("staff_id", request.get_ref().staff_id)?;
-        let staff = self.omega.staff_member(&caller, business_id, staff_id).await?;
+        let staff = self.omega.directory.staff_member(&caller, business_id, staff_id).await?;
         let assigned_counts = self.omega.assigned_counts(business_id, staff_id).await?;
         Ok(Response::new(GetStaffResponse {
             staff: Some(encode::staff(staff)?),

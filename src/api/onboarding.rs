@@ -31,7 +31,7 @@ impl OnboardingService for OnboardingApi {
         request: Request<OnboardBusinessRequest>,
     ) -> Result<Response<OnboardBusinessResponse>, Status> {
         let caller = caller(&self.omega, &request).await?;
-        let done = self.omega.onboard(&caller, request.into_inner()).await?;
+        let done = self.omega.directory.onboard(&caller, request.into_inner()).await?;
         let message = if done.created {
             "Business onboarded".to_owned()
         } else {
@@ -54,7 +54,7 @@ impl OnboardingService for OnboardingApi {
     ) -> Result<Response<GetOnboardingStatusResponse>, Status> {
         let caller = caller(&self.omega, &request).await?;
         let business_id = required_id("business_id", request.get_ref().business_id)?;
-        let steps = self.omega.onboarding_status(&caller, business_id).await?;
+        let steps = self.omega.directory.onboarding_status(&caller, business_id).await?;
         let completed = steps.iter().filter(|s| s.complete).count() as u32;
         Ok(Response::new(GetOnboardingStatusResponse {
             business_id: request.get_ref().business_id,

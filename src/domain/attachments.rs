@@ -195,7 +195,7 @@ impl Omega {
 
     /// An attachment of the business's messages, for its staff.
     pub async fn attachment(&self, caller: &Caller, business_id: i64, id: i64) -> Result<(AttachmentView, Bytes)> {
-        self.business(caller, business_id).await?;
+        self.directory.business(caller, business_id).await?;
         let (attachment, _) = db::with_message(self.store.connection(), business_id, id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("attachment {id}")))?;

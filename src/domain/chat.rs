@@ -231,7 +231,7 @@ impl Omega {
         location_id: Option<i64>,
         hmac_mandatory: bool,
     ) -> Result<InboxView> {
-        self.business(caller, business_id).await?;
+        self.directory.business(caller, business_id).await?;
         let name = values::required_text("name", name, 200)?;
         if let Some(location_id) = location_id
             && directory::location(self.store.connection(), business_id, location_id).await?.is_none()
@@ -250,7 +250,7 @@ impl Omega {
     }
 
     pub async fn inboxes(&self, caller: &Caller, business_id: i64) -> Result<Vec<InboxView>> {
-        self.business(caller, business_id).await?;
+        self.directory.business(caller, business_id).await?;
         Ok(db::inboxes(self.store.connection(), business_id).await?.into_iter().map(InboxView::from).collect())
     }
 
@@ -477,7 +477,7 @@ impl Omega {
         client_id: i64,
         visitor_client_id: i64,
     ) -> Result<Option<ConversationView>> {
-        self.business(caller, business_id).await?;
+        self.directory.business(caller, business_id).await?;
         let txn = self.store.begin().await?;
         let target = directory::client(&txn, business_id, client_id)
             .await?

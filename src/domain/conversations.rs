@@ -216,7 +216,7 @@ impl Omega {
         client_id: i64,
         location_id: Option<i64>,
     ) -> Result<(ConversationView, bool)> {
-        self.client(caller, business_id, client_id).await?;
+        self.directory.client(caller, business_id, client_id).await?;
         let conn = self.store.connection();
         if let Some(existing) = db::conversation_of_client(conn, business_id, client_id).await? {
             return Ok((existing.into(), false));
@@ -538,7 +538,7 @@ impl Omega {
         page: PageRequest<ActivityCursor>,
     ) -> Result<ConversationList> {
         let mut filter = Self::parse_list_query(caller, query)?;
-        self.business(caller, business_id).await?;
+        self.directory.business(caller, business_id).await?;
         let conn = self.store.connection();
         // Few clients match the text: their conversations, straight from the index. Many: the
         // inbox is walked in activity order testing each client (matches are dense), and when
@@ -643,7 +643,7 @@ impl Omega {
     }
 
     pub async fn conversation_filters(&self, caller: &Caller, business_id: i64) -> Result<FilterCounts> {
-        self.business(caller, business_id).await?;
+        self.directory.business(caller, business_id).await?;
         let conn = self.store.connection();
         let buckets = db::bucket_counts(conn, business_id).await?;
         let total: u64 = buckets.iter().map(|b| b.count as u64).sum();
@@ -756,7 +756,7 @@ impl Omega {
         let up_to_time = v.check(values::parse_optional_time("up_to_time", &request.up_to_time)).flatten();
         let up_to_id = v.check(values::optional_text("up_to_message_id", &request.up_to_message_id, 64)).flatten();
         v.finish()?;
-        self.business(caller, business_id).await?;
+        self.directory.business(caller, business_id).await?;
         let conn = self.store.connection();
         let conversation = match (request.conversation_id, request.client_id) {
             (Some(id), client) => db::conversation(conn, business_id, id)

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::ConnectionTrait;
 
 use super::{
-    Error, Omega, Result, Violations,
+    Error, Result, Violations,
     auth::{Caller, IssuedKey, issue_key},
     pagination::{Page, PageRequest},
     values::{self, now},
@@ -18,7 +18,7 @@ use super::{
 use crate::{
     proto::omega::v1::{ClientInput, LocationInput, OnboardBusinessRequest, StaffInput},
     store::{
-        StoreError,
+        Store, StoreError,
         directory::{self as db, ClientFields, LocationFields, NewBusiness, StaffFields},
         entity::{business, client, location, staff},
     },
@@ -181,7 +181,17 @@ where
     }
 }
 
-impl Omega {
+/// A business's directory: the business itself, its locations, staff and clients.
+#[derive(Clone, Debug)]
+pub struct Directory {
+    store: Store,
+}
+
+impl Directory {
+    pub(super) fn new(store: Store) -> Self {
+        Self { store }
+    }
+
     /// Onboards a business in one transaction; see `OnboardingService.OnboardBusiness`.
     pub async fn onboard(&self, caller: &Caller, request: OnboardBusinessRequest) -> Result<Onboarded> {
         caller.require_platform()?;

@@ -288,7 +288,7 @@ fn parse_sendgrid_fields(fields: &[(String, Bytes)], files: Vec<(String, Upload)
 impl Omega {
     /// Issues business `business_id` a new inbound-email token (the previous one stops working).
     pub async fn rotate_inbound_email_token(&self, caller: &Caller, business_id: i64) -> Result<IssuedInboundToken> {
-        self.business(caller, business_id).await?;
+        self.directory.business(caller, business_id).await?;
         let secret: String = rand::rng().sample_iter(Alphanumeric).take(TOKEN_SECRET_LEN).map(char::from).collect();
         let token = format!("{TOKEN_TAG}{secret}");
         let created_at = now();

@@ -265,7 +265,7 @@ impl Omega {
         };
         let key = v.check(values::optional_text("idempotency_key", &input.idempotency_key, 100)).flatten();
         v.finish()?;
-        self.business(caller, input.business_id).await?;
+        self.directory.business(caller, input.business_id).await?;
         let business_id = input.business_id;
         let conn = self.store.connection();
 
@@ -507,7 +507,7 @@ impl Omega {
         let key = v.check(values::optional_text("idempotency_key", &input.idempotency_key, 100)).flatten();
         v.finish()?;
         let (direction, status) = (direction.unwrap_or(Direction::Inbound), status.unwrap_or(DeliveryStatus::Received));
-        self.business(caller, input.business_id).await?;
+        self.directory.business(caller, input.business_id).await?;
         let business_id = input.business_id;
         let conn = self.store.connection();
 
@@ -941,7 +941,7 @@ impl Omega {
         }
         v.finish()?;
         let terms = terms.unwrap_or_default();
-        self.business(caller, business_id).await?;
+        self.directory.business(caller, business_id).await?;
         let filter = db::BusinessSearchFilter {
             channel: channel.map(Channel::as_str),
             direction: direction.map(Direction::as_str),

@@ -32,6 +32,8 @@ use crate::store::Store;
 #[derive(Clone, Debug)]
 pub struct Omega {
     store: Store,
+    /// Businesses, locations, staff and clients.
+    pub directory: directory::Directory,
     pub started_at: Instant,
     /// Wakes the delivery workers when messages are queued (they also poll, for other replicas'
     /// work and for retries that come due).
@@ -67,6 +69,7 @@ impl Omega {
         secrets: crate::secrets::SecretKeys,
     ) -> Self {
         Self {
+            directory: directory::Directory::new(store.clone()),
             store,
             started_at: Instant::now(),
             delivery_wakeup: Arc::new(Notify::new()),

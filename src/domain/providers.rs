@@ -32,7 +32,7 @@ impl Omega {
         account_sid: &str,
         auth_token: &str,
     ) -> Result<ProviderSettings> {
-        self.business(caller, business_id).await?;
+        self.directory.business(caller, business_id).await?;
         let mut v = Violations::default();
         if !sid_like(account_sid.trim(), "AC") {
             v.add("account_sid", "must be a Twilio account SID (AC followed by 32 hex digits)");
@@ -78,7 +78,7 @@ impl Omega {
         business_id: i64,
         api_key: &str,
     ) -> Result<ProviderSettings> {
-        self.business(caller, business_id).await?;
+        self.directory.business(caller, business_id).await?;
         let key = api_key.trim();
         if key.len() < 16 || key.len() > 256 || key.contains(char::is_whitespace) {
             return Err(Error::invalid("api_key", "must be a SendGrid API key"));
@@ -104,7 +104,7 @@ impl Omega {
         username: &str,
         password: &str,
     ) -> Result<ProviderSettings> {
-        self.business(caller, business_id).await?;
+        self.directory.business(caller, business_id).await?;
         let mut v = Violations::default();
         let host = host.trim();
         if host.is_empty() || host.len() > 253 || host.contains(char::is_whitespace) {
@@ -157,14 +157,14 @@ impl Omega {
         business_id: i64,
         transcribe_voicemail: bool,
     ) -> Result<ProviderSettings> {
-        self.business(caller, business_id).await?;
+        self.directory.business(caller, business_id).await?;
         directory::set_transcribe_voicemail(self.store.writer(), business_id, transcribe_voicemail, now()).await?;
         tracing::info!(business_id, transcribe_voicemail, "voice settings updated");
         self.settings_of(business_id).await
     }
 
     pub async fn provider_settings(&self, caller: &Caller, business_id: i64) -> Result<ProviderSettings> {
-        self.business(caller, business_id).await?;
+        self.directory.business(caller, business_id).await?;
         self.settings_of(business_id).await
     }
 

@@ -133,7 +133,7 @@ impl Omega {
         };
         let business = match (caller.scope, business_id) {
             (Scope::Business(own), None) => Some(own),
-            (_, Some(id)) => Some(self.business(caller, id).await?.id),
+            (_, Some(id)) => Some(self.directory.business(caller, id).await?.id),
             (Scope::Platform, None) => None,
         };
         if let Some(staff_id) = staff_id {

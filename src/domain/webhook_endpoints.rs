@@ -213,7 +213,7 @@ impl Omega {
     }
 
     async fn endpoint_of(&self, caller: &Caller, business_id: i64, id: i64) -> Result<endpoint::Model> {
-        self.business(caller, business_id).await?;
+        self.directory.business(caller, business_id).await?;
         db::endpoint(self.store.connection(), business_id, id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("webhook endpoint {id}")))
@@ -229,7 +229,7 @@ impl Omega {
         event_types: &[String],
         enabled: Option<bool>,
     ) -> Result<(EndpointView, String)> {
-        self.business(caller, business_id).await?;
+        self.directory.business(caller, business_id).await?;
         let mut v = Violations::default();
         let url = self.check_url(&mut v, "url", url);
         if description.chars().count() > MAX_DESCRIPTION_LEN {
@@ -258,7 +258,7 @@ impl Omega {
     }
 
     pub async fn webhook_endpoints(&self, caller: &Caller, business_id: i64) -> Result<Vec<EndpointView>> {
-        self.business(caller, business_id).await?;
+        self.directory.business(caller, business_id).await?;
         Ok(db::endpoints(self.store.connection(), business_id).await?.into_iter().map(EndpointView::from).collect())
     }
 

@@ -523,7 +523,7 @@ impl Omega {
             60..=86_400 => ttl_seconds,
             _ => return Err(Error::invalid("ttl_seconds", "must be between 60 and 86400")),
         };
-        self.business(caller, business_id).await?;
+        self.directory.business(caller, business_id).await?;
         self.active_staff(business_id, "staff_id", staff_id).await?;
         let voice = self.webhooks.voice.as_ref().ok_or_else(|| {
             Error::FailedPrecondition("voice calling is not configured (OMEGA_TWILIO_API_KEY_SID…)".into())
