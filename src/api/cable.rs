@@ -260,7 +260,7 @@ async fn widget_event(
         let Some(message) = data["message_id"].as_str() else {
             return Ok(None);
         };
-        let Some(message) = messages_db::by_public_id(conn, message)
+        let Some(message) = messages_db::by_public_id(conn, None, message)
             .await?
             .filter(|m: &message::Model| m.conversation_id == conversation.id && m.channel != "NOTE")
         else {
