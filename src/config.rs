@@ -453,7 +453,7 @@ impl DeliveryArgs {
             public_url: self.public_url.clone(),
             email_inbound_domain: self.email_inbound_domain.clone(),
             platform_twilio: match (&self.twilio_account_sid, &self.twilio_auth_token) {
-                (Some(account_sid), Some(auth_token)) => Some(crate::delivery::TwilioCredentials {
+                (Some(account_sid), Some(auth_token)) => Some(crate::store::provider_credentials::TwilioCredentials {
                     account_sid: account_sid.clone(),
                     auth_token: auth_token.clone(),
                 }),

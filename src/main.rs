@@ -119,7 +119,8 @@ async fn keys(database: &DatabaseArgs, secrets: &SecretsArgs, command: KeysComma
         KeysCommand::RotateSecrets => {
             let keys = secret_keys.expect("read above");
             let resealed = async {
-                let (resealed, total) = omega::store::messages::reseal_credentials(store.writer(), &keys).await?;
+                let (resealed, total) =
+                    omega::store::provider_credentials::reseal_credentials(store.writer(), &keys).await?;
                 eprintln!(
                     "{resealed} of {total} stored provider credentials sealed again with key {}",
                     keys.current_id()

@@ -19,7 +19,7 @@ use tokio::{
 };
 
 use super::{Dispatcher, Settled};
-use crate::store::{StoreError, messages as db};
+use crate::store::{StoreError, outbox};
 
 /// The most outcomes one transaction records: a few statements whatever the number, with three
 /// to seven bound values per outcome, well under either database's limit on parameters.
@@ -178,16 +178,16 @@ async fn commit(dispatcher: &Dispatcher, group: Vec<Write>) {
     let together: Result<Vec<Vec<i64>>, (anyhow::Error, bool)> = async {
         let txn = store.begin().await.map_err(|e| (anyhow::Error::from(e), false))?;
         let written = async {
-            let all: Vec<db::Mark> = marks
+            let all: Vec<outbox::Mark> = marks
                 .iter()
-                .map(|(job_ids, worker, lease_until, now, _)| db::Mark {
+                .map(|(job_ids, worker, lease_until, now, _)| outbox::Mark {
                     job_ids,
                     worker,
                     lease_until: *lease_until,
                     now: *now,
                 })
                 .collect();
-            let marked = db::start_sending_marks(&txn, &all).await?;
+            let marked = outbox::start_sending_marks(&txn, &all).await?;
             let settled: Vec<&Settled> = records.iter().flat_map(|(settled, _)| settled).collect();
             dispatcher.record_in(&txn, &settled).await?;
             anyhow::Ok(marked)
@@ -229,7 +229,7 @@ async fn commit(dispatcher: &Dispatcher, group: Vec<Write>) {
             for (job_ids, worker, lease_until, now, reply) in marks {
                 let marked = async {
                     let txn = store.begin().await?;
-                    let marked = db::start_sending_many(&txn, &job_ids, &worker, lease_until, now).await?;
+                    let marked = outbox::start_sending_many(&txn, &job_ids, &worker, lease_until, now).await?;
                     txn.commit().await.map_err(StoreError::from)?;
                     anyhow::Ok(marked)
                 };

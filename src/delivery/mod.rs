@@ -30,7 +30,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
-use serde::{Deserialize, Serialize};
+
 use tokio::{
     sync::watch,
     task::{JoinHandle, JoinSet},
@@ -55,9 +55,10 @@ use crate::{
         twilio::{Lookup, SmsRequest, TwilioClient, TwilioConfig},
     },
     store::{
-        Store, StoreError, conversations as conversations_db,
+        Store, StoreError, attempts,
         entity::{delivery_job, message, message_attempt},
-        messages as db,
+        events, messages as db, outbox, pacing,
+        provider_credentials::{self, SendGridCredentials, SmtpCredentials, TwilioCredentials},
     },
 };
 
@@ -99,33 +100,6 @@ impl DeliveryConfig {
     fn committers(&self) -> usize {
         self.workers.clamp(1, 4)
     }
-}
-
-#[derive(Clone, Serialize, Deserialize)]
-pub struct TwilioCredentials {
-    pub account_sid: String,
-    pub auth_token: String,
-}
-
-impl std::fmt::Debug for TwilioCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TwilioCredentials").field("account_sid", &self.account_sid).finish_non_exhaustive()
-    }
-}
-
-#[derive(Clone, Serialize, Deserialize)]
-pub struct SendGridCredentials {
-    pub api_key: String,
-}
-
-#[derive(Clone, Serialize, Deserialize)]
-pub struct SmtpCredentials {
-    pub host: String,
-    pub port: u16,
-    /// "none", "starttls" or "tls".
-    pub tls: String,
-    pub username: Option<String>,
-    pub password: Option<String>,
 }
 
 /// A business's provider clients, built from its stored credentials and rebuilt when they change.
@@ -284,16 +258,16 @@ impl Dispatcher {
         let now = now();
         let lease_until = now + chrono::Duration::from_std(self.config.lease)?;
         if housekeeping {
-            for job in db::claim_abandoned_sends(self.store.writer(), worker, now, self.config.batch).await? {
+            for job in outbox::claim_abandoned_sends(self.store.writer(), worker, now, self.config.batch).await? {
                 self.settle_abandoned(job).await?;
             }
             for job in
-                db::claim_reconciliations(self.store.writer(), worker, now, lease_until, self.config.batch).await?
+                outbox::claim_reconciliations(self.store.writer(), worker, now, lease_until, self.config.batch).await?
             {
                 self.reconcile(job).await?;
             }
         }
-        let jobs = db::claim_jobs(self.store.writer(), worker, now, lease_until, self.config.batch).await?;
+        let jobs = outbox::claim_jobs(self.store.writer(), worker, now, lease_until, self.config.batch).await?;
         let handled = jobs.len();
         self.deliver_batch(worker, journal, jobs, stop, recordings).await?;
         Ok(handled)
@@ -302,7 +276,7 @@ impl Dispatcher {
     async fn settle_abandoned(&self, job: delivery_job::Model) -> anyhow::Result<()> {
         let conn = self.store.writer();
         let Some(message) = db::by_id(conn, job.message_id).await? else {
-            db::finish_job(conn, job.id, "done", None, None, now()).await?;
+            outbox::finish_job(conn, job.id, "done", None, None, now()).await?;
             return Ok(());
         };
         tracing::warn!(
@@ -332,7 +306,7 @@ impl Dispatcher {
         }
         let ids: Vec<i64> = claim.held.iter().copied().collect();
         let lease_until = now() + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
-        match db::renew_leases(self.store.writer(), &ids, worker, lease_until).await {
+        match outbox::renew_leases(self.store.writer(), &ids, worker, lease_until).await {
             Ok(kept) => {
                 let kept: HashSet<i64> = kept.into_iter().collect();
                 claim.held.retain(|id| kept.contains(id));
@@ -403,19 +377,14 @@ impl Dispatcher {
                     // A failure here is the database's: the calls in flight run to their end
                     // and nothing more starts.
                     let lease_until = now() + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
-                    let admitted = match db::claim_jobs(
-                        self.store.writer(),
-                        worker,
-                        now(),
-                        lease_until,
-                        self.config.batch,
-                    )
-                    .await
-                    {
-                        Ok(more) if more.is_empty() => Ok(false),
-                        Ok(more) => self.admit(more, &mut claim, &mut queue).await.map(|()| true),
-                        Err(err) => Err(anyhow::Error::from(err)),
-                    };
+                    let admitted =
+                        match outbox::claim_jobs(self.store.writer(), worker, now(), lease_until, self.config.batch)
+                            .await
+                        {
+                            Ok(more) if more.is_empty() => Ok(false),
+                            Ok(more) => self.admit(more, &mut claim, &mut queue).await.map(|()| true),
+                            Err(err) => Err(anyhow::Error::from(err)),
+                        };
                     match admitted {
                         Ok(true) => continue,
                         Ok(false) => outbox_empty = true,
@@ -504,7 +473,7 @@ impl Dispatcher {
         // The jobs never started go back to the outbox at once (when the database lets us;
         // otherwise their lease expiry hands them on: they were never sent).
         let untouched: Vec<i64> = claim.held.iter().copied().collect();
-        if let Err(err) = db::release_jobs(self.store.writer(), &untouched, worker, now()).await {
+        if let Err(err) = outbox::release_jobs(self.store.writer(), &untouched, worker, now()).await {
             tracing::warn!(worker, error = format!("{:#}", anyhow::Error::from(err)), "handing jobs back failed");
         }
         if !unrecorded.is_empty() {
@@ -525,7 +494,7 @@ impl Dispatcher {
             let message = messages.remove(&job.message_id);
             let Some(message) = message.filter(|m| m.status == DeliveryStatus::Queued.as_str()) else {
                 // Gone, cancelled, recorded as sent elsewhere, or already settled.
-                db::finish_job(self.store.writer(), job.id, "done", None, None, now()).await?;
+                outbox::finish_job(self.store.writer(), job.id, "done", None, None, now()).await?;
                 claim.held.remove(&job.id);
                 continue;
             };
@@ -539,11 +508,11 @@ impl Dispatcher {
                     let now = now();
                     let txn = self.store.begin().await?;
                     let slot =
-                        db::reserve_slot(&txn, &job.sender_key, chrono::Duration::from_std(interval)?, now).await?;
+                        pacing::reserve_slot(&txn, &job.sender_key, chrono::Duration::from_std(interval)?, now).await?;
                     txn.commit().await.map_err(StoreError::from)?;
                     if (slot - now).to_std().unwrap_or_default() > Duration::from_secs(2) {
                         // Busy sender: come back for the slot instead of holding a worker.
-                        db::finish_job(self.store.writer(), job.id, "pending", Some(slot), None, now).await?;
+                        outbox::finish_job(self.store.writer(), job.id, "pending", Some(slot), None, now).await?;
                         claim.held.remove(&job.id);
                         continue;
                     }
@@ -675,7 +644,7 @@ impl Dispatcher {
             .filter(|m| m.status == DeliveryStatus::Failed.as_str() && m.error_code.as_deref() == Some("AMBIGUOUS"))
         else {
             // Already settled (a late answer, a status callback).
-            db::finish_job(conn, job.id, "done", None, None, now()).await?;
+            outbox::finish_job(conn, job.id, "done", None, None, now()).await?;
             return Ok(());
         };
         let twilio = match self.clients_of(message.business_id).await {
@@ -683,7 +652,7 @@ impl Dispatcher {
             _ => None,
         };
         let Some(twilio) = twilio else {
-            db::finish_job(
+            outbox::finish_job(
                 self.store.writer(),
                 job.id,
                 "failed",
@@ -703,8 +672,8 @@ impl Dispatcher {
                 // A SID one of our other messages already holds is not this one's.
                 let mut ours = None;
                 for accepted in found {
-                    let owner = db::by_provider_id(conn, Some("twilio"), &accepted.provider_message_id).await?;
-                    if owner.is_none_or(|m| m.id == message.id) {
+                    let owners = db::by_provider_id(conn, None, Some("twilio"), &accepted.provider_message_id).await?;
+                    if owners.iter().all(|m| m.id == message.id) {
                         ours = Some(accepted);
                         break;
                     }
@@ -716,7 +685,7 @@ impl Dispatcher {
                 let later =
                     now() + chrono::Duration::from_std(self.config.reconcile_after.max(self.config.poll_interval))?;
                 tracing::info!(message_id = message.public_id, error = %err, "looking up an ambiguous send failed");
-                db::finish_job(
+                outbox::finish_job(
                     self.store.writer(),
                     job.id,
                     "reconcile",
@@ -732,7 +701,7 @@ impl Dispatcher {
         let txn = self.store.begin().await?;
         match found {
             Some(accepted) => {
-                db::record_attempt(
+                attempts::record_attempt(
                     &txn,
                     message_attempt::ActiveModel {
                         message_id: sea_orm::Set(message.id),
@@ -752,9 +721,9 @@ impl Dispatcher {
                 if db::settle_late_acceptance(&txn, message.id, "twilio", &accepted.provider_message_id, now).await? {
                     let event =
                         status_changed_event(&message, DeliveryStatus::Failed.as_str(), DeliveryStatus::Sent, None);
-                    conversations_db::append_event(&txn, event, now).await?;
+                    events::append_event(&txn, event, now).await?;
                 }
-                db::finish_job(&txn, job.id, "done", None, None, now).await?;
+                outbox::finish_job(&txn, job.id, "done", None, None, now).await?;
                 tracing::info!(
                     message_id = message.public_id,
                     sid = accepted.provider_message_id,
@@ -764,7 +733,7 @@ impl Dispatcher {
             None => {
                 let text = "Twilio has no record of it: it was certainly not sent and may be retried";
                 db::settle_unsent(&txn, message.id, "NOT_SENT", text, now).await?;
-                db::finish_job(&txn, job.id, "failed", None, Some(format!("NOT_SENT: {text}")), now).await?;
+                outbox::finish_job(&txn, job.id, "failed", None, Some(format!("NOT_SENT: {text}")), now).await?;
                 tracing::info!(message_id = message.public_id, "ambiguous send not found at Twilio: certainly unsent");
             }
         }
@@ -987,10 +956,10 @@ impl Dispatcher {
             return Ok(());
         }
         let now = now();
-        let accepted: Vec<db::Accepted> = items
+        let accepted: Vec<outbox::Accepted> = items
             .iter()
             .filter_map(|item| match &item.outcome {
-                Outcome::Sent(accepted, provider) => Some(db::Accepted {
+                Outcome::Sent(accepted, provider) => Some(outbox::Accepted {
                     job_id: item.job.id,
                     message_id: item.message.id,
                     attempt: item.attempt,
@@ -1001,7 +970,7 @@ impl Dispatcher {
                 Outcome::Failed { .. } => None,
             })
             .collect();
-        let moved = db::settle_accepted(txn, &accepted, now).await?;
+        let moved = outbox::settle_accepted(txn, &accepted, now).await?;
         let mut events: Vec<_> = items
             .iter()
             .filter(|item| moved.contains(&item.message.id))
@@ -1034,7 +1003,7 @@ impl Dispatcher {
                 ));
             }
         }
-        conversations_db::append_events(txn, events, now).await?;
+        events::append_events(txn, events, now).await?;
         for item in items {
             tracing::debug!(
                 message_id = item.message.public_id,
@@ -1066,7 +1035,7 @@ impl Dispatcher {
                 Some(message.clone()),
             ),
         };
-        db::record_attempt(
+        attempts::record_attempt(
             txn,
             message_attempt::ActiveModel {
                 message_id: sea_orm::Set(message.id),
@@ -1121,11 +1090,11 @@ impl Dispatcher {
                 && db::settle_late_acceptance(txn, message.id, &provider, &id, now).await?
             {
                 let event = status_changed_event(message, DeliveryStatus::Failed.as_str(), DeliveryStatus::Sent, None);
-                conversations_db::append_event(txn, event, now).await?;
+                events::append_event(txn, event, now).await?;
             }
         }
         let last_error = text.map(|t| format!("{}: {t}", code.unwrap_or_default()));
-        db::finish_job(txn, job.id, job_state, next_attempt, last_error, now).await?;
+        outbox::finish_job(txn, job.id, job_state, next_attempt, last_error, now).await?;
         match &outcome {
             Outcome::Sent(..) => {
                 tracing::debug!(message_id = message.public_id, attempt, "message handed to its provider")
@@ -1150,7 +1119,7 @@ impl Dispatcher {
     async fn clients_of(&self, business_id: i64) -> anyhow::Result<Arc<Clients>> {
         // Reading the rows each time (one indexed query) lets a credential change made through
         // any replica take effect on the next send.
-        let rows = db::credentials(self.store.connection(), &self.omega.secrets, business_id).await?;
+        let rows = provider_credentials::credentials(self.store.connection(), &self.omega.secrets, business_id).await?;
         let version: Vec<(String, DateTime<Utc>)> = rows.iter().map(|r| (r.kind.clone(), r.updated_at)).collect();
         let mut cache = self.clients.lock().await;
         if let Some(clients) = cache.get(&business_id)

@@ -26,10 +26,11 @@ use crate::{
     providers::twiml::{self, Element, say_and_hang_up},
     store::{
         StoreError,
-        conversations::{self as conversations_db, NewEvent},
-        directory,
+        calls::{self, CallRecord},
+        conversations as conversations_db, directory,
         entity::message,
-        messages::{self as db, CallRecord},
+        events::{self, NewEvent},
+        messages as db,
     },
 };
 
@@ -368,7 +369,7 @@ impl Omega {
             }
             let now = values::now();
             let txn = self.store.begin().await?;
-            if db::rewrite_call_record(&txn, current.id, &old, &new, now).await? {
+            if calls::rewrite_call_record(&txn, current.id, &old, &new, now).await? {
                 let outcome = match (answered(&new), &new.error_code) {
                     (true, _) => "answered",
                     (false, Some(_)) => "missed",
@@ -389,7 +390,7 @@ impl Omega {
                         "error_code": new.error_code,
                     }),
                 };
-                conversations_db::append_event(&txn, event, now).await?;
+                events::append_event(&txn, event, now).await?;
                 txn.commit().await.map_err(StoreError::from)?;
                 self.store.wake_event_readers(Some(current.business_id));
                 return Ok(());
@@ -448,7 +449,7 @@ impl Omega {
         // Set apart from the message's creation (a transcription may have created it), so a retry
         // converges on the same length.
         if duration.is_some() && voicemail.duration_seconds != duration {
-            db::set_call_progress(self.store.writer(), voicemail.id, duration, None).await?;
+            calls::set_call_progress(self.store.writer(), voicemail.id, duration, None).await?;
         }
         Ok(())
     }
@@ -487,7 +488,7 @@ impl Omega {
         let new = CallRecord { content, ..old.clone() };
         let now = values::now();
         let txn = self.store.begin().await?;
-        if db::rewrite_call_record(&txn, voicemail.id, &old, &new, now).await? {
+        if calls::rewrite_call_record(&txn, voicemail.id, &old, &new, now).await? {
             let event = NewEvent {
                 business_id: voicemail.business_id,
                 conversation_id: Some(voicemail.conversation_id),
@@ -496,7 +497,7 @@ impl Omega {
                 actor_staff_id: None,
                 data: json!({ "message_id": voicemail.public_id, "channel": voicemail.channel, "transcribed": true }),
             };
-            conversations_db::append_event(&txn, event, now).await?;
+            events::append_event(&txn, event, now).await?;
             txn.commit().await.map_err(StoreError::from)?;
             self.store.wake_event_readers(Some(voicemail.business_id));
         } else {

@@ -30,9 +30,10 @@ use super::{
 use crate::store::{
     StoreError,
     chat::{self as db, Claims, NewContact, NewInbox},
-    conversations::{self as conversations_db, NewEvent},
+    conversations as conversations_db,
     directory::{self, ClientFields},
     entity::{client, contact_inbox, conversation, inbox},
+    events::{self, NewEvent},
 };
 
 /// A contact as the public API sees it: its inbox, its contact inbox, and the client behind it.
@@ -500,7 +501,7 @@ impl Omega {
             actor_staff_id: caller.staff_id,
             data: json!({ "client_id": target.id, "visitor_client_id": visitor.id }),
         };
-        conversations_db::append_event(&txn, event, now()).await?;
+        events::append_event(&txn, event, now()).await?;
         txn.commit().await.map_err(StoreError::from)?;
         self.store.wake_event_readers(Some(business_id));
         tracing::info!(business_id, client_id, visitor_client_id, "web-chat visitor merged into a client");
@@ -574,7 +575,7 @@ impl Omega {
         conversation: &ConversationView,
         public_id: &str,
     ) -> Result<Option<MessageView>> {
-        Ok(crate::store::messages::by_public_id(self.store.connection(), public_id)
+        Ok(crate::store::messages::by_public_id(self.store.connection(), None, public_id)
             .await?
             .filter(|m| m.conversation_id == conversation.id && m.channel != "NOTE")
             .map(MessageView::from))
@@ -723,7 +724,7 @@ impl Omega {
             actor_staff_id: None,
             data: json!({ "typing": on }),
         };
-        conversations_db::append_event(self.store.writer(), event, now()).await?;
+        events::append_event(self.store.writer(), event, now()).await?;
         self.store.wake_event_readers(Some(chat.inbox.business_id));
         Ok(())
     }

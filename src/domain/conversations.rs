@@ -16,12 +16,11 @@ use super::{
 };
 use crate::store::{
     StoreError,
-    conversations::{
-        self as db, ActivityCursor, AssigneeFilter, ConversationFilter, MessageCursor, MessageFilter, NewEvent,
-        NewMessage, ReadScope, StatusChange,
-    },
+    conversations::{self as db, ActivityCursor, AssigneeFilter, ConversationFilter, StatusChange},
     directory,
     entity::{conversation, conversation_count, conversation_event, message, staff},
+    events::{self, NewEvent},
+    messages::{self, MessageCursor, MessageFilter, NewMessage, ReadScope},
 };
 
 /// A conversation with the names the inbox shows beside it.
@@ -150,7 +149,7 @@ pub(crate) async fn ensure_conversation(
                 actor_staff_id: None,
                 data: json!({ "client_id": client_id, "location_id": location_id }),
             };
-            db::append_event(conn, event, now).await?;
+            events::append_event(conn, event, now).await?;
             Ok((conversation, true))
         }
         None => db::conversation_of_client(conn, business_id, client_id)
@@ -288,7 +287,7 @@ impl Omega {
             resolution_note: if resolved { note.clone() } else { None },
         };
         let txn = self.store.begin().await?;
-        if !db::change_status(&txn, id, &conversation.status, change, now).await? {
+        if !db::change_conversation_status(&txn, id, &conversation.status, change, now).await? {
             return Err(Error::Conflict("the conversation changed concurrently; retry".into()));
         }
         let assignee = conversation.assigned_staff_id;
@@ -302,7 +301,7 @@ impl Omega {
             "note": note,
         });
         let event = actor_event(caller, &conversation, "conversation.status_changed", request.resolved_by, data);
-        db::append_event(&txn, event, now).await?;
+        events::append_event(&txn, event, now).await?;
         txn.commit().await.map_err(StoreError::from)?;
         self.store.wake_event_readers(Some(business_id));
         Ok(StatusUpdate { status, previous, changed: true })
@@ -357,7 +356,7 @@ impl Omega {
             None,
             json!({ "from": conversation.assigned_staff_id, "to": target }),
         );
-        db::append_event(&txn, event, now).await?;
+        events::append_event(&txn, event, now).await?;
         txn.commit().await.map_err(StoreError::from)?;
         self.store.wake_event_readers(Some(conversation.business_id));
         Ok((staff, true))
@@ -396,7 +395,7 @@ impl Omega {
         self.active_staff(business_id, "sent_by", sent_by).await?;
         let now = now();
         let txn = self.store.begin().await?;
-        let note = db::insert_message(
+        let note = messages::insert_message(
             &txn,
             NewMessage {
                 public_id: uuid::Uuid::now_v7().to_string(),
@@ -423,7 +422,7 @@ impl Omega {
             Some(sent_by),
             json!({ "note_id": note.public_id, "category": note.note_category }),
         );
-        db::append_event(&txn, event, now).await?;
+        events::append_event(&txn, event, now).await?;
         txn.commit().await.map_err(StoreError::from)?;
         self.store.wake_event_readers(Some(conversation.business_id));
         Ok(note.into())
@@ -447,7 +446,7 @@ impl Omega {
             }
         };
         let event = actor_event(caller, &conversation, "staff.typing", Some(staff), json!({ "typing": typing }));
-        db::append_event(self.store.writer(), event, now()).await?;
+        events::append_event(self.store.writer(), event, now()).await?;
         self.store.wake_event_readers(Some(business_id));
         Ok(conversation.into())
     }
@@ -720,7 +719,7 @@ impl Omega {
         };
         let conn = self.store.connection();
         let (rows, (total, capped)) =
-            db::list_messages(conn, id, &filter, newest_first, page.after, page.size + 1, TOTAL_CAP).await?;
+            messages::list_messages(conn, id, &filter, newest_first, page.after, page.size + 1, TOTAL_CAP).await?;
         let size = pagination::size_within(&rows, page.size, pagination::MESSAGE_PAGE_BYTES, pagination::message_bytes);
         let mut page = Page::from_rows(rows, size, total, |m: &message::Model| (m.created_at, m.id));
         page.total_capped = capped;
@@ -736,7 +735,7 @@ impl Omega {
     ) -> Result<Page<EventView>> {
         self.conversation_at(caller, business_id, client_id, id).await?;
         let (rows, total) =
-            db::conversation_events(self.store.connection(), business_id, id, page.after, page.size + 1).await?;
+            events::conversation_events(self.store.connection(), business_id, id, page.after, page.size + 1).await?;
         Ok(Page::from_rows(rows, page.size, total, |e: &conversation_event::Model| e.id).into_views())
     }
 
@@ -770,7 +769,7 @@ impl Omega {
         };
         let up_to = match up_to_id {
             Some(public_id) => {
-                let message = db::message_by_public_id(conn, business_id, &public_id)
+                let message = messages::by_public_id(conn, Some(business_id), &public_id)
                     .await?
                     .filter(|m| m.conversation_id == conversation.id)
                     .ok_or_else(|| Error::invalid("up_to_message_id", "is not a message of this conversation"))?;
@@ -787,12 +786,12 @@ impl Omega {
         let read = request.read.unwrap_or(true);
         let now = now();
         let txn = self.store.begin().await?;
-        let (changed, unread) = db::set_read(&txn, &scope, read.then_some(now)).await?;
+        let (changed, unread) = messages::set_read(&txn, &scope, read.then_some(now)).await?;
         if changed > 0 {
             let kind = if read { "messages.read" } else { "messages.unread" };
             let event =
                 actor_event(caller, &conversation, kind, None, json!({ "count": changed, "unread_count": unread }));
-            db::append_event(&txn, event, now).await?;
+            events::append_event(&txn, event, now).await?;
         }
         txn.commit().await.map_err(StoreError::from)?;
         self.store.wake_event_readers(Some(business_id));
@@ -841,7 +840,7 @@ pub(crate) async fn reopen(
         actor_staff_id: None,
         data: json!({ "from": conversation.status, "to": "OPEN", "reason": reason, "snoozed_until": conversation.snoozed_until }),
     };
-    db::append_event(conn, event, now).await?;
+    events::append_event(conn, event, now).await?;
     Ok(true)
 }
 

@@ -23,9 +23,7 @@ use super::{
     messages::{ClientRef, EMAIL_HTML_MAX_CHARS, EMAIL_SUBJECT_MAX_CHARS, EMAIL_TEXT_MAX_CHARS, IncomingMessage},
     values::{Channel, now},
 };
-use crate::store::{
-    attachments::NewAttachment, conversations as conversations_db, directory, entity::message, inbound_email as db,
-};
+use crate::store::{attachments::NewAttachment, directory, entity::message, inbound_email as db, messages};
 
 /// The largest email accepted, as posted (the edge refuses bodies over 4 MiB before this).
 pub const MAX_INBOUND_BYTES: usize = 4 * 1024 * 1024;
@@ -415,9 +413,7 @@ impl Omega {
             None => format!("<sha256-{}>", hex::encode(Sha256::digest(&original.2))),
         };
         if let Some(existing) =
-            conversations_db::messages_by_provider_id(conn, Some(business_id), Some(INBOUND_PROVIDER), &provider_id)
-                .await?
-                .pop()
+            messages::by_provider_id(conn, Some(business_id), Some(INBOUND_PROVIDER), &provider_id).await?.pop()
         {
             return Ok(InboundOutcome { message: existing.into(), created: false, skipped: Vec::new() });
         }

@@ -14,11 +14,13 @@ use super::{
     views::{AttemptView, MessageView},
 };
 use crate::store::{
-    StoreError,
-    conversations::{self as conversations_db, AssigneeFilter, NewEvent, NewMessage},
+    StoreError, attempts,
+    conversations::{self as conversations_db, AssigneeFilter},
     directory,
     entity::{client, conversation, location, message},
-    messages::{self as db, RetryFilter, StatusUpdate},
+    events::{self, NewEvent},
+    messages::{self as db, NewMessage, RetryFilter, StatusUpdate},
+    outbox, search,
 };
 
 /// Caps on stored text (README, "Limits"): Twilio's 1,600 characters for an SMS body; for email
@@ -321,7 +323,7 @@ impl Omega {
                 Channel::Sms => client.phone_e164.clone(),
                 _ => client.email.clone(),
             };
-            let message = conversations_db::insert_message(
+            let message = db::insert_message(
                 &txn,
                 NewMessage {
                     public_id: uuid::Uuid::now_v7().to_string(),
@@ -358,9 +360,9 @@ impl Omega {
                 crate::store::attachments::set_summary(&txn, message.id, summary).await?;
                 message.attachments = Some(summary.clone());
             }
-            db::insert_job(&txn, &message, &sender.key, now).await?;
+            outbox::insert_job(&txn, &message, &sender.key, now).await?;
             let text = if content.is_empty() { "(media)" } else { &content };
-            db::note_message_in_conversation(
+            conversations_db::note_message_in_conversation(
                 &txn,
                 conversation.id,
                 input.channel.bit(),
@@ -378,7 +380,7 @@ impl Omega {
                 actor_staff_id: input.sent_by,
                 data: json!({ "message_id": message.public_id, "channel": message.channel, "request_id": input.request_id }),
             };
-            conversations_db::append_event(&txn, event, now).await?;
+            events::append_event(&txn, event, now).await?;
             messages.push(message);
         }
         txn.commit().await.map_err(StoreError::from)?;
@@ -515,9 +517,7 @@ impl Omega {
         // business's messages count: whether another business holds the id must not show.
         if let Some(provider_id) = &provider_id
             && let Some(existing) =
-                conversations_db::messages_by_provider_id(conn, Some(business_id), provider.as_deref(), provider_id)
-                    .await?
-                    .pop()
+                db::by_provider_id(conn, Some(business_id), provider.as_deref(), provider_id).await?.pop()
         {
             return Ok(StoredRow { message: existing, created: false });
         }
@@ -548,7 +548,7 @@ impl Omega {
             (Channel::Voice, Direction::Inbound) => (client.phone_e164.clone(), None),
             _ => (None, None),
         };
-        let inserted = conversations_db::insert_message(
+        let inserted = db::insert_message(
             &txn,
             NewMessage {
                 public_id: uuid::Uuid::now_v7().to_string(),
@@ -591,11 +591,7 @@ impl Omega {
             Err(StoreError::UniqueViolation(_)) => {
                 txn.rollback().await.map_err(StoreError::from)?;
                 let existing = match (&provider_id, &key) {
-                    (Some(id), _) => {
-                        conversations_db::messages_by_provider_id(conn, Some(business_id), provider.as_deref(), id)
-                            .await?
-                            .pop()
-                    }
+                    (Some(id), _) => db::by_provider_id(conn, Some(business_id), provider.as_deref(), id).await?.pop(),
                     (None, Some(key)) => {
                         db::by_idempotency_keys(conn, business_id, std::slice::from_ref(key)).await?.pop()
                     }
@@ -617,7 +613,7 @@ impl Omega {
             (true, false) => "(attachment)".to_owned(),
             (true, true) => format!("({})", input.channel.as_str().to_ascii_lowercase()),
         };
-        db::note_message_in_conversation(
+        conversations_db::note_message_in_conversation(
             &txn,
             conversation.id,
             input.channel.bit(),
@@ -638,7 +634,7 @@ impl Omega {
             actor_staff_id: input.sent_by,
             data: json!({ "message_id": message.public_id, "channel": message.channel }),
         };
-        conversations_db::append_event(&txn, event, now).await?;
+        events::append_event(&txn, event, now).await?;
         txn.commit().await.map_err(StoreError::from)?;
         self.store.wake_event_readers(Some(business_id));
         Ok(StoredRow { message, created: true })
@@ -671,12 +667,11 @@ impl Omega {
                 Scope::Business(own) => Some(own),
                 Scope::Platform => None,
             };
-            let mut candidates: Vec<_> =
-                conversations_db::messages_by_provider_id(conn, scope, None, provider_message_id.trim())
-                    .await?
-                    .into_iter()
-                    .filter(|m| m.channel == channel.as_str())
-                    .collect();
+            let mut candidates: Vec<_> = db::by_provider_id(conn, scope, None, provider_message_id.trim())
+                .await?
+                .into_iter()
+                .filter(|m| m.channel == channel.as_str())
+                .collect();
             if candidates.len() > 1 {
                 return Err(Error::invalid(
                     "provider_message_id",
@@ -685,7 +680,7 @@ impl Omega {
             }
             candidates.pop()
         } else {
-            db::by_public_id(conn, message_id.trim()).await?
+            db::by_public_id(conn, None, message_id.trim()).await?
         };
         let what = || {
             format!(
@@ -768,11 +763,11 @@ impl Omega {
         public_id: &str,
     ) -> Result<(MessageView, Vec<AttemptView>)> {
         let conn = self.store.connection();
-        let message = db::by_public_id(conn, public_id.trim())
+        let message = db::by_public_id(conn, None, public_id.trim())
             .await?
             .filter(|m| caller.require_business(m.business_id).is_ok())
             .ok_or_else(|| Error::NotFound(format!("message {public_id}")))?;
-        let attempts = db::attempts(conn, message.id).await?;
+        let attempts = attempts::of_message(conn, message.id).await?;
         Ok((message.into(), attempts.into_iter().map(AttemptView::from).collect()))
     }
 
@@ -829,7 +824,7 @@ impl Omega {
                 continue;
             }
             let sender_key = sender_key(&message.channel, message.from_address.as_deref().unwrap_or_default());
-            db::reschedule_job(&txn, &message, &sender_key, now).await?;
+            outbox::reschedule_job(&txn, &message, &sender_key, now).await?;
             let event = NewEvent {
                 business_id: message.business_id,
                 conversation_id: Some(message.conversation_id),
@@ -838,7 +833,7 @@ impl Omega {
                 actor_staff_id: None,
                 data: json!({ "message_id": message.public_id, "attempts_so_far": message.attempt_count }),
             };
-            conversations_db::append_event(&txn, event, now).await?;
+            events::append_event(&txn, event, now).await?;
             txn.commit().await.map_err(StoreError::from)?;
             self.store.wake_event_readers(Some(message.business_id));
             retried.push(message.public_id);
@@ -865,7 +860,8 @@ impl Omega {
         let conversation = self.conversation_at(caller, ids.business_id, ids.client_id, ids.conversation_id).await?;
         let offset = page.after.unwrap_or(0);
         let found =
-            db::search(self.store.connection(), conversation.id, &terms, include_notes, offset, page.size + 1).await?;
+            search::search(self.store.connection(), conversation.id, &terms, include_notes, offset, page.size + 1)
+                .await?;
         let hits: Vec<SearchHit> = found
             .hits
             .into_iter()
@@ -942,7 +938,7 @@ impl Omega {
         v.finish()?;
         let terms = terms.unwrap_or_default();
         self.directory.business(caller, business_id).await?;
-        let filter = db::BusinessSearchFilter {
+        let filter = search::BusinessSearchFilter {
             channel: channel.map(Channel::as_str),
             direction: direction.map(Direction::as_str),
             since,
@@ -957,7 +953,7 @@ impl Omega {
                 Some(BusinessSearchCursor::Relevance { bound, .. }) => Some(bound),
                 _ => None,
             };
-            let recent = db::business_matches(
+            let recent = search::business_matches(
                 conn,
                 business_id,
                 &terms,
@@ -970,10 +966,11 @@ impl Omega {
             let docs = if recent.len() as u64 >= BUSINESS_RANKED_ENOUGH {
                 recent
             } else {
-                db::business_matches(conn, business_id, &terms, &filter, bound, None, BUSINESS_RANKED_MATCHES).await?
+                search::business_matches(conn, business_id, &terms, &filter, bound, None, BUSINESS_RANKED_MATCHES)
+                    .await?
             };
             let bound = bound.or_else(|| docs.first().map(|d| d.id + 1)).unwrap_or(0);
-            let mut ranked = db::rank_docs(&terms, &docs);
+            let mut ranked = search::rank_docs(&terms, &docs);
             if let Some(BusinessSearchCursor::Relevance { score, id, .. }) = page.after {
                 let score = f64::from_bits(score);
                 ranked.retain(|(i, s)| *s < score || (*s == score && *i < id));
@@ -989,14 +986,15 @@ impl Omega {
                 Some(BusinessSearchCursor::Newest(id)) => Some(id),
                 _ => None,
             };
-            let docs = db::business_matches(conn, business_id, &terms, &filter, before, None, page.size + 1).await?;
+            let docs =
+                search::business_matches(conn, business_id, &terms, &filter, before, None, page.size + 1).await?;
             let ranked: Vec<(i64, f64)> = docs.iter().map(|d| (d.id, 0.0)).collect();
             let next = (ranked.len() as u64 > page.size)
                 .then(|| BusinessSearchCursor::Newest(ranked[page.size as usize - 1].0));
             (ranked, next)
         };
         let ids: Vec<i64> = ranked.iter().take(page.size as usize).map(|(id, _)| *id).collect();
-        let mut highlights = db::highlights_for(conn, &terms, &ids).await?;
+        let mut highlights = search::highlights_for(conn, &terms, &ids).await?;
         let mut rows = db::by_ids(conn, &ids).await?;
         let mut items = Vec::with_capacity(ids.len());
         for (id, rank) in ranked.into_iter().take(page.size as usize) {
@@ -1089,11 +1087,11 @@ pub(crate) async fn move_status(
         delivered_at: (status == DeliveryStatus::Delivered).then_some(now),
         failed_at: failed.then_some(now),
     };
-    if !db::change_status(conn, message.id, expected, update, now).await? {
+    if !db::change_delivery_status(conn, message.id, expected, update, now).await? {
         return Ok(false);
     }
     let event = status_changed_event(message, expected, status, event_code);
-    conversations_db::append_event(conn, event, now).await?;
+    events::append_event(conn, event, now).await?;
     Ok(true)
 }
 

@@ -6,9 +6,9 @@
 use serde_json::json;
 
 use super::{Error, Omega, Result, Violations, auth::Caller, values::now};
-use crate::{
-    delivery::{SendGridCredentials, SmtpCredentials, TwilioCredentials},
-    store::{directory, messages as db},
+use crate::store::{
+    directory,
+    provider_credentials::{self as db, SendGridCredentials, SmtpCredentials, TwilioCredentials},
 };
 
 /// What is configured, without secrets.

@@ -201,7 +201,8 @@ impl Omega {
         let now = now();
         let sessions = db::purge_expired(self.store.writer(), now - chrono::Duration::days(1)).await?;
         let events =
-            crate::store::messages::purge_webhook_events(self.store.writer(), now - chrono::Duration::days(7)).await?;
+            crate::store::webhook_events::purge_webhook_events(self.store.writer(), now - chrono::Duration::days(7))
+                .await?;
         Ok(sessions + events)
     }
 

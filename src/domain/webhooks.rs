@@ -15,16 +15,17 @@ use super::{
     values::{self, Channel, DeliveryStatus, now},
 };
 use crate::{
-    delivery::TwilioCredentials,
     providers::{
         signatures,
         twiml::{self, Element, say_and_hang_up},
     },
     store::{
-        conversations,
+        calls,
         directory::{self, ClientFields},
         entity::{location, message},
-        messages as db,
+        messages as db, provider_credentials,
+        provider_credentials::TwilioCredentials,
+        webhook_events,
     },
 };
 
@@ -112,7 +113,7 @@ pub(super) fn required<'a>(form: &'a [(String, String)], name: &str) -> Result<&
 impl Omega {
     /// The Twilio account a business uses: its own, else the platform's.
     async fn twilio_account_of(&self, business_id: i64) -> Result<Option<TwilioCredentials>> {
-        let rows = db::credentials(self.store.connection(), &self.secrets, business_id).await?;
+        let rows = provider_credentials::credentials(self.store.connection(), &self.secrets, business_id).await?;
         match rows.iter().find(|row| row.kind == "twilio") {
             Some(row) => Ok(serde_json::from_str(&row.config).ok()),
             None => Ok(self.webhooks.platform_twilio.clone()),
@@ -125,7 +126,9 @@ impl Omega {
         if let Some(platform) = self.webhooks.platform_twilio.as_ref().filter(|p| p.account_sid == named) {
             return Ok(Some(platform.clone()));
         }
-        let rows = db::credentials_by_account(self.store.connection(), &self.secrets, "twilio", named).await?;
+        let rows =
+            provider_credentials::credentials_by_account(self.store.connection(), &self.secrets, "twilio", named)
+                .await?;
         Ok(rows.first().and_then(|row| serde_json::from_str(&row.config).ok()))
     }
 
@@ -189,8 +192,7 @@ impl Omega {
         sid: &str,
         channel: Channel,
     ) -> Result<message::Model> {
-        let candidates =
-            conversations::messages_by_provider_id(self.store.connection(), None, Some("twilio"), sid).await?;
+        let candidates = db::by_provider_id(self.store.connection(), None, Some("twilio"), sid).await?;
         let mut refused = None;
         for candidate in candidates.into_iter().filter(|m| m.channel == channel.as_str()) {
             match self.verify_twilio(request, form, Owner::Business(candidate.business_id)).await {
@@ -307,7 +309,7 @@ impl Omega {
         let sid = required(&form, "CallSid")?.to_owned();
         // A leg Omega dialed (a staff browser ringing for an inbound call, the number a browser
         // calls) reports under its own SID, naming the call Omega recorded as ParentCallSid.
-        let known = conversations::messages_by_provider_id(self.store.connection(), None, Some("twilio"), &sid)
+        let known = db::by_provider_id(self.store.connection(), None, Some("twilio"), &sid)
             .await?
             .iter()
             .any(|m| m.channel == Channel::Voice.as_str());
@@ -345,7 +347,7 @@ impl Omega {
                 .then(|| call_status.clone());
             self.apply_status(&call, status, code, None, None).await?;
         }
-        db::set_call_progress(self.store.writer(), call.id, duration, sequence).await?;
+        calls::set_call_progress(self.store.writer(), call.id, duration, sequence).await?;
         Ok(())
     }
 
@@ -475,17 +477,19 @@ impl Omega {
             "open" => DeliveryStatus::Read,
             _ => return Ok(false), // click, spamreport, unsubscribe…: nothing to move.
         };
-        if !db::first_delivery_of_event(self.store.writer(), "sendgrid", event_id, now()).await? {
+        if !webhook_events::first_delivery_of_event(self.store.writer(), "sendgrid", event_id, now()).await? {
             return Ok(false); // A retried delivery of an event already applied.
         }
         let by_our_id = match event["omega_message_id"].as_str() {
-            Some(id) => db::by_public_id(conn, id).await?,
+            Some(id) => db::by_public_id(conn, None, id).await?,
             None => None,
         };
         let message = match by_our_id {
             Some(message) => Some(message),
             None => match event["sg_message_id"].as_str().and_then(|id| id.split('.').next()) {
-                Some(prefix) if !prefix.is_empty() => db::by_provider_id(conn, Some("sendgrid"), prefix).await?,
+                Some(prefix) if !prefix.is_empty() => {
+                    db::by_provider_id(conn, None, Some("sendgrid"), prefix).await?.into_iter().next()
+                }
                 _ => None,
             },
         };

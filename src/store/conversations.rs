@@ -1,17 +1,16 @@
-//! Queries on a business's inbox: conversations, their bucket counters, messages and the event
-//! log. Changes are conditional on the state they were decided from (`WHERE status = old`), so a
+//! Queries on a business's inbox: conversations, their bucket counters and the summary each
+//! keeps of its messages (last message, unread count). Changes are conditional on the state they were decided from (`WHERE status = old`), so a
 //! concurrent change is detected rather than overwritten.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter,
-    QueryOrder, QuerySelect, Set, Statement,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Set,
     sea_query::{Expr, ExprTrait, OnConflict, Query},
 };
 
 use super::{
     StoreResult, dialect,
-    entity::{client, conversation, conversation_count as counts, conversation_event as event, message},
+    entity::{client, conversation, conversation_count as counts},
 };
 
 // ---- conversations ----
@@ -93,7 +92,7 @@ pub struct StatusChange {
 }
 
 /// Sets the status if it is still `expected`; answers whether it was.
-pub async fn change_status(
+pub async fn change_conversation_status(
     conn: &impl ConnectionTrait,
     id: i64,
     expected: &str,
@@ -301,7 +300,8 @@ pub async fn count_conversations_capped(
 
 /// Up to `limit` ids of the business's clients whose name, phone or email contains `text`
 /// (lower-case), found through the trigram index (migration 7). None when the text cannot use
-/// it (LIKE wildcards in it): the caller then tests each conversation's client instead.
+/// it (too short for trigrams on SQLite): the caller then tests each conversation's client
+/// instead.
 pub async fn clients_matching(
     conn: &impl ConnectionTrait,
     business_id: i64,
@@ -312,32 +312,9 @@ pub async fn clients_matching(
     struct Id {
         id: i64,
     }
-    let backend = conn.get_database_backend();
-    let statement = match backend {
-        DbBackend::Postgres => Statement::from_sql_and_values(
-            backend,
-            "SELECT id FROM clients WHERE business_id = $1 AND search_text LIKE $2 ESCAPE '!' LIMIT $3",
-            [
-                business_id.into(),
-                format!("%{}%", text.replace('!', "!!").replace('%', "!%").replace('_', "!_")).into(),
-                (limit as i64).into(),
-            ],
-        ),
-        _ => {
-            // A trigram phrase query is a substring match that needs no second look at the
-            // text (LIKE through the same index re-reads every candidate). Under three
-            // characters there are no trigrams to look up.
-            if text.chars().count() < 3 {
-                return Ok(None);
-            }
-            // CROSS JOIN: the index drives, rather than probing it once per client.
-            Statement::from_sql_and_values(
-                backend,
-                "SELECT c.id FROM clients_trgm t CROSS JOIN clients c ON c.id = t.rowid \
-                 WHERE clients_trgm MATCH ?1 AND c.business_id = ?2 LIMIT ?3",
-                [format!("\"{}\"", text.replace('"', "\"\"")).into(), business_id.into(), (limit as i64).into()],
-            )
-        }
+    let Some(statement) = dialect::clients_matching_statement(conn.get_database_backend(), business_id, text, limit)
+    else {
+        return Ok(None);
     };
     let rows = Id::find_by_statement(statement).all(conn).await?;
     Ok(Some(rows.into_iter().map(|r| r.id).collect()))
@@ -401,321 +378,39 @@ pub async fn bucket_counts(conn: &impl ConnectionTrait, business_id: i64) -> Sto
         .await?)
 }
 
-// ---- messages ----
-
-#[derive(Default)]
-pub struct NewMessage {
-    pub public_id: String,
-    pub business_id: i64,
-    pub conversation_id: i64,
-    pub client_id: i64,
-    pub channel: String,
-    pub direction: String,
-    pub sender_type: String,
-    pub sender_staff_id: Option<i64>,
-    pub content: String,
-    pub subject: Option<String>,
-    pub html: Option<String>,
-    /// JSON array of media URLs.
-    pub media: Option<String>,
-    pub note_category: Option<String>,
-    pub request_id: Option<String>,
-    pub idempotency_key: Option<String>,
-    pub provider: Option<String>,
-    pub provider_message_id: Option<String>,
-    pub location_id: Option<i64>,
-    pub from_address: Option<String>,
-    pub to_address: Option<String>,
-    pub status: String,
-    pub sent_at: Option<DateTime<Utc>>,
-    pub delivered_at: Option<DateTime<Utc>>,
-    pub created_at: Option<DateTime<Utc>>,
-}
-
-/// The messages a provider's id names: within one business when `business_id` is given (the id
-/// is unique there), else in every business (a webhook then checks which owner signed it).
-pub async fn messages_by_provider_id(
-    conn: &impl ConnectionTrait,
-    business_id: Option<i64>,
-    provider: Option<&str>,
-    provider_message_id: &str,
-) -> StoreResult<Vec<message::Model>> {
-    let mut select = message::Entity::find().filter(message::Column::ProviderMessageId.eq(provider_message_id));
-    if let Some(business_id) = business_id {
-        select = select.filter(message::Column::BusinessId.eq(business_id));
-    }
-    if let Some(provider) = provider {
-        select = select.filter(message::Column::Provider.eq(provider));
-    }
-    Ok(select.order_by_asc(message::Column::Id).limit(100).all(conn).await?)
-}
-
-pub async fn insert_message(
-    conn: &impl ConnectionTrait,
-    new: NewMessage,
-    now: DateTime<Utc>,
-) -> StoreResult<message::Model> {
-    Ok(message::ActiveModel {
-        public_id: Set(new.public_id),
-        business_id: Set(new.business_id),
-        conversation_id: Set(new.conversation_id),
-        client_id: Set(new.client_id),
-        channel: Set(new.channel),
-        direction: Set(new.direction),
-        sender_type: Set(new.sender_type),
-        sender_staff_id: Set(new.sender_staff_id),
-        content: Set(new.content),
-        subject: Set(new.subject),
-        note_category: Set(new.note_category),
-        request_id: Set(new.request_id),
-        provider: Set(new.provider),
-        provider_message_id: Set(new.provider_message_id),
-        status: Set(new.status),
-        status_updated_at: Set(Some(now)),
-        error_code: Set(None),
-        error_message: Set(None),
-        attempt_count: Set(0),
-        read_at: Set(None),
-        created_at: Set(new.created_at.unwrap_or(now)),
-        location_id: Set(new.location_id),
-        from_address: Set(new.from_address),
-        to_address: Set(new.to_address),
-        html: Set(new.html),
-        media: Set(new.media),
-        idempotency_key: Set(new.idempotency_key),
-        sent_at: Set(new.sent_at),
-        delivered_at: Set(new.delivered_at),
-        failed_at: Set(None),
-        ..Default::default()
-    }
-    .insert(conn)
-    .await?)
-}
-
-#[derive(Default)]
-pub struct MessageFilter {
-    pub channel: Option<String>,
-    pub direction: Option<String>,
-    pub status: Option<String>,
-    /// Some(true): read inbound messages; Some(false): unread inbound messages.
-    pub read: Option<bool>,
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
-    pub include_notes: bool,
-}
-
-impl MessageFilter {
-    fn condition(&self, conversation_id: i64) -> Condition {
-        let mut cond = Condition::all().add(message::Column::ConversationId.eq(conversation_id));
-        if let Some(channel) = &self.channel {
-            cond = cond.add(message::Column::Channel.eq(channel.clone()));
-        }
-        if !self.include_notes {
-            cond = cond.add(message::Column::Channel.ne("NOTE"));
-        }
-        if let Some(direction) = &self.direction {
-            cond = cond.add(message::Column::Direction.eq(direction.clone()));
-        }
-        if let Some(status) = &self.status {
-            cond = cond.add(message::Column::Status.eq(status.clone()));
-        }
-        if let Some(read) = self.read {
-            cond = cond.add(message::Column::Direction.eq("INBOUND")).add(if read {
-                message::Column::ReadAt.is_not_null()
-            } else {
-                message::Column::ReadAt.is_null()
-            });
-        }
-        if let Some(since) = self.since {
-            cond = cond.add(message::Column::CreatedAt.gte(since));
-        }
-        if let Some(until) = self.until {
-            cond = cond.add(message::Column::CreatedAt.lt(until));
-        }
-        cond
-    }
-}
-
-/// Where the previous page of messages stopped: the last (created_at, id) shown.
-pub type MessageCursor = (DateTime<Utc>, i64);
-
-pub async fn list_messages(
-    conn: &impl ConnectionTrait,
-    conversation_id: i64,
-    filter: &MessageFilter,
-    newest_first: bool,
-    after: Option<MessageCursor>,
-    limit: u64,
-    count_cap: u64,
-) -> StoreResult<(Vec<message::Model>, (u64, bool))> {
-    let select = message::Entity::find().filter(filter.condition(conversation_id));
-    let total = super::count_capped(conn, select.clone(), count_cap).await?;
-    let mut select = select;
-    if let Some((at, id)) = after {
-        let (time_past, id_past) = if newest_first {
-            (message::Column::CreatedAt.lt(at), message::Column::Id.lt(id))
-        } else {
-            (message::Column::CreatedAt.gt(at), message::Column::Id.gt(id))
-        };
-        select = select.filter(
-            Condition::any().add(time_past).add(Condition::all().add(message::Column::CreatedAt.eq(at)).add(id_past)),
-        );
-    }
-    let select = if newest_first {
-        select.order_by_desc(message::Column::CreatedAt).order_by_desc(message::Column::Id)
-    } else {
-        select.order_by_asc(message::Column::CreatedAt).order_by_asc(message::Column::Id)
-    };
-    Ok((select.limit(limit).all(conn).await?, total))
-}
-
-pub async fn message_by_public_id(
-    conn: &impl ConnectionTrait,
-    business_id: i64,
-    public_id: &str,
-) -> StoreResult<Option<message::Model>> {
-    Ok(message::Entity::find()
-        .filter(message::Column::BusinessId.eq(business_id))
-        .filter(message::Column::PublicId.eq(public_id))
-        .one(conn)
-        .await?)
-}
-
-/// Which inbound messages of a conversation a read-status change applies to.
-pub struct ReadScope {
-    pub conversation_id: i64,
-    pub channel: Option<String>,
-    /// Up to and including this (created_at, id).
-    pub up_to: Option<MessageCursor>,
-    pub up_to_time: Option<DateTime<Utc>>,
-}
-
-/// Marks the scoped inbound messages read (at `read_at`) or unread (`None`); answers how many
-/// changed, then recomputes the conversation's unread count and answers it too.
-pub async fn set_read(
-    conn: &impl ConnectionTrait,
-    scope: &ReadScope,
-    read_at: Option<DateTime<Utc>>,
-) -> StoreResult<(u64, i64)> {
-    let mut cond = Condition::all()
-        .add(message::Column::ConversationId.eq(scope.conversation_id))
-        .add(message::Column::Direction.eq("INBOUND"))
-        .add(if read_at.is_some() { message::Column::ReadAt.is_null() } else { message::Column::ReadAt.is_not_null() });
-    if let Some(channel) = &scope.channel {
-        cond = cond.add(message::Column::Channel.eq(channel.clone()));
-    }
-    if let Some((at, id)) = scope.up_to {
-        cond = cond.add(
-            Condition::any()
-                .add(message::Column::CreatedAt.lt(at))
-                .add(Condition::all().add(message::Column::CreatedAt.eq(at)).add(message::Column::Id.lte(id))),
-        );
-    }
-    if let Some(time) = scope.up_to_time {
-        cond = cond.add(message::Column::CreatedAt.lte(time));
-    }
-    let changed = message::Entity::update_many()
-        .col_expr(message::Column::ReadAt, Expr::value(read_at))
-        .filter(cond)
-        .exec(conn)
-        .await?
-        .rows_affected;
-    let unread = recount_unread(conn, scope.conversation_id).await?;
-    Ok((changed, unread))
-}
+// ---- the summary of its messages ----
 
 /// Recomputes a conversation's unread count from its messages and answers it.
 pub async fn recount_unread(conn: &impl ConnectionTrait, conversation_id: i64) -> StoreResult<i64> {
-    let backend = conn.get_database_backend();
-    let sql = match backend {
-        DbBackend::Postgres => {
-            "UPDATE conversations SET unread_count = (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = $1 AND m.direction = 'INBOUND' AND m.read_at IS NULL) WHERE id = $1"
-        }
-        _ => {
-            "UPDATE conversations SET unread_count = (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = ?1 AND m.direction = 'INBOUND' AND m.read_at IS NULL) WHERE id = ?1"
-        }
-    };
-    conn.execute_raw(Statement::from_sql_and_values(backend, sql, [conversation_id.into()])).await?;
+    let sql = "UPDATE conversations SET unread_count = (SELECT COUNT(*) FROM messages m \
+               WHERE m.conversation_id = $1 AND m.direction = 'INBOUND' AND m.read_at IS NULL) WHERE id = $1";
+    conn.execute_raw(dialect::statement(conn.get_database_backend(), sql, [conversation_id.into()])).await?;
     let row = conversation::Entity::find_by_id(conversation_id).one(conn).await?;
     Ok(row.map_or(0, |c| i64::from(c.unread_count)))
 }
 
-// ---- events ----
-
-pub struct NewEvent<'a> {
-    pub business_id: i64,
-    pub conversation_id: Option<i64>,
-    pub kind: &'a str,
-    pub actor_key_id: Option<i64>,
-    pub actor_staff_id: Option<i64>,
-    pub data: serde_json::Value,
-}
-
-pub async fn append_event(conn: &impl ConnectionTrait, new: NewEvent<'_>, now: DateTime<Utc>) -> StoreResult<()> {
-    event_row(new, now).insert(conn).await?;
-    Ok(())
-}
-
-fn event_row(new: NewEvent<'_>, now: DateTime<Utc>) -> event::ActiveModel {
-    event::ActiveModel {
-        business_id: Set(new.business_id),
-        conversation_id: Set(new.conversation_id),
-        kind: Set(new.kind.to_owned()),
-        actor_key_id: Set(new.actor_key_id),
-        actor_staff_id: Set(new.actor_staff_id),
-        data: Set(new.data.to_string()),
-        created_at: Set(now),
-        ..Default::default()
-    }
-}
-
-/// Several events in one INSERT.
-pub async fn append_events(
+/// Keeps a conversation's summary in step with a new message: its channel bit, last message,
+/// activity time and, for inbound messages, the unread count.
+pub async fn note_message_in_conversation(
     conn: &impl ConnectionTrait,
-    events: Vec<NewEvent<'_>>,
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    if conn.get_database_backend() != DbBackend::Postgres {
-        event::Entity::insert_many(events.into_iter().map(|new| event_row(new, now)))
-            .exec_without_returning(conn)
-            .await?;
-        return Ok(());
-    }
-    // One statement text whatever the number of events (see `dialect`); ids in the given order.
-    let sql = "INSERT INTO conversation_events (business_id, conversation_id, kind, actor_key_id, actor_staff_id, data, created_at) \
-         SELECT business_id, NULLIF(conversation_id, 0), kind, NULLIF(actor_key_id, 0), NULLIF(actor_staff_id, 0), data, $1 \
-         FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::bigint[], $7::text[]) WITH ORDINALITY \
-           AS e(business_id, conversation_id, kind, actor_key_id, actor_staff_id, data, position) \
-         ORDER BY position";
-    let column = |f: &dyn Fn(&NewEvent) -> sea_orm::Value| -> sea_orm::Value {
-        sea_orm::Value::Array(f(&events[0]).array_type(), Some(Box::new(events.iter().map(f).collect())))
-    };
-    let values = [
-        now.into(),
-        column(&|e| e.business_id.into()),
-        column(&|e| dialect::id_or_zero(e.conversation_id).into()),
-        column(&|e| e.kind.to_owned().into()),
-        column(&|e| dialect::id_or_zero(e.actor_key_id).into()),
-        column(&|e| dialect::id_or_zero(e.actor_staff_id).into()),
-        column(&|e| e.data.to_string().into()),
-    ];
-    conn.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values)).await?;
-    Ok(())
-}
-
-/// A page of a conversation's events, oldest first (its history), and how many it has.
-pub async fn conversation_events(
-    conn: &impl ConnectionTrait,
-    business_id: i64,
     conversation_id: i64,
-    after_id: Option<i64>,
-    limit: u64,
-) -> StoreResult<(Vec<event::Model>, u64)> {
-    let select = event::Entity::find()
-        .filter(event::Column::BusinessId.eq(business_id))
-        .filter(event::Column::ConversationId.eq(conversation_id));
-    super::directory::page_by_id(conn, select, event::Column::Id, after_id, limit).await
+    channel_bit: i32,
+    preview: &str,
+    channel: &str,
+    direction: &str,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    let mut query = conversation::Entity::update_many()
+        .col_expr(conversation::Column::ChannelMask, Expr::col(conversation::Column::ChannelMask).bit_or(channel_bit))
+        .col_expr(conversation::Column::LastMessageAt, Expr::value(at))
+        .col_expr(conversation::Column::LastMessagePreview, Expr::value(preview))
+        .col_expr(conversation::Column::LastMessageChannel, Expr::value(channel))
+        .col_expr(conversation::Column::LastMessageDirection, Expr::value(direction))
+        .col_expr(conversation::Column::LastActivityAt, Expr::value(at))
+        .col_expr(conversation::Column::UpdatedAt, Expr::value(at));
+    if direction == "INBOUND" {
+        query = query.col_expr(conversation::Column::UnreadCount, Expr::col(conversation::Column::UnreadCount).add(1));
+    }
+    query.filter(conversation::Column::Id.eq(conversation_id)).exec(conn).await?;
+    Ok(())
 }

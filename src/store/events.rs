@@ -1,4 +1,5 @@
-//! Reading the event log in delivery order, and the wake-ups that tell readers to read again.
+//! The event log: appending to it, reading it in delivery order, and the wake-ups that tell
+//! readers to read again.
 //!
 //! Order: SQLite has one writer, so ids follow commit order. On PostgreSQL ids are taken at
 //! insert, not commit, so a later id can become visible before an earlier one; rows are read in
@@ -21,13 +22,80 @@ use std::{
     time::Duration,
 };
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement, Value};
+use sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult, Value};
 use tokio::{
     sync::{Notify, broadcast, oneshot, watch},
     time::Instant,
 };
 
-use super::{StoreResult, entity::conversation_event as event};
+use super::{StoreResult, dialect, entity::conversation_event as event};
+
+// ---- appending ----
+
+/// An event-log row to append.
+pub struct NewEvent<'a> {
+    pub business_id: i64,
+    pub conversation_id: Option<i64>,
+    pub kind: &'a str,
+    pub actor_key_id: Option<i64>,
+    pub actor_staff_id: Option<i64>,
+    pub data: serde_json::Value,
+}
+
+impl NewEvent<'_> {
+    pub(crate) fn row(self, now: chrono::DateTime<chrono::Utc>) -> event::ActiveModel {
+        use sea_orm::Set;
+        event::ActiveModel {
+            business_id: Set(self.business_id),
+            conversation_id: Set(self.conversation_id),
+            kind: Set(self.kind.to_owned()),
+            actor_key_id: Set(self.actor_key_id),
+            actor_staff_id: Set(self.actor_staff_id),
+            data: Set(self.data.to_string()),
+            created_at: Set(now),
+            ..Default::default()
+        }
+    }
+}
+
+pub async fn append_event(
+    conn: &impl ConnectionTrait,
+    new: NewEvent<'_>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> StoreResult<()> {
+    use sea_orm::ActiveModelTrait;
+    new.row(now).insert(conn).await?;
+    Ok(())
+}
+
+/// Several events in one statement.
+pub async fn append_events(
+    conn: &impl ConnectionTrait,
+    events: Vec<NewEvent<'_>>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> StoreResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    dialect::append_events(conn, events, now).await
+}
+
+/// A page of a conversation's events, oldest first (its history), and how many it has.
+pub async fn conversation_events(
+    conn: &impl ConnectionTrait,
+    business_id: i64,
+    conversation_id: i64,
+    after_id: Option<i64>,
+    limit: u64,
+) -> StoreResult<(Vec<event::Model>, u64)> {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let select = event::Entity::find()
+        .filter(event::Column::BusinessId.eq(business_id))
+        .filter(event::Column::ConversationId.eq(conversation_id));
+    super::directory::page_by_id(conn, select, event::Column::Id, after_id, limit).await
+}
+
+// ---- reading ----
 
 /// A position in the log: after the row (tx_id, id). Positions order as the log's rows do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -72,15 +140,11 @@ pub async fn cursor_of(conn: &impl ConnectionTrait, business_id: i64, id: i64) -
 /// The business's last settled event (where a reader that wants only new events starts), if any.
 pub async fn head(conn: &impl ConnectionTrait, business_id: i64) -> StoreResult<Option<event::Model>> {
     let backend = conn.get_database_backend();
-    let sql = match backend {
-        DbBackend::Postgres => {
-            "SELECT * FROM conversation_events WHERE business_id = $1 \
-             AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
-             ORDER BY tx_id DESC, id DESC LIMIT 1"
-        }
-        _ => "SELECT * FROM conversation_events WHERE business_id = ?1 ORDER BY tx_id DESC, id DESC LIMIT 1",
-    };
-    let row = conn.query_one_raw(Statement::from_sql_and_values(backend, sql, [business_id.into()])).await?;
+    let sql = format!(
+        "SELECT * FROM conversation_events WHERE business_id = $1 AND {} ORDER BY tx_id DESC, id DESC LIMIT 1",
+        dialect::event_settled(backend)
+    );
+    let row = conn.query_one_raw(dialect::statement(backend, &sql, [business_id.into()])).await?;
     Ok(row.map(|r| event::Model::from_query_result(&r, "")).transpose()?)
 }
 
@@ -102,10 +166,7 @@ pub async fn read_after(
     limit: u64,
 ) -> StoreResult<Read> {
     let backend = conn.get_database_backend();
-    let settled = match backend {
-        DbBackend::Postgres => "tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
-        _ => "1 = 1",
-    };
+    let settled = dialect::event_settled(backend);
     let mut values: Vec<Value> = vec![filter.business_id.into(), cursor.tx_id.into(), cursor.id.into()];
     let mut sql = format!(
         "SELECT *, ({settled}) AS settled FROM conversation_events \
@@ -124,10 +185,7 @@ pub async fn read_after(
         sql.push_str(&format!(" AND kind IN ({})", marks.join(", ")));
     }
     sql.push_str(&format!(" ORDER BY tx_id, id LIMIT {limit}"));
-    if backend != DbBackend::Postgres {
-        sql = sql.replace('$', "?");
-    }
-    let found = conn.query_all_raw(Statement::from_sql_and_values(backend, sql, values)).await?;
+    let found = conn.query_all_raw(dialect::statement(backend, &sql, values)).await?;
     let mut read = Read::default();
     for row in found {
         if !row.try_get::<bool>("", "settled")? {
@@ -192,8 +250,7 @@ pub fn announcer(db: sea_orm::DatabaseConnection) -> tokio::sync::mpsc::Unbounde
             // One notification per business id; an empty payload wakes every reader (see `listen`).
             let payloads =
                 if every { String::new() } else { businesses.iter().map(i64::to_string).collect::<Vec<_>>().join(",") };
-            let sql = "SELECT pg_notify($1, payload) FROM regexp_split_to_table($2, ',') AS payload";
-            let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, [CHANNEL.into(), payloads.into()]);
+            let statement = dialect::announce_statement(CHANNEL, payloads);
             if let Err(err) = db.execute_raw(statement).await {
                 // The readers of other replicas find the rows at their next wake-up or recheck.
                 tracing::debug!(error = %err, "announcing commits to other replicas failed");

@@ -1,8 +1,12 @@
-//! Persistence: the sea-orm connection, its error type, and one module of queries per table.
+//! Persistence: the sea-orm connection, its error type, and one module of queries per aggregate
+//! (messages, the outbox, conversations, …). Where SQLite and PostgreSQL need different
+//! statements, those modules call into [`dialect`], which holds every backend-specific one.
 //! Every query that touches business data takes the caller's business scope as a parameter.
 
 pub mod api_keys;
 pub mod attachments;
+pub mod attempts;
+pub mod calls;
 pub mod chat;
 pub mod conversations;
 pub mod dialect;
@@ -11,8 +15,13 @@ pub mod entity;
 pub mod events;
 pub mod inbound_email;
 pub mod messages;
+pub mod outbox;
+pub mod pacing;
+pub mod provider_credentials;
+pub mod search;
 pub mod sessions;
 pub mod webhook_endpoints;
+pub mod webhook_events;
 
 use std::{
     path::{Path, PathBuf},
@@ -20,9 +29,7 @@ use std::{
 };
 
 use omega_migrations::MigratorTrait;
-use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr, SqlErr, Statement,
-};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, RuntimeErr, SqlErr, Statement};
 
 /// The store layer's one error type.
 #[derive(Debug, thiserror::Error)]
@@ -174,7 +181,7 @@ impl Store {
             Ok(db) => db,
             Err(err) => return Err(explain_connect_failure(url, err).await),
         };
-        let announce = (db.get_database_backend() == DbBackend::Postgres).then(|| events::announcer(db.clone()));
+        let announce = dialect::announces_commits(db.get_database_backend()).then(|| events::announcer(db.clone()));
         let events = std::sync::Arc::<events::EventWakeups>::default();
         let feeds = std::sync::Arc::new(events::EventFeeds::new(db.clone(), events.clone()));
         Ok(Self { db, writer, sqlite_path: sqlite_file(url).map(PathBuf::from), events, feeds, announce })
@@ -236,11 +243,7 @@ impl Store {
 
     /// "sqlite" or "postgresql".
     pub fn engine(&self) -> &'static str {
-        match self.db.get_database_backend() {
-            DbBackend::Sqlite => "sqlite",
-            DbBackend::Postgres => "postgresql",
-            _ => "other",
-        }
+        dialect::engine_name(self.db.get_database_backend())
     }
 
     /// Applies every pending migration; safe to run on every start and from several replicas.

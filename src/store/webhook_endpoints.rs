@@ -3,12 +3,12 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
-    QuerySelect, Set, Statement, Value,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect,
+    Set, Value,
 };
 
 use super::{
-    StoreError, StoreResult,
+    StoreError, StoreResult, dialect,
     entity::{conversation_event as event, webhook_delivery as delivery, webhook_endpoint as endpoint},
 };
 use crate::secrets::SecretKeys;
@@ -151,10 +151,6 @@ pub struct DeliveryRow {
     pub created_at: DateTime<Utc>,
 }
 
-fn placeholders(backend: DbBackend, sql: String) -> String {
-    if backend == DbBackend::Postgres { sql } else { sql.replace('$', "?") }
-}
-
 /// Up to `limit` deliveries of the endpoint, newest first, before delivery id `before`.
 pub async fn deliveries(
     conn: &impl ConnectionTrait,
@@ -180,9 +176,7 @@ pub async fn deliveries(
         sql.push_str(&format!(" AND d.id < ${}", values.len()));
     }
     sql.push_str(&format!(" ORDER BY d.id DESC LIMIT {limit}"));
-    Ok(DeliveryRow::find_by_statement(Statement::from_sql_and_values(backend, placeholders(backend, sql), values))
-        .all(conn)
-        .await?)
+    Ok(DeliveryRow::find_by_statement(dialect::statement(backend, &sql, values)).all(conn).await?)
 }
 
 pub async fn delivery(
@@ -197,9 +191,9 @@ pub async fn delivery(
                FROM webhook_deliveries d JOIN conversation_events e ON e.id = d.event_id \
                WHERE d.business_id = $1 AND d.endpoint_id = $2 AND d.id = $3"
         .to_owned();
-    Ok(DeliveryRow::find_by_statement(Statement::from_sql_and_values(
+    Ok(DeliveryRow::find_by_statement(dialect::statement(
         backend,
-        placeholders(backend, sql),
+        &sql,
         [business_id.into(), endpoint_id.into(), id.into()],
     ))
     .one(conn)
@@ -311,8 +305,7 @@ pub async fn any_due(conn: &impl ConnectionTrait, now: DateTime<Utc>) -> StoreRe
                WHERE e.enabled AND ((d.state = 'pending' AND d.next_attempt_at <= $1) \
                  OR (d.state = 'sending' AND d.locked_until < $1)) LIMIT 1"
         .to_owned();
-    let row =
-        conn.query_one_raw(Statement::from_sql_and_values(backend, placeholders(backend, sql), [now.into()])).await?;
+    let row = conn.query_one_raw(dialect::statement(backend, &sql, [now.into()])).await?;
     Ok(row.is_some())
 }
 
@@ -327,7 +320,7 @@ pub async fn claim(
     limit: u64,
 ) -> StoreResult<Vec<delivery::Model>> {
     let backend = conn.get_database_backend();
-    let lock = if backend == DbBackend::Postgres { " FOR UPDATE OF d SKIP LOCKED" } else { "" };
+    let lock = dialect::skip_locked(backend, Some("d"));
     let sql = format!(
         "UPDATE webhook_deliveries SET state = 'sending', locked_by = $1, locked_until = $2, updated_at = $3 \
          WHERE id IN (SELECT d.id FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
@@ -336,9 +329,9 @@ pub async fn claim(
            ORDER BY d.next_attempt_at LIMIT $4{lock}) \
          RETURNING *"
     );
-    Ok(delivery::Model::find_by_statement(Statement::from_sql_and_values(
+    Ok(delivery::Model::find_by_statement(dialect::statement(
         backend,
-        placeholders(backend, sql),
+        &sql,
         [worker.into(), lease_until.into(), now.into(), (limit as i64).into()],
     ))
     .all(conn)
@@ -498,7 +491,6 @@ pub async fn prune(conn: &impl ConnectionTrait, before: DateTime<Utc>, limit: u6
         "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries \
          WHERE state IN ('delivered', 'failed') AND updated_at < $1 LIMIT {limit})"
     );
-    let done =
-        conn.execute_raw(Statement::from_sql_and_values(backend, placeholders(backend, sql), [before.into()])).await?;
+    let done = conn.execute_raw(dialect::statement(backend, &sql, [before.into()])).await?;
     Ok(done.rows_affected())
 }

@@ -1,0 +1,319 @@
+//! Where SQLite and PostgreSQL differ: every backend-specific statement and fragment lives in
+//! [`sqlite`] or [`postgres`], and the functions here pick one by the connection's backend. The
+//! modules of the aggregates call these and hold no backend branches themselves.
+//!
+//! The delivery journal writes groups of every size (whatever queued up while the last
+//! transaction ran). A statement whose text grows with its group — `id IN ($1, …, $n)`, a
+//! multi-row `VALUES` — is a new statement for every size: PostgreSQL's per-connection statement
+//! cache kept churning, and each miss cost a parse, a describe round trip and a fresh plan
+//! (planning alone was a sixth of the machine's CPU under dispatch load). On PostgreSQL these
+//! statements take their lists as array parameters instead, so each has one text and is prepared
+//! once per connection. SQLite prepares in microseconds in-process and keeps the portable forms.
+
+mod postgres;
+mod sqlite;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, Select, Statement, Value, sea_query::Expr};
+
+use super::{
+    StoreResult,
+    outbox::{Accepted, Mark},
+    search::{BusinessSearchFilter, Doc, HitRow},
+};
+
+/// The two databases Omega runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// The dialect of `backend` (SQLite's for anything but PostgreSQL, as before).
+    pub fn of(backend: DbBackend) -> Self {
+        match backend {
+            DbBackend::Postgres => Dialect::Postgres,
+            _ => Dialect::Sqlite,
+        }
+    }
+
+    pub fn of_conn(conn: &impl ConnectionTrait) -> Self {
+        Self::of(conn.get_database_backend())
+    }
+
+    pub fn backend(self) -> DbBackend {
+        match self {
+            Dialect::Sqlite => DbBackend::Sqlite,
+            Dialect::Postgres => DbBackend::Postgres,
+        }
+    }
+}
+
+// ---- fragments ----
+
+/// `column IN (ids)`; on PostgreSQL `column = ANY($1)` with the ids as one array.
+pub fn one_of<C: ColumnTrait>(backend: DbBackend, column: C, ids: &[i64]) -> Expr {
+    match Dialect::of(backend) {
+        Dialect::Postgres => column.eq_any(ids.iter().copied()),
+        Dialect::Sqlite => column.is_in(ids.iter().copied()),
+    }
+}
+
+/// An optional id as an array element: arrays bound as parameters cannot hold NULL, so 0 (never
+/// an id) stands for none and the statement turns it back with `NULLIF(…, 0)`.
+pub fn id_or_zero(id: Option<i64>) -> i64 {
+    id.unwrap_or(0)
+}
+
+/// A statement written with PostgreSQL's numbered placeholders (`$1`), renumbered as `?1` for
+/// SQLite. The text must hold no other `$`.
+pub fn statement(backend: DbBackend, sql: &str, values: impl IntoIterator<Item = Value>) -> Statement {
+    let sql = match Dialect::of(backend) {
+        Dialect::Postgres => sql.to_owned(),
+        Dialect::Sqlite => sql.replace('$', "?"),
+    };
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
+/// Positional parameters of a hand-written statement, numbered as each backend wants.
+pub struct Binds {
+    backend: DbBackend,
+    pub values: Vec<Value>,
+}
+
+impl Binds {
+    pub fn new(backend: DbBackend) -> Self {
+        Self { backend, values: Vec::new() }
+    }
+
+    /// Binds `value`; answers its placeholder.
+    pub fn push(&mut self, value: impl Into<Value>) -> String {
+        self.values.push(value.into());
+        match Dialect::of(self.backend) {
+            Dialect::Postgres => format!("${}", self.values.len()),
+            Dialect::Sqlite => format!("?{}", self.values.len()),
+        }
+    }
+}
+
+/// What ends a claim's inner SELECT so that concurrent claimers pass over each other's rows:
+/// PostgreSQL skips rows other workers hold (`FOR UPDATE [OF table] SKIP LOCKED`); SQLite needs
+/// nothing, its one writer runs claims one at a time.
+pub fn skip_locked(backend: DbBackend, of: Option<&str>) -> String {
+    match Dialect::of(backend) {
+        Dialect::Postgres => postgres::skip_locked(of),
+        Dialect::Sqlite => String::new(),
+    }
+}
+
+/// A read of a row that is then written from what was read: locked on PostgreSQL; SQLite's one
+/// writer already keeps others out.
+pub fn locked_for_update<E: EntityTrait>(backend: DbBackend, select: Select<E>) -> Select<E> {
+    match Dialect::of(backend) {
+        Dialect::Postgres => postgres::locked_for_update(select),
+        Dialect::Sqlite => select,
+    }
+}
+
+/// The condition on an event-log row (`tx_id`) that its transaction and every older one have
+/// settled. PostgreSQL: older than the oldest transaction still running. SQLite: always, one
+/// writer commits at a time in order.
+pub fn event_settled(backend: DbBackend) -> &'static str {
+    match Dialect::of(backend) {
+        Dialect::Postgres => postgres::EVENT_SETTLED,
+        Dialect::Sqlite => sqlite::EVENT_SETTLED,
+    }
+}
+
+/// Whether other replicas can be told of commits (PostgreSQL's LISTEN/NOTIFY).
+pub fn announces_commits(backend: DbBackend) -> bool {
+    Dialect::of(backend) == Dialect::Postgres
+}
+
+/// PostgreSQL's NOTIFY on `channel` of each comma-separated payload (one empty payload when
+/// `payloads` is empty).
+pub fn announce_statement(channel: &str, payloads: String) -> Statement {
+    postgres::announce(channel, payloads)
+}
+
+/// "sqlite" or "postgresql".
+pub fn engine_name(backend: DbBackend) -> &'static str {
+    match backend {
+        DbBackend::Sqlite => "sqlite",
+        DbBackend::Postgres => "postgresql",
+        _ => "other",
+    }
+}
+
+// ---- the outbox ----
+
+/// Moves up to `limit` jobs waiting in `waiting` whose time has come, and jobs in `working`
+/// whose claim ran out, to `working` for `worker` until `lease_until`, in one statement.
+pub fn claim_jobs_statement(
+    backend: DbBackend,
+    (waiting, working): (&'static str, &'static str),
+    worker: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: u64,
+) -> Statement {
+    let lock = skip_locked(backend, None);
+    // The two states are the outbox's own constants, never input.
+    let sql = format!(
+        "UPDATE delivery_jobs SET state = '{working}', locked_by = $1, locked_until = $2, updated_at = $3 \
+         WHERE id IN (SELECT id FROM delivery_jobs \
+           WHERE (state = '{waiting}' AND next_attempt_at <= $3) OR (state = '{working}' AND locked_until < $3) \
+           ORDER BY next_attempt_at LIMIT $4{lock}) \
+         RETURNING *"
+    );
+    statement(backend, &sql, [worker.into(), lease_until.into(), now.into(), (limit as i64).into()])
+}
+
+/// Moves up to `limit` sends whose worker vanished (`sending`, lease run out) to `settling` for
+/// `worker`, in one statement.
+pub fn claim_abandoned_sends_statement(backend: DbBackend, worker: &str, now: DateTime<Utc>, limit: u64) -> Statement {
+    let lock = skip_locked(backend, None);
+    let sql = format!(
+        "UPDATE delivery_jobs SET state = 'settling', locked_by = $1, updated_at = $2 \
+         WHERE id IN (SELECT id FROM delivery_jobs WHERE state = 'sending' AND locked_until < $2 \
+           LIMIT $3{lock}) RETURNING *"
+    );
+    statement(backend, &sql, [worker.into(), now.into(), (limit as i64).into()])
+}
+
+/// The jobs of several workers marked as being sent; answers, mark by mark, the ids still held.
+pub async fn start_sending_marks(conn: &impl ConnectionTrait, marks: &[Mark<'_>]) -> StoreResult<Vec<Vec<i64>>> {
+    match Dialect::of_conn(conn) {
+        Dialect::Postgres => postgres::start_sending_marks(conn, marks).await,
+        Dialect::Sqlite => sqlite::start_sending_marks(conn, marks).await,
+    }
+}
+
+/// A batch of accepted sends' attempt rows and QUEUED → SENT with the providers' ids; answers
+/// the ids of the messages that moved.
+pub async fn settle_accepted(
+    conn: &impl ConnectionTrait,
+    accepted: &[Accepted],
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<i64>> {
+    match Dialect::of_conn(conn) {
+        Dialect::Postgres => postgres::settle_accepted(conn, accepted, now).await,
+        Dialect::Sqlite => sqlite::settle_accepted(conn, accepted, now).await,
+    }
+}
+
+// ---- the event log ----
+
+/// Several event-log rows in one statement, in the given order.
+pub async fn append_events(
+    conn: &impl ConnectionTrait,
+    events: Vec<super::events::NewEvent<'_>>,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    match Dialect::of_conn(conn) {
+        Dialect::Postgres => postgres::append_events(conn, events, now).await,
+        Dialect::Sqlite => sqlite::append_events(conn, events, now).await,
+    }
+}
+
+// ---- the inbox ----
+
+/// The statement finding up to `limit` ids of the business's clients whose text contains `text`
+/// through the trigram index (migration 7), or None when the text cannot use it.
+pub fn clients_matching_statement(backend: DbBackend, business_id: i64, text: &str, limit: u64) -> Option<Statement> {
+    match Dialect::of(backend) {
+        Dialect::Postgres => Some(postgres::clients_matching(business_id, text, limit)),
+        Dialect::Sqlite => sqlite::clients_matching(business_id, text, limit),
+    }
+}
+
+// ---- search ----
+
+/// One page of a conversation's matches (see [`super::search::search`]): the hits in page
+/// order, and the matches counted up to [`super::search::RANKED_MATCHES`] + 1.
+pub(crate) async fn conversation_hits(
+    conn: &impl ConnectionTrait,
+    conversation_id: i64,
+    terms: &[String],
+    include_notes: bool,
+    offset: u64,
+    limit: u64,
+) -> StoreResult<(Vec<HitRow>, u64)> {
+    match Dialect::of_conn(conn) {
+        Dialect::Postgres => {
+            postgres::conversation_hits(conn, conversation_id, terms, include_notes, offset, limit).await
+        }
+        Dialect::Sqlite => sqlite::conversation_hits(conn, conversation_id, terms, include_notes, offset, limit).await,
+    }
+}
+
+/// See [`super::search::business_matches`].
+pub async fn business_matches(
+    conn: &impl ConnectionTrait,
+    business_id: i64,
+    terms: &[String],
+    filter: &BusinessSearchFilter,
+    before: i64,
+    window: Option<u64>,
+    limit: u64,
+) -> StoreResult<Vec<Doc>> {
+    match Dialect::of_conn(conn) {
+        Dialect::Postgres => postgres::business_matches(conn, business_id, terms, filter, before, window, limit).await,
+        Dialect::Sqlite => sqlite::business_matches(conn, business_id, terms, filter, before, window, limit).await,
+    }
+}
+
+/// The highlighted passage of each of the messages `ids` for `terms`: matches wrapped in
+/// `<mark></mark>`.
+pub async fn highlights(
+    conn: &impl ConnectionTrait,
+    terms: &[String],
+    ids: &[i64],
+) -> StoreResult<std::collections::HashMap<i64, String>> {
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    match Dialect::of_conn(conn) {
+        Dialect::Postgres => postgres::highlights(conn, &postgres::tsquery(terms), ids).await,
+        Dialect::Sqlite => sqlite::highlights(conn, &sqlite::fts_words(terms), ids).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{EntityTrait, QueryFilter, QueryTrait};
+
+    use super::*;
+    use crate::store::entity::delivery_job as job;
+
+    /// The PostgreSQL text is the same whatever the number of ids, so it is prepared once.
+    #[test]
+    fn postgres_statement_text_does_not_grow_with_the_list() {
+        let text = |ids: &[i64]| {
+            job::Entity::find().filter(one_of(DbBackend::Postgres, job::Column::Id, ids)).build(DbBackend::Postgres).sql
+        };
+        assert_eq!(text(&[1]), text(&[1, 2, 3, 4, 5]));
+        assert!(text(&[1, 2]).contains("= ANY($1)"), "{}", text(&[1, 2]));
+    }
+
+    #[test]
+    fn sqlite_keeps_in_lists() {
+        let sql = job::Entity::find()
+            .filter(one_of(DbBackend::Sqlite, job::Column::Id, &[7, 8]))
+            .build(DbBackend::Sqlite)
+            .sql;
+        assert!(sql.contains("IN (?, ?)"), "{sql}");
+    }
+
+    /// Claims skip rows other workers hold on PostgreSQL only, and number their parameters as
+    /// each backend wants.
+    #[test]
+    fn claims_skip_locked_rows_on_postgres() {
+        let now = chrono::Utc::now();
+        let pg = claim_jobs_statement(DbBackend::Postgres, ("pending", "running"), "w", now, now, 5).sql;
+        assert!(pg.contains("LIMIT $4 FOR UPDATE SKIP LOCKED)"), "{pg}");
+        let lite = claim_jobs_statement(DbBackend::Sqlite, ("pending", "running"), "w", now, now, 5).sql;
+        assert!(lite.contains("LIMIT ?4)") && !lite.contains("FOR UPDATE") && !lite.contains('$'), "{lite}");
+    }
+}

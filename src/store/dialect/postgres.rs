@@ -1,0 +1,256 @@
+//! PostgreSQL's statements and fragments (see the parent module).
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QuerySelect, Select, Statement};
+
+use super::Binds;
+use crate::store::{
+    StoreResult,
+    events::NewEvent,
+    outbox::{Accepted, Mark},
+    search::{self, BusinessSearchFilter, Doc, HitRow},
+};
+
+pub(super) fn skip_locked(of: Option<&str>) -> String {
+    match of {
+        Some(table) => format!(" FOR UPDATE OF {table} SKIP LOCKED"),
+        None => " FOR UPDATE SKIP LOCKED".to_owned(),
+    }
+}
+
+pub(super) fn locked_for_update<E: EntityTrait>(select: Select<E>) -> Select<E> {
+    select.lock_exclusive()
+}
+
+pub(super) const EVENT_SETTLED: &str = "tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+
+pub(super) fn announce(channel: &str, payloads: String) -> Statement {
+    let sql = "SELECT pg_notify($1, payload) FROM regexp_split_to_table($2, ',') AS payload";
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, [channel.into(), payloads.into()])
+}
+
+#[derive(FromQueryResult)]
+struct Moved {
+    id: i64,
+}
+
+/// One statement of one text for every worker's marks: the ids, workers and times as arrays.
+pub(super) async fn start_sending_marks(conn: &impl ConnectionTrait, marks: &[Mark<'_>]) -> StoreResult<Vec<Vec<i64>>> {
+    let mut owner: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
+    let (mut ids, mut workers, mut leases, mut times) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (index, mark) in marks.iter().enumerate() {
+        for &id in mark.job_ids {
+            owner.insert(id, index);
+            ids.push(id);
+            workers.push(mark.worker.to_owned());
+            leases.push(mark.lease_until);
+            times.push(mark.now);
+        }
+    }
+    let sql = "UPDATE delivery_jobs AS j SET state = 'sending', attempts = j.attempts + 1, \
+           locked_until = m.lease_until, updated_at = m.at \
+         FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[]) AS m(id, worker, lease_until, at) \
+         WHERE j.id = m.id AND j.state = 'running' AND j.locked_by = m.worker \
+         RETURNING j.id";
+    let rows = Moved::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        [ids.into(), workers.into(), leases.into(), times.into()],
+    ))
+    .all(conn)
+    .await?;
+    let mut held = vec![Vec::new(); marks.len()];
+    for row in rows {
+        if let Some(&index) = owner.get(&row.id) {
+            held[index].push(row.id);
+        }
+    }
+    Ok(held)
+}
+
+/// The attempt rows and QUEUED → SENT with the batch as array parameters: statements of one
+/// text whatever the batch's size.
+pub(super) async fn settle_accepted(
+    conn: &impl ConnectionTrait,
+    accepted: &[Accepted],
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<i64>> {
+    let message_ids: Vec<i64> = accepted.iter().map(|a| a.message_id).collect();
+    let attempts: Vec<i32> = accepted.iter().map(|a| a.attempt).collect();
+    let started: Vec<DateTime<Utc>> = accepted.iter().map(|a| a.started_at).collect();
+    let providers: Vec<String> = accepted.iter().map(|a| a.provider.clone()).collect();
+    let provider_ids: Vec<String> = accepted.iter().map(|a| a.provider_message_id.clone()).collect();
+    let insert = "INSERT INTO message_attempts (message_id, attempt, started_at, finished_at, outcome, provider_message_id) \
+         SELECT message_id, attempt, started_at, $1, 'accepted', provider_message_id \
+         FROM unnest($2::bigint[], $3::integer[], $4::timestamptz[], $5::text[]) \
+           AS a(message_id, attempt, started_at, provider_message_id)";
+    conn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        insert,
+        [now.into(), message_ids.clone().into(), attempts.into(), started.into(), provider_ids.clone().into()],
+    ))
+    .await?;
+    let moved_sql = "WITH v(id, provider, provider_message_id) AS \
+           (SELECT * FROM unnest($2::bigint[], $3::text[], $4::text[])) \
+         UPDATE messages SET status = 'SENT', status_updated_at = $1, sent_at = COALESCE(messages.sent_at, $1), \
+           provider = v.provider, provider_message_id = v.provider_message_id \
+         FROM v WHERE messages.id = v.id AND messages.status = 'QUEUED' RETURNING messages.id";
+    let moved = Moved::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        moved_sql,
+        [now.into(), message_ids.into(), providers.into(), provider_ids.into()],
+    ))
+    .all(conn)
+    .await?;
+    Ok(moved.into_iter().map(|m| m.id).collect())
+}
+
+/// One statement text whatever the number of events; ids in the given order.
+pub(super) async fn append_events(
+    conn: &impl ConnectionTrait,
+    events: Vec<NewEvent<'_>>,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let sql = "INSERT INTO conversation_events (business_id, conversation_id, kind, actor_key_id, actor_staff_id, data, created_at) \
+         SELECT business_id, NULLIF(conversation_id, 0), kind, NULLIF(actor_key_id, 0), NULLIF(actor_staff_id, 0), data, $1 \
+         FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::bigint[], $7::text[]) WITH ORDINALITY \
+           AS e(business_id, conversation_id, kind, actor_key_id, actor_staff_id, data, position) \
+         ORDER BY position";
+    let column = |f: &dyn Fn(&NewEvent) -> sea_orm::Value| -> sea_orm::Value {
+        sea_orm::Value::Array(f(&events[0]).array_type(), Some(Box::new(events.iter().map(f).collect())))
+    };
+    let values = [
+        now.into(),
+        column(&|e| e.business_id.into()),
+        column(&|e| super::id_or_zero(e.conversation_id).into()),
+        column(&|e| e.kind.to_owned().into()),
+        column(&|e| super::id_or_zero(e.actor_key_id).into()),
+        column(&|e| super::id_or_zero(e.actor_staff_id).into()),
+        column(&|e| e.data.to_string().into()),
+    ];
+    conn.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values)).await?;
+    Ok(())
+}
+
+/// LIKE through the trigram (pg_trgm) index.
+pub(super) fn clients_matching(business_id: i64, text: &str, limit: u64) -> Statement {
+    Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT id FROM clients WHERE business_id = $1 AND search_text LIKE $2 ESCAPE '!' LIMIT $3",
+        [
+            business_id.into(),
+            format!("%{}%", text.replace('!', "!!").replace('%', "!%").replace('_', "!_")).into(),
+            (limit as i64).into(),
+        ],
+    )
+}
+
+// ---- search ----
+
+/// The query for `terms`: every one required, each quoted as a lexeme, so no user text is read
+/// as tsquery syntax.
+pub(super) fn tsquery(terms: &[String]) -> String {
+    terms.iter().map(|t| format!("'{}'", t.replace('\'', "''"))).collect::<Vec<_>>().join(" & ")
+}
+
+/// The highlighted passage of each message in `ids` for the tsquery `query`.
+pub(super) async fn highlights(
+    conn: &impl ConnectionTrait,
+    query: &str,
+    ids: &[i64],
+) -> StoreResult<std::collections::HashMap<i64, String>> {
+    let ids = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    let sql = format!(
+        "SELECT id, ts_headline('simple', content, to_tsquery('simple', $1), \
+         'StartSel=<mark>, StopSel=</mark>, MaxFragments=1, MaxWords=20, MinWords=5') AS highlight \
+         FROM messages WHERE id IN ({ids})"
+    );
+    search::highlight_rows(conn, Statement::from_sql_and_values(DbBackend::Postgres, sql, [query.into()])).await
+}
+
+/// tsvector with ts_rank, through the (business_id, conversation_id, search) GIN index.
+pub(super) async fn conversation_hits(
+    conn: &impl ConnectionTrait,
+    conversation_id: i64,
+    terms: &[String],
+    include_notes: bool,
+    offset: u64,
+    limit: u64,
+) -> StoreResult<(Vec<HitRow>, u64)> {
+    let notes = if include_notes { "" } else { " AND m.channel <> 'NOTE'" };
+    let query = tsquery(terms);
+    // The GIN index answers the match with its conversation and word entries (the id is bound
+    // as bigint, the type the index's operator class takes). The page is cut before
+    // ts_headline runs; `m.id + 0` keeps the planner from walking the primary key backwards
+    // hoping to meet matches.
+    let matches =
+        "FROM messages m WHERE m.conversation_id = $1 AND m.search @@ to_tsquery('simple', $2)".to_owned() + notes;
+    let select = "SELECT page.id, page.rank, ts_headline('simple', page.content, to_tsquery('simple', $2), \
+                  'StartSel=<mark>, StopSel=</mark>, MaxFragments=1, MaxWords=20, MinWords=5') AS highlight \
+                  FROM (SELECT m.id, m.content, ts_rank(m.search, to_tsquery('simple', $2))::float8 AS rank";
+    let by_rank = "ORDER BY rank DESC, m.id DESC LIMIT $3 OFFSET $4) page ORDER BY page.rank DESC, page.id DESC";
+    let by_age = "ORDER BY m.id + 0 DESC LIMIT $3 OFFSET $4) page ORDER BY page.id DESC";
+    let counted = search::count_matches(conn, &matches, conversation_id, &query).await?;
+    let order = if counted > search::RANKED_MATCHES { by_age } else { by_rank };
+    let hits =
+        search::hit_page(conn, format!("{select} {matches} {order}"), conversation_id, &query, offset, limit).await?;
+    Ok((hits, counted))
+}
+
+/// How many of the business's newest messages are tested one by one before a search turns to
+/// the GIN index, in two steps. A word in more than one message in a thousand fills a page of
+/// 20 within them (the walk stops as soon as it does); a word absent from the first step's
+/// messages, or rarer than that, is found through the index, whose cost is its number of
+/// matches in the business. Both costs meet near √(page × messages): 20,000 rows for ten million
+/// messages.
+const PROBE_ROWS: [u64; 2] = [2_000, 20_000];
+
+/// The business's newest messages (up to [`PROBE_ROWS`]) through the (business_id, id) index,
+/// tested one by one; if they hold fewer than `limit` matches, the word is rare and the
+/// (business_id, conversation_id, search) GIN lists every match.
+pub(super) async fn business_matches(
+    conn: &impl ConnectionTrait,
+    business_id: i64,
+    terms: &[String],
+    filter: &BusinessSearchFilter,
+    before: i64,
+    window: Option<u64>,
+    limit: u64,
+) -> StoreResult<Vec<Doc>> {
+    let backend = DbBackend::Postgres;
+    let mut binds = Binds::new(backend);
+    let (business, before_p, query) = (binds.push(business_id), binds.push(before), binds.push(tsquery(terms)));
+    let conditions = filter.sql(&mut binds);
+    // The subquery's LIMIT keeps the planner from pushing the match into it; the outer LIMIT
+    // stops reading it once the page is full.
+    let steps = match window {
+        Some(window) => [std::cmp::min(PROBE_ROWS[0], window), window],
+        None => PROBE_ROWS,
+    };
+    for (step, rows) in steps.into_iter().enumerate() {
+        let probe = format!(
+            "SELECT m.id, coalesce(m.subject, '') AS subject, m.content FROM \
+             (SELECT id, business_id, conversation_id, channel, direction, created_at, subject, content, \
+              search FROM messages WHERE business_id = {business} AND id < {before_p} \
+              ORDER BY id DESC LIMIT {rows}) m \
+             WHERE m.search @@ to_tsquery('simple', {query}){conditions} ORDER BY m.id DESC LIMIT {limit}"
+        );
+        let found = Doc::find_by_statement(Statement::from_sql_and_values(backend, probe, binds.values.clone()))
+            .all(conn)
+            .await?;
+        if found.len() as u64 >= limit || (window.is_some() && step == 1) {
+            return Ok(found);
+        }
+        // None among the first rows: a rare word, cheaper through the index.
+        if found.is_empty() && window.is_none() {
+            break;
+        }
+    }
+    // `m.id + 0`: the order must not tempt the planner into walking the primary key.
+    let indexed = format!(
+        "SELECT m.id, coalesce(m.subject, '') AS subject, m.content FROM messages m \
+         WHERE m.business_id = {business} AND m.search @@ to_tsquery('simple', {query}) \
+         AND m.id < {before_p}{conditions} ORDER BY m.id + 0 DESC LIMIT {limit}"
+    );
+    Ok(Doc::find_by_statement(Statement::from_sql_and_values(backend, indexed, binds.values)).all(conn).await?)
+}

@@ -1,0 +1,292 @@
+//! SQLite's statements and fragments (see the parent module).
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Set,
+    Statement,
+};
+
+use super::Binds;
+use crate::store::{
+    StoreResult,
+    entity::{conversation_event as event, message, message_attempt as attempt},
+    events::NewEvent,
+    outbox::{self, Accepted, Mark},
+    search::{self, BusinessSearchFilter, Doc, HitRow},
+};
+
+pub(super) const EVENT_SETTLED: &str = "1 = 1";
+
+/// Each worker's marks in turn: the statement of a mark is small and SQLite prepares in-process.
+pub(super) async fn start_sending_marks(conn: &impl ConnectionTrait, marks: &[Mark<'_>]) -> StoreResult<Vec<Vec<i64>>> {
+    let mut held = Vec::with_capacity(marks.len());
+    for mark in marks {
+        held.push(outbox::start_sending_many(conn, mark.job_ids, mark.worker, mark.lease_until, mark.now).await?);
+    }
+    Ok(held)
+}
+
+#[derive(FromQueryResult)]
+struct Moved {
+    id: i64,
+}
+
+/// The attempt rows and QUEUED → SENT in portable SQL: a multi-row insert and one UPDATE over a
+/// VALUES list of (id, provider, provider id).
+pub(super) async fn settle_accepted(
+    conn: &impl ConnectionTrait,
+    accepted: &[Accepted],
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<i64>> {
+    attempt::Entity::insert_many(accepted.iter().map(|a| attempt::ActiveModel {
+        message_id: Set(a.message_id),
+        attempt: Set(a.attempt),
+        started_at: Set(a.started_at),
+        finished_at: Set(Some(now)),
+        outcome: Set("accepted".into()),
+        provider_message_id: Set(Some(a.provider_message_id.clone())),
+        ..Default::default()
+    }))
+    .exec_without_returning(conn)
+    .await?;
+    let mut values: Vec<sea_orm::Value> = vec![now.into()];
+    let rows = accepted
+        .iter()
+        .map(|a| {
+            values.extend([a.message_id.into(), a.provider.clone().into(), a.provider_message_id.clone().into()]);
+            let n = values.len();
+            format!("(?{}, ?{}, ?{n})", n - 2, n - 1)
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "WITH v(id, provider, provider_message_id) AS (VALUES {rows}) \
+         UPDATE messages SET status = 'SENT', status_updated_at = ?1, sent_at = COALESCE(messages.sent_at, ?1), \
+         provider = v.provider, provider_message_id = v.provider_message_id \
+         FROM v WHERE messages.id = v.id AND messages.status = 'QUEUED' RETURNING messages.id"
+    );
+    let moved =
+        Moved::find_by_statement(Statement::from_sql_and_values(DbBackend::Sqlite, &sql, values)).all(conn).await?;
+    Ok(moved.into_iter().map(|m| m.id).collect())
+}
+
+/// A multi-row INSERT.
+pub(super) async fn append_events(
+    conn: &impl ConnectionTrait,
+    events: Vec<NewEvent<'_>>,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    event::Entity::insert_many(events.into_iter().map(|new| new.row(now))).exec_without_returning(conn).await?;
+    Ok(())
+}
+
+/// A trigram phrase query is a substring match that needs no second look at the text (LIKE
+/// through the same index re-reads every candidate). Under three characters there are no
+/// trigrams to look up.
+pub(super) fn clients_matching(business_id: i64, text: &str, limit: u64) -> Option<Statement> {
+    if text.chars().count() < 3 {
+        return None;
+    }
+    // CROSS JOIN: the index drives, rather than probing it once per client.
+    Some(Statement::from_sql_and_values(
+        DbBackend::Sqlite,
+        "SELECT c.id FROM clients_trgm t CROSS JOIN clients c ON c.id = t.rowid \
+         WHERE clients_trgm MATCH ?1 AND c.business_id = ?2 LIMIT ?3",
+        [format!("\"{}\"", text.replace('"', "\"\"")).into(), business_id.into(), (limit as i64).into()],
+    ))
+}
+
+// ---- search ----
+
+/// FTS5's query for `terms` in a message's subject or text: every one required, each a quoted
+/// string, so no user text is read as FTS5 syntax.
+pub(super) fn fts_words(terms: &[String]) -> String {
+    terms
+        .iter()
+        .map(|t| format!("{{subject content}} : \"{}\"", t.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// The highlighted passage of each message in `ids` for the FTS5 expression `query`.
+pub(super) async fn highlights(
+    conn: &impl ConnectionTrait,
+    query: &str,
+    ids: &[i64],
+) -> StoreResult<std::collections::HashMap<i64, String>> {
+    let ids = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    let sql = format!(
+        "SELECT f.rowid AS id, snippet(messages_fts, 2, '<mark>', '</mark>', '…', 20) AS highlight \
+         FROM messages_fts f WHERE messages_fts MATCH ?1 AND f.rowid IN ({ids})"
+    );
+    search::highlight_rows(conn, Statement::from_sql_and_values(DbBackend::Sqlite, sql, [query.into()])).await
+}
+
+/// Up to `limit` of the conversation's matching messages' texts.
+async fn matching_docs(
+    conn: &impl ConnectionTrait,
+    matches: &str,
+    query: &str,
+    conversation_id: i64,
+    limit: u64,
+) -> StoreResult<Vec<Doc>> {
+    Ok(Doc::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Sqlite,
+        format!("SELECT m.id, coalesce(m.subject, '') AS subject, m.content {matches} LIMIT {limit}"),
+        [conversation_id.into(), query.into()],
+    ))
+    .all(conn)
+    .await?)
+}
+
+/// The ranked page: every match of the conversation (at most [`search::RANKED_MATCHES`]) scored
+/// with BM25's term-frequency saturation and length normalisation over the conversation's own
+/// matches (every word is required, so a corpus-wide IDF would only scale the scores), then the
+/// page's highlights from FTS5.
+async fn rank_in_conversation(
+    conn: &impl ConnectionTrait,
+    docs: Vec<Doc>,
+    query: &str,
+    terms: &[String],
+    offset: u64,
+    limit: u64,
+) -> StoreResult<Vec<HitRow>> {
+    let scores = search::rank_docs(terms, &docs);
+    let page: Vec<(i64, f64)> = scores.into_iter().skip(offset as usize).take(limit as usize).collect();
+    if page.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = page.iter().map(|(id, _)| *id).collect();
+    let mut highlights = highlights(conn, query, &ids).await?;
+    Ok(page
+        .into_iter()
+        .map(|(id, rank)| HitRow { id, rank, highlight: highlights.remove(&id).unwrap_or_default() })
+        .collect())
+}
+
+/// FTS5 scoped by the conversation's token, ranked by [`rank_in_conversation`].
+pub(super) async fn conversation_hits(
+    conn: &impl ConnectionTrait,
+    conversation_id: i64,
+    terms: &[String],
+    include_notes: bool,
+    offset: u64,
+    limit: u64,
+) -> StoreResult<(Vec<HitRow>, u64)> {
+    let notes = if include_notes { "" } else { " AND m.channel <> 'NOTE'" };
+    // The conversation is a token of the index (migration 8): one FTS5 query intersects its
+    // doclist with the words'. `+` keeps SQLite from driving the join by the conversation's rows
+    // instead, which would re-run the match per row.
+    let matches = format!(
+        "FROM messages_fts f JOIN messages m ON m.id = f.rowid \
+         WHERE messages_fts MATCH ?2 AND +m.conversation_id = ?1{notes}"
+    );
+    // No bm25(): it counts, per query, every row holding each word across the whole index (a
+    // common word: a million, ~60 ms). Ranked pages are scored from the conversation's own
+    // matches instead (`rank_in_conversation`).
+    let select = "SELECT m.id, 0.0 AS rank, snippet(messages_fts, 2, '<mark>', '</mark>', '…', 20) AS highlight";
+    let by_age = "ORDER BY f.rowid DESC LIMIT ?3 OFFSET ?4";
+    let query = format!("conversation : \"c{conversation_id}\" AND {}", fts_words(terms));
+    let counted = search::count_matches(conn, &matches, conversation_id, &query).await?;
+    if counted <= search::RANKED_MATCHES {
+        // Up to a thousand matches are ranked from their texts.
+        let docs = matching_docs(conn, &matches, &query, conversation_id, search::RANKED_MATCHES).await?;
+        return Ok((rank_in_conversation(conn, docs, &query, terms, offset, limit).await?, counted));
+    }
+    let page = |extra: &str| {
+        search::hit_page(conn, format!("{select} {matches}{extra} {by_age}"), conversation_id, &query, offset, limit)
+    };
+    // FTS5 walks a doclist backwards by loading it whole: for a common word, a million entries.
+    // Starting from the conversation's recent messages bounds that walk; the page is only taken
+    // from there if it is full, otherwise from everything.
+    let recent = (offset + limit) * 4 + 1_000;
+    let floor = message::Entity::find()
+        .select_only()
+        .column(message::Column::Id)
+        .filter(message::Column::ConversationId.eq(conversation_id))
+        .order_by_desc(message::Column::CreatedAt)
+        .order_by_desc(message::Column::Id)
+        .offset(recent)
+        .limit(1)
+        .into_tuple::<i64>()
+        .one(conn)
+        .await?;
+    let hits = match floor {
+        Some(floor) => {
+            let hits = page(&format!(" AND f.rowid >= {floor}")).await?;
+            if hits.len() as u64 >= limit { hits } else { page("").await? }
+        }
+        None => page("").await?,
+    };
+    Ok((hits, counted))
+}
+
+/// The first id window a business search reads; each next one is four times wider.
+const FIRST_WINDOW: i64 = 4_096;
+
+/// FTS5 queries scoped by the business token (migration 21) over rowid windows growing fourfold
+/// from the top, each reading only the matches inside it.
+pub(super) async fn business_matches(
+    conn: &impl ConnectionTrait,
+    business_id: i64,
+    terms: &[String],
+    filter: &BusinessSearchFilter,
+    before: i64,
+    window: Option<u64>,
+    limit: u64,
+) -> StoreResult<Vec<Doc>> {
+    let backend = DbBackend::Sqlite;
+    #[derive(FromQueryResult)]
+    struct Top {
+        id: Option<i64>,
+    }
+    let top = Top::find_by_statement(Statement::from_string(backend, "SELECT max(id) AS id FROM messages"))
+        .one(conn)
+        .await?
+        .and_then(|t| t.id)
+        .unwrap_or(0);
+    let mut high = std::cmp::min(before, top.saturating_add(1));
+    // The id of the business's `window`-th newest message below `high`, from its token's
+    // doclist (0: fewer, so all of them).
+    let floor = match window {
+        Some(window) => {
+            let mut binds = Binds::new(backend);
+            let sql = format!(
+                "SELECT rowid AS id FROM messages_fts WHERE messages_fts MATCH {} AND rowid < {} \
+                 ORDER BY rowid DESC LIMIT 1 OFFSET {}",
+                binds.push(format!("conversation : \"b{business_id}\"")),
+                binds.push(high),
+                window.saturating_sub(1)
+            );
+            Top::find_by_statement(Statement::from_sql_and_values(backend, sql, binds.values))
+                .one(conn)
+                .await?
+                .and_then(|t| t.id)
+                .unwrap_or(0)
+        }
+        None => 0,
+    };
+    let mut width = FIRST_WINDOW;
+    let mut found = Vec::new();
+    while high > floor && (found.len() as u64) < limit {
+        let low = std::cmp::max(high.saturating_sub(width), floor);
+        let mut binds = Binds::new(backend);
+        let query = binds.push(format!("conversation : \"b{business_id}\" AND {}", fts_words(terms)));
+        let (low_p, high_p, business) = (binds.push(low), binds.push(high), binds.push(business_id));
+        let conditions = filter.sql(&mut binds);
+        let need = limit - found.len() as u64;
+        // `+m.business_id`: the join is driven by the index, never by the business's rows.
+        let sql = format!(
+            "SELECT m.id, coalesce(m.subject, '') AS subject, m.content \
+             FROM messages_fts f JOIN messages m ON m.id = f.rowid \
+             WHERE messages_fts MATCH {query} AND f.rowid >= {low_p} AND f.rowid < {high_p} \
+             AND +m.business_id = {business}{conditions} ORDER BY f.rowid DESC LIMIT {need}"
+        );
+        found.extend(
+            Doc::find_by_statement(Statement::from_sql_and_values(backend, sql, binds.values)).all(conn).await?,
+        );
+        high = low;
+        width = width.saturating_mul(4);
+    }
+    Ok(found)
+}

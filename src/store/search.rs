@@ -1,0 +1,257 @@
+//! Full-text search over messages: within a conversation (ranked) and across a business (newest
+//! first). The statements differ entirely between the databases and live in [`super::dialect`];
+//! this module holds what both share: the filters, the ranking and the pages' shapes.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, Statement};
+
+use super::{
+    StoreResult,
+    dialect::{self, Binds},
+    entity::message,
+};
+
+#[derive(Debug, FromQueryResult)]
+pub(crate) struct HitRow {
+    pub id: i64,
+    pub rank: f64,
+    pub highlight: String,
+}
+
+/// A matching message's text, for ranking.
+#[derive(FromQueryResult)]
+pub struct Doc {
+    pub id: i64,
+    pub subject: String,
+    pub content: String,
+}
+
+/// BM25 without IDF over `docs` (id, text): best first, ties newest (highest id) first.
+fn bm25_scores(terms: &[String], docs: impl Iterator<Item = (i64, String)>) -> Vec<(i64, f64)> {
+    const K1: f64 = 1.2;
+    const B: f64 = 0.75;
+    let tokenized: Vec<(i64, Vec<String>)> = docs
+        .map(|(id, text)| {
+            let tokens = text.split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty()).map(str::to_lowercase);
+            (id, tokens.collect())
+        })
+        .collect();
+    let average = tokenized.iter().map(|(_, t)| t.len() as f64).sum::<f64>() / tokenized.len().max(1) as f64;
+    let mut scores: Vec<(i64, f64)> = tokenized
+        .iter()
+        .map(|(id, tokens)| {
+            let norm = K1 * (1.0 - B + B * tokens.len() as f64 / average.max(1.0));
+            let score = terms
+                .iter()
+                .map(|term| {
+                    let tf = tokens.iter().filter(|t| *t == term).count() as f64;
+                    tf * (K1 + 1.0) / (tf + norm)
+                })
+                .sum();
+            (*id, score)
+        })
+        .collect();
+    scores.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
+    scores
+}
+
+/// Matches ranked by relevance up to this many; a search matching more lists them newest first
+/// (ranking every one of tens of thousands of matches would cost more than the page is worth).
+pub const RANKED_MATCHES: u64 = 1_000;
+
+/// One page of a search within a conversation.
+pub struct SearchPage {
+    /// (message, rank, highlighted passage), in page order.
+    pub hits: Vec<(message::Model, f64, String)>,
+    /// Matches, counted up to [`RANKED_MATCHES`].
+    pub total: u64,
+    /// Whether there were more than [`RANKED_MATCHES`]: then `total` is that cap and the hits
+    /// are newest first instead of best first.
+    pub capped: bool,
+}
+
+/// How many messages `matches` (a FROM … WHERE over messages `m`, binding the conversation as
+/// the first parameter and the backend's query as the second) finds, up to
+/// [`RANKED_MATCHES`] + 1. Counted without their texts: in a busy conversation a common word
+/// matches thousands, and then the page is simply the newest (loading a thousand texts to count
+/// them cost more than the rest of the search).
+pub(crate) async fn count_matches(
+    conn: &impl ConnectionTrait,
+    matches: &str,
+    conversation_id: i64,
+    query: &str,
+) -> StoreResult<u64> {
+    #[derive(FromQueryResult)]
+    struct Count {
+        n: i64,
+    }
+    let count_sql = format!("SELECT COUNT(*) AS n FROM (SELECT 1 {matches} LIMIT {}) capped", RANKED_MATCHES + 1);
+    Ok(Count::find_by_statement(Statement::from_sql_and_values(
+        conn.get_database_backend(),
+        &count_sql,
+        [conversation_id.into(), query.into()],
+    ))
+    .one(conn)
+    .await?
+    .map_or(0, |c| c.n as u64))
+}
+
+/// The hits of `sql`, which binds the conversation, the query, the limit and the offset in that
+/// order.
+pub(crate) async fn hit_page(
+    conn: &impl ConnectionTrait,
+    sql: String,
+    conversation_id: i64,
+    query: &str,
+    offset: u64,
+    limit: u64,
+) -> StoreResult<Vec<HitRow>> {
+    Ok(HitRow::find_by_statement(Statement::from_sql_and_values(
+        conn.get_database_backend(),
+        sql,
+        [conversation_id.into(), query.into(), (limit as i64).into(), (offset as i64).into()],
+    ))
+    .all(conn)
+    .await?)
+}
+
+/// The (id, highlight) rows `statement` answers, as a map.
+pub(crate) async fn highlight_rows(
+    conn: &impl ConnectionTrait,
+    statement: Statement,
+) -> StoreResult<std::collections::HashMap<i64, String>> {
+    #[derive(FromQueryResult)]
+    struct Highlight {
+        id: i64,
+        highlight: String,
+    }
+    let rows = Highlight::find_by_statement(statement).all(conn).await?;
+    Ok(rows.into_iter().map(|h| (h.id, h.highlight)).collect())
+}
+
+/// One page of a conversation's messages matching every term, with a highlighted passage.
+/// Whole words, all required; every term quoted, so no user text is parsed as query syntax.
+/// SQLite: FTS5 scoped by the conversation's token, ranked by BM25 over the conversation's own
+/// matches; PostgreSQL: tsvector with ts_rank, through the (business_id, conversation_id, search)
+/// GIN index.
+pub async fn search(
+    conn: &impl ConnectionTrait,
+    conversation_id: i64,
+    terms: &[String],
+    include_notes: bool,
+    offset: u64,
+    limit: u64,
+) -> StoreResult<SearchPage> {
+    let (hits, counted) =
+        dialect::conversation_hits(conn, conversation_id, terms, include_notes, offset, limit).await?;
+    let capped = counted > RANKED_MATCHES;
+    let ids: Vec<i64> = hits.iter().map(|h| h.id).collect();
+    let mut rows = message::Entity::find().filter(message::Column::Id.is_in(ids)).all(conn).await?;
+    let mut out = Vec::with_capacity(hits.len());
+    for hit in hits {
+        if let Some(pos) = rows.iter().position(|m| m.id == hit.id) {
+            out.push((rows.swap_remove(pos), hit.rank, hit.highlight));
+        }
+    }
+    Ok(SearchPage { hits: out, total: std::cmp::min(counted, RANKED_MATCHES), capped })
+}
+
+// ---- search across a business ----
+
+/// What a business-wide search keeps besides its words (internal notes never).
+#[derive(Default, Clone)]
+pub struct BusinessSearchFilter {
+    pub channel: Option<&'static str>,
+    pub direction: Option<&'static str>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// The assignee of the message's conversation.
+    pub assignee: super::conversations::AssigneeFilter,
+}
+
+impl BusinessSearchFilter {
+    /// The filter's conditions on `m` (a message row), binding their values.
+    pub(crate) fn sql(&self, binds: &mut Binds) -> String {
+        use super::conversations::AssigneeFilter;
+        let mut sql = " AND m.channel <> 'NOTE'".to_owned();
+        if let Some(channel) = self.channel {
+            sql += &format!(" AND m.channel = {}", binds.push(channel));
+        }
+        if let Some(direction) = self.direction {
+            sql += &format!(" AND m.direction = {}", binds.push(direction));
+        }
+        if let Some(since) = self.since {
+            sql += &format!(" AND m.created_at >= {}", binds.push(since));
+        }
+        if let Some(until) = self.until {
+            sql += &format!(" AND m.created_at < {}", binds.push(until));
+        }
+        // Tested per candidate row (one primary-key lookup), so the walk stays in id order.
+        let assignee = match self.assignee {
+            AssigneeFilter::Any => None,
+            AssigneeFilter::Unassigned => Some("c.assigned_staff_id IS NULL".to_owned()),
+            AssigneeFilter::Assigned => Some("c.assigned_staff_id IS NOT NULL".to_owned()),
+            AssigneeFilter::Staff(id) => Some(format!("c.assigned_staff_id = {}", binds.push(id))),
+        };
+        if let Some(assignee) = assignee {
+            sql +=
+                &format!(" AND EXISTS (SELECT 1 FROM conversations c WHERE c.id = m.conversation_id AND {assignee})");
+        }
+        sql
+    }
+}
+
+/// Up to `limit` of the business's messages matching every term and the filter, with ids
+/// below `before` (all when `None`) and, with a `window`, among the business's newest `window`
+/// messages below it, newest (highest id) first, with their texts.
+///
+/// Both databases walk from the newest message down and stop once `limit` are found, so a
+/// common word costs a page, never a sort of its million matches. SQLite: FTS5 queries scoped
+/// by the business token (migration 21) over rowid windows growing fourfold from the top, each
+/// reading only the matches inside it. PostgreSQL: the business's newest messages through the
+/// (business_id, id) index, tested one by one; if they hold fewer than `limit` matches, the
+/// word is rare and the (business_id, conversation_id, search) GIN lists every match.
+pub async fn business_matches(
+    conn: &impl ConnectionTrait,
+    business_id: i64,
+    terms: &[String],
+    filter: &BusinessSearchFilter,
+    before: Option<i64>,
+    window: Option<u64>,
+    limit: u64,
+) -> StoreResult<Vec<Doc>> {
+    let before = before.unwrap_or(i64::MAX);
+    dialect::business_matches(conn, business_id, terms, filter, before, window, limit).await
+}
+
+/// The highlighted passage of each of the messages `ids` for `terms`.
+pub async fn highlights_for(
+    conn: &impl ConnectionTrait,
+    terms: &[String],
+    ids: &[i64],
+) -> StoreResult<std::collections::HashMap<i64, String>> {
+    dialect::highlights(conn, terms, ids).await
+}
+
+/// BM25 without IDF over `docs`: best first, ties newest first (see [`bm25_scores`]).
+pub fn rank_docs(terms: &[String], docs: &[Doc]) -> Vec<(i64, f64)> {
+    bm25_scores(terms, docs.iter().map(|d| (d.id, format!("{} {}", d.subject, d.content))))
+}
+
+#[cfg(test)]
+mod ranking_tests {
+    use super::bm25_scores;
+
+    #[test]
+    fn more_occurrences_and_shorter_texts_rank_first_ties_newest_first() {
+        let terms = vec!["invoice".to_owned()];
+        let docs = vec![
+            (1, "Invoice paid".to_owned()),
+            (2, "Invoice paid, thanks. Another invoice question".to_owned()),
+            (3, "Is my invoice for March ready, and can you also tell me the opening hours?".to_owned()),
+            (4, "Invoice paid".to_owned()),
+        ];
+        let order: Vec<i64> = bm25_scores(&terms, docs.into_iter()).into_iter().map(|(id, _)| id).collect();
+        assert_eq!(order, [2, 4, 1, 3]);
+    }
+}
