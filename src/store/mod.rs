@@ -20,6 +20,8 @@ pub mod pacing;
 pub mod provider_credentials;
 pub mod search;
 pub mod sessions;
+#[cfg(test)]
+mod suite;
 pub mod webhook_endpoints;
 pub mod webhook_events;
 

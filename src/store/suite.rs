@@ -1,0 +1,560 @@
+//! Store-level tests run against both backends: each case is one `async fn(&Store)`, and
+//! [`store_test_suite!`] stamps it out as `sqlite::case` (a migrated file in a temp dir) and
+//! `postgres::case` (a freshly created database, dropped afterwards), so that a statement that
+//! behaves differently on one backend fails here, without the server around it.
+//!
+//! PostgreSQL is reached at `postgres://postgres@127.0.0.1:5432/postgres` unless
+//! `OMEGA_TEST_POSTGRES_URL` names another server's admin database.
+
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, Database, EntityTrait, QueryFilter, QueryOrder, Set};
+
+use super::{
+    Store, conversations, directory,
+    entity::{business, client, conversation, delivery_job as job, message, message_attempt as attempt},
+    events, messages, outbox, pacing, search,
+};
+
+/// A migrated store for one test, and what to remove once it is done.
+pub(super) struct TestStore {
+    pub store: Store,
+    /// Keeps the SQLite file's directory alive.
+    _dir: Option<tempfile::TempDir>,
+    /// PostgreSQL: (admin URL, database name), dropped on drop.
+    postgres: Option<(String, String)>,
+}
+
+impl TestStore {
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("omega.db").display());
+        let store = Store::connect(&url).await.expect("open the SQLite store");
+        store.migrate().await.expect("migrate SQLite");
+        Self { store, _dir: Some(dir), postgres: None }
+    }
+
+    pub async fn postgres() -> Self {
+        let admin_url = std::env::var("OMEGA_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let name = format!("omega_suite_{}", uuid::Uuid::new_v4().simple());
+        let admin = Database::connect(&admin_url).await.expect("connect to the test PostgreSQL server");
+        admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create the test database");
+        admin.close().await.ok();
+        let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base);
+        let store = Store::connect(&format!("{base}/{name}")).await.expect("open the PostgreSQL store");
+        store.migrate().await.expect("migrate PostgreSQL");
+        Self { store, _dir: None, postgres: Some((admin_url, name)) }
+    }
+
+    pub async fn close(mut self) {
+        self.store.clone().close().await;
+        if let Some((admin_url, name)) = self.postgres.take() {
+            drop_database(&admin_url, &name).await;
+        }
+    }
+}
+
+impl Drop for TestStore {
+    /// A failed test still drops its database. Drop runs inside the test's runtime, so the
+    /// dropping runs on a thread with its own.
+    fn drop(&mut self) {
+        let Some((admin_url, name)) = self.postgres.take() else {
+            return;
+        };
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(drop_database(&admin_url, &name));
+        })
+        .join();
+    }
+}
+
+async fn drop_database(admin_url: &str, name: &str) {
+    if let Ok(admin) = Database::connect(admin_url).await {
+        let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+        let _ = admin.close().await;
+    }
+}
+
+/// Stamps each `async fn case(store: &Store)` out as `sqlite::case` and `postgres::case`.
+macro_rules! store_test_suite {
+    ($($case:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let test = super::TestStore::sqlite().await;
+                    super::$case(&test.store).await;
+                    test.close().await;
+                }
+            )+
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let test = super::TestStore::postgres().await;
+                    super::$case(&test.store).await;
+                    test.close().await;
+                }
+            )+
+        }
+    };
+}
+
+store_test_suite!(
+    claims_never_hand_one_job_to_two_workers,
+    claimed_jobs_return_only_when_their_lease_ends,
+    pacing_spaces_a_senders_slots_by_the_interval,
+    concurrent_reservations_take_distinct_slots,
+    settling_accepted_sends_moves_only_queued_messages,
+    search_in_a_conversation_ranks_highlights_and_skips_notes,
+    unread_count_is_recounted_from_the_messages,
+    appended_events_read_back_in_order,
+);
+
+// ---- fixtures ----
+
+/// Now, to the second: both backends store it exactly, so comparisons are about the store's
+/// logic and not about fractions of a second.
+fn now() -> DateTime<Utc> {
+    DateTime::from_timestamp(Utc::now().timestamp(), 0).expect("a valid time")
+}
+
+struct Inbox {
+    business: business::Model,
+    client: client::Model,
+    conversation: conversation::Model,
+}
+
+/// A business with one client and the client's conversation.
+async fn inbox(store: &Store, client_name: &str) -> Inbox {
+    let conn = store.writer();
+    let at = now();
+    let business = directory::insert_business(
+        conn,
+        directory::NewBusiness {
+            external_ref: None,
+            name: "Suite Salon".into(),
+            time_zone: "UTC".into(),
+            default_calling_code: "1".into(),
+            sms_enabled: true,
+            email_enabled: true,
+            voice_enabled: false,
+            chat_enabled: false,
+        },
+        at,
+    )
+    .await
+    .expect("insert business");
+    let client = directory::insert_client(
+        conn,
+        business.id,
+        directory::ClientFields { name: Some(client_name.into()), ..Default::default() },
+        at,
+    )
+    .await
+    .expect("insert client");
+    let conversation = conversations::insert_conversation_if_absent(conn, business.id, client.id, None, "OPEN", at)
+        .await
+        .expect("insert conversation")
+        .expect("a new conversation");
+    Inbox { business, client, conversation }
+}
+
+/// A message in `inbox`'s conversation.
+async fn message(
+    store: &Store,
+    inbox: &Inbox,
+    channel: &str,
+    direction: &str,
+    status: &str,
+    content: &str,
+) -> message::Model {
+    let sender_type = if direction == "INBOUND" { "client" } else { "staff" };
+    messages::insert_message(
+        store.writer(),
+        messages::NewMessage {
+            public_id: uuid::Uuid::new_v4().to_string(),
+            business_id: inbox.business.id,
+            conversation_id: inbox.conversation.id,
+            client_id: inbox.client.id,
+            channel: channel.into(),
+            direction: direction.into(),
+            sender_type: sender_type.into(),
+            content: content.into(),
+            status: status.into(),
+            ..Default::default()
+        },
+        now(),
+    )
+    .await
+    .expect("insert message")
+}
+
+/// A queued outbound SMS with its outbox job, due at `due`.
+async fn queued_sms(store: &Store, inbox: &Inbox, content: &str, due: DateTime<Utc>) -> (message::Model, i64) {
+    let sms = message(store, inbox, "SMS", "OUTBOUND", "QUEUED", content).await;
+    outbox::insert_job(store.writer(), &sms, "sms:+15550100", due).await.expect("insert job");
+    let job = job::Entity::find()
+        .filter(job::Column::MessageId.eq(sms.id))
+        .one(store.connection())
+        .await
+        .expect("read job")
+        .expect("the job");
+    (sms, job.id)
+}
+
+async fn job(store: &Store, id: i64) -> job::Model {
+    job::Entity::find_by_id(id).one(store.connection()).await.expect("read job").expect("the job")
+}
+
+fn ids(jobs: &[job::Model]) -> Vec<i64> {
+    let mut ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+    ids.sort_unstable();
+    ids
+}
+
+// ---- the outbox ----
+
+/// Two claims at once share no job. On PostgreSQL the first claim is still open in a
+/// transaction (its rows locked) when the second runs: the second must pass over them instead
+/// of taking them or waiting. SQLite's one writer runs the two claims in turn.
+async fn claims_never_hand_one_job_to_two_workers(store: &Store) {
+    let inbox = inbox(store, "Ada").await;
+    let at = now();
+    let lease = at + Duration::seconds(60);
+    let (_, first) = queued_sms(store, &inbox, "first", at - Duration::seconds(3)).await;
+    let (_, second) = queued_sms(store, &inbox, "second", at - Duration::seconds(2)).await;
+    let (_, third) = queued_sms(store, &inbox, "third", at - Duration::seconds(1)).await;
+
+    if store.engine() == "postgresql" {
+        let held = store.begin().await.expect("begin");
+        let one = outbox::claim_jobs(&held, "worker-a", at, lease, 1).await.expect("claim in a transaction");
+        assert_eq!(ids(&one), vec![first], "the oldest due job is claimed first");
+        // Waiting on the held row instead of skipping it would hang here.
+        let others = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            outbox::claim_jobs(store.writer(), "worker-b", at, lease, 10),
+        )
+        .await
+        .expect("the second claim waited for the first one's lock instead of skipping it")
+        .expect("second claim");
+        assert_eq!(ids(&others), vec![second, third], "the second claim skips the job the first holds");
+        held.commit().await.expect("commit");
+    } else {
+        let (a, b) = tokio::join!(
+            outbox::claim_jobs(store.writer(), "worker-a", at, lease, 2),
+            outbox::claim_jobs(store.writer(), "worker-b", at, lease, 2),
+        );
+        let (a, b) = (a.expect("claim a"), b.expect("claim b"));
+        let mut all = [ids(&a), ids(&b)].concat();
+        all.sort_unstable();
+        assert_eq!(all, vec![first, second, third], "every job claimed exactly once: {a:?} / {b:?}");
+    }
+
+    for (id, worker) in [(first, "worker-a"), (second, "worker-b"), (third, "worker-b")] {
+        let row = job(store, id).await;
+        assert_eq!(row.state, "running");
+        if store.engine() == "postgresql" {
+            assert_eq!(row.locked_by.as_deref(), Some(worker), "job {id}");
+        }
+        assert_eq!(row.locked_until, Some(lease));
+    }
+}
+
+/// A claimed job is not claimed again while its lease runs, a job not yet due is not claimed,
+/// and once the lease has run out another worker takes the job over.
+async fn claimed_jobs_return_only_when_their_lease_ends(store: &Store) {
+    let inbox = inbox(store, "Grace").await;
+    let at = now();
+    let lease = at + Duration::seconds(30);
+    let (_, due) = queued_sms(store, &inbox, "due", at).await;
+    let (_, later) = queued_sms(store, &inbox, "later", at + Duration::seconds(120)).await;
+
+    let claimed = outbox::claim_jobs(store.writer(), "worker-a", at, lease, 10).await.expect("claim");
+    assert_eq!(ids(&claimed), vec![due], "only the due job is claimed");
+    let again =
+        outbox::claim_jobs(store.writer(), "worker-b", at + Duration::seconds(29), lease, 10).await.expect("claim");
+    assert!(again.is_empty(), "claimed again within its lease: {again:?}");
+
+    let after = at + Duration::seconds(31);
+    let taken =
+        outbox::claim_jobs(store.writer(), "worker-b", after, after + Duration::seconds(30), 10).await.expect("claim");
+    assert_eq!(ids(&taken), vec![due], "the lapsed claim is taken over; the later job is not yet due");
+    let row = job(store, due).await;
+    assert_eq!(row.locked_by.as_deref(), Some("worker-b"));
+    assert_eq!(row.locked_until, Some(after + Duration::seconds(30)));
+    assert_eq!(job(store, later).await.state, "pending");
+}
+
+// ---- pacing ----
+
+/// One sender's slots follow each other `interval` apart; a quiet sender gets a slot at once;
+/// another sender has its own line.
+async fn pacing_spaces_a_senders_slots_by_the_interval(store: &Store) {
+    let at = now();
+    let interval = Duration::milliseconds(1_500);
+    let conn = store.writer();
+    let mut slots = Vec::new();
+    for _ in 0..3 {
+        slots.push(pacing::reserve_slot(conn, "sms:+15550100", interval, at).await.expect("reserve"));
+    }
+    assert_eq!(slots, vec![at, at + interval, at + interval * 2]);
+    let other = pacing::reserve_slot(conn, "sms:+15550199", interval, at).await.expect("reserve");
+    assert_eq!(other, at, "another sender waits for no one");
+    let quiet = at + Duration::seconds(60);
+    let slot = pacing::reserve_slot(conn, "sms:+15550100", interval, quiet).await.expect("reserve");
+    assert_eq!(slot, quiet, "a sender idle past its next slot sends at once");
+    let next = pacing::reserve_slot(conn, "sms:+15550100", interval, quiet).await.expect("reserve");
+    assert_eq!(next, quiet + interval);
+}
+
+/// Reservations in concurrent transactions (as workers on several replicas make them) each
+/// get a slot of their own.
+async fn concurrent_reservations_take_distinct_slots(store: &Store) {
+    let at = now();
+    let interval = Duration::seconds(1);
+    let tasks: Vec<_> = (0..5)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let txn = store.begin().await.expect("begin");
+                let slot = pacing::reserve_slot(&txn, "sms:+15550100", interval, at).await.expect("reserve");
+                txn.commit().await.expect("commit");
+                slot
+            })
+        })
+        .collect();
+    let mut slots = Vec::new();
+    for task in tasks {
+        slots.push(task.await.expect("task"));
+    }
+    slots.sort_unstable();
+    let expected: Vec<_> = (0..5).map(|k| at + interval * k).collect();
+    assert_eq!(slots, expected);
+}
+
+// ---- settling sends ----
+
+/// A batch of accepted sends: QUEUED messages move to SENT with the provider's id, one a status
+/// callback already marked DELIVERED keeps that status, every one gets its attempt, and the
+/// jobs are done.
+async fn settling_accepted_sends_moves_only_queued_messages(store: &Store) {
+    let inbox = inbox(store, "Linus").await;
+    let at = now();
+    let (one, one_job) = queued_sms(store, &inbox, "one", at).await;
+    let (two, two_job) = queued_sms(store, &inbox, "two", at).await;
+    let (delivered, delivered_job) = queued_sms(store, &inbox, "three", at).await;
+    message::ActiveModel { id: Set(delivered.id), status: Set("DELIVERED".into()), ..Default::default() }
+        .update(store.writer())
+        .await
+        .expect("mark delivered");
+
+    let accepted: Vec<outbox::Accepted> = [(&one, one_job), (&two, two_job), (&delivered, delivered_job)]
+        .into_iter()
+        .map(|(m, job_id)| outbox::Accepted {
+            job_id,
+            message_id: m.id,
+            attempt: 1,
+            started_at: at,
+            provider: "twilio".into(),
+            provider_message_id: format!("SM{}", m.id),
+        })
+        .collect();
+    let settled_at = at + Duration::seconds(1);
+    let txn = store.begin().await.expect("begin");
+    let mut moved = outbox::settle_accepted(&txn, &accepted, settled_at).await.expect("settle");
+    txn.commit().await.expect("commit");
+    moved.sort_unstable();
+    assert_eq!(moved, vec![one.id, two.id], "only the QUEUED messages moved");
+
+    let conn = store.connection();
+    for m in [&one, &two] {
+        let row = messages::by_id(conn, m.id).await.expect("read").expect("message");
+        assert_eq!(row.status, "SENT");
+        assert_eq!(row.provider.as_deref(), Some("twilio"));
+        assert_eq!(row.provider_message_id, Some(format!("SM{}", m.id)));
+        assert_eq!(row.sent_at, Some(settled_at));
+        assert_eq!(row.attempt_count, 1);
+    }
+    let row = messages::by_id(conn, delivered.id).await.expect("read").expect("message");
+    assert_eq!(row.status, "DELIVERED", "a newer status is kept");
+    assert_eq!(row.provider_message_id, None);
+    assert_eq!(row.attempt_count, 1);
+
+    for id in [one_job, two_job, delivered_job] {
+        let row = job(store, id).await;
+        assert_eq!((row.state.as_str(), row.locked_by.as_deref(), row.locked_until), ("done", None, None));
+    }
+    let attempts = attempt::Entity::find().order_by_asc(attempt::Column::MessageId).all(conn).await.expect("attempts");
+    let recorded: Vec<_> = attempts.iter().map(|a| (a.message_id, a.outcome.as_str(), a.finished_at)).collect();
+    assert_eq!(
+        recorded,
+        vec![
+            (one.id, "accepted", Some(settled_at)),
+            (two.id, "accepted", Some(settled_at)),
+            (delivered.id, "accepted", Some(settled_at))
+        ]
+    );
+}
+
+// ---- search ----
+
+/// Whole words within one conversation, best match first, the words marked in the passage;
+/// internal notes only when asked for, and other conversations never.
+async fn search_in_a_conversation_ranks_highlights_and_skips_notes(store: &Store) {
+    let inbox = inbox(store, "Barbara").await;
+    let weak = message(store, &inbox, "SMS", "INBOUND", "RECEIVED", "Is the blue dye in stock this week or next").await;
+    let strong = message(store, &inbox, "SMS", "OUTBOUND", "SENT", "blue blue blue").await;
+    message(store, &inbox, "SMS", "INBOUND", "RECEIVED", "bluebird is not a match").await;
+    let note = message(store, &inbox, "NOTE", "OUTBOUND", "SENT", "she likes blue").await;
+    let elsewhere = {
+        let client = directory::insert_client(
+            store.writer(),
+            inbox.business.id,
+            directory::ClientFields { name: Some("Edsger".into()), ..Default::default() },
+            now(),
+        )
+        .await
+        .expect("client");
+        let conversation = conversations::insert_conversation_if_absent(
+            store.writer(),
+            inbox.business.id,
+            client.id,
+            None,
+            "OPEN",
+            now(),
+        )
+        .await
+        .expect("conversation")
+        .expect("new");
+        Inbox { business: inbox.business.clone(), client, conversation }
+    };
+    message(store, &elsewhere, "SMS", "INBOUND", "RECEIVED", "blue in another conversation").await;
+
+    let terms = vec!["blue".to_owned()];
+    let page = search::search(store.connection(), inbox.conversation.id, &terms, false, 0, 10).await.expect("search");
+    let found: Vec<i64> = page.hits.iter().map(|(m, _, _)| m.id).collect();
+    assert_eq!(found, vec![strong.id, weak.id], "best first, without the note or other conversations");
+    assert_eq!(page.total, 2);
+    assert!(!page.capped);
+    assert!(page.hits[0].1 > page.hits[1].1, "ranks: {:?}", page.hits.iter().map(|h| h.1).collect::<Vec<_>>());
+    for (m, _, highlight) in &page.hits {
+        assert!(highlight.contains("<mark>blue</mark>"), "message {}: {highlight}", m.id);
+    }
+
+    let with_notes =
+        search::search(store.connection(), inbox.conversation.id, &terms, true, 0, 10).await.expect("search");
+    let mut found: Vec<i64> = with_notes.hits.iter().map(|(m, _, _)| m.id).collect();
+    found.sort_unstable();
+    assert_eq!(found, vec![weak.id, strong.id, note.id]);
+
+    let both = vec!["blue".to_owned(), "stock".to_owned()];
+    let page = search::search(store.connection(), inbox.conversation.id, &both, false, 0, 10).await.expect("search");
+    let found: Vec<i64> = page.hits.iter().map(|(m, _, _)| m.id).collect();
+    assert_eq!(found, vec![weak.id], "every word is required");
+}
+
+// ---- unread counts ----
+
+/// The count is rebuilt from the conversation's unread inbound messages, whatever it said.
+async fn unread_count_is_recounted_from_the_messages(store: &Store) {
+    let inbox = inbox(store, "Niklaus").await;
+    let first = message(store, &inbox, "SMS", "INBOUND", "RECEIVED", "one").await;
+    message(store, &inbox, "SMS", "INBOUND", "RECEIVED", "two").await;
+    message(store, &inbox, "EMAIL", "INBOUND", "RECEIVED", "three").await;
+    message(store, &inbox, "SMS", "OUTBOUND", "SENT", "a reply is never unread").await;
+    message::ActiveModel { id: Set(first.id), read_at: Set(Some(now())), ..Default::default() }
+        .update(store.writer())
+        .await
+        .expect("mark read");
+    conversation::ActiveModel { id: Set(inbox.conversation.id), unread_count: Set(42), ..Default::default() }
+        .update(store.writer())
+        .await
+        .expect("skew the count");
+
+    let unread = conversations::recount_unread(store.writer(), inbox.conversation.id).await.expect("recount");
+    assert_eq!(unread, 2);
+    let row = conversations::conversation(store.connection(), inbox.business.id, inbox.conversation.id)
+        .await
+        .expect("read")
+        .expect("conversation");
+    assert_eq!(row.unread_count, 2);
+
+    let scope = messages::ReadScope {
+        conversation_id: inbox.conversation.id,
+        channel: Some("SMS".into()),
+        up_to: None,
+        up_to_time: None,
+    };
+    let (changed, unread) = messages::set_read(store.writer(), &scope, Some(now())).await.expect("read SMS");
+    assert_eq!((changed, unread), (1, 1), "only the unread SMS changed; the email stays unread");
+    let (changed, unread) = messages::set_read(store.writer(), &scope, None).await.expect("unread SMS");
+    assert_eq!((changed, unread), (2, 3));
+}
+
+// ---- the event log ----
+
+/// Rows appended one by one and in batches come back in the order they were written, and a
+/// reader resuming after a row gets exactly the rows after it.
+async fn appended_events_read_back_in_order(store: &Store) {
+    let inbox = inbox(store, "Barbara").await;
+    let business_id = inbox.business.id;
+    let conversation_id = Some(inbox.conversation.id);
+    let event = |kind: &'static str, n: i64| events::NewEvent {
+        business_id,
+        conversation_id,
+        kind,
+        actor_key_id: None,
+        actor_staff_id: None,
+        data: serde_json::json!({ "n": n }),
+    };
+    let at = now();
+    let txn = store.begin().await.expect("begin");
+    events::append_event(&txn, event("conversation.created", 1), at).await.expect("append");
+    events::append_events(&txn, vec![event("message.created", 2), event("message.updated", 3)], at)
+        .await
+        .expect("append");
+    txn.commit().await.expect("commit");
+    let txn = store.begin().await.expect("begin");
+    events::append_events(&txn, vec![event("conversation.assigned", 4), event("message.created", 5)], at)
+        .await
+        .expect("append");
+    txn.commit().await.expect("commit");
+
+    let filter = events::EventFilter { business_id, conversation_id: None, kinds: Vec::new() };
+    let read = events::read_after(store.connection(), &filter, events::Cursor::START, 100).await.expect("read");
+    assert!(!read.unsettled);
+    let order: Vec<String> = read.rows.iter().map(|r| r.data.clone()).collect();
+    let expected: Vec<String> = (1..=5).map(|n| serde_json::json!({ "n": n }).to_string()).collect();
+    assert_eq!(order, expected);
+    assert_eq!(
+        read.rows.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>(),
+        ["conversation.created", "message.created", "message.updated", "conversation.assigned", "message.created"]
+    );
+
+    let resumed =
+        events::read_after(store.connection(), &filter, events::Cursor::after(&read.rows[1]), 100).await.expect("read");
+    assert_eq!(
+        resumed.rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+        read.rows[2..].iter().map(|r| r.id).collect::<Vec<_>>()
+    );
+
+    let created = events::EventFilter { kinds: vec!["message.created".into()], ..filter };
+    let read = events::read_after(store.connection(), &created, events::Cursor::START, 100).await.expect("read");
+    assert_eq!(
+        read.rows.iter().map(|r| r.data.clone()).collect::<Vec<_>>(),
+        [&expected[1], &expected[4]].map(Clone::clone)
+    );
+
+    let head = events::head(store.connection(), business_id).await.expect("head").expect("a last event");
+    assert_eq!(head.data, expected[4]);
+    let (history, total) =
+        events::conversation_events(store.connection(), business_id, inbox.conversation.id, None, 10)
+            .await
+            .expect("history");
+    assert_eq!(total, 5);
+    assert_eq!(history.iter().map(|r| r.data.clone()).collect::<Vec<_>>(), expected);
+}
