@@ -312,16 +312,20 @@ async fn pacing_spaces_a_senders_slots_by_the_interval(store: &Store) {
 }
 
 /// Reservations in concurrent transactions (as workers on several replicas make them) each
-/// get a slot of their own.
+/// get a slot of their own. Each transaction stays open a moment after reserving, so that
+/// reservations that did not wait for each other's row would read the same slot.
 async fn concurrent_reservations_take_distinct_slots(store: &Store) {
     let at = now();
     let interval = Duration::seconds(1);
+    let first = pacing::reserve_slot(store.writer(), "sms:+15550100", interval, at).await.expect("reserve");
+    assert_eq!(first, at);
     let tasks: Vec<_> = (0..5)
         .map(|_| {
             let store = store.clone();
             tokio::spawn(async move {
                 let txn = store.begin().await.expect("begin");
                 let slot = pacing::reserve_slot(&txn, "sms:+15550100", interval, at).await.expect("reserve");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 txn.commit().await.expect("commit");
                 slot
             })
@@ -332,7 +336,7 @@ async fn concurrent_reservations_take_distinct_slots(store: &Store) {
         slots.push(task.await.expect("task"));
     }
     slots.sort_unstable();
-    let expected: Vec<_> = (0..5).map(|k| at + interval * k).collect();
+    let expected: Vec<_> = (1..=5).map(|k| at + interval * k).collect();
     assert_eq!(slots, expected);
 }
 
@@ -525,8 +529,7 @@ async fn appended_events_read_back_in_order(store: &Store) {
     txn.commit().await.expect("commit");
 
     let filter = events::EventFilter { business_id, conversation_id: None, kinds: Vec::new() };
-    let read = events::read_after(store.connection(), &filter, events::Cursor::START, 100).await.expect("read");
-    assert!(!read.unsettled);
+    let read = read_settled(store, &filter, events::Cursor::START).await;
     let order: Vec<String> = read.rows.iter().map(|r| r.data.clone()).collect();
     let expected: Vec<String> = (1..=5).map(|n| serde_json::json!({ "n": n }).to_string()).collect();
     assert_eq!(order, expected);
@@ -535,15 +538,14 @@ async fn appended_events_read_back_in_order(store: &Store) {
         ["conversation.created", "message.created", "message.updated", "conversation.assigned", "message.created"]
     );
 
-    let resumed =
-        events::read_after(store.connection(), &filter, events::Cursor::after(&read.rows[1]), 100).await.expect("read");
+    let resumed = read_settled(store, &filter, events::Cursor::after(&read.rows[1])).await;
     assert_eq!(
         resumed.rows.iter().map(|r| r.id).collect::<Vec<_>>(),
         read.rows[2..].iter().map(|r| r.id).collect::<Vec<_>>()
     );
 
     let created = events::EventFilter { kinds: vec!["message.created".into()], ..filter };
-    let read = events::read_after(store.connection(), &created, events::Cursor::START, 100).await.expect("read");
+    let read = read_settled(store, &created, events::Cursor::START).await;
     assert_eq!(
         read.rows.iter().map(|r| r.data.clone()).collect::<Vec<_>>(),
         [&expected[1], &expected[4]].map(Clone::clone)
@@ -557,4 +559,19 @@ async fn appended_events_read_back_in_order(store: &Store) {
             .expect("history");
     assert_eq!(total, 5);
     assert_eq!(history.iter().map(|r| r.data.clone()).collect::<Vec<_>>(), expected);
+}
+
+/// The rows after `cursor`, read again until they are settled: on PostgreSQL a transaction open
+/// anywhere on the server (another test's, in another database) holds settling back until it
+/// ends.
+async fn read_settled(store: &Store, filter: &events::EventFilter, cursor: events::Cursor) -> events::Read {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let read = events::read_after(store.connection(), filter, cursor, 100).await.expect("read events");
+        if !read.unsettled {
+            return read;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "events still unsettled after 30 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
