@@ -41,13 +41,6 @@ impl Dialect {
     pub fn of_conn(conn: &impl ConnectionTrait) -> Self {
         Self::of(conn.get_database_backend())
     }
-
-    pub fn backend(self) -> DbBackend {
-        match self {
-            Dialect::Sqlite => DbBackend::Sqlite,
-            Dialect::Postgres => DbBackend::Postgres,
-        }
-    }
 }
 
 // ---- fragments ----
