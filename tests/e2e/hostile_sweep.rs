@@ -13,6 +13,9 @@ use crate::common::{self, Db};
 
 both_databases!(every_operation_refuses_hostile_input);
 
+/// How long one hostile call may take to be answered, eight at a time on a busy machine.
+const PROBE_BOUND: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// The tables a refused call must leave as they were.
 const TABLES: [&str; 21] = [
     "businesses",
@@ -277,14 +280,20 @@ async fn every_operation_refuses_hostile_input(db: Db) {
     let results: Vec<Option<String>> = futures_util::stream::iter(all.iter())
         .map(|probe| {
             let key = if platform_only(&probe.url) { &app.platform_key } else { &b.key };
-            let mut request = app.http.request(probe.method.clone(), app.rest(&probe.url)).header("x-api-key", key);
+            // Each probe is answered within its own bound (a hang, or input that makes one call
+            // crawl, fails it); the sweep's total time depends on how busy the machine is.
+            let mut request = app
+                .http
+                .request(probe.method.clone(), app.rest(&probe.url))
+                .header("x-api-key", key)
+                .timeout(PROBE_BOUND);
             if let Some(body) = &probe.body {
                 request = request.header("content-type", probe.content_type).body(body.clone());
             }
             async move {
                 let resp = match request.send().await {
                     Ok(resp) => resp,
-                    Err(err) => return Some(format!("{}: no answer ({err})", probe.what)),
+                    Err(err) => return Some(format!("{}: no answer within {PROBE_BOUND:?} ({err})", probe.what)),
                 };
                 let status = resp.status().as_u16();
                 let content_type =
@@ -306,7 +315,5 @@ async fn every_operation_refuses_hostile_input(db: Db) {
     let failures: Vec<String> = results.into_iter().flatten().collect();
     assert!(failures.is_empty(), "{} of {} probes failed:\n{}", failures.len(), all.len(), failures.join("\n"));
     assert_eq!(counts(&app).await, before, "a refused call wrote nothing");
-    let elapsed = started.elapsed();
-    eprintln!("{db:?}: {} probes over {operations} operations in {elapsed:?}", all.len());
-    assert!(elapsed < std::time::Duration::from_secs(60), "the sweep stays bounded: {elapsed:?}");
+    eprintln!("{db:?}: {} probes over {operations} operations in {:?}", all.len(), started.elapsed());
 }

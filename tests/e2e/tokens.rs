@@ -4,7 +4,9 @@
 
 use crate::common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use common::{Db, TestApp, TestBusiness, eventually, spawn_app_with};
@@ -276,18 +278,42 @@ async fn tokens_stay_in_their_business(db: Db) {
         .await;
 }
 
+/// Guesses with a wrong credential until one is refused (429, RESOURCE_EXHAUSTED); how many
+/// were let through (401) first, and when the refusal came.
+async fn guesses_until_refused(app: &TestApp, guess: impl AsyncFn() -> reqwest::Response) -> (u64, Instant) {
+    let mut through = 0;
+    loop {
+        let resp = guess().await;
+        match resp.status().as_u16() {
+            401 => through += 1,
+            429 => {
+                assert_eq!(json_of(resp, 429).await["code"], 8);
+                return (through, Instant::now());
+            }
+            other => panic!("a wrong credential answered {other}"),
+        }
+        assert!(through < 200, "200 guesses and none refused: {}", app.omega.log_text());
+    }
+}
+
+/// The allowance refills evenly, one guess per two seconds (30 a minute): guesses let through
+/// since `from` may number at most one per two seconds begun. The bound holds however busy the
+/// machine is; without a limit, guesses would run far past it.
+fn refilled_since(from: Instant) -> u64 {
+    from.elapsed().as_secs() / 2 + 1
+}
+
 async fn failed_authentications_are_rate_limited(db: Db) {
     // The default limit: 30 failures a minute.
     let app = spawn_app_with(db, &[("OMEGA_TOKEN_SECRET", SECRET)]).await;
     let wrong = common::test_key();
-    for _ in 0..30 {
-        assert_eq!(app.get("/omega/health/db", &wrong).await.status(), 401);
-    }
-    for _ in 0..2 {
-        let limited = app.get("/omega/health/db", &wrong).await;
-        assert_eq!(limited.status(), 429);
-        assert_eq!(json_of(limited, 429).await["code"], 8);
-    }
+    let guess = || app.get("/omega/health/db", &wrong);
+    let started = Instant::now();
+    let (through, refused) = guesses_until_refused(&app, guess).await;
+    assert!(through >= 30, "refused after {through} failures");
+    assert!(through <= 30 + refilled_since(started), "{through} failures in {:?}", started.elapsed());
+    let (through, refused_again) = guesses_until_refused(&app, guess).await;
+    assert!(through <= refilled_since(refused), "{through} more failures let through");
     // Only the failures are limited: a valid key (header or cookie), a token, and calls that
     // present no credential still work from that address.
     assert_eq!(app.get("/omega/health/db", &app.platform_key).await.status(), 200);
@@ -296,9 +322,17 @@ async fn failed_authentications_are_rate_limited(db: Db) {
     let token = issue(&app, &app.platform_key, json!({})).await["token"].as_str().unwrap().to_owned();
     assert_eq!(with_bearer(&app, "/omega/health/db", &token).await, 200);
     assert_eq!(app.get("/omega/health", "").await.status(), 200);
-    // …while the guesses stay refused.
-    assert_eq!(app.get("/omega/health/db", &wrong).await.status(), 429);
-    assert_eq!(with_bearer(&app, "/omega/health/db", "eyJhbGciOiJIUzI1NiJ9.e30.bm9wZQ").await, 429);
+    // …while the guesses stay refused, keys and tokens alike.
+    let (through, _) = guesses_until_refused(&app, guess).await;
+    let forged = || {
+        app.http
+            .get(app.rest("/omega/health/db"))
+            .header("authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.e30.bm9wZQ")
+            .send()
+            .map(Result::unwrap)
+    };
+    let (forged_through, _) = guesses_until_refused(&app, forged).await;
+    assert!(through + forged_through <= refilled_since(refused_again), "{through} + {forged_through} let through");
 }
 
 async fn long_expired_sessions_are_purged(db: Db) {
