@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
-use crate::store::Store;
+use crate::store::{Store, entity::enums::JobState};
 
 pub const REQUESTS: &str = "omega_requests_total";
 pub const REQUEST_DURATION: &str = "omega_request_duration_seconds";
@@ -52,9 +52,6 @@ impl Drop for SubscriberGuard {
 /// Latency buckets from a cached read (sub-millisecond) to Omega's own 30 s deadline.
 const LATENCY_BUCKETS: [f64; 16] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0];
-
-/// The outbox states a job waits or works in (every state but `done` and `failed`).
-const OPEN_STATES: [&str; 6] = ["pending", "running", "sending", "settling", "reconcile", "reconciling"];
 
 /// Installs the process-wide recorder and serves `GET /metrics` on `addr`; answers the bound
 /// address (port 0 picks one) and the serving task.
@@ -133,7 +130,8 @@ async fn sample_database(store: &Store) -> anyhow::Result<()> {
     use sea_orm::{ConnectionTrait, DbBackend, Statement};
     let conn = store.connection();
     let backend = conn.get_database_backend();
-    let states = OPEN_STATES.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
+    // The outbox states a job waits or works in (every state but `done` and `failed`).
+    let states = JobState::OPEN.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
     // The states are this module's constants, never input; the (state, next_attempt_at) index
     // keeps this to the unfinished jobs however many are done.
     let sql = format!("SELECT state, COUNT(*) AS n FROM delivery_jobs WHERE state IN ({states}) GROUP BY state");
@@ -142,8 +140,9 @@ async fn sample_database(store: &Store) -> anyhow::Result<()> {
     for row in rows {
         counts.insert(row.try_get("", "state")?, row.try_get("", "n")?);
     }
-    for state in OPEN_STATES {
-        metrics::gauge!(OUTBOX_JOBS, "state" => state).set(counts.get(state).copied().unwrap_or(0) as f64);
+    for state in JobState::OPEN.map(|s| s.to_string()) {
+        let n = counts.get(&state).copied().unwrap_or(0);
+        metrics::gauge!(OUTBOX_JOBS, "state" => state).set(n as f64);
     }
     let oldest = match backend {
         DbBackend::Postgres => {

@@ -275,7 +275,7 @@ fn conversation_json(chat: &ChatContact, c: &ConversationView) -> Result<Value> 
         "uuid": conversation_uuid(c),
         "account_id": wire_id(chat.business_id())?,
         "inbox_id": wire_id(chat.inbox_id())?,
-        "status": c.status.to_ascii_lowercase(),
+        "status": c.status.as_str().to_ascii_lowercase(),
         "contact_last_seen_at": c.contact_last_seen_at.map_or(0, |t| t.timestamp()),
         "agent_last_seen_at": c.agent_last_seen_at.map_or(0, |t| t.timestamp()),
         "snoozed_until": c.snoozed_until.map(|t| t.timestamp()),

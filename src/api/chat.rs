@@ -18,6 +18,7 @@ use crate::{
         Error, Omega, Result,
         attachments::Upload,
         chat::{ChatContact, ContactInput, MessagePage},
+        values::Direction,
         views::{AttachmentSummary, AttachmentView, ConversationView, InboxView, MessageView},
     },
     proto::{
@@ -302,7 +303,7 @@ pub(super) fn message_json(
     m: &MessageView,
 ) -> Result<Value> {
     let client = chat.client();
-    let incoming = m.direction == "INBOUND";
+    let incoming = m.direction == Direction::Inbound;
     let sender = if incoming {
         let mut contact = contact_json(chat)?;
         contact["type"] = json!("contact");
@@ -403,7 +404,7 @@ impl ChatApi {
             "uuid": conversation_uuid(c),
             "inbox_id": wire_id(chat.inbox_id())?,
             "contact_last_seen_at": c.contact_last_seen_at.map_or(0, |t| t.timestamp()),
-            "status": c.status.to_ascii_lowercase(),
+            "status": c.status.as_str().to_ascii_lowercase(),
             "agent_last_seen_at": c.agent_last_seen_at.map_or(0, |t| t.timestamp()),
             "messages": self.render_messages(chat, links, &messages).await?,
             "contact": contact_json(chat)?,

@@ -61,7 +61,7 @@ impl ConversationService for ConversationApi {
             conversation_id: wire_id(conversation.id)?,
             message: message.into(),
             created,
-            status: conversation.status,
+            status: conversation.status.to_string(),
         }))
     }
 

@@ -57,13 +57,13 @@ pub fn conversation(view: ConversationSummary) -> Result<pb::ConversationSummary
     let last_message = match (c.last_message_at, c.last_message_channel) {
         (Some(at), Some(channel)) => Some(pb::LastMessage {
             preview: c.last_message_preview.unwrap_or_default(),
-            channel,
-            direction: c.last_message_direction.unwrap_or_default(),
+            channel: channel.to_string(),
+            direction: c.last_message_direction.map(|d| d.to_string()).unwrap_or_default(),
             sent_at: Some(timestamp(at)),
         }),
         _ => None,
     };
-    let resolution = match (ConversationStatus::from_stored(&c.status), c.resolved_at) {
+    let resolution = match (c.status, c.resolved_at) {
         (ConversationStatus::Resolved, Some(at)) => Some(pb::Resolution {
             resolved_at: Some(timestamp(at)),
             resolved_by: c.resolved_by_staff_id.map(wire_id).transpose()?,
@@ -75,7 +75,7 @@ pub fn conversation(view: ConversationSummary) -> Result<pb::ConversationSummary
         conversation_id: wire_id(c.id)?,
         client_id: wire_id(c.client_id)?,
         client_name: view.client_name,
-        status: c.status,
+        status: c.status.to_string(),
         snoozed_until: c.snoozed_until.map(timestamp),
         assigned_to: c.assigned_staff_id.map(wire_id).transpose()?,
         assignee_name: view.assignee_name,
@@ -111,14 +111,14 @@ pub fn message(m: MessageView) -> Result<pb::ConversationMessage> {
         id: m.public_id,
         conversation_id: wire_id(m.conversation_id)?,
         client_id: wire_id(m.client_id)?,
-        channel: m.channel,
-        direction: m.direction,
-        sender_type: m.sender_type,
+        channel: m.channel.to_string(),
+        direction: m.direction.to_string(),
+        sender_type: m.sender_type.to_string(),
         sender_staff_id: m.sender_staff_id.map(wire_id).transpose()?,
         content: m.content,
         subject: m.subject.unwrap_or_default(),
         note_category: m.note_category.unwrap_or_default(),
-        status: m.status,
+        status: m.status.to_string(),
         error_code: m.error_code.unwrap_or_default(),
         error_message: m.error_message.unwrap_or_default(),
         read_at: m.read_at.map(timestamp),

@@ -65,7 +65,7 @@ fn queued(request_id: String, messages: Vec<MessageView>, what: &str) -> Result<
                     client_id: wire_id(m.client_id)?,
                     conversation_id: wire_id(m.conversation_id)?,
                     message_id: m.public_id,
-                    status: m.status,
+                    status: m.status.to_string(),
                 })
             })
             .collect::<Result<_>>()?,
@@ -104,7 +104,7 @@ impl MessagingApi {
         let stored = self.omega.store_message(&caller, input).await?;
         Ok(Response::new(RecordMessageResponse {
             conversation_id: wire_id(stored.message.conversation_id)?,
-            status: stored.message.status.clone(),
+            status: stored.message.status.to_string(),
             message: if stored.created { "Message recorded" } else { "Message was already recorded" }.into(),
             message_id: stored.message.public_id,
         }))
@@ -138,7 +138,7 @@ impl MessagingApi {
         };
         Ok(Response::new(UpdateDeliveryStatusResponse {
             message_id: outcome.message.public_id,
-            status: outcome.message.status,
+            status: outcome.message.status.to_string(),
             applied: outcome.applied,
             message,
         }))
@@ -272,7 +272,7 @@ impl MessageService for MessagingApi {
             conversation_id: wire_id(stored.message.conversation_id)?,
             client_id: wire_id(stored.message.client_id)?,
             created: stored.created,
-            status: stored.message.status.clone(),
+            status: stored.message.status.to_string(),
             message_id: stored.message.public_id,
         }))
     }
@@ -380,8 +380,8 @@ impl MessageService for MessagingApi {
                         message_id: m.public_id,
                         conversation_id: wire_id(m.conversation_id)?,
                         client_id: wire_id(m.client_id)?,
-                        channel: m.channel,
-                        direction: m.direction,
+                        channel: m.channel.to_string(),
+                        direction: m.direction.to_string(),
                         created_at: Some(timestamp(m.created_at)),
                         highlight: hit.highlight,
                         rank: hit.rank,
@@ -400,7 +400,7 @@ impl MessageService for MessagingApi {
                 .into_iter()
                 .map(|a| DeliveryAttempt {
                     attempt: u32::try_from(a.attempt).unwrap_or(0),
-                    outcome: a.outcome,
+                    outcome: a.outcome.to_string(),
                     provider_message_id: a.provider_message_id.unwrap_or_default(),
                     error_code: a.error_code.unwrap_or_default(),
                     error_message: a.error_message.unwrap_or_default(),

@@ -10,6 +10,7 @@ use super::{
 use crate::{
     domain::{
         Omega, Result,
+        values::WebhookDeliveryState,
         views::EndpointView,
         webhook_endpoints::{DeliveryView, EndpointChange},
     },
@@ -58,8 +59,8 @@ fn delivery(row: DeliveryView) -> Result<WebhookDelivery> {
         event_id: wire_id(row.event_id)?,
         event_type: row.kind,
         webhook_id: row.webhook_id,
-        next_attempt_at: (row.state == "pending").then(|| timestamp(row.next_attempt_at)),
-        state: row.state,
+        next_attempt_at: (row.state == WebhookDeliveryState::Pending).then(|| timestamp(row.next_attempt_at)),
+        state: row.state.to_string(),
         attempt_count: row.attempt_count.max(0) as u32,
         last_status_code: row.last_status_code.unwrap_or(0).max(0) as u32,
         last_error: row.last_error.unwrap_or_default(),

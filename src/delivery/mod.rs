@@ -56,7 +56,11 @@ use crate::{
     },
     store::{
         Store, StoreError, attempts,
-        entity::{delivery_job, message, message_attempt},
+        entity::{
+            delivery_job,
+            enums::{AttemptOutcome, Channel, JobState},
+            message, message_attempt,
+        },
         events, messages as db, outbox, pacing,
         provider_credentials::{self, SendGridCredentials, SmtpCredentials, TwilioCredentials},
     },
@@ -276,7 +280,7 @@ impl Dispatcher {
     async fn settle_abandoned(&self, job: delivery_job::Model) -> anyhow::Result<()> {
         let conn = self.store.writer();
         let Some(message) = db::by_id(conn, job.message_id).await? else {
-            outbox::finish_job(conn, job.id, "done", None, None, now()).await?;
+            outbox::finish_job(conn, job.id, JobState::Done, None, None, now()).await?;
             return Ok(());
         };
         tracing::warn!(
@@ -492,9 +496,9 @@ impl Dispatcher {
             db::by_ids(self.store.connection(), &ids).await?.into_iter().map(|m| (m.id, m)).collect();
         for job in jobs {
             let message = messages.remove(&job.message_id);
-            let Some(message) = message.filter(|m| m.status == DeliveryStatus::Queued.as_str()) else {
+            let Some(message) = message.filter(|m| m.status == DeliveryStatus::Queued) else {
                 // Gone, cancelled, recorded as sent elsewhere, or already settled.
-                outbox::finish_job(self.store.writer(), job.id, "done", None, None, now()).await?;
+                outbox::finish_job(self.store.writer(), job.id, JobState::Done, None, None, now()).await?;
                 claim.held.remove(&job.id);
                 continue;
             };
@@ -512,7 +516,8 @@ impl Dispatcher {
                     txn.commit().await.map_err(StoreError::from)?;
                     if (slot - now).to_std().unwrap_or_default() > Duration::from_secs(2) {
                         // Busy sender: come back for the slot instead of holding a worker.
-                        outbox::finish_job(self.store.writer(), job.id, "pending", Some(slot), None, now).await?;
+                        outbox::finish_job(self.store.writer(), job.id, JobState::Pending, Some(slot), None, now)
+                            .await?;
                         claim.held.remove(&job.id);
                         continue;
                     }
@@ -640,22 +645,22 @@ impl Dispatcher {
     async fn reconcile(&self, job: delivery_job::Model) -> anyhow::Result<()> {
         let conn = self.store.writer();
         let message = db::by_id(conn, job.message_id).await?;
-        let Some(message) = message
-            .filter(|m| m.status == DeliveryStatus::Failed.as_str() && m.error_code.as_deref() == Some("AMBIGUOUS"))
+        let Some(message) =
+            message.filter(|m| m.status == DeliveryStatus::Failed && m.error_code.as_deref() == Some("AMBIGUOUS"))
         else {
             // Already settled (a late answer, a status callback).
-            outbox::finish_job(conn, job.id, "done", None, None, now()).await?;
+            outbox::finish_job(conn, job.id, JobState::Done, None, None, now()).await?;
             return Ok(());
         };
         let twilio = match self.clients_of(message.business_id).await {
-            Ok(clients) if message.channel == "SMS" => clients.twilio.clone(),
+            Ok(clients) if message.channel == Channel::Sms => clients.twilio.clone(),
             _ => None,
         };
         let Some(twilio) = twilio else {
             outbox::finish_job(
                 self.store.writer(),
                 job.id,
-                "failed",
+                JobState::Failed,
                 None,
                 Some("AMBIGUOUS: the provider cannot be asked".into()),
                 now(),
@@ -688,7 +693,7 @@ impl Dispatcher {
                 outbox::finish_job(
                     self.store.writer(),
                     job.id,
-                    "reconcile",
+                    JobState::Reconcile,
                     Some(later),
                     Some(format!("lookup: {err}")),
                     now(),
@@ -708,7 +713,7 @@ impl Dispatcher {
                         attempt: sea_orm::Set(job.attempts),
                         started_at: sea_orm::Set(since),
                         finished_at: sea_orm::Set(Some(now)),
-                        outcome: sea_orm::Set("accepted".into()),
+                        outcome: sea_orm::Set(AttemptOutcome::Accepted),
                         provider_message_id: sea_orm::Set(Some(accepted.provider_message_id.clone())),
                         error_code: sea_orm::Set(None),
                         error_message: sea_orm::Set(Some(
@@ -719,11 +724,10 @@ impl Dispatcher {
                 )
                 .await?;
                 if db::settle_late_acceptance(&txn, message.id, "twilio", &accepted.provider_message_id, now).await? {
-                    let event =
-                        status_changed_event(&message, DeliveryStatus::Failed.as_str(), DeliveryStatus::Sent, None);
+                    let event = status_changed_event(&message, DeliveryStatus::Failed, DeliveryStatus::Sent, None);
                     events::append_event(&txn, event, now).await?;
                 }
-                outbox::finish_job(&txn, job.id, "done", None, None, now).await?;
+                outbox::finish_job(&txn, job.id, JobState::Done, None, None, now).await?;
                 tracing::info!(
                     message_id = message.public_id,
                     sid = accepted.provider_message_id,
@@ -733,7 +737,8 @@ impl Dispatcher {
             None => {
                 let text = "Twilio has no record of it: it was certainly not sent and may be retried";
                 db::settle_unsent(&txn, message.id, "NOT_SENT", text, now).await?;
-                outbox::finish_job(&txn, job.id, "failed", None, Some(format!("NOT_SENT: {text}")), now).await?;
+                outbox::finish_job(&txn, job.id, JobState::Failed, None, Some(format!("NOT_SENT: {text}")), now)
+                    .await?;
                 tracing::info!(message_id = message.public_id, "ambiguous send not found at Twilio: certainly unsent");
             }
         }
@@ -974,9 +979,7 @@ impl Dispatcher {
         let mut events: Vec<_> = items
             .iter()
             .filter(|item| moved.contains(&item.message.id))
-            .map(|item| {
-                status_changed_event(&item.message, DeliveryStatus::Queued.as_str(), DeliveryStatus::Sent, None)
-            })
+            .map(|item| status_changed_event(&item.message, DeliveryStatus::Queued, DeliveryStatus::Sent, None))
             .collect();
         // A send that outlived its claim may have been failed as ambiguous meanwhile: the
         // provider's acceptance wins.
@@ -995,12 +998,7 @@ impl Dispatcher {
                     message_id = item.message.public_id,
                     "a send failed as ambiguous was accepted after all"
                 );
-                events.push(status_changed_event(
-                    &item.message,
-                    DeliveryStatus::Failed.as_str(),
-                    DeliveryStatus::Sent,
-                    None,
-                ));
+                events.push(status_changed_event(&item.message, DeliveryStatus::Failed, DeliveryStatus::Sent, None));
             }
         }
         events::append_events(txn, events, now).await?;
@@ -1021,14 +1019,16 @@ impl Dispatcher {
         let (attempt, started) = (*attempt, *started);
         let now = now();
         let (outcome_name, provider_id, code, text) = match &outcome {
-            Outcome::Sent(accepted, _) => ("accepted", Some(accepted.provider_message_id.clone()), None, None),
+            Outcome::Sent(accepted, _) => {
+                (AttemptOutcome::Accepted, Some(accepted.provider_message_id.clone()), None, None)
+            }
             Outcome::Failed { code, message, retryable, ambiguous, .. } => (
                 if *ambiguous {
-                    "ambiguous"
+                    AttemptOutcome::Ambiguous
                 } else if *retryable {
-                    "retryable"
+                    AttemptOutcome::Retryable
                 } else {
-                    "rejected"
+                    AttemptOutcome::Rejected
                 },
                 None,
                 Some(code.clone()),
@@ -1042,7 +1042,7 @@ impl Dispatcher {
                 attempt: sea_orm::Set(attempt),
                 started_at: sea_orm::Set(started),
                 finished_at: sea_orm::Set(Some(now)),
-                outcome: sea_orm::Set(outcome_name.into()),
+                outcome: sea_orm::Set(outcome_name),
                 provider_message_id: sea_orm::Set(provider_id),
                 error_code: sea_orm::Set(code.clone()),
                 error_message: sea_orm::Set(text.clone()),
@@ -1051,13 +1051,13 @@ impl Dispatcher {
         )
         .await?;
         let (status, job_state, next_attempt) = match &outcome {
-            Outcome::Sent(..) => (Some(DeliveryStatus::Sent), "done", None),
+            Outcome::Sent(..) => (Some(DeliveryStatus::Sent), JobState::Done, None),
             // Twilio can be asked whether an SMS arrived; the job waits for that lookup.
             // Never sooner than a provider call can last: a call still in flight elsewhere has
             // ended (recorded, or timed out) before its absence at Twilio is believed.
-            Outcome::Failed { ambiguous: true, .. } if message.channel == "SMS" => (
+            Outcome::Failed { ambiguous: true, .. } if message.channel == Channel::Sms => (
                 Some(DeliveryStatus::Failed),
-                "reconcile",
+                JobState::Reconcile,
                 Some(
                     now + chrono::Duration::from_std(
                         self.config.reconcile_after.max(self.config.provider_timeout + Duration::from_secs(1)),
@@ -1065,9 +1065,9 @@ impl Dispatcher {
                 ),
             ),
             Outcome::Failed { retryable: true, retry_after, .. } if attempt < self.config.max_attempts => {
-                (None, "pending", Some(now + chrono::Duration::from_std(self.backoff(attempt, *retry_after))?))
+                (None, JobState::Pending, Some(now + chrono::Duration::from_std(self.backoff(attempt, *retry_after))?))
             }
-            Outcome::Failed { .. } => (Some(DeliveryStatus::Failed), "failed", None),
+            Outcome::Failed { .. } => (Some(DeliveryStatus::Failed), JobState::Failed, None),
         };
         if let Some(status) = status {
             let failed = status == DeliveryStatus::Failed;
@@ -1085,11 +1085,11 @@ impl Dispatcher {
             };
             // Conditional on QUEUED: a status callback or a recording may have moved it on.
             let provider = change.provider.clone();
-            if !move_status(txn, message, DeliveryStatus::Queued.as_str(), change, now).await?
+            if !move_status(txn, message, DeliveryStatus::Queued, change, now).await?
                 && let Some((provider, id)) = provider
                 && db::settle_late_acceptance(txn, message.id, &provider, &id, now).await?
             {
-                let event = status_changed_event(message, DeliveryStatus::Failed.as_str(), DeliveryStatus::Sent, None);
+                let event = status_changed_event(message, DeliveryStatus::Failed, DeliveryStatus::Sent, None);
                 events::append_event(txn, event, now).await?;
             }
         }
@@ -1104,7 +1104,7 @@ impl Dispatcher {
                     message_id = message.public_id,
                     attempt,
                     code,
-                    state = job_state,
+                    state = %job_state,
                     "delivery attempt failed"
                 )
             }

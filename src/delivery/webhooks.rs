@@ -35,6 +35,7 @@ use crate::{
     },
     store::{
         Store,
+        entity::enums::WebhookDeliveryState as State,
         entity::{conversation_event, webhook_delivery},
         webhook_endpoints::{self as db, AttemptResult},
     },
@@ -338,20 +339,20 @@ impl WebhookSender {
         };
         let attempt = delivery.attempt_count + 1;
         let (state, status_code, error, next_attempt_at) = match outcome {
-            Outcome::Delivered(code) => ("delivered", Some(i32::from(code)), None, attempted_at),
+            Outcome::Delivered(code) => (State::Delivered, Some(i32::from(code)), None, attempted_at),
             Outcome::Retry(code, error) => match self.config.schedule.get((attempt - 1) as usize) {
                 Some(delay) => {
                     let jittered = delay.mul_f64(rand::rng().random_range(0.9..1.1));
                     let next = attempted_at + chrono::Duration::from_std(jittered)?;
-                    ("pending", code.map(i32::from), Some(error), next)
+                    (State::Pending, code.map(i32::from), Some(error), next)
                 }
-                None => ("failed", code.map(i32::from), Some(error), attempted_at),
+                None => (State::Failed, code.map(i32::from), Some(error), attempted_at),
             },
-            Outcome::Failed(code, error) => ("failed", code.map(i32::from), Some(error), attempted_at),
+            Outcome::Failed(code, error) => (State::Failed, code.map(i32::from), Some(error), attempted_at),
         };
         let outcome_label = match state {
-            "delivered" => "delivered",
-            "pending" => "retry",
+            State::Delivered => "delivered",
+            State::Pending => "retry",
             _ => "failed",
         };
         metrics::counter!(crate::metrics::WEBHOOK_ATTEMPTS, "outcome" => outcome_label).increment(1);
@@ -360,7 +361,7 @@ impl WebhookSender {
             endpoint_id = endpoint.id,
             event_id = delivery.event_id,
             attempt,
-            state,
+            %state,
             status_code,
             error = error.as_deref().unwrap_or(""),
             "webhook attempt"
@@ -382,10 +383,10 @@ impl WebhookSender {
         let mut disabled = Vec::new();
         for Attempt { delivery_id, endpoint_id, result } in attempts {
             // A replay took the delivery back meanwhile: it is due again, nothing to record.
-            if !db::record_attempt(&txn, delivery_id, worker, &result).await? || result.state == "pending" {
+            if !db::record_attempt(&txn, delivery_id, worker, &result).await? || result.state == State::Pending {
                 continue;
             }
-            let Some(endpoint) = db::count_outcome(&txn, endpoint_id, result.state == "delivered").await? else {
+            let Some(endpoint) = db::count_outcome(&txn, endpoint_id, result.state == State::Delivered).await? else {
                 continue;
             };
             if endpoint.enabled && endpoint.consecutive_failures >= self.config.disable_after as i32 {

@@ -8,6 +8,7 @@ use super::{
     Error, Omega, Result, Violations,
     auth::Caller,
     chat::ChatContact,
+    values::Channel,
     views::{AttachmentView, ConversationView},
 };
 use crate::{
@@ -188,7 +189,7 @@ impl Omega {
     ) -> Result<(AttachmentView, Bytes)> {
         let found = db::with_message(self.store.connection(), chat.inbox.business_id, id)
             .await?
-            .filter(|(_, m)| m.conversation_id == conversation.id && m.channel != "NOTE")
+            .filter(|(_, m)| m.conversation_id == conversation.id && m.channel != Channel::Note)
             .ok_or_else(|| Error::NotFound("attachment".into()))?;
         self.attachment_bytes(found.0).await
     }

@@ -17,7 +17,7 @@ use super::{
     Error, Omega, Result,
     auth::{Caller, Scope},
     messages::{ClientRef, IncomingMessage},
-    values::{self, Channel},
+    values::{self, Channel, Direction},
     webhooks::{
         Owner, StaffIdentity, WebhookRequest, form_of, param, parse_identity, required, twilio_refusal, voice_identity,
     },
@@ -114,7 +114,7 @@ impl Omega {
         call_sid: &str,
     ) -> Result<message::Model> {
         let call = self.twilio_message_for(request, form, call_sid, Channel::Voice).await?;
-        if call.direction != "INBOUND" {
+        if call.direction != Direction::Inbound {
             return Err(twilio_refusal(Owner::Business(call.business_id)));
         }
         Ok(call)

@@ -544,7 +544,7 @@ impl Omega {
         txn.commit().await.map_err(StoreError::from)?;
         // A widget starting a conversation must get an open one. Omega keeps one thread per
         // client, so where Chatwoot would build a new conversation the resolved one reopens.
-        if ConversationStatus::from_stored(&conversation.status) == ConversationStatus::Resolved {
+        if conversation.status == ConversationStatus::Resolved {
             return self.set_chat_status(chat, conversation.id, ConversationStatus::Open).await;
         }
         Ok(conversation.into())
@@ -577,7 +577,7 @@ impl Omega {
     ) -> Result<Option<MessageView>> {
         Ok(crate::store::messages::by_public_id(self.store.connection(), None, public_id)
             .await?
-            .filter(|m| m.conversation_id == conversation.id && m.channel != "NOTE")
+            .filter(|m| m.conversation_id == conversation.id && m.channel != Channel::Note)
             .map(MessageView::from))
     }
 
@@ -661,7 +661,7 @@ impl Omega {
         let conn = self.store.connection();
         let message = crate::store::messages::by_id(conn, message_id)
             .await?
-            .filter(|m| m.conversation_id == conversation.id && m.channel != "NOTE")
+            .filter(|m| m.conversation_id == conversation.id && m.channel != Channel::Note)
             .ok_or_else(|| Error::NotFound("message".into()))?;
         db::set_content_attributes(self.store.writer(), message.id, attributes).await?;
         crate::store::messages::by_id(conn, message.id)
@@ -676,7 +676,7 @@ impl Omega {
         chat: &ChatContact,
         conversation: &ConversationView,
     ) -> Result<ConversationView> {
-        if ConversationStatus::from_stored(&conversation.status) == ConversationStatus::Resolved {
+        if conversation.status == ConversationStatus::Resolved {
             return Ok(conversation.clone());
         }
         self.set_chat_status(chat, conversation.id, ConversationStatus::Resolved).await

@@ -11,7 +11,7 @@ use super::{
     Error, Omega, Result, Violations,
     auth::Caller,
     pagination::{self, Page, PageRequest},
-    values::{self, Channel, ConversationStatus, DeliveryStatus, Direction, now},
+    values::{self, Channel, ConversationStatus, DeliveryStatus, Direction, SenderType, now},
     views::{ConversationView, EventView, MessageView, StaffView},
 };
 use crate::store::{
@@ -137,10 +137,10 @@ pub(crate) async fn ensure_conversation(
     location_id: Option<i64>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(conversation::Model, bool)> {
-    let status = ConversationStatus::Open.as_str();
+    let status = ConversationStatus::Open;
     match db::insert_conversation_if_absent(conn, business_id, client_id, location_id, status, now).await? {
         Some(conversation) => {
-            db::shift_count(conn, business_id, None, Some((status, None))).await?;
+            db::shift_count(conn, business_id, None, Some((status.as_str(), None))).await?;
             let event = NewEvent {
                 business_id,
                 conversation_id: Some(conversation.id),
@@ -267,7 +267,7 @@ impl Omega {
         if let Some(staff_id) = request.resolved_by {
             self.active_staff(business_id, "resolved_by", staff_id).await?;
         }
-        let previous = ConversationStatus::from_stored(&conversation.status);
+        let previous = conversation.status;
         if previous == status && status != ConversationStatus::Snoozed {
             return Ok(StatusUpdate { status, previous, changed: false });
         }
@@ -280,14 +280,14 @@ impl Omega {
         }
         let resolved = status == ConversationStatus::Resolved;
         let change = StatusChange {
-            status: status.as_str().to_owned(),
+            status,
             snoozed_until,
             resolved_at: resolved.then_some(now),
             resolved_by_staff_id: if resolved { request.resolved_by } else { None },
             resolution_note: if resolved { note.clone() } else { None },
         };
         let txn = self.store.begin().await?;
-        if !db::change_conversation_status(&txn, id, &conversation.status, change, now).await? {
+        if !db::change_conversation_status(&txn, id, conversation.status, change, now).await? {
             return Err(Error::Conflict("the conversation changed concurrently; retry".into()));
         }
         let assignee = conversation.assigned_staff_id;
@@ -402,14 +402,10 @@ impl Omega {
                 business_id,
                 conversation_id: id,
                 client_id,
-                channel: Channel::Note.as_str().into(),
-                direction: Direction::Internal.as_str().into(),
-                sender_type: "staff".into(),
                 sender_staff_id: Some(sent_by),
                 content: content.unwrap_or_default(),
                 note_category: category,
-                status: DeliveryStatus::Recorded.as_str().into(),
-                ..Default::default()
+                ..NewMessage::of(Channel::Note, Direction::Internal, SenderType::Staff, DeliveryStatus::Recorded)
             },
             now,
         )
@@ -489,7 +485,7 @@ impl Omega {
         let mut statuses = Vec::new();
         for part in query.status.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             if let Some(status) = v.check(ConversationStatus::parse("status", part)) {
-                statuses.push(status.as_str().to_owned());
+                statuses.push(status);
             }
         }
         let assignee = match query.assignee.trim().to_ascii_lowercase().as_str() {
@@ -579,7 +575,7 @@ impl Omega {
         let (total, total_capped) = if filter.countable_from_buckets() {
             let total = buckets
                 .iter()
-                .filter(|b| filter.statuses.is_empty() || filter.statuses.contains(&b.status))
+                .filter(|b| filter.statuses.is_empty() || filter.statuses.iter().any(|s| s.as_str() == b.status))
                 .filter(|b| match filter.assignee {
                     AssigneeFilter::Any => true,
                     AssigneeFilter::Unassigned => b.assignee_id == 0,
@@ -680,8 +676,10 @@ impl Omega {
         let mut v = Violations::default();
         let channel = v.check(Channel::parse_filter("channel", &query.channel)).flatten();
         let direction = v.check(Direction::parse_filter("direction", &query.direction)).flatten();
-        let status =
-            v.check(values::optional_text("status", &query.status, 32)).flatten().map(|s| s.to_ascii_uppercase());
+        let status = match query.status.trim() {
+            "" => None,
+            status => v.check(DeliveryStatus::parse("status", status)),
+        };
         let read = match query.read.trim().to_ascii_lowercase().as_str() {
             "" => None,
             "read" | "true" => Some(true),
@@ -709,8 +707,8 @@ impl Omega {
         v.finish()?;
         self.conversation_at(caller, business_id, client_id, id).await?;
         let filter = MessageFilter {
-            channel: channel.map(|c| c.as_str().to_owned()),
-            direction: direction.map(|d| d.as_str().to_owned()),
+            channel,
+            direction,
             status,
             read,
             since,
@@ -777,12 +775,7 @@ impl Omega {
             }
             None => None,
         };
-        let scope = ReadScope {
-            conversation_id: conversation.id,
-            channel: channel.map(|c| c.as_str().to_owned()),
-            up_to,
-            up_to_time,
-        };
+        let scope = ReadScope { conversation_id: conversation.id, channel, up_to, up_to_time };
         let read = request.read.unwrap_or(true);
         let now = now();
         let txn = self.store.begin().await?;
@@ -827,7 +820,7 @@ pub(crate) async fn reopen(
     snooze_due_by: Option<chrono::DateTime<chrono::Utc>>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<bool> {
-    if !db::reopen_conversation(conn, conversation.id, &conversation.status, snooze_due_by, now).await? {
+    if !db::reopen_conversation(conn, conversation.id, conversation.status, snooze_due_by, now).await? {
         return Ok(false);
     }
     let open = Some((ConversationStatus::Open.as_str(), conversation.assigned_staff_id));

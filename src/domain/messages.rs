@@ -10,7 +10,7 @@ use super::{
     auth::{Caller, Scope},
     conversations::{ensure_conversation, reopen},
     pagination::{self, Page, PageRequest},
-    values::{self, Channel, ConversationStatus, DeliveryStatus, Direction, now},
+    values::{self, Channel, ConversationStatus, DeliveryStatus, Direction, SenderType, now},
     views::{AttemptView, MessageView},
 };
 use crate::store::{
@@ -172,13 +172,13 @@ fn sender_of(channel: Channel, location: &location::Model, numbers: &[(i64, Stri
         Channel::Email => location.email_sender.clone(),
         _ => None,
     }?;
-    let key = sender_key(channel.as_str(), &from);
+    let key = sender_key(channel, &from);
     Some(Sender { location_id: location.id, from, key })
 }
 
 /// The key a sender's pace is kept under ("sms:+1415…", "sms:MG…", "email:hi@…").
-pub(crate) fn sender_key(channel: &str, from: &str) -> String {
-    format!("{}:{from}", channel.to_ascii_lowercase())
+pub(crate) fn sender_key(channel: Channel, from: &str) -> String {
+    format!("{}:{from}", channel.as_str().to_ascii_lowercase())
 }
 
 impl Omega {
@@ -330,9 +330,6 @@ impl Omega {
                     business_id,
                     conversation_id: conversation.id,
                     client_id: client.id,
-                    channel: input.channel.as_str().into(),
-                    direction: Direction::Outbound.as_str().into(),
-                    sender_type: if input.sent_by.is_some() { "staff" } else { "system" }.into(),
                     sender_staff_id: input.sent_by,
                     content: content.clone(),
                     subject: subject.clone(),
@@ -343,8 +340,12 @@ impl Omega {
                     location_id: Some(sender.location_id),
                     from_address: Some(sender.from.clone()),
                     to_address: to,
-                    status: DeliveryStatus::Queued.as_str().into(),
-                    ..Default::default()
+                    ..NewMessage::of(
+                        input.channel,
+                        Direction::Outbound,
+                        if input.sent_by.is_some() { SenderType::Staff } else { SenderType::System },
+                        DeliveryStatus::Queued,
+                    )
                 },
                 now,
             )
@@ -367,8 +368,8 @@ impl Omega {
                 conversation.id,
                 input.channel.bit(),
                 &preview(text),
-                input.channel.as_str(),
-                "OUTBOUND",
+                input.channel,
+                Direction::Outbound,
                 now,
             )
             .await?;
@@ -555,14 +556,6 @@ impl Omega {
                 business_id,
                 conversation_id: conversation.id,
                 client_id: client.id,
-                channel: input.channel.as_str().into(),
-                direction: direction.as_str().into(),
-                sender_type: match (direction, input.sent_by) {
-                    (Direction::Inbound, _) => "client",
-                    (_, Some(_)) => "staff",
-                    _ => "system",
-                }
-                .into(),
                 sender_staff_id: input.sent_by,
                 content: content.clone(),
                 subject,
@@ -575,12 +568,20 @@ impl Omega {
                 location_id: input.location_id,
                 from_address: from,
                 to_address: to,
-                status: status.as_str().into(),
                 sent_at: (direction == Direction::Outbound && status.rank() >= DeliveryStatus::Sent.rank())
                     .then_some(at),
                 delivered_at: (status == DeliveryStatus::Delivered).then_some(at),
                 created_at: Some(at),
-                ..Default::default()
+                ..NewMessage::of(
+                    input.channel,
+                    direction,
+                    match (direction, input.sent_by) {
+                        (Direction::Inbound, _) => SenderType::Client,
+                        (_, Some(_)) => SenderType::Staff,
+                        _ => SenderType::System,
+                    },
+                    status,
+                )
             },
             now,
         )
@@ -618,8 +619,8 @@ impl Omega {
             conversation.id,
             input.channel.bit(),
             &preview(&text),
-            input.channel.as_str(),
-            direction.as_str(),
+            input.channel,
+            direction,
             at,
         )
         .await?;
@@ -670,7 +671,7 @@ impl Omega {
             let mut candidates: Vec<_> = db::by_provider_id(conn, scope, None, provider_message_id.trim())
                 .await?
                 .into_iter()
-                .filter(|m| m.channel == channel.as_str())
+                .filter(|m| m.channel == channel)
                 .collect();
             if candidates.len() > 1 {
                 return Err(Error::invalid(
@@ -690,10 +691,10 @@ impl Omega {
             )
         };
         let mut message = found
-            .filter(|m| m.channel == channel.as_str() && caller.require_business(m.business_id).is_ok())
+            .filter(|m| m.channel == channel && caller.require_business(m.business_id).is_ok())
             .ok_or_else(|| Error::NotFound(what()))?;
         for _ in 0..3 {
-            let current = DeliveryStatus::from_stored(&message.status);
+            let current = message.status;
             if !current.may_become(status) {
                 return Ok(StatusOutcome { message: message.into(), applied: false });
             }
@@ -719,7 +720,7 @@ impl Omega {
     ) -> Result<bool> {
         let txn = self.store.begin().await?;
         let change = StatusMove { status, error_code, error_message, provider };
-        if !move_status(&txn, message, &message.status, change, now()).await? {
+        if !move_status(&txn, message, message.status, change, now()).await? {
             return Ok(false);
         }
         txn.commit().await.map_err(StoreError::from)?;
@@ -823,7 +824,7 @@ impl Omega {
                 lost_races += 1;
                 continue;
             }
-            let sender_key = sender_key(&message.channel, message.from_address.as_deref().unwrap_or_default());
+            let sender_key = sender_key(message.channel, message.from_address.as_deref().unwrap_or_default());
             outbox::reschedule_job(&txn, &message, &sender_key, now).await?;
             let event = NewEvent {
                 business_id: message.business_id,
@@ -1070,7 +1071,7 @@ pub(crate) struct StatusMove {
 pub(crate) async fn move_status(
     conn: &impl ConnectionTrait,
     message: &message::Model,
-    expected: &str,
+    expected: DeliveryStatus,
     change: StatusMove,
     now: DateTime<Utc>,
 ) -> Result<bool> {
@@ -1078,7 +1079,7 @@ pub(crate) async fn move_status(
     let failed = matches!(status, DeliveryStatus::Failed | DeliveryStatus::Undelivered);
     let event_code = error_code.clone();
     let update = StatusUpdate {
-        status: status.as_str(),
+        status,
         error_code,
         error_message,
         provider: provider.as_ref().map(|(p, _)| p.clone()),
@@ -1098,7 +1099,7 @@ pub(crate) async fn move_status(
 /// The event log's record of a message moving from one delivery status to another.
 pub(crate) fn status_changed_event(
     message: &message::Model,
-    from: &str,
+    from: DeliveryStatus,
     to: DeliveryStatus,
     error_code: Option<String>,
 ) -> NewEvent<'static> {
@@ -1119,7 +1120,7 @@ pub(crate) async fn reopen_for_inbound(
     conversation: &conversation::Model,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let status = ConversationStatus::from_stored(&conversation.status);
+    let status = conversation.status;
     if matches!(status, ConversationStatus::Resolved | ConversationStatus::Snoozed) {
         reopen(conn, conversation, "inbound_message", None, now).await?;
     }

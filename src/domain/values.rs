@@ -4,6 +4,11 @@
 use chrono::{DateTime, Utc};
 
 use super::{Error, Result};
+/// The enumerated values are the stored ones (an unknown stored value is an error); the rules
+/// for them are here.
+pub use crate::store::entity::enums::{
+    AttemptOutcome, Channel, ConversationStatus, DeliveryStatus, Direction, JobState, SenderType, WebhookDeliveryState,
+};
 
 /// Time with microsecond precision: what PostgreSQL stores, so that values read back compare
 /// equal to the ones written (keyset cursors depend on it).
@@ -22,14 +27,6 @@ pub fn parse_time(field: &str, value: &str) -> Result<DateTime<Utc>> {
 /// An optional RFC 3339 time: empty means absent.
 pub fn parse_optional_time(field: &str, value: &str) -> Result<Option<DateTime<Utc>>> {
     if value.trim().is_empty() { Ok(None) } else { parse_time(field, value).map(Some) }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ConversationStatus {
-    Open,
-    Pending,
-    Snoozed,
-    Resolved,
 }
 
 impl ConversationStatus {
@@ -58,22 +55,6 @@ impl ConversationStatus {
             )),
         }
     }
-
-    /// Reads a stored value (written by [`Self::as_str`]).
-    pub fn from_stored(value: &str) -> Self {
-        Self::parse("status", value).unwrap_or(Self::Open)
-    }
-}
-
-/// The channels a message travels on. Each has a bit in `conversations.channel_mask`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Channel {
-    Sms,
-    Email,
-    Voice,
-    Chat,
-    /// Internal notes: never sent, never shown to clients.
-    Note,
 }
 
 impl Channel {
@@ -120,13 +101,6 @@ impl Channel {
     pub fn names_in_mask(mask: i32) -> Vec<String> {
         Self::CLIENT_FACING.iter().filter(|c| mask & c.bit() != 0).map(|c| c.as_str().to_owned()).collect()
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    Inbound,
-    Outbound,
-    Internal,
 }
 
 impl Direction {
@@ -359,27 +333,8 @@ mod tests {
     }
 }
 
-/// Where a message is on its way. Statuses only move up in rank (provider callbacks arrive out
-/// of order and twice); only a deliberate retry sends a FAILED message back to QUEUED.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeliveryStatus {
-    Accepted,
-    Scheduled,
-    Queued,
-    Sending,
-    Sent,
-    Delivered,
-    Undelivered,
-    Failed,
-    PartiallyDelivered,
-    Canceled,
-    Read,
-    /// Inbound messages.
-    Received,
-    /// Internal notes and other messages that are never delivered.
-    Recorded,
-}
-
+// Where a message is on its way. Statuses only move up in rank (provider callbacks arrive out
+// of order and twice); only a deliberate retry sends a FAILED message back to QUEUED.
 impl DeliveryStatus {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -418,10 +373,6 @@ impl DeliveryStatus {
             "" => return Err(Error::invalid(field, "is required")),
             _ => return Err(Error::invalid(field, format!("unknown delivery status {value:?}"))),
         })
-    }
-
-    pub fn from_stored(value: &str) -> Self {
-        Self::parse("status", value).unwrap_or(Self::Queued)
     }
 
     /// accepted|scheduled < queued < sending < sent < {delivered, undelivered, failed,
@@ -465,5 +416,38 @@ mod delivery_status_tests {
         assert_eq!(DeliveryStatus::parse("status", "partially-delivered").unwrap(), PartiallyDelivered);
         assert_eq!(DeliveryStatus::parse("status", "bounce").unwrap(), Undelivered);
         assert!(DeliveryStatus::parse("status", "teleported").is_err());
+    }
+}
+
+#[cfg(test)]
+mod stored_spelling_tests {
+    use sea_orm::{ActiveEnum, Iterable};
+
+    use super::*;
+
+    /// The API spells each value as it is stored.
+    #[test]
+    fn api_names_are_the_stored_values() {
+        for status in ConversationStatus::iter() {
+            assert_eq!(status.as_str(), status.to_value());
+        }
+        for channel in Channel::iter() {
+            assert_eq!(channel.as_str(), channel.to_value());
+        }
+        for direction in Direction::iter() {
+            assert_eq!(direction.as_str(), direction.to_value());
+        }
+        for status in DeliveryStatus::iter() {
+            assert_eq!(status.as_str(), status.to_value());
+            assert_eq!(DeliveryStatus::parse("status", status.as_str()).unwrap(), status);
+        }
+    }
+
+    /// A stored value outside the set is an error, not a default.
+    #[test]
+    fn unknown_stored_values_are_errors() {
+        assert!(DeliveryStatus::try_from_value(&"TELEPORTED".to_owned()).is_err());
+        assert!(ConversationStatus::try_from_value(&"ARCHIVED".to_owned()).is_err());
+        assert!(JobState::try_from_value(&"lost".to_owned()).is_err());
     }
 }

@@ -1,10 +1,11 @@
 //! What the domain answers with: its records as transports may show them, built from the
 //! store's rows here so that no transport depends on how rows are stored. Fields keep the rows'
-//! meanings (ids, upper-case stored values, optional text), leaving out what only the store and
+//! meanings (ids, typed states, optional text), leaving out what only the store and
 //! the domain need (hashes, storage keys, idempotency keys, ordering columns).
 
 use chrono::{DateTime, Utc};
 
+use super::values::{AttemptOutcome, Channel, ConversationStatus, DeliveryStatus, Direction, SenderType};
 use crate::store::{
     attachments::Summary,
     entity::{
@@ -24,9 +25,9 @@ pub struct MessageView {
     pub business_id: i64,
     pub conversation_id: i64,
     pub client_id: i64,
-    pub channel: String,
-    pub direction: String,
-    pub sender_type: String,
+    pub channel: Channel,
+    pub direction: Direction,
+    pub sender_type: SenderType,
     pub sender_staff_id: Option<i64>,
     pub content: String,
     pub subject: Option<String>,
@@ -34,7 +35,7 @@ pub struct MessageView {
     pub request_id: Option<String>,
     pub provider: Option<String>,
     pub provider_message_id: Option<String>,
-    pub status: String,
+    pub status: DeliveryStatus,
     pub status_updated_at: Option<Time>,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
@@ -164,8 +165,7 @@ pub struct AttemptView {
     pub attempt: i32,
     pub started_at: Time,
     pub finished_at: Option<Time>,
-    /// accepted, retryable, rejected, ambiguous, skipped.
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub provider_message_id: Option<String>,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
@@ -193,7 +193,7 @@ pub struct ConversationView {
     pub business_id: i64,
     pub client_id: i64,
     pub location_id: Option<i64>,
-    pub status: String,
+    pub status: ConversationStatus,
     pub snoozed_until: Option<Time>,
     pub assigned_staff_id: Option<i64>,
     pub resolved_at: Option<Time>,
@@ -204,8 +204,8 @@ pub struct ConversationView {
     pub channel_mask: i32,
     pub last_message_at: Option<Time>,
     pub last_message_preview: Option<String>,
-    pub last_message_channel: Option<String>,
-    pub last_message_direction: Option<String>,
+    pub last_message_channel: Option<Channel>,
+    pub last_message_direction: Option<Direction>,
     pub last_activity_at: Time,
     pub created_at: Time,
     pub updated_at: Time,

@@ -6,14 +6,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use chrono::{DateTime, Duration, Utc};
-use sea_orm::{IntoActiveModel, Set};
+use sea_orm::{ActiveEnum, IntoActiveModel, Set};
 
 use super::{
     Error, Omega, Result, Violations,
     auth::Caller,
     events::KINDS,
     pagination::PageRequest,
-    values::{now, parse_time},
+    values::{WebhookDeliveryState, now, parse_time},
     views::EndpointView,
 };
 use crate::store::{
@@ -37,7 +37,6 @@ pub const MAX_ENDPOINTS: u64 = 50;
 pub const REPLAY_BATCH: u64 = 1000;
 /// How long the previous secret keeps signing after a rotation.
 pub const PREVIOUS_SECRET_HOURS: i64 = 24;
-pub const DELIVERY_STATES: [&str; 4] = ["pending", "sending", "delivered", "failed"];
 
 /// Whether an address is one a webhook must not reach unless private addresses are allowed:
 /// loopback, private, link-local, unique-local, multicast, unspecified, documentation,
@@ -114,7 +113,7 @@ pub struct DeliveryView {
     pub event_id: i64,
     /// The event's kind.
     pub kind: String,
-    pub state: String,
+    pub state: WebhookDeliveryState,
     pub attempt_count: i32,
     pub next_attempt_at: DateTime<Utc>,
     pub last_status_code: Option<i32>,
@@ -364,15 +363,16 @@ impl Omega {
         page_token: &str,
     ) -> Result<(Vec<DeliveryView>, String)> {
         let mut v = Violations::default();
-        let state = state.trim().to_ascii_lowercase();
-        if !state.is_empty() && !DELIVERY_STATES.contains(&state.as_str()) {
-            v.add("state", "must be pending, sending, delivered or failed");
-        }
+        let state = match state.trim().to_ascii_lowercase().as_str() {
+            "" => None,
+            state => WebhookDeliveryState::try_from_value(&state.to_owned())
+                .map_err(|_| v.add("state", "must be pending, sending, delivered or failed"))
+                .ok(),
+        };
         let page = v.check(PageRequest::<i64>::parse(page_size, page_token));
         v.finish()?;
         let page = page.expect("checked");
         self.endpoint_of(caller, business_id, id).await?;
-        let state = (!state.is_empty()).then_some(state.as_str());
         let mut rows =
             db::deliveries(self.store.connection(), business_id, id, state, page.after, page.size + 1).await?;
         let more = rows.len() as u64 > page.size;

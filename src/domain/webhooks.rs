@@ -12,7 +12,7 @@ use super::{
     Error, Omega, Result,
     auth::{Caller, Scope},
     messages::{ClientRef, IncomingMessage, StatusReport},
-    values::{self, Channel, DeliveryStatus, now},
+    values::{self, Channel, DeliveryStatus, Direction, now},
 };
 use crate::{
     providers::{
@@ -194,7 +194,7 @@ impl Omega {
     ) -> Result<message::Model> {
         let candidates = db::by_provider_id(self.store.connection(), None, Some("twilio"), sid).await?;
         let mut refused = None;
-        for candidate in candidates.into_iter().filter(|m| m.channel == channel.as_str()) {
+        for candidate in candidates.into_iter().filter(|m| m.channel == channel) {
             match self.verify_twilio(request, form, Owner::Business(candidate.business_id)).await {
                 Ok(()) => return Ok(candidate),
                 Err(err) => refused = Some(err),
@@ -312,12 +312,12 @@ impl Omega {
         let known = db::by_provider_id(self.store.connection(), None, Some("twilio"), &sid)
             .await?
             .iter()
-            .any(|m| m.channel == Channel::Voice.as_str());
+            .any(|m| m.channel == Channel::Voice);
         let (call, leg) = match param(&form, "ParentCallSid") {
             Some(parent) if !known => (self.twilio_message_for(&request, &form, parent, Channel::Voice).await?, true),
             _ => (self.twilio_message_for(&request, &form, &sid, Channel::Voice).await?, false),
         };
-        if call.direction == "INBOUND" {
+        if call.direction == Direction::Inbound {
             return match leg {
                 true => self.receive_staff_leg_status(&call, &form).await,
                 false => self.receive_inbound_call_status(&call, &form).await,
@@ -341,7 +341,7 @@ impl Omega {
         {
             return Ok(()); // Older than what was applied.
         }
-        let current = DeliveryStatus::from_stored(&call.status);
+        let current = call.status;
         if current.may_become(status) {
             let code = (status == DeliveryStatus::Undelivered || status == DeliveryStatus::Failed)
                 .then(|| call_status.clone());
@@ -493,8 +493,8 @@ impl Omega {
                 _ => None,
             },
         };
-        let Some(message) = message.filter(|m| m.channel == "EMAIL") else { return Ok(false) };
-        if !DeliveryStatus::from_stored(&message.status).may_become(status) {
+        let Some(message) = message.filter(|m| m.channel == Channel::Email) else { return Ok(false) };
+        if !message.status.may_become(status) {
             return Ok(false);
         }
         let reason = event["reason"].as_str().or(event["response"].as_str()).map(str::to_owned);

@@ -8,7 +8,7 @@ use sea_orm::{
 
 use super::{
     StoreResult,
-    entity::{client, contact_inbox, conversation, conversation_event, inbox, message},
+    entity::{client, contact_inbox, conversation, conversation_event, enums::Channel, inbox, message},
 };
 
 pub struct NewInbox {
@@ -193,8 +193,8 @@ pub async fn absorb_conversation(
     if from.last_message_at > into.last_message_at {
         row.last_message_at = Set(from.last_message_at);
         row.last_message_preview = Set(from.last_message_preview.clone());
-        row.last_message_channel = Set(from.last_message_channel.clone());
-        row.last_message_direction = Set(from.last_message_direction.clone());
+        row.last_message_channel = Set(from.last_message_channel);
+        row.last_message_direction = Set(from.last_message_direction);
     }
     row.last_activity_at = Set(into.last_activity_at.max(from.last_activity_at));
     row.update(conn).await?;
@@ -248,7 +248,7 @@ pub async fn visible_messages(
 ) -> StoreResult<Vec<message::Model>> {
     let select = message::Entity::find()
         .filter(message::Column::ConversationId.eq(conversation_id))
-        .filter(message::Column::Channel.ne("NOTE"));
+        .filter(message::Column::Channel.ne(Channel::Note));
     let (select, newest_first, limit) = match page {
         MessagePage::Latest => (select, true, 20),
         MessagePage::Before(id) => (select.filter(message::Column::Id.lt(id)), true, 20),

@@ -10,7 +10,10 @@ use sea_orm::{
 
 use super::{
     StoreResult, dialect,
-    entity::{client, conversation, conversation_count as counts},
+    entity::{
+        client, conversation, conversation_count as counts,
+        enums::{Channel, ConversationStatus, Direction},
+    },
 };
 
 // ---- conversations ----
@@ -42,14 +45,14 @@ pub async fn insert_conversation_if_absent(
     business_id: i64,
     client_id: i64,
     location_id: Option<i64>,
-    status: &str,
+    status: ConversationStatus,
     now: DateTime<Utc>,
 ) -> StoreResult<Option<conversation::Model>> {
     let row = conversation::ActiveModel {
         business_id: Set(business_id),
         client_id: Set(client_id),
         location_id: Set(location_id),
-        status: Set(status.to_owned()),
+        status: Set(status),
         snoozed_until: Set(None),
         assigned_staff_id: Set(None),
         resolved_at: Set(None),
@@ -84,7 +87,7 @@ pub async fn insert_conversation_if_absent(
 
 /// The new status and what goes with it.
 pub struct StatusChange {
-    pub status: String,
+    pub status: ConversationStatus,
     pub snoozed_until: Option<DateTime<Utc>>,
     pub resolved_at: Option<DateTime<Utc>>,
     pub resolved_by_staff_id: Option<i64>,
@@ -95,7 +98,7 @@ pub struct StatusChange {
 pub async fn change_conversation_status(
     conn: &impl ConnectionTrait,
     id: i64,
-    expected: &str,
+    expected: ConversationStatus,
     change: StatusChange,
     now: DateTime<Utc>,
 ) -> StoreResult<bool> {
@@ -119,12 +122,12 @@ pub async fn change_conversation_status(
 pub async fn reopen_conversation(
     conn: &impl ConnectionTrait,
     id: i64,
-    expected: &str,
+    expected: ConversationStatus,
     snooze_due_by: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> StoreResult<bool> {
     let mut query = conversation::Entity::update_many()
-        .col_expr(conversation::Column::Status, Expr::value("OPEN"))
+        .col_expr(conversation::Column::Status, Expr::value(ConversationStatus::Open))
         .col_expr(conversation::Column::SnoozedUntil, Expr::value(Option::<DateTime<Utc>>::None))
         .col_expr(conversation::Column::ResolvedAt, Expr::value(Option::<DateTime<Utc>>::None))
         .col_expr(conversation::Column::ResolvedByStaffId, Expr::value(Option::<i64>::None))
@@ -179,7 +182,7 @@ pub async fn expired_snoozes(
     limit: u64,
 ) -> StoreResult<Vec<conversation::Model>> {
     Ok(conversation::Entity::find()
-        .filter(conversation::Column::Status.eq("SNOOZED"))
+        .filter(conversation::Column::Status.eq(ConversationStatus::Snoozed))
         .filter(conversation::Column::SnoozedUntil.lte(now))
         .order_by_asc(conversation::Column::SnoozedUntil)
         .limit(limit)
@@ -190,7 +193,7 @@ pub async fn expired_snoozes(
 /// Inbox filters; every one is optional.
 #[derive(Default, Clone)]
 pub struct ConversationFilter {
-    pub statuses: Vec<String>,
+    pub statuses: Vec<ConversationStatus>,
     pub assignee: AssigneeFilter,
     pub location_id: Option<i64>,
     pub channel_bit: Option<i32>,
@@ -396,8 +399,8 @@ pub async fn note_message_in_conversation(
     conversation_id: i64,
     channel_bit: i32,
     preview: &str,
-    channel: &str,
-    direction: &str,
+    channel: Channel,
+    direction: Direction,
     at: DateTime<Utc>,
 ) -> StoreResult<()> {
     let mut query = conversation::Entity::update_many()
@@ -408,7 +411,7 @@ pub async fn note_message_in_conversation(
         .col_expr(conversation::Column::LastMessageDirection, Expr::value(direction))
         .col_expr(conversation::Column::LastActivityAt, Expr::value(at))
         .col_expr(conversation::Column::UpdatedAt, Expr::value(at));
-    if direction == "INBOUND" {
+    if direction == Direction::Inbound {
         query = query.col_expr(conversation::Column::UnreadCount, Expr::col(conversation::Column::UnreadCount).add(1));
     }
     query.filter(conversation::Column::Id.eq(conversation_id)).exec(conn).await?;

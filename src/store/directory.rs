@@ -11,7 +11,7 @@ use sea_orm::{
 
 use super::{
     StoreResult,
-    entity::{business, client, location, location_phone_number as phone_number, message, staff},
+    entity::{business, client, enums::Direction, location, location_phone_number as phone_number, message, staff},
 };
 
 /// One page in id order (ascending) after `after_id`, and the number of rows `select` matches.
@@ -591,7 +591,7 @@ pub async fn setup_counts(conn: &impl ConnectionTrait, business_id: i64) -> Stor
         clients: client::Entity::find().filter(client::Column::BusinessId.eq(business_id)).count(conn).await?,
         outbound_messages: message::Entity::find()
             .filter(message::Column::BusinessId.eq(business_id))
-            .filter(message::Column::Direction.eq("OUTBOUND"))
+            .filter(message::Column::Direction.eq(Direction::Outbound))
             .limit(1)
             .count(conn)
             .await?,

@@ -7,7 +7,7 @@ use sea_orm::{
 
 use super::{
     StoreResult,
-    entity::{email_inbound_token as token, message},
+    entity::{email_inbound_token as token, enums::Channel, message},
 };
 
 /// Sets business `business_id`'s token (replacing the one it had) in one statement.
@@ -53,7 +53,7 @@ pub async fn email_messages_by_public_ids(
     }
     Ok(message::Entity::find()
         .filter(message::Column::BusinessId.eq(business_id))
-        .filter(message::Column::Channel.eq("EMAIL"))
+        .filter(message::Column::Channel.eq(Channel::Email))
         .filter(message::Column::PublicId.is_in(public_ids.iter().cloned()))
         .order_by_desc(message::Column::Id)
         .all(conn)
@@ -72,7 +72,7 @@ pub async fn email_messages_by_provider_ids(
     }
     Ok(message::Entity::find()
         .filter(message::Column::BusinessId.eq(business_id))
-        .filter(message::Column::Channel.eq("EMAIL"))
+        .filter(message::Column::Channel.eq(Channel::Email))
         .filter(message::Column::ProviderMessageId.is_in(provider_ids.iter().cloned()))
         .order_by_desc(message::Column::Id)
         .limit(100)

@@ -8,7 +8,13 @@ use sea_orm::{
     sea_query::Expr,
 };
 
-use super::{StoreResult, dialect, entity::message};
+use super::{
+    StoreResult, dialect,
+    entity::{
+        enums::{Channel, DeliveryStatus, Direction, SenderType},
+        message,
+    },
+};
 
 /// The message with `public_id`: within one business when `business_id` is given, else in any
 /// (the caller then checks who may see it).
@@ -92,8 +98,8 @@ pub async fn by_request(
 }
 
 /// A status change and what goes with it.
-pub struct StatusUpdate<'a> {
-    pub status: &'a str,
+pub struct StatusUpdate {
+    pub status: DeliveryStatus,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     pub provider: Option<String>,
@@ -108,8 +114,8 @@ pub struct StatusUpdate<'a> {
 pub async fn change_delivery_status(
     conn: &impl ConnectionTrait,
     id: i64,
-    expected: &str,
-    update: StatusUpdate<'_>,
+    expected: DeliveryStatus,
+    update: StatusUpdate,
     now: DateTime<Utc>,
 ) -> StoreResult<bool> {
     let mut query = message::Entity::update_many()
@@ -143,7 +149,7 @@ pub async fn change_delivery_status(
 /// reconciliation settles it) and not one its provider ever accepted.
 fn certainly_unsent() -> Condition {
     Condition::all()
-        .add(message::Column::Status.eq("FAILED"))
+        .add(message::Column::Status.eq(DeliveryStatus::Failed))
         .add(Condition::any().add(message::Column::ErrorCode.is_null()).add(message::Column::ErrorCode.ne("AMBIGUOUS")))
         .add(Expr::cust(
             "NOT EXISTS (SELECT 1 FROM message_attempts a WHERE a.message_id = messages.id AND a.outcome = 'accepted')",
@@ -154,7 +160,7 @@ fn certainly_unsent() -> Condition {
 /// FAILED and certainly unsent); clears its error but keeps its attempts.
 pub async fn requeue_failed(conn: &impl ConnectionTrait, id: i64, now: DateTime<Utc>) -> StoreResult<bool> {
     let result = message::Entity::update_many()
-        .col_expr(message::Column::Status, Expr::value("QUEUED"))
+        .col_expr(message::Column::Status, Expr::value(DeliveryStatus::Queued))
         .col_expr(message::Column::StatusUpdatedAt, Expr::value(now))
         .col_expr(message::Column::ErrorCode, Expr::value(Option::<String>::None))
         .col_expr(message::Column::ErrorMessage, Expr::value(Option::<String>::None))
@@ -178,7 +184,7 @@ pub struct RetryFilter {
 
 impl RetryFilter {
     fn condition(&self) -> Condition {
-        let mut cond = Condition::all().add(message::Column::Direction.eq("OUTBOUND"));
+        let mut cond = Condition::all().add(message::Column::Direction.eq(Direction::Outbound));
         if let Some(business_id) = self.business_id {
             cond = cond.add(message::Column::BusinessId.eq(business_id));
         }
@@ -216,8 +222,11 @@ pub async fn retry_candidates(conn: &impl ConnectionTrait, filter: &RetryFilter)
 /// been sent (counted up to 10,000).
 pub async fn retry_skipped(conn: &impl ConnectionTrait, filter: &RetryFilter) -> StoreResult<u64> {
     let select = message::Entity::find().filter(filter.condition()).filter(certainly_unsent().not());
-    let select =
-        if filter.public_ids.is_empty() { select.filter(message::Column::Status.eq("FAILED")) } else { select };
+    let select = if filter.public_ids.is_empty() {
+        select.filter(message::Column::Status.eq(DeliveryStatus::Failed))
+    } else {
+        select
+    };
     let (count, _) = super::count_capped(conn, select, 10_000).await?;
     Ok(count)
 }
@@ -235,7 +244,7 @@ pub async fn settle_late_acceptance(
     now: DateTime<Utc>,
 ) -> StoreResult<bool> {
     let result = message::Entity::update_many()
-        .col_expr(message::Column::Status, Expr::value("SENT"))
+        .col_expr(message::Column::Status, Expr::value(DeliveryStatus::Sent))
         .col_expr(message::Column::StatusUpdatedAt, Expr::value(now))
         .col_expr(message::Column::ErrorCode, Expr::value(Option::<String>::None))
         .col_expr(message::Column::ErrorMessage, Expr::value(Option::<String>::None))
@@ -244,7 +253,7 @@ pub async fn settle_late_acceptance(
         .col_expr(message::Column::Provider, Expr::value(provider))
         .col_expr(message::Column::ProviderMessageId, Expr::value(provider_message_id))
         .filter(message::Column::Id.eq(id))
-        .filter(message::Column::Status.eq("FAILED"))
+        .filter(message::Column::Status.eq(DeliveryStatus::Failed))
         .filter(message::Column::ErrorCode.is_in(["AMBIGUOUS", "NOT_SENT"]))
         .exec(conn)
         .await?;
@@ -265,7 +274,7 @@ pub async fn settle_unsent(
         .col_expr(message::Column::ErrorMessage, Expr::value(text))
         .col_expr(message::Column::StatusUpdatedAt, Expr::value(now))
         .filter(message::Column::Id.eq(id))
-        .filter(message::Column::Status.eq("FAILED"))
+        .filter(message::Column::Status.eq(DeliveryStatus::Failed))
         .filter(message::Column::ErrorCode.eq("AMBIGUOUS"))
         .exec(conn)
         .await?;
@@ -274,15 +283,15 @@ pub async fn settle_unsent(
 
 // ---- new messages and pages ----
 
-#[derive(Default)]
+/// A message to insert; its typed state has no default, so every caller names it.
 pub struct NewMessage {
     pub public_id: String,
     pub business_id: i64,
     pub conversation_id: i64,
     pub client_id: i64,
-    pub channel: String,
-    pub direction: String,
-    pub sender_type: String,
+    pub channel: Channel,
+    pub direction: Direction,
+    pub sender_type: SenderType,
     pub sender_staff_id: Option<i64>,
     pub content: String,
     pub subject: Option<String>,
@@ -297,10 +306,43 @@ pub struct NewMessage {
     pub location_id: Option<i64>,
     pub from_address: Option<String>,
     pub to_address: Option<String>,
-    pub status: String,
+    pub status: DeliveryStatus,
     pub sent_at: Option<DateTime<Utc>>,
     pub delivered_at: Option<DateTime<Utc>>,
     pub created_at: Option<DateTime<Utc>>,
+}
+
+impl NewMessage {
+    /// A message of this kind with nothing else filled in: callers name its state and fill the
+    /// rest (`NewMessage { content, ..NewMessage::of(..) }`).
+    pub fn of(channel: Channel, direction: Direction, sender_type: SenderType, status: DeliveryStatus) -> Self {
+        Self {
+            public_id: String::new(),
+            business_id: 0,
+            conversation_id: 0,
+            client_id: 0,
+            channel,
+            direction,
+            sender_type,
+            sender_staff_id: None,
+            content: String::new(),
+            subject: None,
+            html: None,
+            media: None,
+            note_category: None,
+            request_id: None,
+            idempotency_key: None,
+            provider: None,
+            provider_message_id: None,
+            location_id: None,
+            from_address: None,
+            to_address: None,
+            status,
+            sent_at: None,
+            delivered_at: None,
+            created_at: None,
+        }
+    }
 }
 
 pub async fn insert_message(
@@ -347,9 +389,9 @@ pub async fn insert_message(
 
 #[derive(Default)]
 pub struct MessageFilter {
-    pub channel: Option<String>,
-    pub direction: Option<String>,
-    pub status: Option<String>,
+    pub channel: Option<Channel>,
+    pub direction: Option<Direction>,
+    pub status: Option<DeliveryStatus>,
     /// Some(true): read inbound messages; Some(false): unread inbound messages.
     pub read: Option<bool>,
     pub since: Option<DateTime<Utc>>,
@@ -361,19 +403,19 @@ impl MessageFilter {
     fn condition(&self, conversation_id: i64) -> Condition {
         let mut cond = Condition::all().add(message::Column::ConversationId.eq(conversation_id));
         if let Some(channel) = &self.channel {
-            cond = cond.add(message::Column::Channel.eq(channel.clone()));
+            cond = cond.add(message::Column::Channel.eq(*channel));
         }
         if !self.include_notes {
-            cond = cond.add(message::Column::Channel.ne("NOTE"));
+            cond = cond.add(message::Column::Channel.ne(Channel::Note));
         }
         if let Some(direction) = &self.direction {
-            cond = cond.add(message::Column::Direction.eq(direction.clone()));
+            cond = cond.add(message::Column::Direction.eq(*direction));
         }
         if let Some(status) = &self.status {
-            cond = cond.add(message::Column::Status.eq(status.clone()));
+            cond = cond.add(message::Column::Status.eq(*status));
         }
         if let Some(read) = self.read {
-            cond = cond.add(message::Column::Direction.eq("INBOUND")).add(if read {
+            cond = cond.add(message::Column::Direction.eq(Direction::Inbound)).add(if read {
                 message::Column::ReadAt.is_not_null()
             } else {
                 message::Column::ReadAt.is_null()
@@ -425,7 +467,7 @@ pub async fn list_messages(
 /// Which inbound messages of a conversation a read-status change applies to.
 pub struct ReadScope {
     pub conversation_id: i64,
-    pub channel: Option<String>,
+    pub channel: Option<Channel>,
     /// Up to and including this (created_at, id).
     pub up_to: Option<MessageCursor>,
     pub up_to_time: Option<DateTime<Utc>>,
@@ -440,10 +482,10 @@ pub async fn set_read(
 ) -> StoreResult<(u64, i64)> {
     let mut cond = Condition::all()
         .add(message::Column::ConversationId.eq(scope.conversation_id))
-        .add(message::Column::Direction.eq("INBOUND"))
+        .add(message::Column::Direction.eq(Direction::Inbound))
         .add(if read_at.is_some() { message::Column::ReadAt.is_null() } else { message::Column::ReadAt.is_not_null() });
     if let Some(channel) = &scope.channel {
-        cond = cond.add(message::Column::Channel.eq(channel.clone()));
+        cond = cond.add(message::Column::Channel.eq(*channel));
     }
     if let Some((at, id)) = scope.up_to {
         cond = cond.add(

@@ -9,7 +9,7 @@ use sea_orm::{
 
 use super::{
     StoreResult, dialect,
-    entity::{delivery_job as job, message},
+    entity::{delivery_job as job, enums::JobState, message},
 };
 
 pub async fn insert_job(
@@ -21,9 +21,9 @@ pub async fn insert_job(
     job::ActiveModel {
         message_id: Set(message.id),
         business_id: Set(message.business_id),
-        channel: Set(message.channel.clone()),
+        channel: Set(message.channel),
         sender_key: Set(sender_key.to_owned()),
-        state: Set("pending".into()),
+        state: Set(JobState::Pending),
         attempts: Set(0),
         next_attempt_at: Set(at),
         locked_by: Set(None),
@@ -46,7 +46,7 @@ pub async fn reschedule_job(
     at: DateTime<Utc>,
 ) -> StoreResult<()> {
     let result = job::Entity::update_many()
-        .col_expr(job::Column::State, Expr::value("pending"))
+        .col_expr(job::Column::State, Expr::value(JobState::Pending))
         .col_expr(job::Column::NextAttemptAt, Expr::value(at))
         .col_expr(job::Column::LockedBy, Expr::value(Option::<String>::None))
         .col_expr(job::Column::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
@@ -71,14 +71,14 @@ pub async fn claim_jobs(
     lease_until: DateTime<Utc>,
     limit: u64,
 ) -> StoreResult<Vec<job::Model>> {
-    claim_in_state(conn, ("pending", "running"), worker, now, lease_until, limit).await
+    claim_in_state(conn, (JobState::Pending, JobState::Running), worker, now, lease_until, limit).await
 }
 
 /// Claims up to `limit` jobs waiting in `states.0` whose time has come, and jobs in `states.1`
 /// whose claim ran out, moving them to `states.1` for `worker` until `lease_until`.
 async fn claim_in_state(
     conn: &impl ConnectionTrait,
-    (waiting, working): (&'static str, &'static str),
+    (waiting, working): (JobState, JobState),
     worker: &str,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
@@ -115,12 +115,12 @@ pub async fn start_sending_many(
         return Ok(Vec::new());
     }
     let rows = job::Entity::update_many()
-        .col_expr(job::Column::State, Expr::value("sending"))
+        .col_expr(job::Column::State, Expr::value(JobState::Sending))
         .col_expr(job::Column::Attempts, Expr::col(job::Column::Attempts).add(1))
         .col_expr(job::Column::LockedUntil, Expr::value(lease_until))
         .col_expr(job::Column::UpdatedAt, Expr::value(now))
         .filter(dialect::one_of(conn.get_database_backend(), job::Column::Id, job_ids))
-        .filter(job::Column::State.eq("running"))
+        .filter(job::Column::State.eq(JobState::Running))
         .filter(job::Column::LockedBy.eq(worker))
         .exec_with_returning(conn)
         .await?;
@@ -156,7 +156,7 @@ pub async fn renew_leases(
     let rows = job::Entity::update_many()
         .col_expr(job::Column::LockedUntil, Expr::value(lease_until))
         .filter(dialect::one_of(conn.get_database_backend(), job::Column::Id, job_ids))
-        .filter(job::Column::State.is_in(["running", "sending"]))
+        .filter(job::Column::State.is_in([JobState::Running, JobState::Sending]))
         .filter(job::Column::LockedBy.eq(worker))
         .exec_with_returning(conn)
         .await?;
@@ -175,12 +175,12 @@ pub async fn release_jobs(
         return Ok(());
     }
     job::Entity::update_many()
-        .col_expr(job::Column::State, Expr::value("pending"))
+        .col_expr(job::Column::State, Expr::value(JobState::Pending))
         .col_expr(job::Column::LockedBy, Expr::value(Option::<String>::None))
         .col_expr(job::Column::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
         .col_expr(job::Column::UpdatedAt, Expr::value(now))
         .filter(dialect::one_of(conn.get_database_backend(), job::Column::Id, job_ids))
-        .filter(job::Column::State.eq("running"))
+        .filter(job::Column::State.eq(JobState::Running))
         .filter(job::Column::LockedBy.eq(worker))
         .exec(conn)
         .await?;
@@ -196,7 +196,7 @@ pub async fn claim_reconciliations(
     lease_until: DateTime<Utc>,
     limit: u64,
 ) -> StoreResult<Vec<job::Model>> {
-    claim_in_state(conn, ("reconcile", "reconciling"), worker, now, lease_until, limit).await
+    claim_in_state(conn, (JobState::Reconcile, JobState::Reconciling), worker, now, lease_until, limit).await
 }
 
 /// A message its provider accepted, to be recorded with others in one go.
@@ -230,7 +230,7 @@ pub async fn settle_accepted(
         .exec(conn)
         .await?;
     let job_ids: Vec<i64> = accepted.iter().map(|a| a.job_id).collect();
-    finish_jobs(conn, &job_ids, "done", None, None, now).await?;
+    finish_jobs(conn, &job_ids, JobState::Done, None, None, now).await?;
     Ok(moved)
 }
 
@@ -238,7 +238,7 @@ pub async fn settle_accepted(
 pub async fn finish_job(
     conn: &impl ConnectionTrait,
     job_id: i64,
-    state: &str,
+    state: JobState,
     next_attempt_at: Option<DateTime<Utc>>,
     last_error: Option<String>,
     now: DateTime<Utc>,
@@ -250,7 +250,7 @@ pub async fn finish_job(
 pub async fn finish_jobs(
     conn: &impl ConnectionTrait,
     job_ids: &[i64],
-    state: &str,
+    state: JobState,
     next_attempt_at: Option<DateTime<Utc>>,
     last_error: Option<String>,
     now: DateTime<Utc>,
@@ -269,5 +269,8 @@ pub async fn finish_jobs(
 }
 
 pub async fn pending_jobs(conn: &impl ConnectionTrait) -> StoreResult<u64> {
-    Ok(job::Entity::find().filter(job::Column::State.is_in(["pending", "running", "sending"])).count(conn).await?)
+    Ok(job::Entity::find()
+        .filter(job::Column::State.is_in([JobState::Pending, JobState::Running, JobState::Sending]))
+        .count(conn)
+        .await?)
 }

@@ -11,7 +11,11 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, Database, EntityTr
 
 use super::{
     Store, conversations, directory,
-    entity::{business, client, conversation, delivery_job as job, message, message_attempt as attempt},
+    entity::{
+        business, client, conversation, delivery_job as job,
+        enums::{AttemptOutcome, Channel, ConversationStatus, DeliveryStatus, Direction, JobState, SenderType},
+        message, message_attempt as attempt,
+    },
     events, messages, outbox, pacing, search,
 };
 
@@ -156,10 +160,11 @@ async fn inbox(store: &Store, client_name: &str) -> Inbox {
     )
     .await
     .expect("insert client");
-    let conversation = conversations::insert_conversation_if_absent(conn, business.id, client.id, None, "OPEN", at)
-        .await
-        .expect("insert conversation")
-        .expect("a new conversation");
+    let conversation =
+        conversations::insert_conversation_if_absent(conn, business.id, client.id, None, ConversationStatus::Open, at)
+            .await
+            .expect("insert conversation")
+            .expect("a new conversation");
     Inbox { business, client, conversation }
 }
 
@@ -167,12 +172,12 @@ async fn inbox(store: &Store, client_name: &str) -> Inbox {
 async fn message(
     store: &Store,
     inbox: &Inbox,
-    channel: &str,
-    direction: &str,
-    status: &str,
+    channel: Channel,
+    direction: Direction,
+    status: DeliveryStatus,
     content: &str,
 ) -> message::Model {
-    let sender_type = if direction == "INBOUND" { "client" } else { "staff" };
+    let sender_type = if direction == Direction::Inbound { SenderType::Client } else { SenderType::Staff };
     messages::insert_message(
         store.writer(),
         messages::NewMessage {
@@ -180,12 +185,8 @@ async fn message(
             business_id: inbox.business.id,
             conversation_id: inbox.conversation.id,
             client_id: inbox.client.id,
-            channel: channel.into(),
-            direction: direction.into(),
-            sender_type: sender_type.into(),
             content: content.into(),
-            status: status.into(),
-            ..Default::default()
+            ..messages::NewMessage::of(channel, direction, sender_type, status)
         },
         now(),
     )
@@ -195,7 +196,7 @@ async fn message(
 
 /// A queued outbound SMS with its outbox job, due at `due`.
 async fn queued_sms(store: &Store, inbox: &Inbox, content: &str, due: DateTime<Utc>) -> (message::Model, i64) {
-    let sms = message(store, inbox, "SMS", "OUTBOUND", "QUEUED", content).await;
+    let sms = message(store, inbox, Channel::Sms, Direction::Outbound, DeliveryStatus::Queued, content).await;
     outbox::insert_job(store.writer(), &sms, "sms:+15550100", due).await.expect("insert job");
     let job = job::Entity::find()
         .filter(job::Column::MessageId.eq(sms.id))
@@ -256,7 +257,7 @@ async fn claims_never_hand_one_job_to_two_workers(store: &Store) {
 
     for (id, worker) in [(first, "worker-a"), (second, "worker-b"), (third, "worker-b")] {
         let row = job(store, id).await;
-        assert_eq!(row.state, "running");
+        assert_eq!(row.state, JobState::Running);
         if store.engine() == "postgresql" {
             assert_eq!(row.locked_by.as_deref(), Some(worker), "job {id}");
         }
@@ -286,7 +287,7 @@ async fn claimed_jobs_return_only_when_their_lease_ends(store: &Store) {
     let row = job(store, due).await;
     assert_eq!(row.locked_by.as_deref(), Some("worker-b"));
     assert_eq!(row.locked_until, Some(after + Duration::seconds(30)));
-    assert_eq!(job(store, later).await.state, "pending");
+    assert_eq!(job(store, later).await.state, JobState::Pending);
 }
 
 // ---- pacing ----
@@ -351,7 +352,7 @@ async fn settling_accepted_sends_moves_only_queued_messages(store: &Store) {
     let (one, one_job) = queued_sms(store, &inbox, "one", at).await;
     let (two, two_job) = queued_sms(store, &inbox, "two", at).await;
     let (delivered, delivered_job) = queued_sms(store, &inbox, "three", at).await;
-    message::ActiveModel { id: Set(delivered.id), status: Set("DELIVERED".into()), ..Default::default() }
+    message::ActiveModel { id: Set(delivered.id), status: Set(DeliveryStatus::Delivered), ..Default::default() }
         .update(store.writer())
         .await
         .expect("mark delivered");
@@ -377,29 +378,29 @@ async fn settling_accepted_sends_moves_only_queued_messages(store: &Store) {
     let conn = store.connection();
     for m in [&one, &two] {
         let row = messages::by_id(conn, m.id).await.expect("read").expect("message");
-        assert_eq!(row.status, "SENT");
+        assert_eq!(row.status, DeliveryStatus::Sent);
         assert_eq!(row.provider.as_deref(), Some("twilio"));
         assert_eq!(row.provider_message_id, Some(format!("SM{}", m.id)));
         assert_eq!(row.sent_at, Some(settled_at));
         assert_eq!(row.attempt_count, 1);
     }
     let row = messages::by_id(conn, delivered.id).await.expect("read").expect("message");
-    assert_eq!(row.status, "DELIVERED", "a newer status is kept");
+    assert_eq!(row.status, DeliveryStatus::Delivered, "a newer status is kept");
     assert_eq!(row.provider_message_id, None);
     assert_eq!(row.attempt_count, 1);
 
     for id in [one_job, two_job, delivered_job] {
         let row = job(store, id).await;
-        assert_eq!((row.state.as_str(), row.locked_by.as_deref(), row.locked_until), ("done", None, None));
+        assert_eq!((row.state, row.locked_by.as_deref(), row.locked_until), (JobState::Done, None, None));
     }
     let attempts = attempt::Entity::find().order_by_asc(attempt::Column::MessageId).all(conn).await.expect("attempts");
-    let recorded: Vec<_> = attempts.iter().map(|a| (a.message_id, a.outcome.as_str(), a.finished_at)).collect();
+    let recorded: Vec<_> = attempts.iter().map(|a| (a.message_id, a.outcome, a.finished_at)).collect();
     assert_eq!(
         recorded,
         vec![
-            (one.id, "accepted", Some(settled_at)),
-            (two.id, "accepted", Some(settled_at)),
-            (delivered.id, "accepted", Some(settled_at))
+            (one.id, AttemptOutcome::Accepted, Some(settled_at)),
+            (two.id, AttemptOutcome::Accepted, Some(settled_at)),
+            (delivered.id, AttemptOutcome::Accepted, Some(settled_at))
         ]
     );
 }
@@ -410,10 +411,19 @@ async fn settling_accepted_sends_moves_only_queued_messages(store: &Store) {
 /// internal notes only when asked for, and other conversations never.
 async fn search_in_a_conversation_ranks_highlights_and_skips_notes(store: &Store) {
     let inbox = inbox(store, "Barbara").await;
-    let weak = message(store, &inbox, "SMS", "INBOUND", "RECEIVED", "Is the blue dye in stock this week or next").await;
-    let strong = message(store, &inbox, "SMS", "OUTBOUND", "SENT", "blue blue blue").await;
-    message(store, &inbox, "SMS", "INBOUND", "RECEIVED", "bluebird is not a match").await;
-    let note = message(store, &inbox, "NOTE", "OUTBOUND", "SENT", "she likes blue").await;
+    let weak = message(
+        store,
+        &inbox,
+        Channel::Sms,
+        Direction::Inbound,
+        DeliveryStatus::Received,
+        "Is the blue dye in stock this week or next",
+    )
+    .await;
+    let strong =
+        message(store, &inbox, Channel::Sms, Direction::Outbound, DeliveryStatus::Sent, "blue blue blue").await;
+    message(store, &inbox, Channel::Sms, Direction::Inbound, DeliveryStatus::Received, "bluebird is not a match").await;
+    let note = message(store, &inbox, Channel::Note, Direction::Outbound, DeliveryStatus::Sent, "she likes blue").await;
     let elsewhere = {
         let client = directory::insert_client(
             store.writer(),
@@ -428,7 +438,7 @@ async fn search_in_a_conversation_ranks_highlights_and_skips_notes(store: &Store
             inbox.business.id,
             client.id,
             None,
-            "OPEN",
+            ConversationStatus::Open,
             now(),
         )
         .await
@@ -436,7 +446,15 @@ async fn search_in_a_conversation_ranks_highlights_and_skips_notes(store: &Store
         .expect("new");
         Inbox { business: inbox.business.clone(), client, conversation }
     };
-    message(store, &elsewhere, "SMS", "INBOUND", "RECEIVED", "blue in another conversation").await;
+    message(
+        store,
+        &elsewhere,
+        Channel::Sms,
+        Direction::Inbound,
+        DeliveryStatus::Received,
+        "blue in another conversation",
+    )
+    .await;
 
     let terms = vec!["blue".to_owned()];
     let page = search::search(store.connection(), inbox.conversation.id, &terms, false, 0, 10).await.expect("search");
@@ -466,10 +484,10 @@ async fn search_in_a_conversation_ranks_highlights_and_skips_notes(store: &Store
 /// The count is rebuilt from the conversation's unread inbound messages, whatever it said.
 async fn unread_count_is_recounted_from_the_messages(store: &Store) {
     let inbox = inbox(store, "Niklaus").await;
-    let first = message(store, &inbox, "SMS", "INBOUND", "RECEIVED", "one").await;
-    message(store, &inbox, "SMS", "INBOUND", "RECEIVED", "two").await;
-    message(store, &inbox, "EMAIL", "INBOUND", "RECEIVED", "three").await;
-    message(store, &inbox, "SMS", "OUTBOUND", "SENT", "a reply is never unread").await;
+    let first = message(store, &inbox, Channel::Sms, Direction::Inbound, DeliveryStatus::Received, "one").await;
+    message(store, &inbox, Channel::Sms, Direction::Inbound, DeliveryStatus::Received, "two").await;
+    message(store, &inbox, Channel::Email, Direction::Inbound, DeliveryStatus::Received, "three").await;
+    message(store, &inbox, Channel::Sms, Direction::Outbound, DeliveryStatus::Sent, "a reply is never unread").await;
     message::ActiveModel { id: Set(first.id), read_at: Set(Some(now())), ..Default::default() }
         .update(store.writer())
         .await
@@ -489,7 +507,7 @@ async fn unread_count_is_recounted_from_the_messages(store: &Store) {
 
     let scope = messages::ReadScope {
         conversation_id: inbox.conversation.id,
-        channel: Some("SMS".into()),
+        channel: Some(Channel::Sms),
         up_to: None,
         up_to_time: None,
     };

@@ -9,7 +9,10 @@ use sea_orm::{
 
 use super::{
     StoreError, StoreResult, dialect,
-    entity::{conversation_event as event, webhook_delivery as delivery, webhook_endpoint as endpoint},
+    entity::{
+        conversation_event as event, enums::WebhookDeliveryState, webhook_delivery as delivery,
+        webhook_endpoint as endpoint,
+    },
 };
 use crate::secrets::SecretKeys;
 use sea_orm::sea_query::ExprTrait;
@@ -141,7 +144,7 @@ pub struct DeliveryRow {
     pub endpoint_id: i64,
     pub event_id: i64,
     pub kind: String,
-    pub state: String,
+    pub state: WebhookDeliveryState,
     pub attempt_count: i32,
     pub next_attempt_at: DateTime<Utc>,
     pub last_status_code: Option<i32>,
@@ -156,7 +159,7 @@ pub async fn deliveries(
     conn: &impl ConnectionTrait,
     business_id: i64,
     endpoint_id: i64,
-    state: Option<&str>,
+    state: Option<WebhookDeliveryState>,
     before: Option<i64>,
     limit: u64,
 ) -> StoreResult<Vec<DeliveryRow>> {
@@ -211,7 +214,7 @@ pub async fn replay_delivery(
 ) -> StoreResult<bool> {
     use sea_orm::sea_query::Expr;
     let done = delivery::Entity::update_many()
-        .col_expr(delivery::Column::State, Expr::value("pending"))
+        .col_expr(delivery::Column::State, Expr::value(WebhookDeliveryState::Pending))
         .col_expr(delivery::Column::NextAttemptAt, Expr::value(now))
         .col_expr(delivery::Column::LockedBy, Expr::value(Option::<String>::None))
         .col_expr(delivery::Column::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
@@ -267,7 +270,7 @@ pub async fn queue_events(
             endpoint_id: Set(endpoint_id),
             business_id: Set(business_id),
             event_id: Set(event_id),
-            state: Set("pending".into()),
+            state: Set(WebhookDeliveryState::Pending),
             attempt_count: Set(0),
             next_attempt_at: Set(now),
             locked_by: Set(None),
@@ -340,7 +343,7 @@ pub async fn claim(
 
 /// What an attempt came to.
 pub struct AttemptResult {
-    pub state: &'static str,
+    pub state: WebhookDeliveryState,
     pub status_code: Option<i32>,
     pub error: Option<String>,
     pub next_attempt_at: DateTime<Utc>,
@@ -356,7 +359,7 @@ pub async fn record_attempt(
     result: &AttemptResult,
 ) -> StoreResult<bool> {
     use sea_orm::sea_query::Expr;
-    let delivered = (result.state == "delivered").then_some(result.attempted_at);
+    let delivered = (result.state == WebhookDeliveryState::Delivered).then_some(result.attempted_at);
     let done = delivery::Entity::update_many()
         .col_expr(delivery::Column::State, Expr::value(result.state))
         .col_expr(delivery::Column::AttemptCount, Expr::col(delivery::Column::AttemptCount).add(1))
@@ -369,7 +372,7 @@ pub async fn record_attempt(
         .col_expr(delivery::Column::DeliveredAt, Expr::value(delivered))
         .col_expr(delivery::Column::UpdatedAt, Expr::value(result.attempted_at))
         .filter(delivery::Column::Id.eq(id))
-        .filter(delivery::Column::State.eq("sending"))
+        .filter(delivery::Column::State.eq(WebhookDeliveryState::Sending))
         .filter(delivery::Column::LockedBy.eq(worker))
         .exec(conn)
         .await?;
@@ -383,11 +386,11 @@ pub async fn release(conn: &impl ConnectionTrait, ids: &[i64], worker: &str) -> 
         return Ok(());
     }
     delivery::Entity::update_many()
-        .col_expr(delivery::Column::State, Expr::value("pending"))
+        .col_expr(delivery::Column::State, Expr::value(WebhookDeliveryState::Pending))
         .col_expr(delivery::Column::LockedBy, Expr::value(Option::<String>::None))
         .col_expr(delivery::Column::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
         .filter(delivery::Column::Id.is_in(ids.iter().copied()))
-        .filter(delivery::Column::State.eq("sending"))
+        .filter(delivery::Column::State.eq(WebhookDeliveryState::Sending))
         .filter(delivery::Column::LockedBy.eq(worker))
         .exec(conn)
         .await?;

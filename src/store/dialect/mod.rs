@@ -14,10 +14,13 @@ mod postgres;
 mod sqlite;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, Select, Statement, Value, sea_query::Expr};
+use sea_orm::{
+    ActiveEnum, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, Select, Statement, Value, sea_query::Expr,
+};
 
 use super::{
     StoreResult,
+    entity::enums::JobState,
     outbox::{Accepted, Mark},
     search::{BusinessSearchFilter, Doc, HitRow},
 };
@@ -145,7 +148,7 @@ pub fn engine_name(backend: DbBackend) -> &'static str {
 /// whose claim ran out, to `working` for `worker` until `lease_until`, in one statement.
 pub fn claim_jobs_statement(
     backend: DbBackend,
-    (waiting, working): (&'static str, &'static str),
+    (waiting, working): (JobState, JobState),
     worker: &str,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
@@ -153,6 +156,7 @@ pub fn claim_jobs_statement(
 ) -> Statement {
     let lock = skip_locked(backend, None);
     // The two states are the outbox's own constants, never input.
+    let (waiting, working) = (waiting.to_value(), working.to_value());
     let sql = format!(
         "UPDATE delivery_jobs SET state = '{working}', locked_by = $1, locked_until = $2, updated_at = $3 \
          WHERE id IN (SELECT id FROM delivery_jobs \
@@ -304,9 +308,11 @@ mod tests {
     #[test]
     fn claims_skip_locked_rows_on_postgres() {
         let now = chrono::Utc::now();
-        let pg = claim_jobs_statement(DbBackend::Postgres, ("pending", "running"), "w", now, now, 5).sql;
+        let pg =
+            claim_jobs_statement(DbBackend::Postgres, (JobState::Pending, JobState::Running), "w", now, now, 5).sql;
         assert!(pg.contains("LIMIT $4 FOR UPDATE SKIP LOCKED)"), "{pg}");
-        let lite = claim_jobs_statement(DbBackend::Sqlite, ("pending", "running"), "w", now, now, 5).sql;
+        let lite =
+            claim_jobs_statement(DbBackend::Sqlite, (JobState::Pending, JobState::Running), "w", now, now, 5).sql;
         assert!(lite.contains("LIMIT ?4)") && !lite.contains("FOR UPDATE") && !lite.contains('$'), "{lite}");
     }
 }

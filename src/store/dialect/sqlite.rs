@@ -9,7 +9,7 @@ use sea_orm::{
 use super::Binds;
 use crate::store::{
     StoreResult,
-    entity::{conversation_event as event, message, message_attempt as attempt},
+    entity::{conversation_event as event, enums::AttemptOutcome, message, message_attempt as attempt},
     events::NewEvent,
     outbox::{self, Accepted, Mark},
     search::{self, BusinessSearchFilter, Doc, HitRow},
@@ -43,7 +43,7 @@ pub(super) async fn settle_accepted(
         attempt: Set(a.attempt),
         started_at: Set(a.started_at),
         finished_at: Set(Some(now)),
-        outcome: Set("accepted".into()),
+        outcome: Set(AttemptOutcome::Accepted),
         provider_message_id: Set(Some(a.provider_message_id.clone())),
         ..Default::default()
     }))

@@ -1,5 +1,7 @@
 use sea_orm::entity::prelude::*;
 
+use super::enums::{Channel, ConversationStatus, Direction};
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "conversations")]
 pub struct Model {
@@ -8,7 +10,7 @@ pub struct Model {
     pub business_id: i64,
     pub client_id: i64,
     pub location_id: Option<i64>,
-    pub status: String,
+    pub status: ConversationStatus,
     pub snoozed_until: Option<ChronoDateTimeUtc>,
     pub assigned_staff_id: Option<i64>,
     pub resolved_at: Option<ChronoDateTimeUtc>,
@@ -18,8 +20,8 @@ pub struct Model {
     pub channel_mask: i32,
     pub last_message_at: Option<ChronoDateTimeUtc>,
     pub last_message_preview: Option<String>,
-    pub last_message_channel: Option<String>,
-    pub last_message_direction: Option<String>,
+    pub last_message_channel: Option<Channel>,
+    pub last_message_direction: Option<Direction>,
     pub last_activity_at: ChronoDateTimeUtc,
     pub created_at: ChronoDateTimeUtc,
     pub updated_at: ChronoDateTimeUtc,

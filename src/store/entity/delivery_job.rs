@@ -1,5 +1,7 @@
 use sea_orm::entity::prelude::*;
 
+use super::enums::{Channel, JobState};
+
 /// The outbox: one job per outbound message, written in the same transaction as the message and
 /// claimed by workers (`FOR UPDATE SKIP LOCKED` on PostgreSQL).
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -9,10 +11,9 @@ pub struct Model {
     pub id: i64,
     pub message_id: i64,
     pub business_id: i64,
-    pub channel: String,
+    pub channel: Channel,
     pub sender_key: String,
-    /// pending, running, done, failed.
-    pub state: String,
+    pub state: JobState,
     pub attempts: i32,
     pub next_attempt_at: ChronoDateTimeUtc,
     pub locked_by: Option<String>,

@@ -1,5 +1,7 @@
 use sea_orm::entity::prelude::*;
 
+use super::enums::{Channel, DeliveryStatus, Direction, SenderType};
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "messages")]
 pub struct Model {
@@ -9,9 +11,9 @@ pub struct Model {
     pub business_id: i64,
     pub conversation_id: i64,
     pub client_id: i64,
-    pub channel: String,
-    pub direction: String,
-    pub sender_type: String,
+    pub channel: Channel,
+    pub direction: Direction,
+    pub sender_type: SenderType,
     pub sender_staff_id: Option<i64>,
     pub content: String,
     pub subject: Option<String>,
@@ -19,7 +21,7 @@ pub struct Model {
     pub request_id: Option<String>,
     pub provider: Option<String>,
     pub provider_message_id: Option<String>,
-    pub status: String,
+    pub status: DeliveryStatus,
     pub status_updated_at: Option<ChronoDateTimeUtc>,
     pub error_code: Option<String>,
     pub error_message: Option<String>,

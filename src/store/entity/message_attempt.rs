@@ -1,5 +1,7 @@
 use sea_orm::entity::prelude::*;
 
+use super::enums::AttemptOutcome;
+
 /// One try at handing a message to its provider, kept forever (a retry adds, never rewrites).
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "message_attempts")]
@@ -10,8 +12,7 @@ pub struct Model {
     pub attempt: i32,
     pub started_at: ChronoDateTimeUtc,
     pub finished_at: Option<ChronoDateTimeUtc>,
-    /// accepted, retryable, rejected, ambiguous, skipped.
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub provider_message_id: Option<String>,
     pub error_code: Option<String>,
     pub error_message: Option<String>,

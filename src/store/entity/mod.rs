@@ -10,6 +10,7 @@ pub mod conversation_count;
 pub mod conversation_event;
 pub mod delivery_job;
 pub mod email_inbound_token;
+pub mod enums;
 pub mod inbox;
 pub mod location;
 pub mod location_phone_number;

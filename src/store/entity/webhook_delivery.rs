@@ -1,5 +1,7 @@
 use sea_orm::entity::prelude::*;
 
+use super::enums::WebhookDeliveryState;
+
 /// One event on its way to one endpoint: the outbox row and its log entry. Unique per
 /// (endpoint, event); written by a trigger on the event log (migration 000018) or by a replay.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -10,8 +12,7 @@ pub struct Model {
     pub endpoint_id: i64,
     pub business_id: i64,
     pub event_id: i64,
-    /// pending, sending, delivered, failed.
-    pub state: String,
+    pub state: WebhookDeliveryState,
     pub attempt_count: i32,
     pub next_attempt_at: ChronoDateTimeUtc,
     pub locked_by: Option<String>,
