@@ -136,7 +136,7 @@ pub const SESSION_COOKIE: &str = "omega_session";
 /// given or it is not valid (never saying which).
 pub async fn caller<T>(omega: &Omega, request: &Request<T>) -> Result<Caller, Status> {
     let caller = match presented_credential(request.metadata()) {
-        Some(Credential::Token { token, .. }) => omega.authenticate_token(&token).await?,
+        Some(Credential::Token { token, .. }) => omega.tokens.authenticate_token(&token).await?,
         Some(Credential::Key { key, .. }) => omega.authenticate(&key).await?,
         None => return Err(Status::from(crate::domain::Error::Unauthenticated)),
     };

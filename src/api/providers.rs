@@ -44,7 +44,8 @@ impl ProviderService for ProviderApi {
         let caller = caller(&self.omega, &request).await?;
         let r = request.into_inner();
         let business_id = required_id("business_id", r.business_id)?;
-        let settings = self.omega.set_twilio_credentials(&caller, business_id, &r.account_sid, &r.auth_token).await?;
+        let settings =
+            self.omega.providers.set_twilio_credentials(&caller, business_id, &r.account_sid, &r.auth_token).await?;
         Ok(Response::new(SetTwilioCredentialsResponse { settings: Some(encode(r.business_id, settings)) }))
     }
 
@@ -55,7 +56,7 @@ impl ProviderService for ProviderApi {
         let caller = caller(&self.omega, &request).await?;
         let r = request.into_inner();
         let business_id = required_id("business_id", r.business_id)?;
-        let settings = self.omega.set_sendgrid_credentials(&caller, business_id, &r.api_key).await?;
+        let settings = self.omega.providers.set_sendgrid_credentials(&caller, business_id, &r.api_key).await?;
         Ok(Response::new(SetSendGridCredentialsResponse { settings: Some(encode(r.business_id, settings)) }))
     }
 
@@ -68,6 +69,7 @@ impl ProviderService for ProviderApi {
         let business_id = required_id("business_id", r.business_id)?;
         let settings = self
             .omega
+            .providers
             .set_smtp_credentials(&caller, business_id, &r.host, r.port, &r.tls, &r.username, &r.password)
             .await?;
         Ok(Response::new(SetSmtpCredentialsResponse { settings: Some(encode(r.business_id, settings)) }))
@@ -79,7 +81,7 @@ impl ProviderService for ProviderApi {
     ) -> Result<Response<GetProviderSettingsResponse>, Status> {
         let caller = caller(&self.omega, &request).await?;
         let business_id = required_id("business_id", request.get_ref().business_id)?;
-        let settings = self.omega.provider_settings(&caller, business_id).await?;
+        let settings = self.omega.providers.provider_settings(&caller, business_id).await?;
         Ok(Response::new(encode(request.get_ref().business_id, settings)))
     }
 
@@ -90,7 +92,7 @@ impl ProviderService for ProviderApi {
         let caller = caller(&self.omega, &request).await?;
         let r = request.into_inner();
         let business_id = required_id("business_id", r.business_id)?;
-        let settings = self.omega.set_voice_settings(&caller, business_id, r.transcribe_voicemail).await?;
+        let settings = self.omega.providers.set_voice_settings(&caller, business_id, r.transcribe_voicemail).await?;
         Ok(Response::new(SetVoiceSettingsResponse { settings: Some(encode(r.business_id, settings)) }))
     }
 }

@@ -35,6 +35,7 @@ impl AuthService for TokenApi {
         let r = request.into_inner();
         let issued = self
             .omega
+            .tokens
             .issue_token(
                 &caller,
                 optional_id("staff_id", r.staff_id)?,
@@ -64,7 +65,7 @@ impl SessionService for TokenApi {
         if token.is_empty() {
             return Err(crate::domain::Error::invalid("token", "give the token to expire, or call with it").into());
         }
-        let expired = self.omega.expire_session(&token).await?;
+        let expired = self.omega.tokens.expire_session(&token).await?;
         Ok(Response::new(ExpireSessionResponse {
             expired,
             message: if expired { "Session expired" } else { "No live session to expire" }.into(),

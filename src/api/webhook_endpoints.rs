@@ -81,7 +81,8 @@ impl WebhookEndpointService for WebhookEndpointApi {
         let business_id = required_id("business_id", r.business_id)?;
         let (row, secret) = self
             .omega
-            .create_webhook_endpoint(&caller, business_id, &r.url, &r.description, &r.event_types, r.enabled)
+            .webhook_endpoints
+            .create(&caller, business_id, &r.url, &r.description, &r.event_types, r.enabled)
             .await?;
         Ok(Response::new(CreateWebhookEndpointResponse { endpoint: Some(endpoint(row)?), secret }))
     }
@@ -92,7 +93,7 @@ impl WebhookEndpointService for WebhookEndpointApi {
     ) -> Result<Response<ListWebhookEndpointsResponse>, Status> {
         let caller = caller(&self.omega, &request).await?;
         let business_id = required_id("business_id", request.get_ref().business_id)?;
-        let rows = self.omega.webhook_endpoints(&caller, business_id).await?;
+        let rows = self.omega.webhook_endpoints.list(&caller, business_id).await?;
         Ok(Response::new(ListWebhookEndpointsResponse {
             endpoints: rows.into_iter().map(endpoint).collect::<Result<_>>()?,
         }))
@@ -106,7 +107,7 @@ impl WebhookEndpointService for WebhookEndpointApi {
         let r = request.into_inner();
         let business_id = required_id("business_id", r.business_id)?;
         let id = required_id("endpoint_id", r.endpoint_id)?;
-        let row = self.omega.webhook_endpoint(&caller, business_id, id).await?;
+        let row = self.omega.webhook_endpoints.get(&caller, business_id, id).await?;
         Ok(Response::new(GetWebhookEndpointResponse { endpoint: Some(endpoint(row)?) }))
     }
 
@@ -125,7 +126,7 @@ impl WebhookEndpointService for WebhookEndpointApi {
             all_event_types: r.all_event_types,
             enabled: r.enabled,
         };
-        let row = self.omega.update_webhook_endpoint(&caller, business_id, id, change).await?;
+        let row = self.omega.webhook_endpoints.update(&caller, business_id, id, change).await?;
         Ok(Response::new(UpdateWebhookEndpointResponse { endpoint: Some(endpoint(row)?) }))
     }
 
@@ -137,7 +138,7 @@ impl WebhookEndpointService for WebhookEndpointApi {
         let r = request.into_inner();
         let business_id = required_id("business_id", r.business_id)?;
         let id = required_id("endpoint_id", r.endpoint_id)?;
-        self.omega.delete_webhook_endpoint(&caller, business_id, id).await?;
+        self.omega.webhook_endpoints.delete(&caller, business_id, id).await?;
         Ok(Response::new(DeleteWebhookEndpointResponse {}))
     }
 
@@ -149,7 +150,7 @@ impl WebhookEndpointService for WebhookEndpointApi {
         let r = request.into_inner();
         let business_id = required_id("business_id", r.business_id)?;
         let id = required_id("endpoint_id", r.endpoint_id)?;
-        let (row, secret) = self.omega.rotate_webhook_secret(&caller, business_id, id).await?;
+        let (row, secret) = self.omega.webhook_endpoints.rotate_secret(&caller, business_id, id).await?;
         Ok(Response::new(RotateWebhookEndpointSecretResponse { endpoint: Some(endpoint(row)?), secret }))
     }
 
@@ -161,8 +162,11 @@ impl WebhookEndpointService for WebhookEndpointApi {
         let r = request.into_inner();
         let business_id = required_id("business_id", r.business_id)?;
         let id = required_id("endpoint_id", r.endpoint_id)?;
-        let (rows, next_page_token) =
-            self.omega.webhook_deliveries(&caller, business_id, id, &r.state, r.page_size, &r.page_token).await?;
+        let (rows, next_page_token) = self
+            .omega
+            .webhook_endpoints
+            .deliveries(&caller, business_id, id, &r.state, r.page_size, &r.page_token)
+            .await?;
         Ok(Response::new(ListWebhookDeliveriesResponse {
             deliveries: rows.into_iter().map(delivery).collect::<Result<_>>()?,
             next_page_token,
@@ -178,7 +182,7 @@ impl WebhookEndpointService for WebhookEndpointApi {
         let business_id = required_id("business_id", r.business_id)?;
         let id = required_id("endpoint_id", r.endpoint_id)?;
         let delivery_id = required_id("delivery_id", r.delivery_id)?;
-        let row = self.omega.replay_webhook_delivery(&caller, business_id, id, delivery_id).await?;
+        let row = self.omega.webhook_endpoints.replay_delivery(&caller, business_id, id, delivery_id).await?;
         Ok(Response::new(ReplayWebhookDeliveryResponse { delivery: Some(delivery(row)?) }))
     }
 
@@ -192,7 +196,8 @@ impl WebhookEndpointService for WebhookEndpointApi {
         let id = required_id("endpoint_id", r.endpoint_id)?;
         let (queued, last, more) = self
             .omega
-            .replay_webhook_events(&caller, business_id, id, &r.since, &r.until, i64::from(r.after_event_id))
+            .webhook_endpoints
+            .replay_events(&caller, business_id, id, &r.since, &r.until, i64::from(r.after_event_id))
             .await?;
         Ok(Response::new(ReplayWebhookEventsResponse { queued: queued as u32, last_event_id: wire_id(last)?, more }))
     }

@@ -243,7 +243,7 @@ impl WebhookSender {
             }
             match self.round(&worker).await {
                 Ok(0) => {
-                    let replayed = self.omega.webhook_wakeup.notified();
+                    let replayed = self.omega.webhook_endpoints.wakeup.notified();
                     tokio::select! {
                         _ = replayed => {}
                         _ = events.recv() => {

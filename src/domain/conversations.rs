@@ -18,7 +18,7 @@ use crate::store::{
     StoreError,
     conversations::{self as db, ActivityCursor, AssigneeFilter, ConversationFilter, StatusChange},
     directory,
-    entity::{conversation, conversation_count, conversation_event, message, staff},
+    entity::{conversation, conversation_count, conversation_event, message},
     events::{self, NewEvent},
     messages::{self, MessageCursor, MessageFilter, NewMessage, ReadScope},
 };
@@ -194,18 +194,6 @@ impl Omega {
             .ok_or_else(|| Error::NotFound(format!("conversation {id} of client {client_id}")))
     }
 
-    /// An active staff member of the business, or a violation of `field`.
-    pub(crate) async fn active_staff(&self, business_id: i64, field: &str, staff_id: i64) -> Result<staff::Model> {
-        let member = directory::staff_member(self.store.connection(), business_id, staff_id).await?;
-        match member {
-            None => Err(Error::invalid(field, format!("no staff member {staff_id} in this business"))),
-            Some(member) if !member.active => {
-                Err(Error::invalid(field, format!("staff member {staff_id} is inactive")))
-            }
-            Some(member) => Ok(member),
-        }
-    }
-
     /// Returns the client's conversation, creating it the first time. Concurrent calls meet at
     /// the unique index on (business, client): one inserts, the others read what it inserted.
     pub async fn create_or_retrieve_conversation(
@@ -265,7 +253,7 @@ impl Omega {
         let status = status.ok_or_else(|| Error::invalid("status", "is required"))?;
         let conversation = self.conversation_at(caller, business_id, client_id, id).await?;
         if let Some(staff_id) = request.resolved_by {
-            self.active_staff(business_id, "resolved_by", staff_id).await?;
+            self.directory.active_staff(business_id, "resolved_by", staff_id).await?;
         }
         let previous = conversation.status;
         if previous == status && status != ConversationStatus::Snoozed {
@@ -329,7 +317,7 @@ impl Omega {
         };
         let conversation = self.conversation_at(caller, business_id, client_id, id).await?;
         let staff = match target {
-            Some(staff_id) => Some(self.active_staff(business_id, "assigned_to", staff_id).await?),
+            Some(staff_id) => Some(self.directory.active_staff(business_id, "assigned_to", staff_id).await?),
             None => None,
         };
         let staff = staff.map(StaffView::from);
@@ -392,7 +380,7 @@ impl Omega {
         let category = v.check(values::slug("category", category, "general"));
         v.finish()?;
         let conversation = self.conversation_at(caller, business_id, client_id, id).await?;
-        self.active_staff(business_id, "sent_by", sent_by).await?;
+        self.directory.active_staff(business_id, "sent_by", sent_by).await?;
         let now = now();
         let txn = self.store.begin().await?;
         let note = messages::insert_message(
@@ -436,7 +424,7 @@ impl Omega {
     ) -> Result<ConversationView> {
         let conversation = self.conversation_at(caller, business_id, client_id, id).await?;
         let staff = match staff_id.or(caller.staff_id) {
-            Some(staff) => self.active_staff(business_id, "staff_id", staff).await?.id,
+            Some(staff) => self.directory.active_staff(business_id, "staff_id", staff).await?.id,
             None => {
                 return Err(Error::invalid("staff_id", "is required with an API key (a staff token names its own)"));
             }

@@ -192,6 +192,18 @@ impl Directory {
         Self { store }
     }
 
+    /// An active staff member of the business, or a violation of `field`.
+    pub async fn active_staff(&self, business_id: i64, field: &str, staff_id: i64) -> Result<staff::Model> {
+        let member = db::staff_member(self.store.connection(), business_id, staff_id).await?;
+        match member {
+            None => Err(Error::invalid(field, format!("no staff member {staff_id} in this business"))),
+            Some(member) if !member.active => {
+                Err(Error::invalid(field, format!("staff member {staff_id} is inactive")))
+            }
+            Some(member) => Ok(member),
+        }
+    }
+
     /// Onboards a business in one transaction; see `OnboardingService.OnboardBusiness`.
     pub async fn onboard(&self, caller: &Caller, request: OnboardBusinessRequest) -> Result<Onboarded> {
         caller.require_platform()?;

@@ -309,7 +309,7 @@ impl Omega {
         let sender = self.choose_sender(business_id, input.channel, input.location_id).await?;
         let attachments = self.attachments_to_send(business_id, &input.attachment_ids).await?;
         if let Some(staff_id) = input.sent_by {
-            self.active_staff(business_id, "sent_by", staff_id).await?;
+            self.directory.active_staff(business_id, "sent_by", staff_id).await?;
         }
 
         let now = now();
@@ -533,7 +533,7 @@ impl Omega {
             return Err(Error::invalid("location_id", format!("no location {location_id} in this business")));
         }
         if let Some(staff_id) = input.sent_by {
-            self.active_staff(business_id, "sent_by", staff_id).await?;
+            self.directory.active_staff(business_id, "sent_by", staff_id).await?;
         }
         let now = now();
         let at = occurred_at.unwrap_or(now);

@@ -40,18 +40,17 @@ pub struct Omega {
     pub delivery_wakeup: Arc<Notify>,
     /// What provider webhooks and voice tokens need (public URL, verification keys).
     pub webhooks: Arc<webhooks::WebhookSettings>,
-    /// Access-token signing secrets and the session liveness cache.
-    pub tokens: Arc<tokens::TokenSettings>,
+    /// Access tokens and their sessions.
+    pub tokens: tokens::Tokens,
+    /// Businesses' provider credentials and settings.
+    pub providers: providers::Providers,
     /// The keys that seal stored provider credentials.
     pub secrets: Arc<crate::secrets::SecretKeys>,
     /// Where attachment bytes are kept (in memory unless `with_files` says otherwise).
     pub files: crate::files::FileStore,
     pub attachment_limits: attachments::AttachmentLimits,
-    /// How outbound webhook URLs may be addressed.
-    pub outbound: webhook_endpoints::OutboundSettings,
-    /// Wakes the outbound webhook workers (a replay; new events wake them through the event
-    /// log's wake-ups).
-    pub webhook_wakeup: Arc<Notify>,
+    /// Outbound webhook endpoints and their delivery log.
+    pub webhook_endpoints: webhook_endpoints::WebhookEndpoints,
 }
 
 impl Omega {
@@ -68,18 +67,28 @@ impl Omega {
         tokens: tokens::TokenSettings,
         secrets: crate::secrets::SecretKeys,
     ) -> Self {
+        let (webhooks, secrets) = (Arc::new(webhooks), Arc::new(secrets));
         Self {
+            providers: providers::Providers::new(
+                store.clone(),
+                directory::Directory::new(store.clone()),
+                secrets.clone(),
+                webhooks.clone(),
+            ),
+            webhook_endpoints: webhook_endpoints::WebhookEndpoints::new(
+                store.clone(),
+                directory::Directory::new(store.clone()),
+                secrets.clone(),
+            ),
             directory: directory::Directory::new(store.clone()),
+            tokens: tokens::Tokens::new(store.clone(), tokens, directory::Directory::new(store.clone())),
             store,
             started_at: Instant::now(),
             delivery_wakeup: Arc::new(Notify::new()),
-            webhooks: Arc::new(webhooks),
-            tokens: Arc::new(tokens),
-            secrets: Arc::new(secrets),
+            webhooks,
+            secrets,
             files: crate::files::FileStore::in_memory(),
             attachment_limits: attachments::AttachmentLimits::default(),
-            outbound: webhook_endpoints::OutboundSettings::default(),
-            webhook_wakeup: Arc::new(Notify::new()),
         }
     }
 
@@ -92,12 +101,21 @@ impl Omega {
 
     /// With these outbound webhook settings.
     pub fn with_outbound(mut self, outbound: webhook_endpoints::OutboundSettings) -> Self {
-        self.outbound = outbound;
+        self.webhook_endpoints = self.webhook_endpoints.with_outbound(outbound);
         self
     }
 
     pub async fn authenticate(&self, presented_key: &str) -> Result<auth::Caller> {
         auth::authenticate(&self.store, presented_key).await
+    }
+
+    /// Housekeeping: sessions a day past expiry and provider events a week old are deleted
+    /// (every replica may run it; deletes are idempotent). Answers how many rows went.
+    pub async fn purge_stale_records(&self) -> Result<u64> {
+        let sessions = self.tokens.purge_expired_sessions().await?;
+        let week_ago = values::now() - chrono::Duration::days(7);
+        let events = crate::store::webhook_events::purge_webhook_events(self.store.writer(), week_ago).await?;
+        Ok(sessions + events)
     }
 
     /// Tells when the server is stopping (the event log's wake-ups carry it), for long-lived

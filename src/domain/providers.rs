@@ -3,13 +3,28 @@
 //! another business registered cannot be claimed (webhooks are verified with the token of the
 //! account that owns what they address, so a second claimant could forge them).
 
+use std::sync::Arc;
+
 use serde_json::json;
 
-use super::{Error, Omega, Result, Violations, auth::Caller, values::now};
-use crate::store::{
-    directory,
-    provider_credentials::{self as db, SendGridCredentials, SmtpCredentials, TwilioCredentials},
+use super::{Error, Result, Violations, auth::Caller, directory::Directory, values::now, webhooks::WebhookSettings};
+use crate::{
+    secrets::SecretKeys,
+    store::{
+        Store, directory,
+        provider_credentials::{self as db, SendGridCredentials, SmtpCredentials, TwilioCredentials},
+    },
 };
+
+/// Businesses' provider credentials and settings.
+#[derive(Clone, Debug)]
+pub struct Providers {
+    store: Store,
+    directory: Directory,
+    secrets: Arc<SecretKeys>,
+    /// The platform's own Twilio accounts, which no business may claim.
+    webhooks: Arc<WebhookSettings>,
+}
 
 /// What is configured, without secrets.
 pub struct ProviderSettings {
@@ -24,7 +39,16 @@ fn sid_like(value: &str, prefix: &str) -> bool {
     value.len() == 34 && value.starts_with(prefix) && value[2..].chars().all(|c| c.is_ascii_hexdigit())
 }
 
-impl Omega {
+impl Providers {
+    pub(super) fn new(
+        store: Store,
+        directory: Directory,
+        secrets: Arc<SecretKeys>,
+        webhooks: Arc<WebhookSettings>,
+    ) -> Self {
+        Self { store, directory, secrets, webhooks }
+    }
+
     pub async fn set_twilio_credentials(
         &self,
         caller: &Caller,

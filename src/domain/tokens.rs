@@ -2,18 +2,19 @@
 //! exchanged for an API key, each backed by a session row so that it can be revoked at once on
 //! every replica. Revocation is checked on use, cached for at most [`SESSION_CACHE`].
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Error, Omega, Result,
+    Error, Result,
     auth::{Caller, Scope},
+    directory::Directory,
     values::now,
 };
-use crate::store::{entity::session, sessions as db};
+use crate::store::{Store, entity::session, sessions as db};
 
 pub const ISSUER: &str = "omega";
 pub const AUDIENCE: &str = "omega-api";
@@ -107,6 +108,14 @@ impl TokenSettings {
     }
 }
 
+/// Access tokens and their sessions: issuing, checking, revoking.
+#[derive(Clone, Debug)]
+pub struct Tokens {
+    store: Store,
+    settings: Arc<TokenSettings>,
+    directory: Directory,
+}
+
 /// A token just issued.
 pub struct IssuedToken {
     pub token: String,
@@ -114,7 +123,16 @@ pub struct IssuedToken {
     pub expires_at: DateTime<Utc>,
 }
 
-impl Omega {
+impl Tokens {
+    pub(super) fn new(store: Store, settings: TokenSettings, directory: Directory) -> Self {
+        Self { store, settings: Arc::new(settings), directory }
+    }
+
+    /// Whether the signing secret was generated at start (tokens then die with the process).
+    pub fn ephemeral(&self) -> bool {
+        self.settings.ephemeral
+    }
+
     /// Issues a token for an API-key caller, optionally acting for a staff member.
     pub async fn issue_token(
         &self,
@@ -139,7 +157,7 @@ impl Omega {
         if let Some(staff_id) = staff_id {
             let business = business
                 .ok_or_else(|| Error::invalid("business_id", "is required with staff_id and a platform key"))?;
-            self.active_staff(business, "staff_id", staff_id).await?;
+            self.directory.active_staff(business, "staff_id", staff_id).await?;
         }
         let now = now();
         let expires_at = now + chrono::Duration::seconds(i64::from(ttl));
@@ -168,14 +186,14 @@ impl Omega {
             bid: business,
             sid: staff_id,
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.tokens.signing)
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.settings.signing)
             .map_err(|e| Error::Internal(e.into()))?;
         Ok(IssuedToken { token, jti, expires_at })
     }
 
     /// Resolves a token to its caller; UNAUTHENTICATED for anything not a live token of ours.
     pub async fn authenticate_token(&self, token: &str) -> Result<Caller> {
-        let claims = self.tokens.claims(token, true).ok_or(Error::Unauthenticated)?;
+        let claims = self.settings.claims(token, true).ok_or(Error::Unauthenticated)?;
         if !self.session_live(&claims.jti).await? {
             return Err(Error::Unauthenticated);
         }
@@ -187,23 +205,17 @@ impl Omega {
     }
 
     async fn session_live(&self, jti: &str) -> Result<bool> {
-        if let Some(live) = self.tokens.liveness.get(jti) {
+        if let Some(live) = self.settings.liveness.get(jti) {
             return Ok(live);
         }
         let live = db::is_live(self.store.connection(), jti).await?;
-        self.tokens.liveness.insert(jti.to_owned(), live);
+        self.settings.liveness.insert(jti.to_owned(), live);
         Ok(live)
     }
 
-    /// Housekeeping: sessions a day past expiry and provider events a week old are deleted
-    /// (every replica may run it; deletes are idempotent). Answers how many rows went.
-    pub async fn purge_stale_records(&self) -> Result<u64> {
-        let now = now();
-        let sessions = db::purge_expired(self.store.writer(), now - chrono::Duration::days(1)).await?;
-        let events =
-            crate::store::webhook_events::purge_webhook_events(self.store.writer(), now - chrono::Duration::days(7))
-                .await?;
-        Ok(sessions + events)
+    /// Deletes sessions a day past expiry; answers how many went.
+    pub(super) async fn purge_expired_sessions(&self) -> Result<u64> {
+        Ok(db::purge_expired(self.store.writer(), now() - chrono::Duration::days(1)).await?)
     }
 
     /// Revokes the session of `token` (signed by us; expired or not). Unknown, forged, expired
@@ -213,9 +225,9 @@ impl Omega {
         if token.len() > 8 * 1024 {
             return Err(Error::invalid("token", "is not a token this API issued (too long)"));
         }
-        let Some(claims) = self.tokens.claims(token, false) else { return Ok(false) };
+        let Some(claims) = self.settings.claims(token, false) else { return Ok(false) };
         let revoked = db::revoke(self.store.writer(), &claims.jti, now()).await?;
-        self.tokens.liveness.insert(claims.jti, false);
+        self.settings.liveness.insert(claims.jti, false);
         Ok(revoked)
     }
 }

@@ -2,24 +2,46 @@
 //! `whsec_…`, sealed at rest, shown once), the delivery log and replays. Fan-out happens in the
 //! database (a trigger on the event log, migration 000018); `crate::delivery::webhooks` sends.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{ActiveEnum, IntoActiveModel, Set};
 
+use tokio::sync::Notify;
+
 use super::{
-    Error, Omega, Result, Violations,
+    Error, Result, Violations,
     auth::Caller,
+    directory::Directory,
     events::KINDS,
     pagination::PageRequest,
     values::{WebhookDeliveryState, now, parse_time},
     views::EndpointView,
 };
-use crate::store::{
-    entity::webhook_endpoint as endpoint,
-    webhook_endpoints::{self as db, DeliveryRow, NewEndpoint},
+use crate::{
+    secrets::SecretKeys,
+    store::{
+        Store,
+        entity::webhook_endpoint as endpoint,
+        webhook_endpoints::{self as db, DeliveryRow, NewEndpoint},
+    },
 };
+
+/// A business's outbound webhook endpoints and their delivery log.
+#[derive(Clone, Debug)]
+pub struct WebhookEndpoints {
+    store: Store,
+    directory: Directory,
+    secrets: Arc<SecretKeys>,
+    outbound: OutboundSettings,
+    /// Wakes the outbound webhook workers (a replay; new events wake them through the event
+    /// log's wake-ups).
+    pub wakeup: Arc<Notify>,
+}
 
 /// How outbound webhooks may be addressed (`OMEGA_WEBHOOKS_ALLOW_*`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -155,7 +177,16 @@ pub struct EndpointChange {
     pub enabled: Option<bool>,
 }
 
-impl Omega {
+impl WebhookEndpoints {
+    pub(super) fn new(store: Store, directory: Directory, secrets: Arc<SecretKeys>) -> Self {
+        Self { store, directory, secrets, outbound: OutboundSettings::default(), wakeup: Arc::new(Notify::new()) }
+    }
+
+    /// With these addressing rules.
+    pub(super) fn with_outbound(self, outbound: OutboundSettings) -> Self {
+        Self { outbound, ..self }
+    }
+
     /// Checks a URL (and, for a literal IP, its address) against the settings.
     fn check_url(&self, v: &mut Violations, field: &str, url: &str) -> String {
         let url = url.trim();
@@ -219,7 +250,7 @@ impl Omega {
     }
 
     /// Creates an endpoint; answers it and its secret (the only time the secret is shown).
-    pub async fn create_webhook_endpoint(
+    pub async fn create(
         &self,
         caller: &Caller,
         business_id: i64,
@@ -256,16 +287,16 @@ impl Omega {
         Ok((row.into(), secret))
     }
 
-    pub async fn webhook_endpoints(&self, caller: &Caller, business_id: i64) -> Result<Vec<EndpointView>> {
+    pub async fn list(&self, caller: &Caller, business_id: i64) -> Result<Vec<EndpointView>> {
         self.directory.business(caller, business_id).await?;
         Ok(db::endpoints(self.store.connection(), business_id).await?.into_iter().map(EndpointView::from).collect())
     }
 
-    pub async fn webhook_endpoint(&self, caller: &Caller, business_id: i64, id: i64) -> Result<EndpointView> {
+    pub async fn get(&self, caller: &Caller, business_id: i64, id: i64) -> Result<EndpointView> {
         Ok(self.endpoint_of(caller, business_id, id).await?.into())
     }
 
-    pub async fn update_webhook_endpoint(
+    pub async fn update(
         &self,
         caller: &Caller,
         business_id: i64,
@@ -317,7 +348,7 @@ impl Omega {
         Ok(saved.into())
     }
 
-    pub async fn delete_webhook_endpoint(&self, caller: &Caller, business_id: i64, id: i64) -> Result<()> {
+    pub async fn delete(&self, caller: &Caller, business_id: i64, id: i64) -> Result<()> {
         self.endpoint_of(caller, business_id, id).await?;
         let txn = self.store.begin().await?;
         let found = db::delete_endpoint(&txn, business_id, id).await?;
@@ -330,12 +361,7 @@ impl Omega {
     }
 
     /// A new secret (answered once); the previous one signs too for a day.
-    pub async fn rotate_webhook_secret(
-        &self,
-        caller: &Caller,
-        business_id: i64,
-        id: i64,
-    ) -> Result<(EndpointView, String)> {
+    pub async fn rotate_secret(&self, caller: &Caller, business_id: i64, id: i64) -> Result<(EndpointView, String)> {
         let row = self.endpoint_of(caller, business_id, id).await?;
         let secret = generate_secret();
         let at = now();
@@ -353,7 +379,7 @@ impl Omega {
     }
 
     /// One page of the endpoint's delivery log, newest first.
-    pub async fn webhook_deliveries(
+    pub async fn deliveries(
         &self,
         caller: &Caller,
         business_id: i64,
@@ -385,7 +411,7 @@ impl Omega {
     }
 
     /// Makes one delivery due now (same `webhook-id`).
-    pub async fn replay_webhook_delivery(
+    pub async fn replay_delivery(
         &self,
         caller: &Caller,
         business_id: i64,
@@ -400,7 +426,7 @@ impl Omega {
         if !found {
             return Err(Error::NotFound(format!("webhook delivery {delivery_id}")));
         }
-        self.webhook_wakeup.notify_waiters();
+        self.wakeup.notify_waiters();
         let row = db::delivery(self.store.connection(), business_id, id, delivery_id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("webhook delivery {delivery_id}")))?;
@@ -409,7 +435,7 @@ impl Omega {
 
     /// Queues the events of `[since, until)` after `after_event_id` that the endpoint's filter
     /// matches, at most [`REPLAY_BATCH`]; answers (queued, last event id, more).
-    pub async fn replay_webhook_events(
+    pub async fn replay_events(
         &self,
         caller: &Caller,
         business_id: i64,
@@ -447,7 +473,7 @@ impl Omega {
         let txn = self.store.begin().await?;
         db::queue_events(&txn, business_id, id, &ids, now()).await?;
         txn.commit().await.map_err(crate::store::StoreError::from)?;
-        self.webhook_wakeup.notify_waiters();
+        self.wakeup.notify_waiters();
         tracing::info!(business_id, endpoint_id = id, queued = ids.len(), "webhook events replayed");
         Ok((ids.len() as u64, ids.last().copied().unwrap_or(0), more))
     }

@@ -375,7 +375,7 @@ impl Omega {
         let Some(business) = business else {
             return Ok(say_and_hang_up("This call could not be placed."));
         };
-        if self.active_staff(business_id, "From", staff_id).await.is_err() {
+        if self.directory.active_staff(business_id, "From", staff_id).await.is_err() {
             return Ok(say_and_hang_up("This call could not be placed: the staff member is not active."));
         }
         let Ok(number) = values::phone("To", to, &business.default_calling_code) else {
@@ -528,7 +528,7 @@ impl Omega {
             _ => return Err(Error::invalid("ttl_seconds", "must be between 60 and 86400")),
         };
         self.directory.business(caller, business_id).await?;
-        self.active_staff(business_id, "staff_id", staff_id).await?;
+        self.directory.active_staff(business_id, "staff_id", staff_id).await?;
         let voice = self.webhooks.voice.as_ref().ok_or_else(|| {
             Error::FailedPrecondition("voice calling is not configured (OMEGA_TWILIO_API_KEY_SID…)".into())
         })?;

@@ -15,7 +15,17 @@ pub struct Model {
     pub updated_at: ChronoDateTimeUtc,
 }
 
+/// The rows it belongs to.
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    #[sea_orm(belongs_to = "super::business::Entity", from = "Column::BusinessId", to = "super::business::Column::Id")]
+    Business,
+}
+
+impl Related<super::business::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Business.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -24,7 +24,17 @@ impl std::fmt::Debug for Model {
     }
 }
 
+/// The rows it belongs to.
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    #[sea_orm(belongs_to = "super::business::Entity", from = "Column::BusinessId", to = "super::business::Column::Id")]
+    Business,
+}
+
+impl Related<super::business::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Business.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}
