@@ -615,7 +615,7 @@ impl ChatService for ChatApi {
         let (chat, conversation) =
             self.conversation_of(&r.inbox_identifier, &r.contact_identifier, &r.conversation_id, hash).await?;
         let id = path_id("attachment", &r.attachment_id)?;
-        let (attachment, data) = self.omega.chat_attachment(&chat, &conversation, id).await?;
+        let (attachment, data) = self.omega.attachments.chat_attachment(&chat, &conversation, id).await?;
         Ok(file_response(&attachment, data)?)
     }
 
@@ -647,7 +647,7 @@ impl AttachmentService for ChatApi {
         let r = request.into_inner();
         let (business_id, id) =
             (required_id("business_id", r.business_id)?, required_id("attachment_id", r.attachment_id)?);
-        let (attachment, data) = self.omega.attachment(&caller, business_id, id).await?;
+        let (attachment, data) = self.omega.attachments.attachment(&caller, business_id, id).await?;
         Ok(file_response(&attachment, data)?)
     }
 }

@@ -782,7 +782,7 @@ impl Dispatcher {
             let Some(row) = rows.iter().find(|r| r.id == id) else {
                 return Err(failed("ATTACHMENT_MISSING", format!("attachment {id} no longer exists"), false));
             };
-            let data = match self.omega.files.get(&row.storage_key).await {
+            let data = match self.omega.attachments.files.get(&row.storage_key).await {
                 Ok(data) => data,
                 Err(crate::files::FileError::NotFound(_)) => {
                     return Err(failed("ATTACHMENT_MISSING", format!("attachment {id}'s file is gone"), false));

@@ -5,19 +5,31 @@
 use bytes::Bytes;
 
 use super::{
-    Error, Omega, Result, Violations,
+    Error, Result, Violations,
     auth::Caller,
     chat::ChatContact,
+    directory::Directory,
     values::Channel,
     views::{AttachmentView, ConversationView},
 };
 use crate::{
-    files::FileError,
+    files::{FileError, FileStore},
     store::{
+        Store,
         attachments::{self as db, NewAttachment},
         entity::attachment,
     },
 };
+
+/// Files attached to messages: their limits, their bytes, and who may read them.
+#[derive(Clone, Debug)]
+pub struct Attachments {
+    store: Store,
+    directory: Directory,
+    /// Where the bytes are kept (in memory unless configured otherwise).
+    pub files: FileStore,
+    pub limits: AttachmentLimits,
+}
 
 /// A file as a client uploaded it.
 pub struct Upload {
@@ -105,7 +117,11 @@ fn clean_name(name: &str) -> String {
     if out.trim().is_empty() { "attachment".into() } else { out }
 }
 
-impl Omega {
+impl Attachments {
+    pub(super) fn new(store: Store, directory: Directory) -> Self {
+        Self { store, directory, files: FileStore::in_memory(), limits: AttachmentLimits::default() }
+    }
+
     /// Checks `uploads` against the limits (every problem at once, as `field`) and puts them in
     /// the attachment store; answers what the message will record. Images must be what they
     /// claim (their bytes decide their type and size); other types are taken as declared.
@@ -115,7 +131,7 @@ impl Omega {
         field: &str,
         uploads: Vec<Upload>,
     ) -> Result<Vec<NewAttachment>> {
-        let limits = self.attachment_limits;
+        let limits = self.limits;
         let mut v = Violations::default();
         if uploads.len() > limits.max_files {
             v.add(field, format!("at most {} files per message", limits.max_files));

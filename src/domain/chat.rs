@@ -603,7 +603,7 @@ impl Omega {
         if let Some(echo) = &echo_id {
             values::check_text("echo_id", echo, 200)?;
         }
-        let files = self.store_uploads(chat.inbox.business_id, "attachments[]", uploads).await?;
+        let files = self.attachments.store_uploads(chat.inbox.business_id, "attachments[]", uploads).await?;
         let caller = Caller::without_key(Scope::Business(chat.inbox.business_id));
         let stored = self
             .store_message_row(
@@ -636,11 +636,11 @@ impl Omega {
         match stored {
             Ok(stored) if stored.created => Ok(stored.message.into()),
             Ok(stored) => {
-                self.forget_uploads(&files).await;
+                self.attachments.forget_uploads(&files).await;
                 Ok(stored.message.into())
             }
             Err(err) => {
-                self.forget_uploads(&files).await;
+                self.attachments.forget_uploads(&files).await;
                 Err(err)
             }
         }

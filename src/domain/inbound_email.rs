@@ -460,8 +460,8 @@ impl Omega {
             width: None,
             height: None,
         };
-        if let Err(err) = self.files.put(&original_file.storage_key, data).await {
-            self.forget_uploads(&stored_files).await;
+        if let Err(err) = self.attachments.files.put(&original_file.storage_key, data).await {
+            self.attachments.forget_uploads(&stored_files).await;
             return Err(Error::Unavailable(format!("the attachment store failed: {err}")));
         }
         stored_files.push(original_file);
@@ -503,7 +503,7 @@ impl Omega {
         match stored {
             Ok(stored) => {
                 if !stored.created {
-                    self.forget_uploads(&stored_files).await;
+                    self.attachments.forget_uploads(&stored_files).await;
                 }
                 if stored.created {
                     tracing::info!(
@@ -516,7 +516,7 @@ impl Omega {
                 Ok(InboundOutcome { message: stored.message.into(), created: stored.created, skipped })
             }
             Err(err) => {
-                self.forget_uploads(&stored_files).await;
+                self.attachments.forget_uploads(&stored_files).await;
                 Err(err)
             }
         }
@@ -533,17 +533,17 @@ impl Omega {
         let (mut stored, mut skipped) = (Vec::new(), Vec::new());
         for upload in files {
             let name = upload.file_name.clone();
-            if stored.len() >= self.attachment_limits.max_files {
-                skipped.push(format!("{name}: more than {} files", self.attachment_limits.max_files));
+            if stored.len() >= self.attachments.limits.max_files {
+                skipped.push(format!("{name}: more than {} files", self.attachments.limits.max_files));
                 continue;
             }
-            match self.store_uploads(business_id, "attachments", vec![upload]).await {
+            match self.attachments.store_uploads(business_id, "attachments", vec![upload]).await {
                 Ok(mut kept) => stored.append(&mut kept),
                 Err(Error::InvalidArgument(violations)) => {
                     skipped.extend(violations.into_iter().map(|v| v.description));
                 }
                 Err(other) => {
-                    self.forget_uploads(&stored).await;
+                    self.attachments.forget_uploads(&stored).await;
                     return Err(other);
                 }
             }

@@ -259,8 +259,8 @@ impl Omega {
                 if !media.is_empty() {
                     v.add("media_urls", "email attachments are given as attachment_ids");
                 }
-                if input.attachment_ids.len() > self.attachment_limits.max_files {
-                    v.add("attachment_ids", format!("at most {} attachments", self.attachment_limits.max_files));
+                if input.attachment_ids.len() > self.attachments.limits.max_files {
+                    v.add("attachment_ids", format!("at most {} attachments", self.attachments.limits.max_files));
                 }
                 (content, subject, html)
             }

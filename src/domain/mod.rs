@@ -46,9 +46,8 @@ pub struct Omega {
     pub providers: providers::Providers,
     /// The keys that seal stored provider credentials.
     pub secrets: Arc<crate::secrets::SecretKeys>,
-    /// Where attachment bytes are kept (in memory unless `with_files` says otherwise).
-    pub files: crate::files::FileStore,
-    pub attachment_limits: attachments::AttachmentLimits,
+    /// Files attached to messages.
+    pub attachments: attachments::Attachments,
     /// Outbound webhook endpoints and their delivery log.
     pub webhook_endpoints: webhook_endpoints::WebhookEndpoints,
 }
@@ -68,34 +67,30 @@ impl Omega {
         secrets: crate::secrets::SecretKeys,
     ) -> Self {
         let (webhooks, secrets) = (Arc::new(webhooks), Arc::new(secrets));
+        // The areas with their own service; the rest are still `impl Omega` in their modules.
+        let directory = directory::Directory::new(store.clone());
         Self {
-            providers: providers::Providers::new(
-                store.clone(),
-                directory::Directory::new(store.clone()),
-                secrets.clone(),
-                webhooks.clone(),
-            ),
+            providers: providers::Providers::new(store.clone(), directory.clone(), secrets.clone(), webhooks.clone()),
             webhook_endpoints: webhook_endpoints::WebhookEndpoints::new(
                 store.clone(),
-                directory::Directory::new(store.clone()),
+                directory.clone(),
                 secrets.clone(),
             ),
-            directory: directory::Directory::new(store.clone()),
-            tokens: tokens::Tokens::new(store.clone(), tokens, directory::Directory::new(store.clone())),
+            attachments: attachments::Attachments::new(store.clone(), directory.clone()),
+            tokens: tokens::Tokens::new(store.clone(), tokens, directory.clone()),
+            directory,
             store,
             started_at: Instant::now(),
             delivery_wakeup: Arc::new(Notify::new()),
             webhooks,
             secrets,
-            files: crate::files::FileStore::in_memory(),
-            attachment_limits: attachments::AttachmentLimits::default(),
         }
     }
 
     /// With this attachment store and these limits.
     pub fn with_files(mut self, files: crate::files::FileStore, limits: attachments::AttachmentLimits) -> Self {
-        self.files = files;
-        self.attachment_limits = limits;
+        self.attachments.files = files;
+        self.attachments.limits = limits;
         self
     }
 
