@@ -9,10 +9,8 @@ use super::{
 };
 use crate::{
     domain::{
-        Omega, Result,
-        values::WebhookDeliveryState,
-        views::EndpointView,
-        webhook_endpoints::{DeliveryView, EndpointChange},
+        Omega, Result, values::WebhookDeliveryState, views::DeliveryView, views::EndpointView,
+        webhook_endpoints::EndpointChange,
     },
     proto::omega::v1::{
         CreateWebhookEndpointRequest, CreateWebhookEndpointResponse, DeleteWebhookEndpointRequest,

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use sea_orm::Set;
 use serde_json::json;
 
 use super::{
@@ -20,7 +21,7 @@ use crate::store::{
     directory,
     entity::{conversation, conversation_count, conversation_event, message},
     events::{self, NewEvent},
-    messages::{self, MessageCursor, MessageFilter, NewMessage, ReadScope},
+    messages::{self, MessageCursor, MessageFilter, ReadScope},
 };
 
 /// A conversation with the names the inbox shows beside it.
@@ -385,15 +386,19 @@ impl Omega {
         let txn = self.store.begin().await?;
         let note = messages::insert_message(
             &txn,
-            NewMessage {
-                public_id: uuid::Uuid::now_v7().to_string(),
-                business_id,
-                conversation_id: id,
-                client_id,
-                sender_staff_id: Some(sent_by),
-                content: content.unwrap_or_default(),
-                note_category: category,
-                ..NewMessage::of(Channel::Note, Direction::Internal, SenderType::Staff, DeliveryStatus::Recorded)
+            message::ActiveModel {
+                public_id: Set(uuid::Uuid::now_v7().to_string()),
+                business_id: Set(business_id),
+                conversation_id: Set(id),
+                client_id: Set(client_id),
+                sender_staff_id: Set(Some(sent_by)),
+                content: Set(content.unwrap_or_default()),
+                note_category: Set(category),
+                channel: Set(Channel::Note),
+                direction: Set(Direction::Internal),
+                sender_type: Set(SenderType::Staff),
+                status: Set(DeliveryStatus::Recorded),
+                ..Default::default()
             },
             now,
         )

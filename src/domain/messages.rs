@@ -2,7 +2,7 @@
 //! elsewhere, delivery status updates, normalized ingestion, deliberate retries and search.
 
 use chrono::{DateTime, Utc};
-use sea_orm::ConnectionTrait;
+use sea_orm::{ConnectionTrait, Set};
 use serde_json::json;
 
 use super::{
@@ -19,7 +19,7 @@ use crate::store::{
     directory,
     entity::{client, conversation, location, message},
     events::{self, NewEvent},
-    messages::{self as db, NewMessage, RetryFilter, StatusUpdate},
+    messages::{self as db, RetryFilter, StatusUpdate},
     outbox, search,
 };
 
@@ -325,27 +325,26 @@ impl Omega {
             };
             let message = db::insert_message(
                 &txn,
-                NewMessage {
-                    public_id: uuid::Uuid::now_v7().to_string(),
-                    business_id,
-                    conversation_id: conversation.id,
-                    client_id: client.id,
-                    sender_staff_id: input.sent_by,
-                    content: content.clone(),
-                    subject: subject.clone(),
-                    html: html.clone(),
-                    media: media_json.clone(),
-                    request_id: Some(input.request_id.clone()),
-                    idempotency_key: keys.get(i).cloned(),
-                    location_id: Some(sender.location_id),
-                    from_address: Some(sender.from.clone()),
-                    to_address: to,
-                    ..NewMessage::of(
-                        input.channel,
-                        Direction::Outbound,
-                        if input.sent_by.is_some() { SenderType::Staff } else { SenderType::System },
-                        DeliveryStatus::Queued,
-                    )
+                message::ActiveModel {
+                    public_id: Set(uuid::Uuid::now_v7().to_string()),
+                    business_id: Set(business_id),
+                    conversation_id: Set(conversation.id),
+                    client_id: Set(client.id),
+                    sender_staff_id: Set(input.sent_by),
+                    content: Set(content.clone()),
+                    subject: Set(subject.clone()),
+                    html: Set(html.clone()),
+                    media: Set(media_json.clone()),
+                    request_id: Set(Some(input.request_id.clone())),
+                    idempotency_key: Set(keys.get(i).cloned()),
+                    location_id: Set(Some(sender.location_id)),
+                    from_address: Set(Some(sender.from.clone())),
+                    to_address: Set(to),
+                    channel: Set(input.channel),
+                    direction: Set(Direction::Outbound),
+                    sender_type: Set(if input.sent_by.is_some() { SenderType::Staff } else { SenderType::System }),
+                    status: Set(DeliveryStatus::Queued),
+                    ..Default::default()
                 },
                 now,
             )
@@ -551,37 +550,37 @@ impl Omega {
         };
         let inserted = db::insert_message(
             &txn,
-            NewMessage {
-                public_id: uuid::Uuid::now_v7().to_string(),
-                business_id,
-                conversation_id: conversation.id,
-                client_id: client.id,
-                sender_staff_id: input.sent_by,
-                content: content.clone(),
-                subject,
-                html,
-                media: (!media.is_empty()).then(|| json!(media).to_string()),
-                request_id: Some(input.request_id.clone()),
-                idempotency_key: key.clone(),
-                provider: provider.clone(),
-                provider_message_id: provider_id.clone(),
-                location_id: input.location_id,
-                from_address: from,
-                to_address: to,
-                sent_at: (direction == Direction::Outbound && status.rank() >= DeliveryStatus::Sent.rank())
-                    .then_some(at),
-                delivered_at: (status == DeliveryStatus::Delivered).then_some(at),
-                created_at: Some(at),
-                ..NewMessage::of(
-                    input.channel,
-                    direction,
-                    match (direction, input.sent_by) {
-                        (Direction::Inbound, _) => SenderType::Client,
-                        (_, Some(_)) => SenderType::Staff,
-                        _ => SenderType::System,
-                    },
-                    status,
-                )
+            message::ActiveModel {
+                public_id: Set(uuid::Uuid::now_v7().to_string()),
+                business_id: Set(business_id),
+                conversation_id: Set(conversation.id),
+                client_id: Set(client.id),
+                sender_staff_id: Set(input.sent_by),
+                content: Set(content.clone()),
+                subject: Set(subject),
+                html: Set(html),
+                media: Set((!media.is_empty()).then(|| json!(media).to_string())),
+                request_id: Set(Some(input.request_id.clone())),
+                idempotency_key: Set(key.clone()),
+                provider: Set(provider.clone()),
+                provider_message_id: Set(provider_id.clone()),
+                location_id: Set(input.location_id),
+                from_address: Set(from),
+                to_address: Set(to),
+                sent_at: Set(
+                    (direction == Direction::Outbound && status.rank() >= DeliveryStatus::Sent.rank()).then_some(at)
+                ),
+                delivered_at: Set((status == DeliveryStatus::Delivered).then_some(at)),
+                created_at: Set(at),
+                channel: Set(input.channel),
+                direction: Set(direction),
+                sender_type: Set(match (direction, input.sent_by) {
+                    (Direction::Inbound, _) => SenderType::Client,
+                    (_, Some(_)) => SenderType::Staff,
+                    _ => SenderType::System,
+                }),
+                status: Set(status),
+                ..Default::default()
             },
             now,
         )

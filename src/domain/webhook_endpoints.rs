@@ -20,14 +20,14 @@ use super::{
     events::KINDS,
     pagination::PageRequest,
     values::{WebhookDeliveryState, now, parse_time},
-    views::EndpointView,
+    views::{DeliveryView, EndpointView},
 };
 use crate::{
     secrets::SecretKeys,
     store::{
         Store,
         entity::webhook_endpoint as endpoint,
-        webhook_endpoints::{self as db, DeliveryRow, NewEndpoint},
+        webhook_endpoints::{self as db, NewEndpoint},
     },
 };
 
@@ -126,45 +126,6 @@ pub fn event_types_of(stored: &str) -> Vec<String> {
 pub fn webhook_id(endpoint_id: i64, event_id: i64) -> String {
     const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6f6d_6567_612d_7768_6f6f_6b73_2d76_3100);
     format!("msg_{}", uuid::Uuid::new_v5(&NAMESPACE, format!("{endpoint_id}/{event_id}").as_bytes()).simple())
-}
-
-/// A delivery as the log shows it.
-pub struct DeliveryView {
-    pub id: i64,
-    pub endpoint_id: i64,
-    pub event_id: i64,
-    /// The event's kind.
-    pub kind: String,
-    pub state: WebhookDeliveryState,
-    pub attempt_count: i32,
-    pub next_attempt_at: DateTime<Utc>,
-    pub last_status_code: Option<i32>,
-    pub last_error: Option<String>,
-    pub last_attempt_at: Option<DateTime<Utc>>,
-    pub delivered_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    /// The `webhook-id` its requests carry.
-    pub webhook_id: String,
-}
-
-impl From<DeliveryRow> for DeliveryView {
-    fn from(row: DeliveryRow) -> Self {
-        Self {
-            webhook_id: webhook_id(row.endpoint_id, row.event_id),
-            id: row.id,
-            endpoint_id: row.endpoint_id,
-            event_id: row.event_id,
-            kind: row.kind,
-            state: row.state,
-            attempt_count: row.attempt_count,
-            next_attempt_at: row.next_attempt_at,
-            last_status_code: row.last_status_code,
-            last_error: row.last_error,
-            last_attempt_at: row.last_attempt_at,
-            delivered_at: row.delivered_at,
-            created_at: row.created_at,
-        }
-    }
 }
 
 /// What an update asks for; None leaves a field as it is.

@@ -11,7 +11,7 @@ use sea_orm::{
 use super::{
     StoreResult, dialect,
     entity::{
-        enums::{Channel, DeliveryStatus, Direction, SenderType},
+        enums::{Channel, DeliveryStatus, Direction},
         message,
     },
 };
@@ -283,108 +283,20 @@ pub async fn settle_unsent(
 
 // ---- new messages and pages ----
 
-/// A message to insert; its typed state has no default, so every caller names it.
-pub struct NewMessage {
-    pub public_id: String,
-    pub business_id: i64,
-    pub conversation_id: i64,
-    pub client_id: i64,
-    pub channel: Channel,
-    pub direction: Direction,
-    pub sender_type: SenderType,
-    pub sender_staff_id: Option<i64>,
-    pub content: String,
-    pub subject: Option<String>,
-    pub html: Option<String>,
-    /// JSON array of media URLs.
-    pub media: Option<String>,
-    pub note_category: Option<String>,
-    pub request_id: Option<String>,
-    pub idempotency_key: Option<String>,
-    pub provider: Option<String>,
-    pub provider_message_id: Option<String>,
-    pub location_id: Option<i64>,
-    pub from_address: Option<String>,
-    pub to_address: Option<String>,
-    pub status: DeliveryStatus,
-    pub sent_at: Option<DateTime<Utc>>,
-    pub delivered_at: Option<DateTime<Utc>>,
-    pub created_at: Option<DateTime<Utc>>,
-}
-
-impl NewMessage {
-    /// A message of this kind with nothing else filled in: callers name its state and fill the
-    /// rest (`NewMessage { content, ..NewMessage::of(..) }`).
-    pub fn of(channel: Channel, direction: Direction, sender_type: SenderType, status: DeliveryStatus) -> Self {
-        Self {
-            public_id: String::new(),
-            business_id: 0,
-            conversation_id: 0,
-            client_id: 0,
-            channel,
-            direction,
-            sender_type,
-            sender_staff_id: None,
-            content: String::new(),
-            subject: None,
-            html: None,
-            media: None,
-            note_category: None,
-            request_id: None,
-            idempotency_key: None,
-            provider: None,
-            provider_message_id: None,
-            location_id: None,
-            from_address: None,
-            to_address: None,
-            status,
-            sent_at: None,
-            delivered_at: None,
-            created_at: None,
-        }
-    }
-}
-
+/// Inserts a message. The caller sets what it knows (its typed state always); what it leaves
+/// unset starts out empty, with no attempts, its status dated `now` and, unless given, created
+/// `now`.
 pub async fn insert_message(
     conn: &impl ConnectionTrait,
-    new: NewMessage,
+    mut new: message::ActiveModel,
     now: DateTime<Utc>,
 ) -> StoreResult<message::Model> {
-    Ok(message::ActiveModel {
-        public_id: Set(new.public_id),
-        business_id: Set(new.business_id),
-        conversation_id: Set(new.conversation_id),
-        client_id: Set(new.client_id),
-        channel: Set(new.channel),
-        direction: Set(new.direction),
-        sender_type: Set(new.sender_type),
-        sender_staff_id: Set(new.sender_staff_id),
-        content: Set(new.content),
-        subject: Set(new.subject),
-        note_category: Set(new.note_category),
-        request_id: Set(new.request_id),
-        provider: Set(new.provider),
-        provider_message_id: Set(new.provider_message_id),
-        status: Set(new.status),
-        status_updated_at: Set(Some(now)),
-        error_code: Set(None),
-        error_message: Set(None),
-        attempt_count: Set(0),
-        read_at: Set(None),
-        created_at: Set(new.created_at.unwrap_or(now)),
-        location_id: Set(new.location_id),
-        from_address: Set(new.from_address),
-        to_address: Set(new.to_address),
-        html: Set(new.html),
-        media: Set(new.media),
-        idempotency_key: Set(new.idempotency_key),
-        sent_at: Set(new.sent_at),
-        delivered_at: Set(new.delivered_at),
-        failed_at: Set(None),
-        ..Default::default()
+    if new.created_at.is_not_set() {
+        new.created_at = Set(now);
     }
-    .insert(conn)
-    .await?)
+    new.status_updated_at = Set(Some(now));
+    new.attempt_count = Set(0);
+    Ok(new.insert(conn).await?)
 }
 
 #[derive(Default)]

@@ -180,13 +180,17 @@ async fn message(
     let sender_type = if direction == Direction::Inbound { SenderType::Client } else { SenderType::Staff };
     messages::insert_message(
         store.writer(),
-        messages::NewMessage {
-            public_id: uuid::Uuid::new_v4().to_string(),
-            business_id: inbox.business.id,
-            conversation_id: inbox.conversation.id,
-            client_id: inbox.client.id,
-            content: content.into(),
-            ..messages::NewMessage::of(channel, direction, sender_type, status)
+        message::ActiveModel {
+            public_id: Set(uuid::Uuid::new_v4().to_string()),
+            business_id: Set(inbox.business.id),
+            conversation_id: Set(inbox.conversation.id),
+            client_id: Set(inbox.client.id),
+            content: Set(content.into()),
+            channel: Set(channel),
+            direction: Set(direction),
+            sender_type: Set(sender_type),
+            status: Set(status),
+            ..Default::default()
         },
         now(),
     )

@@ -19,41 +19,9 @@ pub struct Model {
     pub transcribe_voicemail: bool,
 }
 
-/// The rows it belongs to and the rows that belong to it.
-#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {
-    #[sea_orm(has_many = "super::client::Entity")]
-    Clients,
-    #[sea_orm(has_many = "super::conversation::Entity")]
-    Conversations,
-    #[sea_orm(has_many = "super::staff::Entity")]
-    Staff,
-    #[sea_orm(has_many = "super::location::Entity")]
-    Locations,
-}
-
-impl Related<super::client::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Clients.def()
-    }
-}
-
-impl Related<super::conversation::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Conversations.def()
-    }
-}
-
-impl Related<super::staff::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Staff.def()
-    }
-}
-
-impl Related<super::location::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Locations.def()
-    }
+relations! {
+    belongs_to {}
+    has_many { Clients: client, Conversations: conversation, Staff: staff, Locations: location }
 }
 
 impl ActiveModelBehavior for ActiveModel {}

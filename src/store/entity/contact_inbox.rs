@@ -35,25 +35,8 @@ impl std::fmt::Debug for Model {
     }
 }
 
-/// The rows it belongs to.
-#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {
-    #[sea_orm(belongs_to = "super::inbox::Entity", from = "Column::InboxId", to = "super::inbox::Column::Id")]
-    Inbox,
-    #[sea_orm(belongs_to = "super::client::Entity", from = "Column::ClientId", to = "super::client::Column::Id")]
-    Client,
-}
-
-impl Related<super::inbox::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Inbox.def()
-    }
-}
-
-impl Related<super::client::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Client.def()
-    }
+relations! {
+    belongs_to { Inbox: inbox via InboxId, Client: client via ClientId }
 }
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -32,49 +32,14 @@ pub struct Model {
     pub custom_attributes: Option<String>,
 }
 
-/// The rows it belongs to and the rows that belong to it.
-#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {
-    #[sea_orm(belongs_to = "super::business::Entity", from = "Column::BusinessId", to = "super::business::Column::Id")]
-    Business,
-    #[sea_orm(belongs_to = "super::client::Entity", from = "Column::ClientId", to = "super::client::Column::Id")]
-    Client,
-    #[sea_orm(belongs_to = "super::location::Entity", from = "Column::LocationId", to = "super::location::Column::Id")]
-    Location,
-    #[sea_orm(belongs_to = "super::staff::Entity", from = "Column::AssignedStaffId", to = "super::staff::Column::Id")]
-    AssignedStaff,
-    #[sea_orm(has_many = "super::message::Entity")]
-    Messages,
-}
-
-impl Related<super::business::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Business.def()
+relations! {
+    belongs_to {
+        Business: business via BusinessId,
+        Client: client via ClientId,
+        Location: location via LocationId,
+        AssignedStaff: staff via AssignedStaffId,
     }
-}
-
-impl Related<super::client::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Client.def()
-    }
-}
-
-impl Related<super::location::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Location.def()
-    }
-}
-
-impl Related<super::staff::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::AssignedStaff.def()
-    }
-}
-
-impl Related<super::message::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Messages.def()
-    }
+    has_many { Messages: message }
 }
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -23,25 +23,8 @@ pub struct Model {
     pub updated_at: ChronoDateTimeUtc,
 }
 
-/// The rows it belongs to.
-#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {
-    #[sea_orm(belongs_to = "super::message::Entity", from = "Column::MessageId", to = "super::message::Column::Id")]
-    Message,
-    #[sea_orm(belongs_to = "super::business::Entity", from = "Column::BusinessId", to = "super::business::Column::Id")]
-    Business,
-}
-
-impl Related<super::message::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Message.def()
-    }
-}
-
-impl Related<super::business::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Business.def()
-    }
+relations! {
+    belongs_to { Message: message via MessageId, Business: business via BusinessId }
 }
 
 impl ActiveModelBehavior for ActiveModel {}

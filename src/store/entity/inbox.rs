@@ -21,25 +21,8 @@ impl std::fmt::Debug for Model {
     }
 }
 
-/// The rows it belongs to.
-#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {
-    #[sea_orm(belongs_to = "super::business::Entity", from = "Column::BusinessId", to = "super::business::Column::Id")]
-    Business,
-    #[sea_orm(belongs_to = "super::location::Entity", from = "Column::LocationId", to = "super::location::Column::Id")]
-    Location,
-}
-
-impl Related<super::business::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Business.def()
-    }
-}
-
-impl Related<super::location::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Location.def()
-    }
+relations! {
+    belongs_to { Business: business via BusinessId, Location: location via LocationId }
 }
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -52,45 +52,13 @@ pub struct Model {
     pub answered_by_staff_id: Option<i64>,
 }
 
-/// The rows it belongs to and the rows that belong to it.
-#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {
-    #[sea_orm(belongs_to = "super::business::Entity", from = "Column::BusinessId", to = "super::business::Column::Id")]
-    Business,
-    #[sea_orm(
-        belongs_to = "super::conversation::Entity",
-        from = "Column::ConversationId",
-        to = "super::conversation::Column::Id"
-    )]
-    Conversation,
-    #[sea_orm(belongs_to = "super::client::Entity", from = "Column::ClientId", to = "super::client::Column::Id")]
-    Client,
-    #[sea_orm(has_many = "super::message_attempt::Entity")]
-    Attempts,
-}
-
-impl Related<super::business::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Business.def()
+relations! {
+    belongs_to {
+        Business: business via BusinessId,
+        Conversation: conversation via ConversationId,
+        Client: client via ClientId,
     }
-}
-
-impl Related<super::conversation::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Conversation.def()
-    }
-}
-
-impl Related<super::client::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Client.def()
-    }
-}
-
-impl Related<super::message_attempt::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Attempts.def()
-    }
+    has_many { Attempts: message_attempt }
 }
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -18,17 +18,8 @@ pub struct Model {
     pub error_message: Option<String>,
 }
 
-/// The rows it belongs to.
-#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {
-    #[sea_orm(belongs_to = "super::message::Entity", from = "Column::MessageId", to = "super::message::Column::Id")]
-    Message,
-}
-
-impl Related<super::message::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Message.def()
-    }
+relations! {
+    belongs_to { Message: message via MessageId }
 }
 
 impl ActiveModelBehavior for ActiveModel {}

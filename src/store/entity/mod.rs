@@ -1,5 +1,44 @@
 //! sea-orm entities: one module per table created in `migrations/`.
 
+/// An entity's relations: the rows it belongs to (through which foreign-key column) and the
+/// rows that belong to it, each also as `Related`, so `find_related` and joins can use them.
+/// One line per relation instead of sea-orm's derive plus an `impl Related` block each.
+macro_rules! relations {
+    (
+        belongs_to { $($owner:ident: $owner_module:ident via $column:ident),* $(,)? }
+        $(has_many { $($owned:ident: $owned_module:ident),* $(,)? })?
+    ) => {
+        #[derive(Copy, Clone, Debug, EnumIter)]
+        pub enum Relation {
+            $($owner,)*
+            $($($owned,)*)?
+        }
+
+        impl RelationTrait for Relation {
+            fn def(&self) -> RelationDef {
+                match self {
+                    $(Self::$owner => Entity::belongs_to(super::$owner_module::Entity)
+                        .from(Column::$column)
+                        .to(super::$owner_module::Column::Id)
+                        .into(),)*
+                    $($(Self::$owned => Entity::has_many(super::$owned_module::Entity).into(),)*)?
+                }
+            }
+        }
+
+        $(impl Related<super::$owner_module::Entity> for Entity {
+            fn to() -> RelationDef {
+                Relation::$owner.def()
+            }
+        })*
+        $($(impl Related<super::$owned_module::Entity> for Entity {
+            fn to() -> RelationDef {
+                Relation::$owned.def()
+            }
+        })*)?
+    };
+}
+
 pub mod api_key;
 pub mod attachment;
 pub mod business;

@@ -14,33 +14,8 @@ pub struct Model {
     pub revoked_at: Option<ChronoDateTimeUtc>,
 }
 
-/// The rows it belongs to.
-#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {
-    #[sea_orm(belongs_to = "super::api_key::Entity", from = "Column::ApiKeyId", to = "super::api_key::Column::Id")]
-    ApiKey,
-    #[sea_orm(belongs_to = "super::business::Entity", from = "Column::BusinessId", to = "super::business::Column::Id")]
-    Business,
-    #[sea_orm(belongs_to = "super::staff::Entity", from = "Column::StaffId", to = "super::staff::Column::Id")]
-    Staff,
-}
-
-impl Related<super::api_key::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::ApiKey.def()
-    }
-}
-
-impl Related<super::business::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Business.def()
-    }
-}
-
-impl Related<super::staff::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Staff.def()
-    }
+relations! {
+    belongs_to { ApiKey: api_key via ApiKeyId, Business: business via BusinessId, Staff: staff via StaffId }
 }
 
 impl ActiveModelBehavior for ActiveModel {}

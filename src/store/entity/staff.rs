@@ -15,17 +15,8 @@ pub struct Model {
     pub updated_at: ChronoDateTimeUtc,
 }
 
-/// The rows it belongs to.
-#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {
-    #[sea_orm(belongs_to = "super::business::Entity", from = "Column::BusinessId", to = "super::business::Column::Id")]
-    Business,
-}
-
-impl Related<super::business::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Business.def()
-    }
+relations! {
+    belongs_to { Business: business via BusinessId }
 }
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -25,40 +25,11 @@ pub struct Model {
     pub updated_at: ChronoDateTimeUtc,
 }
 
-/// The rows it belongs to.
-#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {
-    #[sea_orm(
-        belongs_to = "super::webhook_endpoint::Entity",
-        from = "Column::EndpointId",
-        to = "super::webhook_endpoint::Column::Id"
-    )]
-    Endpoint,
-    #[sea_orm(belongs_to = "super::business::Entity", from = "Column::BusinessId", to = "super::business::Column::Id")]
-    Business,
-    #[sea_orm(
-        belongs_to = "super::conversation_event::Entity",
-        from = "Column::EventId",
-        to = "super::conversation_event::Column::Id"
-    )]
-    Event,
-}
-
-impl Related<super::webhook_endpoint::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Endpoint.def()
-    }
-}
-
-impl Related<super::business::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Business.def()
-    }
-}
-
-impl Related<super::conversation_event::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Event.def()
+relations! {
+    belongs_to {
+        Endpoint: webhook_endpoint via EndpointId,
+        Business: business via BusinessId,
+        Event: conversation_event via EventId,
     }
 }
 
