@@ -22,7 +22,7 @@ use axum::{
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
 
-use super::chat::{Links, contact_json, conversation_uuid, message_json};
+use super::chat::{Links, contact_json, conversation_uuid, message_json, staff_json};
 use crate::{
     api::convert::wire_id,
     domain::{
@@ -282,18 +282,5 @@ fn conversation_json(chat: &ChatContact, c: &ConversationView) -> Result<Value> 
         "created_at": c.created_at.timestamp(),
         "contact_inbox": { "source_id": chat.source_id() },
         "meta": { "sender": contact_json(chat)? },
-    }))
-}
-
-fn staff_json(id: Option<i64>, name: Option<String>) -> Result<Value> {
-    let name = name.unwrap_or_else(|| "Staff".into());
-    Ok(json!({
-        "id": id.map(wire_id).transpose()?,
-        "name": name,
-        "available_name": name,
-        "avatar_url": "",
-        "thumbnail": "",
-        "type": "user",
-        "availability_status": "online",
     }))
 }

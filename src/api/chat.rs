@@ -312,16 +312,7 @@ pub(super) fn message_json(
         contact["thumbnail"] = json!("");
         contact
     } else {
-        let name = m.sender_staff_id.and_then(|id| staff.get(&id).cloned()).unwrap_or_else(|| "Staff".into());
-        json!({
-            "id": m.sender_staff_id.map(wire_id).transpose()?,
-            "name": name,
-            "available_name": name,
-            "avatar_url": "",
-            "thumbnail": "",
-            "type": "user",
-            "availability_status": "online",
-        })
+        staff_json(m.sender_staff_id, m.sender_staff_id.and_then(|id| staff.get(&id).cloned()))?
     };
     let mut attachments: Vec<Value> = m.attachments.iter().map(|a| attachment_json(links, m, a)).collect();
     // MMS media are links to the provider's copies (not in Omega's store): shown as they are.
@@ -706,4 +697,18 @@ impl InboxService for ChatApi {
             conversation_id: conversation.map(|c| wire_id(c.id)).transpose()?,
         }))
     }
+}
+
+/// A staff member as Chatwoot shows an agent ("Staff" when the name is unknown).
+pub(super) fn staff_json(id: Option<i64>, name: Option<String>) -> Result<Value> {
+    let name = name.unwrap_or_else(|| "Staff".into());
+    Ok(json!({
+        "id": id.map(wire_id).transpose()?,
+        "name": name,
+        "available_name": name,
+        "avatar_url": "",
+        "thumbnail": "",
+        "type": "user",
+        "availability_status": "online",
+    }))
 }

@@ -147,23 +147,17 @@ impl Omega {
             .store_message_row(
                 &caller,
                 IncomingMessage {
-                    business_id,
-                    channel: Channel::Voice,
-                    direction: "INBOUND".into(),
-                    client: ClientRef { phone: from, ..Default::default() },
                     content: INCOMING.into(),
-                    subject: String::new(),
-                    html: String::new(),
-                    media_urls: Vec::new(),
                     status: "received".into(),
                     provider: "twilio".into(),
                     provider_message_id: call_sid,
-                    idempotency_key: String::new(),
-                    occurred_at: String::new(),
                     location_id: Some(location.id),
-                    sent_by: None,
-                    request_id: String::new(),
-                    attachments: Vec::new(),
+                    ..IncomingMessage::new(
+                        business_id,
+                        Channel::Voice,
+                        "INBOUND",
+                        ClientRef { phone: from, ..Default::default() },
+                    )
                 },
             )
             .await?;
@@ -409,23 +403,18 @@ impl Omega {
             .store_message_row(
                 &caller,
                 IncomingMessage {
-                    business_id: call.business_id,
-                    channel: Channel::Voice,
-                    direction: "INBOUND".into(),
-                    client: ClientRef { client_id: Some(call.client_id), ..Default::default() },
                     content: VOICEMAIL.into(),
-                    subject: String::new(),
-                    html: String::new(),
                     media_urls: vec![url.to_owned()],
                     status: "received".into(),
                     provider: "twilio".into(),
                     provider_message_id: recording_sid.to_owned(),
-                    idempotency_key: String::new(),
-                    occurred_at: String::new(),
                     location_id: call.location_id,
-                    sent_by: None,
-                    request_id: String::new(),
-                    attachments: Vec::new(),
+                    ..IncomingMessage::new(
+                        call.business_id,
+                        Channel::Voice,
+                        "INBOUND",
+                        ClientRef { client_id: Some(call.client_id), ..Default::default() },
+                    )
                 },
             )
             .await?;

@@ -609,26 +609,19 @@ impl Omega {
             .store_message_row(
                 &caller,
                 IncomingMessage {
-                    business_id: chat.inbox.business_id,
-                    channel: Channel::Chat,
-                    direction: "INBOUND".into(),
-                    client: ClientRef { client_id: Some(conversation.client_id), ..Default::default() },
                     content: content.to_owned(),
-                    subject: String::new(),
-                    html: String::new(),
-                    media_urls: Vec::new(),
-                    status: String::new(),
-                    provider: String::new(),
-                    provider_message_id: String::new(),
                     // A widget resending the same echo id (a retry) gets the same message.
                     idempotency_key: echo_id
                         .map(|e| format!("chat:{}:{e}", chat.contact.source_id))
                         .unwrap_or_default(),
-                    occurred_at: String::new(),
                     location_id: chat.inbox.location_id,
-                    sent_by: None,
-                    request_id: String::new(),
                     attachments: files.clone(),
+                    ..IncomingMessage::new(
+                        chat.inbox.business_id,
+                        Channel::Chat,
+                        "INBOUND",
+                        ClientRef { client_id: Some(conversation.client_id), ..Default::default() },
+                    )
                 },
             )
             .await;

@@ -387,18 +387,12 @@ impl Omega {
         let note = messages::insert_message(
             &txn,
             message::ActiveModel {
-                public_id: Set(uuid::Uuid::now_v7().to_string()),
-                business_id: Set(business_id),
-                conversation_id: Set(id),
-                client_id: Set(client_id),
-                sender_staff_id: Set(Some(sent_by)),
-                content: Set(content.unwrap_or_default()),
                 note_category: Set(category),
                 channel: Set(Channel::Note),
                 direction: Set(Direction::Internal),
                 sender_type: Set(SenderType::Staff),
                 status: Set(DeliveryStatus::Recorded),
-                ..Default::default()
+                ..messages::new_message(business_id, id, client_id, Some(sent_by), content.unwrap_or_default())
             },
             now,
         )

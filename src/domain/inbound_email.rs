@@ -480,23 +480,15 @@ impl Omega {
             .store_message_row(
                 &caller,
                 IncomingMessage {
-                    business_id,
-                    channel: Channel::Email,
-                    direction: "INBOUND".into(),
-                    client,
                     content,
                     subject,
                     html,
-                    media_urls: Vec::new(),
                     status: "received".into(),
                     provider: INBOUND_PROVIDER.into(),
                     provider_message_id: provider_id,
-                    idempotency_key: String::new(),
-                    occurred_at: String::new(),
                     location_id,
-                    sent_by: None,
-                    request_id: String::new(),
                     attachments: stored_files.clone(),
+                    ..IncomingMessage::new(business_id, Channel::Email, "INBOUND", client)
                 },
             )
             .await;

@@ -90,6 +90,32 @@ pub struct IncomingMessage {
     pub attachments: Vec<crate::store::attachments::NewAttachment>,
 }
 
+impl IncomingMessage {
+    /// A message of `business_id` on `channel` with `client`, going `direction`, with nothing
+    /// else said yet: callers fill in what they know (`..IncomingMessage::new(..)`).
+    pub fn new(business_id: i64, channel: Channel, direction: &str, client: ClientRef) -> Self {
+        Self {
+            business_id,
+            channel,
+            direction: direction.to_owned(),
+            client,
+            content: String::new(),
+            subject: String::new(),
+            html: String::new(),
+            media_urls: Vec::new(),
+            status: String::new(),
+            provider: String::new(),
+            provider_message_id: String::new(),
+            idempotency_key: String::new(),
+            occurred_at: String::new(),
+            location_id: None,
+            sent_by: None,
+            request_id: String::new(),
+            attachments: Vec::new(),
+        }
+    }
+}
+
 /// A delivery status reported for a message, by its id or the provider's.
 pub struct StatusReport {
     pub message_id: String,
@@ -326,12 +352,6 @@ impl Omega {
             let message = db::insert_message(
                 &txn,
                 message::ActiveModel {
-                    public_id: Set(uuid::Uuid::now_v7().to_string()),
-                    business_id: Set(business_id),
-                    conversation_id: Set(conversation.id),
-                    client_id: Set(client.id),
-                    sender_staff_id: Set(input.sent_by),
-                    content: Set(content.clone()),
                     subject: Set(subject.clone()),
                     html: Set(html.clone()),
                     media: Set(media_json.clone()),
@@ -344,7 +364,7 @@ impl Omega {
                     direction: Set(Direction::Outbound),
                     sender_type: Set(if input.sent_by.is_some() { SenderType::Staff } else { SenderType::System }),
                     status: Set(DeliveryStatus::Queued),
-                    ..Default::default()
+                    ..db::new_message(business_id, conversation.id, client.id, input.sent_by, content.clone())
                 },
                 now,
             )
@@ -551,12 +571,6 @@ impl Omega {
         let inserted = db::insert_message(
             &txn,
             message::ActiveModel {
-                public_id: Set(uuid::Uuid::now_v7().to_string()),
-                business_id: Set(business_id),
-                conversation_id: Set(conversation.id),
-                client_id: Set(client.id),
-                sender_staff_id: Set(input.sent_by),
-                content: Set(content.clone()),
                 subject: Set(subject),
                 html: Set(html),
                 media: Set((!media.is_empty()).then(|| json!(media).to_string())),
@@ -580,7 +594,7 @@ impl Omega {
                     _ => SenderType::System,
                 }),
                 status: Set(status),
-                ..Default::default()
+                ..db::new_message(business_id, conversation.id, client.id, input.sent_by, content.clone())
             },
             now,
         )

@@ -225,23 +225,18 @@ impl Omega {
             .store_message_row(
                 &caller,
                 IncomingMessage {
-                    business_id,
-                    channel: Channel::Sms,
-                    direction: "INBOUND".into(),
-                    client: ClientRef { phone: from, ..Default::default() },
                     content: if body.is_empty() && media.is_empty() { "(empty message)".into() } else { body.clone() },
-                    subject: String::new(),
-                    html: String::new(),
                     media_urls: media,
                     status: "received".into(),
                     provider: "twilio".into(),
                     provider_message_id: sid,
-                    idempotency_key: String::new(),
-                    occurred_at: String::new(),
                     location_id: Some(location.id),
-                    sent_by: None,
-                    request_id: String::new(),
-                    attachments: Vec::new(),
+                    ..IncomingMessage::new(
+                        business_id,
+                        Channel::Sms,
+                        "INBOUND",
+                        ClientRef { phone: from, ..Default::default() },
+                    )
                 },
             )
             .await?;
@@ -392,23 +387,18 @@ impl Omega {
         self.store_message_row(
             &caller,
             IncomingMessage {
-                business_id,
-                channel: Channel::Voice,
-                direction: "OUTBOUND".into(),
-                client: ClientRef { phone: number.clone(), ..Default::default() },
                 content: format!("Call to {number}"),
-                subject: String::new(),
-                html: String::new(),
-                media_urls: Vec::new(),
                 status: "queued".into(),
                 provider: "twilio".into(),
                 provider_message_id: call_sid,
-                idempotency_key: String::new(),
-                occurred_at: String::new(),
                 location_id: Some(location_id),
                 sent_by: Some(staff_id),
-                request_id: String::new(),
-                attachments: Vec::new(),
+                ..IncomingMessage::new(
+                    business_id,
+                    Channel::Voice,
+                    "OUTBOUND",
+                    ClientRef { phone: number.clone(), ..Default::default() },
+                )
             },
         )
         .await?;

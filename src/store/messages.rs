@@ -283,6 +283,26 @@ pub async fn settle_unsent(
 
 // ---- new messages and pages ----
 
+/// A new message of the conversation, with a fresh public id, from `sent_by` when a staff
+/// member wrote it; the caller sets the rest (its typed state always).
+pub fn new_message(
+    business_id: i64,
+    conversation_id: i64,
+    client_id: i64,
+    sent_by: Option<i64>,
+    content: String,
+) -> message::ActiveModel {
+    message::ActiveModel {
+        public_id: Set(uuid::Uuid::now_v7().to_string()),
+        business_id: Set(business_id),
+        conversation_id: Set(conversation_id),
+        client_id: Set(client_id),
+        sender_staff_id: Set(sent_by),
+        content: Set(content),
+        ..Default::default()
+    }
+}
+
 /// Inserts a message. The caller sets what it knows (its typed state always); what it leaves
 /// unset starts out empty, with no attempts, its status dated `now` and, unless given, created
 /// `now`.

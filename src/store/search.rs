@@ -142,8 +142,8 @@ pub async fn search(
     offset: u64,
     limit: u64,
 ) -> StoreResult<SearchPage> {
-    let (hits, counted) =
-        dialect::conversation_hits(conn, conversation_id, terms, include_notes, offset, limit).await?;
+    let probe = ConversationProbe { conversation_id, terms, include_notes, offset, limit };
+    let (hits, counted) = dialect::conversation_hits(conn, &probe).await?;
     let capped = counted > RANKED_MATCHES;
     let ids: Vec<i64> = hits.iter().map(|h| h.id).collect();
     let mut rows = message::Entity::find().filter(message::Column::Id.is_in(ids)).all(conn).await?;
@@ -220,8 +220,30 @@ pub async fn business_matches(
     window: Option<u64>,
     limit: u64,
 ) -> StoreResult<Vec<Doc>> {
-    let before = before.unwrap_or(i64::MAX);
-    dialect::business_matches(conn, business_id, terms, filter, before, window, limit).await
+    let probe = BusinessProbe { business_id, terms, filter, before: before.unwrap_or(i64::MAX), window, limit };
+    dialect::business_matches(conn, &probe).await
+}
+
+/// One page of a conversation search, as the dialects run it.
+#[derive(Clone, Copy)]
+pub struct ConversationProbe<'a> {
+    pub conversation_id: i64,
+    pub terms: &'a [String],
+    pub include_notes: bool,
+    pub offset: u64,
+    pub limit: u64,
+}
+
+/// One look for a business search's matches, as the dialects run it (see [`business_matches`]).
+#[derive(Clone, Copy)]
+pub struct BusinessProbe<'a> {
+    pub business_id: i64,
+    pub terms: &'a [String],
+    pub filter: &'a BusinessSearchFilter,
+    /// Only matches with a lower id.
+    pub before: i64,
+    pub window: Option<u64>,
+    pub limit: u64,
 }
 
 /// The highlighted passage of each of the messages `ids` for `terms`.

@@ -4,7 +4,8 @@
 
 use crate::common;
 
-use common::{Db, TestApp, TestBusiness, spawn_app};
+use crate::common::{chat_inbox as inbox, chat_path as public, json_of};
+use common::{Db, TestApp, spawn_app};
 use serde_json::{Value, json};
 
 both_databases!(
@@ -15,23 +16,6 @@ both_databases!(
     identifier_hashes_are_verified_when_required,
     messages_page_as_chatwoot_pages_them,
 );
-
-async fn json_of(resp: reqwest::Response, status: u16) -> Value {
-    let code = resp.status().as_u16();
-    let body = resp.text().await.unwrap();
-    assert_eq!(code, status, "{body}");
-    serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"))
-}
-
-async fn inbox(app: &TestApp, b: &TestBusiness, hmac_mandatory: bool) -> Value {
-    let body = json!({ "name": "Website chat", "location_id": b.location_ids[0], "hmac_mandatory": hmac_mandatory });
-    json_of(app.post(&format!("/omega/businesses/{}/inboxes", b.id), &b.key, Some(body)).await, 200).await["inbox"]
-        .clone()
-}
-
-fn public(inbox: &Value, rest: &str) -> String {
-    format!("/public/api/v1/inboxes/{}{rest}", inbox["inbox_identifier"].as_str().unwrap())
-}
 
 async fn post_public(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
     app.http

@@ -5,7 +5,8 @@
 
 use crate::common;
 
-use common::{Db, TestApp, TestBusiness, spawn_app, spawn_app_with, with_key};
+use crate::common::{chat_inbox as inbox, chat_path as public, json_of};
+use common::{Db, TestApp, spawn_app, spawn_app_with, with_key};
 use omega::proto::omega::v1::{
     GetAttachmentRequest, ListConversationMessagesRequest, attachment_service_client::AttachmentServiceClient,
     conversation_service_client::ConversationServiceClient,
@@ -23,23 +24,6 @@ both_databases!(
     attachments_in_a_bucket_are_shared_by_replicas,
     attachment_links_carry_the_hash_on_a_strict_inbox,
 );
-
-async fn json_of(resp: reqwest::Response, status: u16) -> Value {
-    let code = resp.status().as_u16();
-    let body = resp.text().await.unwrap();
-    assert_eq!(code, status, "{body}");
-    serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"))
-}
-
-async fn inbox(app: &TestApp, b: &TestBusiness, hmac_mandatory: bool) -> Value {
-    let body = json!({ "name": "Website chat", "location_id": b.location_ids[0], "hmac_mandatory": hmac_mandatory });
-    json_of(app.post(&format!("/omega/businesses/{}/inboxes", b.id), &b.key, Some(body)).await, 200).await["inbox"]
-        .clone()
-}
-
-fn public(inbox: &Value, rest: &str) -> String {
-    format!("/public/api/v1/inboxes/{}{rest}", inbox["inbox_identifier"].as_str().unwrap())
-}
 
 async fn send(
     app: &TestApp,

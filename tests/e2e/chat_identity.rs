@@ -6,6 +6,7 @@
 
 use crate::common;
 
+use crate::common::json_of;
 use common::{Db, TestApp, TestBusiness, spawn_app};
 use serde_json::{Value, json};
 
@@ -21,13 +22,6 @@ const CARLA_PHONE: &str = "+14155550199";
 const CARLA_EMAIL: &str = "carla@example.com";
 const SMS_TEXT: &str = "Your lab results are ready, door code 4512";
 const NOTE_TEXT: &str = "SECRET internal note";
-
-async fn json_of(resp: reqwest::Response, status: u16) -> Value {
-    let code = resp.status().as_u16();
-    let body = resp.text().await.unwrap();
-    assert_eq!(code, status, "{body}");
-    serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"))
-}
 
 struct Chat {
     app: TestApp,

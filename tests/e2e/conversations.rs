@@ -6,6 +6,7 @@ use crate::common;
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
+use crate::common::{json_of, violated_field};
 use common::{Db, TestApp, TestBusiness, eventually, spawn_app, with_key};
 use omega::proto::omega::v1::{
     UpdateConversationStatusRequest, conversation_service_client::ConversationServiceClient,
@@ -38,17 +39,6 @@ async fn inbox(app: &TestApp) -> (TestBusiness, u64, u64) {
 
 fn conversation_path(b: &TestBusiness, client: u64, conversation: u64, rest: &str) -> String {
     format!("/omega/businesses/{}/clients/{client}/conversations/{conversation}{rest}", b.id)
-}
-
-async fn json_of(resp: reqwest::Response, status: u16) -> Value {
-    let code = resp.status().as_u16();
-    let body = resp.text().await.unwrap();
-    assert_eq!(code, status, "{body}");
-    serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"))
-}
-
-fn violated_field(body: &Value) -> &str {
-    body["details"][0]["field_violations"][0]["field"].as_str().unwrap_or_default()
 }
 
 async fn history_kinds(

@@ -7,6 +7,8 @@
 
 use crate::common;
 
+use crate::common::json_of;
+use crate::common::{C_SID, C_TOKEN, PLATFORM_SID, PLATFORM_TOKEN};
 use base64::{Engine, engine::general_purpose::STANDARD};
 use common::{Db, TestApp, TestBusiness, fakes::FakeTwilio, spawn_app_with};
 use hmac::{Hmac, Mac};
@@ -22,11 +24,6 @@ both_databases!(
 
 const NUMBER: &str = "+14155550100";
 const CARLA: &str = "+14155550199";
-/// A second business with its own Twilio account.
-const C_SID: &str = "ACcccccccccccccccccccccccccccccccc";
-const C_TOKEN: &str = "business-c-own-token-0123456789";
-const PLATFORM_SID: &str = "AC11111111111111111111111111111111";
-const PLATFORM_TOKEN: &str = "platform-token-not-used-here-000";
 
 struct Setup {
     app: TestApp,
@@ -75,13 +72,6 @@ async fn setup(db: Db) -> Setup {
 async fn put(app: &TestApp, b: &TestBusiness, kind: &str, body: Value) -> reqwest::Response {
     let url = app.rest(&format!("/omega/businesses/{}/providers/{kind}", b.id));
     app.http.put(url).header("x-api-key", &b.key).json(&body).send().await.unwrap()
-}
-
-async fn json_of(resp: reqwest::Response, status: u16) -> Value {
-    let code = resp.status().as_u16();
-    let body = resp.text().await.unwrap();
-    assert_eq!(code, status, "{body}");
-    serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"))
 }
 
 /// Twilio's request validator: base64(HMAC-SHA1(auth token, URL + each parameter's name and

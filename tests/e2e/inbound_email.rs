@@ -7,6 +7,7 @@
 
 use crate::common;
 
+use crate::common::json_of;
 use common::{Db, TestApp, TestBusiness, eventually, fakes::FakeSendGrid, spawn_app_with};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -26,13 +27,6 @@ fn base64_decode(text: &str) -> Vec<u8> {
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!("{FIXTURES}/{name}")).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
-}
-
-async fn json_of(resp: reqwest::Response, status: u16) -> Value {
-    let code = resp.status().as_u16();
-    let body = resp.text().await.unwrap();
-    assert_eq!(code, status, "{body}");
-    serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"))
 }
 
 async fn count(app: &TestApp, table: &str) -> i64 {

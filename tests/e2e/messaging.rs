@@ -5,6 +5,7 @@ use crate::common;
 
 use std::{collections::HashSet, time::Duration};
 
+use crate::common::{json_of, violated_field};
 use common::{
     Db, TestApp, TestBusiness, eventually,
     fakes::{Behavior, FakeSendGrid, FakeTwilio, SmtpSink},
@@ -56,13 +57,6 @@ async fn sms_setup(db: Db, env: &[(&str, &str)]) -> (TestApp, FakeTwilio, TestBu
     (app, twilio, business, client)
 }
 
-async fn json_of(resp: reqwest::Response, status: u16) -> Value {
-    let code = resp.status().as_u16();
-    let body = resp.text().await.unwrap();
-    assert_eq!(code, status, "{body}");
-    serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"))
-}
-
 async fn queue_sms(app: &TestApp, b: &TestBusiness, body: Value) -> reqwest::Response {
     let mut body = body;
     body["business_id"] = b.id.into();
@@ -84,10 +78,6 @@ async fn wait_for_status(app: &TestApp, b: &TestBusiness, id: &str, status: &str
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("message {id} never became {status}: {last}");
-}
-
-fn violated_field(body: &Value) -> &str {
-    body["details"][0]["field_violations"][0]["field"].as_str().unwrap_or_default()
 }
 
 async fn a_queued_sms_reaches_twilio_once_and_callbacks_move_it_forward(db: Db) {

@@ -6,6 +6,7 @@ use crate::common;
 
 use std::collections::HashSet;
 
+use crate::common::{json_of, violated_field};
 use common::{Db, TestApp, TestBusiness, spawn_app, with_key};
 use omega::proto::omega::v1::{SearchBusinessMessagesRequest, message_service_client::MessageServiceClient};
 use serde_json::{Value, json};
@@ -18,17 +19,6 @@ both_databases!(
     business_search_ranks_the_newest_messages_when_they_hold_enough,
     business_search_refuses_bad_filters_and_survives_hostile_queries,
 );
-
-async fn json_of(resp: reqwest::Response, status: u16) -> Value {
-    let code = resp.status().as_u16();
-    let body = resp.text().await.unwrap();
-    assert_eq!(code, status, "{body}");
-    serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"))
-}
-
-fn violated_field(body: &Value) -> &str {
-    body["details"][0]["field_violations"][0]["field"].as_str().unwrap_or_default()
-}
 
 /// Records a message (nothing is sent) of the client with this phone; answers (message id,
 /// conversation id, client id).

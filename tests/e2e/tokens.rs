@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 
+use crate::common::json_of;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use common::{Db, TestApp, TestBusiness, eventually, spawn_app_with};
 use omega::proto::omega::v1::{CheckDbConnectionRequest, health_service_client::HealthServiceClient};
@@ -25,13 +26,6 @@ both_databases!(
 );
 
 const SECRET: &str = "test-token-secret-0123456789abcdefghij";
-
-async fn json_of(resp: reqwest::Response, status: u16) -> Value {
-    let code = resp.status().as_u16();
-    let body = resp.text().await.unwrap();
-    assert_eq!(code, status, "{body}");
-    serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"))
-}
 
 async fn issue(app: &TestApp, key: &str, body: Value) -> Value {
     json_of(app.post("/omega/auth/token", key, Some(body)).await, 200).await

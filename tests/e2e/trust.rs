@@ -4,10 +4,11 @@
 
 use crate::common;
 
+use crate::common::json_of;
 use bytes::{BufMut, Bytes, BytesMut};
 use common::{Db, TestApp, spawn_app_with};
 use prost::Message;
-use serde_json::{Value, json};
+use serde_json::json;
 
 both_databases!(
     cross_site_cookie_changes_are_refused,
@@ -23,13 +24,6 @@ const SECRET: &str = "test-token-secret-0123456789abcdefghij";
 
 async fn spawn(db: Db) -> TestApp {
     spawn_app_with(db, &[("OMEGA_CORS_ALLOWED_ORIGINS", APP_ORIGIN), ("OMEGA_TOKEN_SECRET", SECRET)]).await
-}
-
-async fn json_of(resp: reqwest::Response, status: u16) -> Value {
-    let code = resp.status().as_u16();
-    let body = resp.text().await.unwrap();
-    assert_eq!(code, status, "{body}");
-    serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"))
 }
 
 /// What a page on another site can make a browser send: a form (or `no-cors` fetch) post that

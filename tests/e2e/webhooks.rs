@@ -5,6 +5,8 @@ use crate::common;
 
 use std::time::Duration;
 
+use crate::common::json_of;
+use crate::common::{C_SID, C_TOKEN, PLATFORM_SID, PLATFORM_TOKEN};
 use base64::{
     Engine,
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
@@ -38,11 +40,6 @@ both_databases!(
     provider_secrets_are_sealed_at_rest_and_rotate,
 );
 
-const PLATFORM_SID: &str = "AC11111111111111111111111111111111";
-const PLATFORM_TOKEN: &str = "platform-token-not-used-here-000";
-/// A second business's own Twilio account.
-const C_SID: &str = "ACcccccccccccccccccccccccccccccccc";
-const C_TOKEN: &str = "business-c-own-token-0123456789";
 const C_SERVICE: &str = "MGcccccccccccccccccccccccccccccccc";
 
 const VOICE_SECRET: &str = "voice-api-key-secret-0123456789abcdef";
@@ -153,13 +150,6 @@ fn inbound<'a>(sid: &'a str, body: &'a str) -> Vec<(&'a str, &'a str)> {
         ("SmsStatus", "received"),
         ("ApiVersion", "2010-04-01"),
     ]
-}
-
-async fn json_of(resp: reqwest::Response, status: u16) -> Value {
-    let code = resp.status().as_u16();
-    let body = resp.text().await.unwrap();
-    assert_eq!(code, status, "{body}");
-    serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"))
 }
 
 async fn conversation_messages(s: &Setup) -> Value {
@@ -281,20 +271,16 @@ async fn mms_keeps_every_media_url(db: Db) {
     assert_eq!(message["media_urls"], json!(["https://api.twilio.com/media/one", "https://api.twilio.com/media/two"]));
 }
 
+/// Queues "Hi" to the setup's client; answers the message id.
+async fn queue_hi(s: &Setup) -> String {
+    let body = json!({ "business_id": s.b.id, "client_id": s.client, "content": "Hi" });
+    let queued = json_of(s.app.post("/omega/sms/queue", &s.b.key, Some(body)).await, 200).await;
+    queued["messages"][0]["message_id"].as_str().unwrap().to_owned()
+}
+
 async fn status_callbacks_move_messages_forward_only(db: Db) {
     let s = setup(db).await;
-    let queued = json_of(
-        s.app
-            .post(
-                "/omega/sms/queue",
-                &s.b.key,
-                Some(json!({ "business_id": s.b.id, "client_id": s.client, "content": "Hi" })),
-            )
-            .await,
-        200,
-    )
-    .await;
-    let id = queued["messages"][0]["message_id"].as_str().unwrap().to_owned();
+    let id = queue_hi(&s).await;
     common::eventually(Duration::from_secs(10), "the SMS to be sent", || async { !s.twilio.messages().is_empty() })
         .await;
     let sid = s.twilio.messages()[0].sid.clone();
@@ -652,18 +638,7 @@ async fn webhooks_must_be_signed_by_the_account_that_owns_what_they_address(db: 
 
     // A status callback for b's message, correctly signed by c's account (or the platform's):
     // refused, the status unchanged.
-    let queued = json_of(
-        s.app
-            .post(
-                "/omega/sms/queue",
-                &s.b.key,
-                Some(json!({ "business_id": s.b.id, "client_id": s.client, "content": "Hi" })),
-            )
-            .await,
-        200,
-    )
-    .await;
-    let id = queued["messages"][0]["message_id"].as_str().unwrap().to_owned();
+    let id = queue_hi(&s).await;
     let status_of = || async {
         json_of(s.app.get(&format!("/omega/messages/{id}"), &s.b.key).await, 200).await["message"]["status"].clone()
     };

@@ -22,7 +22,7 @@ use super::{
     StoreResult,
     entity::enums::JobState,
     outbox::{Accepted, Mark},
-    search::{BusinessSearchFilter, Doc, HitRow},
+    search::{BusinessProbe, ConversationProbe, Doc, HitRow},
 };
 
 /// The two databases Omega runs on.
@@ -231,33 +231,19 @@ pub fn clients_matching_statement(backend: DbBackend, business_id: i64, text: &s
 /// order, and the matches counted up to [`super::search::RANKED_MATCHES`] + 1.
 pub(crate) async fn conversation_hits(
     conn: &impl ConnectionTrait,
-    conversation_id: i64,
-    terms: &[String],
-    include_notes: bool,
-    offset: u64,
-    limit: u64,
+    probe: &ConversationProbe<'_>,
 ) -> StoreResult<(Vec<HitRow>, u64)> {
     match Dialect::of_conn(conn) {
-        Dialect::Postgres => {
-            postgres::conversation_hits(conn, conversation_id, terms, include_notes, offset, limit).await
-        }
-        Dialect::Sqlite => sqlite::conversation_hits(conn, conversation_id, terms, include_notes, offset, limit).await,
+        Dialect::Postgres => postgres::conversation_hits(conn, probe).await,
+        Dialect::Sqlite => sqlite::conversation_hits(conn, probe).await,
     }
 }
 
 /// See [`super::search::business_matches`].
-pub async fn business_matches(
-    conn: &impl ConnectionTrait,
-    business_id: i64,
-    terms: &[String],
-    filter: &BusinessSearchFilter,
-    before: i64,
-    window: Option<u64>,
-    limit: u64,
-) -> StoreResult<Vec<Doc>> {
+pub async fn business_matches(conn: &impl ConnectionTrait, probe: &BusinessProbe<'_>) -> StoreResult<Vec<Doc>> {
     match Dialect::of_conn(conn) {
-        Dialect::Postgres => postgres::business_matches(conn, business_id, terms, filter, before, window, limit).await,
-        Dialect::Sqlite => sqlite::business_matches(conn, business_id, terms, filter, before, window, limit).await,
+        Dialect::Postgres => postgres::business_matches(conn, probe).await,
+        Dialect::Sqlite => sqlite::business_matches(conn, probe).await,
     }
 }
 

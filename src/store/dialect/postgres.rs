@@ -8,7 +8,7 @@ use crate::store::{
     StoreResult,
     events::NewEvent,
     outbox::{Accepted, Mark},
-    search::{self, BusinessSearchFilter, Doc, HitRow},
+    search::{self, BusinessProbe, ConversationProbe, Doc, HitRow},
 };
 
 pub(super) fn skip_locked(of: Option<&str>) -> String {
@@ -171,12 +171,9 @@ pub(super) async fn highlights(
 /// tsvector with ts_rank, through the (business_id, conversation_id, search) GIN index.
 pub(super) async fn conversation_hits(
     conn: &impl ConnectionTrait,
-    conversation_id: i64,
-    terms: &[String],
-    include_notes: bool,
-    offset: u64,
-    limit: u64,
+    probe: &ConversationProbe<'_>,
 ) -> StoreResult<(Vec<HitRow>, u64)> {
+    let ConversationProbe { conversation_id, terms, include_notes, offset, limit } = *probe;
     let notes = if include_notes { "" } else { " AND m.channel <> 'NOTE'" };
     let query = tsquery(terms);
     // The GIN index answers the match with its conversation and word entries (the id is bound
@@ -208,15 +205,8 @@ const PROBE_ROWS: [u64; 2] = [2_000, 20_000];
 /// The business's newest messages (up to [`PROBE_ROWS`]) through the (business_id, id) index,
 /// tested one by one; if they hold fewer than `limit` matches, the word is rare and the
 /// (business_id, conversation_id, search) GIN lists every match.
-pub(super) async fn business_matches(
-    conn: &impl ConnectionTrait,
-    business_id: i64,
-    terms: &[String],
-    filter: &BusinessSearchFilter,
-    before: i64,
-    window: Option<u64>,
-    limit: u64,
-) -> StoreResult<Vec<Doc>> {
+pub(super) async fn business_matches(conn: &impl ConnectionTrait, probe: &BusinessProbe<'_>) -> StoreResult<Vec<Doc>> {
+    let BusinessProbe { business_id, terms, filter, before, window, limit } = *probe;
     let backend = DbBackend::Postgres;
     let mut binds = Binds::new(backend);
     let (business, before_p, query) = (binds.push(business_id), binds.push(before), binds.push(tsquery(terms)));

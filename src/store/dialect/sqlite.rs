@@ -12,7 +12,7 @@ use crate::store::{
     entity::{conversation_event as event, enums::AttemptOutcome, message, message_attempt as attempt},
     events::NewEvent,
     outbox::{self, Accepted, Mark},
-    search::{self, BusinessSearchFilter, Doc, HitRow},
+    search::{self, BusinessProbe, ConversationProbe, Doc, HitRow},
 };
 
 pub(super) const EVENT_SETTLED: &str = "1 = 1";
@@ -167,12 +167,9 @@ async fn rank_in_conversation(
 /// FTS5 scoped by the conversation's token, ranked by [`rank_in_conversation`].
 pub(super) async fn conversation_hits(
     conn: &impl ConnectionTrait,
-    conversation_id: i64,
-    terms: &[String],
-    include_notes: bool,
-    offset: u64,
-    limit: u64,
+    probe: &ConversationProbe<'_>,
 ) -> StoreResult<(Vec<HitRow>, u64)> {
+    let ConversationProbe { conversation_id, terms, include_notes, offset, limit } = *probe;
     let notes = if include_notes { "" } else { " AND m.channel <> 'NOTE'" };
     // The conversation is a token of the index (migration 8): one FTS5 query intersects its
     // doclist with the words'. `+` keeps SQLite from driving the join by the conversation's rows
@@ -226,15 +223,8 @@ const FIRST_WINDOW: i64 = 4_096;
 
 /// FTS5 queries scoped by the business token (migration 21) over rowid windows growing fourfold
 /// from the top, each reading only the matches inside it.
-pub(super) async fn business_matches(
-    conn: &impl ConnectionTrait,
-    business_id: i64,
-    terms: &[String],
-    filter: &BusinessSearchFilter,
-    before: i64,
-    window: Option<u64>,
-    limit: u64,
-) -> StoreResult<Vec<Doc>> {
+pub(super) async fn business_matches(conn: &impl ConnectionTrait, probe: &BusinessProbe<'_>) -> StoreResult<Vec<Doc>> {
+    let BusinessProbe { business_id, terms, filter, before, window, limit } = *probe;
     let backend = DbBackend::Sqlite;
     #[derive(FromQueryResult)]
     struct Top {

@@ -595,3 +595,35 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The response's JSON body, after checking its status (the body is shown when it differs).
+pub async fn json_of(resp: reqwest::Response, status: u16) -> serde_json::Value {
+    let code = resp.status().as_u16();
+    let body = resp.text().await.unwrap();
+    assert_eq!(code, status, "{body}");
+    serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"))
+}
+
+/// The field a 422 names first.
+pub fn violated_field(body: &serde_json::Value) -> &str {
+    body["details"][0]["field_violations"][0]["field"].as_str().unwrap_or_default()
+}
+
+/// A web-chat inbox of the business's first location.
+pub async fn chat_inbox(app: &TestApp, b: &TestBusiness, hmac_mandatory: bool) -> serde_json::Value {
+    let body = serde_json::json!({ "name": "Website chat", "location_id": b.location_ids[0], "hmac_mandatory": hmac_mandatory });
+    json_of(app.post(&format!("/omega/businesses/{}/inboxes", b.id), &b.key, Some(body)).await, 200).await["inbox"]
+        .clone()
+}
+
+/// A path of the inbox's public (Chatwoot client) API.
+pub fn chat_path(inbox: &serde_json::Value, rest: &str) -> String {
+    format!("/public/api/v1/inboxes/{}{rest}", inbox["inbox_identifier"].as_str().unwrap())
+}
+
+/// The platform's own Twilio account, as the webhook tests configure it.
+pub const PLATFORM_SID: &str = "AC11111111111111111111111111111111";
+pub const PLATFORM_TOKEN: &str = "platform-token-not-used-here-000";
+/// A second business's own Twilio account.
+pub const C_SID: &str = "ACcccccccccccccccccccccccccccccccc";
+pub const C_TOKEN: &str = "business-c-own-token-0123456789";
