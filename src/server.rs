@@ -308,7 +308,7 @@ async fn watch_database(
             }
             return;
         }
-        let status = match omega.check_database().await {
+        let status = match omega.health.check_database().await {
             Ok(_) => ServingStatus::Serving,
             Err(_) => ServingStatus::NotServing,
         };

@@ -149,7 +149,8 @@ async fn command(
                 kinds: WIDGET_KINDS.iter().map(|k| (*k).to_owned()).collect(),
             };
             // From now on: a widget loads what it missed over the public API.
-            let Ok(follower) = cable.omega.follow_events(&caller, query, None, Duration::from_secs(60)).await else {
+            let Ok(follower) = cable.omega.events.follow_events(&caller, query, None, Duration::from_secs(60)).await
+            else {
                 return reject;
             };
             let task = tokio::spawn(follow(cable.omega.clone(), chat, follower, identifier.clone(), out.clone()));

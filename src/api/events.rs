@@ -65,7 +65,8 @@ impl EventService for EventApi {
             conversation_id: optional_id("conversation_id", r.conversation_id)?,
             kinds: r.kinds,
         };
-        let mut follower = self.omega.follow_events(&caller, query, r.after_id.map(i64::from), heartbeat).await?;
+        let mut follower =
+            self.omega.events.follow_events(&caller, query, r.after_id.map(i64::from), heartbeat).await?;
         // A small buffer: a slow client holds the stream's reads back rather than memory.
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<StreamEventsResponse, Status>>(16);
         tokio::spawn(async move {
@@ -112,7 +113,7 @@ impl EventService for EventApi {
             kinds: r.kinds,
         };
         let (rows, next) =
-            self.omega.list_events(&caller, query, i64::from(r.after_id), u64::from(r.page_size)).await?;
+            self.omega.events.list_events(&caller, query, i64::from(r.after_id), u64::from(r.page_size)).await?;
         Ok(Response::new(ListEventsResponse {
             events: rows.into_iter().map(event).collect::<Result<_>>()?,
             next_after_id: wire_id(next)?,

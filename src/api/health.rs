@@ -26,7 +26,7 @@ impl HealthService for HealthApi {
         Ok(Response::new(GetHealthResponse {
             status: "ok".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            uptime_seconds: self.omega.uptime_seconds(),
+            uptime_seconds: self.omega.health.uptime_seconds(),
         }))
     }
 
@@ -35,7 +35,7 @@ impl HealthService for HealthApi {
         request: Request<CheckDbConnectionRequest>,
     ) -> Result<Response<CheckDbConnectionResponse>, Status> {
         super::auth::caller(&self.omega, &request).await?;
-        let check = self.omega.check_database().await?;
+        let check = self.omega.health.check_database().await?;
         Ok(Response::new(CheckDbConnectionResponse {
             status: "ok".into(),
             database: check.engine.into(),

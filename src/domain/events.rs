@@ -8,9 +8,9 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::{sync::watch, time::Instant};
 
-use super::{Error, Omega, Result, Violations, auth::Caller, views::EventView};
+use super::{Error, Result, Violations, auth::Caller, views::EventView};
 use crate::store::{
-    conversations as conversations_db,
+    Store, conversations as conversations_db,
     events::{self as db, Cursor, EventFilter, Feed, Taken},
 };
 
@@ -48,7 +48,17 @@ pub struct EventQuery {
     pub kinds: Vec<String>,
 }
 
-impl Omega {
+/// The business's event log, as pages and as live streams.
+#[derive(Clone, Debug)]
+pub struct Events {
+    store: Store,
+}
+
+impl Events {
+    pub(super) fn new(store: Store) -> Self {
+        Self { store }
+    }
+
     /// Checks the scope and the filters; answers the store's filter.
     async fn event_filter(&self, caller: &Caller, query: EventQuery) -> Result<EventFilter> {
         caller.require_business(query.business_id)?;
@@ -122,7 +132,7 @@ impl Omega {
                 None => (Cursor::START, 0),
             },
         };
-        Ok(EventFollower { omega: self.clone(), filter, cursor, last_id, feed, published, stopping, heartbeat })
+        Ok(EventFollower { store: self.store.clone(), filter, cursor, last_id, feed, published, stopping, heartbeat })
     }
 }
 
@@ -139,7 +149,7 @@ pub enum Followed {
 }
 
 pub struct EventFollower {
-    omega: Omega,
+    store: Store,
     filter: EventFilter,
     /// Where the stream is in the log: every row up to it that matches was delivered.
     cursor: Cursor,
@@ -175,7 +185,7 @@ impl EventFollower {
                     // Every row up to the feed's tail was settled before this read began, so a
                     // read that reaches the log's settled end has passed it.
                     let tail = self.feed.tail();
-                    let read = db::read_after(self.omega.store.connection(), &self.filter, self.cursor, BATCH).await?;
+                    let read = db::read_after(self.store.connection(), &self.filter, self.cursor, BATCH).await?;
                     let complete = (read.rows.len() as u64) < BATCH;
                     if let Some(last) = read.rows.last() {
                         self.cursor = Cursor::after(last);

@@ -2,7 +2,8 @@
 
 use std::time::Instant;
 
-use super::{Error, Omega, Result};
+use super::{Error, Result};
+use crate::store::Store;
 
 /// The outcome of one database round trip.
 pub struct DatabaseCheck {
@@ -10,7 +11,18 @@ pub struct DatabaseCheck {
     pub latency_ms: f64,
 }
 
-impl Omega {
+/// Whether the process and its database are up.
+#[derive(Clone, Debug)]
+pub struct Health {
+    store: Store,
+    started_at: Instant,
+}
+
+impl Health {
+    pub(super) fn new(store: Store) -> Self {
+        Self { store, started_at: Instant::now() }
+    }
+
     pub fn uptime_seconds(&self) -> f64 {
         self.started_at.elapsed().as_secs_f64()
     }

@@ -20,7 +20,7 @@ pub mod views;
 pub mod webhook_endpoints;
 pub mod webhooks;
 
-use std::{sync::Arc, time::Instant};
+use std::sync::Arc;
 
 use tokio::sync::Notify;
 
@@ -34,7 +34,6 @@ pub struct Omega {
     store: Store,
     /// Businesses, locations, staff and clients.
     pub directory: directory::Directory,
-    pub started_at: Instant,
     /// Wakes the delivery workers when messages are queued (they also poll, for other replicas'
     /// work and for retries that come due).
     pub delivery_wakeup: Arc<Notify>,
@@ -48,6 +47,10 @@ pub struct Omega {
     pub secrets: Arc<crate::secrets::SecretKeys>,
     /// Files attached to messages.
     pub attachments: attachments::Attachments,
+    /// The business's event log, as pages and live streams.
+    pub events: events::Events,
+    /// Whether the process and its database are up.
+    pub health: health::Health,
     /// Outbound webhook endpoints and their delivery log.
     pub webhook_endpoints: webhook_endpoints::WebhookEndpoints,
 }
@@ -77,10 +80,11 @@ impl Omega {
                 secrets.clone(),
             ),
             attachments: attachments::Attachments::new(store.clone(), directory.clone()),
+            events: events::Events::new(store.clone()),
+            health: health::Health::new(store.clone()),
             tokens: tokens::Tokens::new(store.clone(), tokens, directory.clone()),
             directory,
             store,
-            started_at: Instant::now(),
             delivery_wakeup: Arc::new(Notify::new()),
             webhooks,
             secrets,
