@@ -171,6 +171,9 @@ pub fn omega_binary() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// Settings the benchmark passes from its own environment to the servers it starts.
+const TUNING_PASSED_THROUGH: [&str; 2] = ["OMEGA_DELIVERY_CONCURRENCY", "OMEGA_DELIVERY_BATCH"];
+
 /// Starts `omega serve` on a random loopback port with `env` on top of quiet defaults; answers
 /// once its address file says it is serving (start time = spawn → address file).
 pub async fn start_omega(dir: &Path, database_url: &str, env: &[(&str, String)]) -> anyhow::Result<Omega> {
@@ -195,6 +198,13 @@ pub async fn start_omega(dir: &Path, database_url: &str, env: &[(&str, String)])
         .env("OMEGA_DELIVERY_WORKERS", "0")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log)?);
+    // Delivery tuning given to the benchmark itself reaches every server it starts, so a setting
+    // can be measured against the default without a rebuild; the phases' own settings win.
+    for name in TUNING_PASSED_THROUGH {
+        if let Ok(value) = std::env::var(name) {
+            command.env(name, value);
+        }
+    }
     for (name, value) in env {
         command.env(name, value);
     }
