@@ -15,7 +15,7 @@ use super::{
 };
 use crate::store::{
     StoreError, attempts,
-    conversations::{self as conversations_db, AssigneeFilter},
+    conversations::{self as conversations_db, AssigneeFilter, MessageNote},
     directory,
     entity::{client, conversation, location, message},
     events::{self, NewEvent},
@@ -66,6 +66,41 @@ pub struct ClientRef {
     pub email: String,
     pub external_ref: String,
     pub name: String,
+}
+
+/// A checked [`ClientRef`]: the client's id, or the identity to find or create it by.
+enum ClientKey {
+    Id(i64),
+    Identity(ClientIdentity),
+}
+
+struct ClientIdentity {
+    phone: Option<String>,
+    email: Option<String>,
+    external_ref: Option<String>,
+    name: Option<String>,
+}
+
+impl ClientRef {
+    /// Checks the reference; a phone without a country code takes the business's.
+    fn checked(&self, calling_code: &str) -> Result<ClientKey> {
+        if let Some(id) = self.client_id {
+            return Ok(ClientKey::Id(id));
+        }
+        let mut v = Violations::default();
+        let phone = (!self.phone.trim().is_empty())
+            .then(|| v.check(values::phone("client.phone", &self.phone, calling_code)))
+            .flatten();
+        let email =
+            (!self.email.trim().is_empty()).then(|| v.check(values::email("client.email", &self.email))).flatten();
+        let external_ref = v.check(values::optional_text("client.external_ref", &self.external_ref, 200)).flatten();
+        let name = v.check(values::optional_text("client.name", &self.name, 200)).flatten();
+        if phone.is_none() && email.is_none() && external_ref.is_none() {
+            v.add("client", "give client_id, phone, email or external_ref");
+        }
+        v.finish()?;
+        Ok(ClientKey::Identity(ClientIdentity { phone, email, external_ref, name }))
+    }
 }
 
 /// A message to store as it is (recorded or ingested; nothing is sent).
@@ -382,16 +417,15 @@ impl Omega {
             }
             outbox::insert_job(&txn, &message, &sender.key, now).await?;
             let text = if content.is_empty() { "(media)" } else { &content };
-            conversations_db::note_message_in_conversation(
-                &txn,
-                conversation.id,
-                input.channel.bit(),
-                &preview(text),
-                input.channel,
-                Direction::Outbound,
-                now,
-            )
-            .await?;
+            let note = MessageNote {
+                conversation_id: conversation.id,
+                channel: input.channel,
+                channel_bit: input.channel.bit(),
+                preview: &preview(text),
+                direction: Direction::Outbound,
+                at: now,
+            };
+            conversations_db::note_message_in_conversation(&txn, &note).await?;
             let event = NewEvent {
                 business_id,
                 conversation_id: Some(conversation.id),
@@ -409,59 +443,53 @@ impl Omega {
         Ok(Queued { request_id: input.request_id, messages: messages.into_iter().map(MessageView::from).collect() })
     }
 
-    /// Finds the client an ingested message belongs to, creating it from the phone, email or
-    /// external reference given when none matches.
+    /// The client an ingested message belongs to, if it exists already.
+    async fn find_client(
+        &self,
+        conn: &impl ConnectionTrait,
+        business: i64,
+        key: &ClientKey,
+    ) -> Result<Option<client::Model>> {
+        let identity = match key {
+            ClientKey::Id(id) => {
+                return directory::client(conn, business, *id)
+                    .await?
+                    .map(Some)
+                    .ok_or_else(|| Error::NotFound(format!("client {id}")));
+            }
+            ClientKey::Identity(identity) => identity,
+        };
+        let ClientIdentity { phone, email, external_ref, .. } = identity;
+        let found =
+            directory::clients_by_identity(conn, business, external_ref.as_deref(), phone.as_deref(), email.as_deref())
+                .await?;
+        Ok(found
+            .iter()
+            .find(|c| external_ref.is_some() && &c.external_ref == external_ref)
+            .or_else(|| found.iter().find(|c| phone.is_some() && &c.phone_e164 == phone))
+            .or_else(|| found.first())
+            .cloned())
+    }
+
     /// The client a message names, found or created in `txn` — so that a message refused later
     /// in the same transaction leaves no new client behind.
     async fn resolve_client(
         &self,
         txn: &sea_orm::DatabaseTransaction,
         business: i64,
-        reference: &ClientRef,
+        key: &ClientKey,
     ) -> Result<client::Model> {
         use sea_orm::TransactionTrait;
-        if let Some(id) = reference.client_id {
-            return directory::client(txn, business, id).await?.ok_or_else(|| Error::NotFound(format!("client {id}")));
-        }
-        let calling_code =
-            directory::business(txn, business).await?.map(|b| b.default_calling_code).unwrap_or_else(|| "1".into());
-        let mut v = Violations::default();
-        let phone = (!reference.phone.trim().is_empty())
-            .then(|| v.check(values::phone("client.phone", &reference.phone, &calling_code)))
-            .flatten();
-        let email = (!reference.email.trim().is_empty())
-            .then(|| v.check(values::email("client.email", &reference.email)))
-            .flatten();
-        let external_ref =
-            v.check(values::optional_text("client.external_ref", &reference.external_ref, 200)).flatten();
-        let name = v.check(values::optional_text("client.name", &reference.name, 200)).flatten();
-        if phone.is_none() && email.is_none() && external_ref.is_none() && reference.client_id.is_none() {
-            v.add("client", "give client_id, phone, email or external_ref");
-        }
-        v.finish()?;
         for attempt in 0..2 {
-            let found = directory::clients_by_identity(
-                txn,
-                business,
-                external_ref.as_deref(),
-                phone.as_deref(),
-                email.as_deref(),
-            )
-            .await?;
-            let preferred = found
-                .iter()
-                .find(|c| external_ref.is_some() && c.external_ref == external_ref)
-                .or_else(|| found.iter().find(|c| phone.is_some() && c.phone_e164 == phone))
-                .or_else(|| found.first())
-                .cloned();
-            if let Some(client) = preferred {
+            if let Some(client) = self.find_client(txn, business, key).await? {
                 return Ok(client);
             }
+            let ClientKey::Identity(identity) = key else { unreachable!("a client id is found or NOT_FOUND") };
             let fields = directory::ClientFields {
-                external_ref: external_ref.clone(),
-                name: name.clone(),
-                phone_e164: phone.clone(),
-                email: email.clone(),
+                external_ref: identity.external_ref.clone(),
+                name: identity.name.clone(),
+                phone_e164: identity.phone.clone(),
+                email: identity.email.clone(),
                 sms_consent: None,
             };
             // A savepoint: a client created concurrently by another message must not abort the
@@ -529,22 +557,25 @@ impl Omega {
         let key = v.check(values::optional_text("idempotency_key", &input.idempotency_key, 100)).flatten();
         v.finish()?;
         let (direction, status) = (direction.unwrap_or(Direction::Inbound), status.unwrap_or(DeliveryStatus::Received));
-        self.directory.business(caller, input.business_id).await?;
-        let business_id = input.business_id;
+        let business = self.directory.business(caller, input.business_id).await?;
+        let client_key = input.client.checked(&business.default_calling_code)?;
+        let business_id = business.id;
         let conn = self.store.connection();
+        let stored = |message| Ok(StoredRow { message, created: false });
 
         // Already stored? (A provider retrying its webhook, a caller retrying its call.) Only this
-        // business's messages count: whether another business holds the id must not show.
-        if let Some(provider_id) = &provider_id
-            && let Some(existing) =
-                db::by_provider_id(conn, Some(business_id), provider.as_deref(), provider_id).await?.pop()
+        // business's messages count: whether another business holds the id must not show. A
+        // provider's id with its provider named is unique per business: the insert itself finds
+        // the repeat then, without a read first.
+        if let (Some(provider_id), None) = (&provider_id, &provider)
+            && let Some(existing) = db::by_provider_id(conn, Some(business_id), None, provider_id).await?.pop()
         {
-            return Ok(StoredRow { message: existing, created: false });
+            return stored(existing);
         }
         if let Some(key) = &key
             && let Some(existing) = db::by_idempotency_keys(conn, business_id, std::slice::from_ref(key)).await?.pop()
         {
-            return Ok(StoredRow { message: existing, created: false });
+            return stored(existing);
         }
         if let Some(location_id) = input.location_id
             && directory::location(conn, business_id, location_id).await?.is_none()
@@ -556,23 +587,24 @@ impl Omega {
         }
         let now = now();
         let at = occurred_at.unwrap_or(now);
-        let txn = self.store.begin().await?;
-        let client = self.resolve_client(&txn, business_id, &input.client).await?;
-        let (conversation, _) =
-            ensure_conversation(&txn, Some(caller), business_id, client.id, input.location_id, now).await?;
-        let (from, to) = match (input.channel, direction) {
-            (Channel::Sms, Direction::Inbound) => (client.phone_e164.clone(), None),
-            (Channel::Sms, _) => (None, client.phone_e164.clone()),
-            (Channel::Email, Direction::Inbound) => (client.email.clone(), None),
-            (Channel::Email, _) => (None, client.email.clone()),
-            (Channel::Voice, Direction::Inbound) => (client.phone_e164.clone(), None),
-            _ => (None, None),
+        let text = match (content.is_empty(), input.attachments.is_empty()) {
+            (false, _) => content.clone(),
+            (true, false) => "(attachment)".to_owned(),
+            (true, true) => format!("({})", input.channel.as_str().to_ascii_lowercase()),
         };
-        let inserted = db::insert_message(
-            &txn,
+        let preview = preview(&text);
+        let row = |conversation_id: i64, client: &client::Model| {
+            let (from, to) = match (input.channel, direction) {
+                (Channel::Sms, Direction::Inbound) => (client.phone_e164.clone(), None),
+                (Channel::Sms, _) => (None, client.phone_e164.clone()),
+                (Channel::Email, Direction::Inbound) => (client.email.clone(), None),
+                (Channel::Email, _) => (None, client.email.clone()),
+                (Channel::Voice, Direction::Inbound) => (client.phone_e164.clone(), None),
+                _ => (None, None),
+            };
             message::ActiveModel {
-                subject: Set(subject),
-                html: Set(html),
+                subject: Set(subject.clone()),
+                html: Set(html.clone()),
                 media: Set((!media.is_empty()).then(|| json!(media).to_string())),
                 request_id: Set(Some(input.request_id.clone())),
                 idempotency_key: Set(key.clone()),
@@ -594,26 +626,72 @@ impl Omega {
                     _ => SenderType::System,
                 }),
                 status: Set(status),
-                ..db::new_message(business_id, conversation.id, client.id, input.sent_by, content.clone())
-            },
-            now,
-        )
-        .await;
-        let message = match inserted {
+                ..db::new_message(business_id, conversation_id, client.id, input.sent_by, content.clone())
+            }
+        };
+        let note = |conversation_id| MessageNote {
+            conversation_id,
+            channel: input.channel,
+            channel_bit: input.channel.bit(),
+            preview: &preview,
+            direction,
+            at,
+        };
+        let event = |conversation_id, public_id: &str| NewEvent {
+            business_id,
+            conversation_id: Some(conversation_id),
+            kind: if direction == Direction::Inbound { "message.received" } else { "message.recorded" },
+            actor_key_id: caller.actor_key(),
+            actor_staff_id: input.sent_by,
+            data: json!({ "message_id": public_id, "channel": input.channel }),
+        };
+        // The same provider id or key stored concurrently: answer that one.
+        let concurrent_twin = || async {
+            let existing = match (&provider_id, &key) {
+                (Some(id), _) => db::by_provider_id(conn, Some(business_id), provider.as_deref(), id).await?.pop(),
+                (None, Some(key)) => db::by_idempotency_keys(conn, business_id, std::slice::from_ref(key)).await?.pop(),
+                _ => None,
+            };
+            existing
+                .map(|message| StoredRow { message, created: false })
+                .ok_or_else(|| Error::Conflict("the message changed concurrently; retry".into()))
+        };
+
+        // The common case, an existing client's existing conversation that the message does not
+        // reopen: one write, no transaction to hold open across reads (one statement on
+        // PostgreSQL). Anything else, or a conversation resolved meanwhile, takes the transaction.
+        if input.attachments.is_empty()
+            && let Some(client) = self.find_client(conn, business_id, &client_key).await?
+            && let Some(conversation) = conversations_db::conversation_of_client(conn, business_id, client.id).await?
+        {
+            let new = row(conversation.id, &client);
+            let public_id = new.public_id.try_as_ref().cloned().unwrap_or_default();
+            let reopening: &[ConversationStatus] = match direction {
+                Direction::Inbound => &REOPENED_BY_INBOUND,
+                _ => &[],
+            };
+            let note = note(conversation.id);
+            let event = event(conversation.id, &public_id);
+            match db::insert_into_conversation_unless(&self.store, new, &note, reopening, event, now).await {
+                Ok(Some(message)) => {
+                    self.store.wake_event_readers(Some(business_id));
+                    return Ok(StoredRow { message, created: true });
+                }
+                Ok(None) => {}
+                Err(StoreError::UniqueViolation(_)) => return concurrent_twin().await,
+                Err(err) => return Err(err.into()),
+            }
+        }
+
+        let txn = self.store.begin().await?;
+        let client = self.resolve_client(&txn, business_id, &client_key).await?;
+        let (conversation, _) =
+            ensure_conversation(&txn, Some(caller), business_id, client.id, input.location_id, now).await?;
+        let message = match db::insert_message(&txn, row(conversation.id, &client), now).await {
             Ok(message) => message,
-            // The same provider id or key stored concurrently: answer that one.
             Err(StoreError::UniqueViolation(_)) => {
                 txn.rollback().await.map_err(StoreError::from)?;
-                let existing = match (&provider_id, &key) {
-                    (Some(id), _) => db::by_provider_id(conn, Some(business_id), provider.as_deref(), id).await?.pop(),
-                    (None, Some(key)) => {
-                        db::by_idempotency_keys(conn, business_id, std::slice::from_ref(key)).await?.pop()
-                    }
-                    _ => None,
-                };
-                return existing
-                    .map(|message| StoredRow { message, created: false })
-                    .ok_or_else(|| Error::Conflict("the message changed concurrently; retry".into()));
+                return concurrent_twin().await;
             }
             Err(err) => return Err(err.into()),
         };
@@ -622,33 +700,11 @@ impl Omega {
             let summary = crate::store::attachments::record(&txn, &message, &input.attachments, now).await?;
             message.attachments = Some(summary);
         }
-        let text = match (content.is_empty(), input.attachments.is_empty()) {
-            (false, _) => content,
-            (true, false) => "(attachment)".to_owned(),
-            (true, true) => format!("({})", input.channel.as_str().to_ascii_lowercase()),
-        };
-        conversations_db::note_message_in_conversation(
-            &txn,
-            conversation.id,
-            input.channel.bit(),
-            &preview(&text),
-            input.channel,
-            direction,
-            at,
-        )
-        .await?;
+        conversations_db::note_message_in_conversation(&txn, &note(conversation.id)).await?;
         if direction == Direction::Inbound {
             reopen_for_inbound(&txn, &conversation, now).await?;
         }
-        let event = NewEvent {
-            business_id,
-            conversation_id: Some(conversation.id),
-            kind: if direction == Direction::Inbound { "message.received" } else { "message.recorded" },
-            actor_key_id: caller.actor_key(),
-            actor_staff_id: input.sent_by,
-            data: json!({ "message_id": message.public_id, "channel": message.channel }),
-        };
-        events::append_event(&txn, event, now).await?;
+        events::append_event(&txn, event(conversation.id, &message.public_id), now).await?;
         txn.commit().await.map_err(StoreError::from)?;
         self.store.wake_event_readers(Some(business_id));
         Ok(StoredRow { message, created: true })
@@ -1126,6 +1182,9 @@ pub(crate) fn status_changed_event(
     }
 }
 
+/// The statuses an inbound message takes a conversation out of.
+const REOPENED_BY_INBOUND: [ConversationStatus; 2] = [ConversationStatus::Resolved, ConversationStatus::Snoozed];
+
 /// An inbound message wakes a resolved or snoozed conversation (conditionally, counted and
 /// logged in the caller's transaction).
 pub(crate) async fn reopen_for_inbound(
@@ -1133,8 +1192,7 @@ pub(crate) async fn reopen_for_inbound(
     conversation: &conversation::Model,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let status = conversation.status;
-    if matches!(status, ConversationStatus::Resolved | ConversationStatus::Snoozed) {
+    if REOPENED_BY_INBOUND.contains(&conversation.status) {
         reopen(conn, conversation, "inbound_message", None, now).await?;
     }
     Ok(())

@@ -392,28 +392,43 @@ pub async fn recount_unread(conn: &impl ConnectionTrait, conversation_id: i64) -
     Ok(row.map_or(0, |c| i64::from(c.unread_count)))
 }
 
-/// Keeps a conversation's summary in step with a new message: its channel bit, last message,
-/// activity time and, for inbound messages, the unread count.
-pub async fn note_message_in_conversation(
-    conn: &impl ConnectionTrait,
-    conversation_id: i64,
-    channel_bit: i32,
-    preview: &str,
-    channel: Channel,
-    direction: Direction,
-    at: DateTime<Utc>,
-) -> StoreResult<()> {
-    let mut query = conversation::Entity::update_many()
-        .col_expr(conversation::Column::ChannelMask, Expr::col(conversation::Column::ChannelMask).bit_or(channel_bit))
-        .col_expr(conversation::Column::LastMessageAt, Expr::value(at))
-        .col_expr(conversation::Column::LastMessagePreview, Expr::value(preview))
-        .col_expr(conversation::Column::LastMessageChannel, Expr::value(channel))
-        .col_expr(conversation::Column::LastMessageDirection, Expr::value(direction))
-        .col_expr(conversation::Column::LastActivityAt, Expr::value(at))
-        .col_expr(conversation::Column::UpdatedAt, Expr::value(at));
-    if direction == Direction::Inbound {
-        query = query.col_expr(conversation::Column::UnreadCount, Expr::col(conversation::Column::UnreadCount).add(1));
+/// What a new message changes on its conversation: its channel bit, last message, activity
+/// time and, for inbound messages, the unread count.
+pub struct MessageNote<'a> {
+    pub conversation_id: i64,
+    pub channel: Channel,
+    /// The channel's bit in the conversation's channel mask.
+    pub channel_bit: i32,
+    pub direction: Direction,
+    pub preview: &'a str,
+    pub at: DateTime<Utc>,
+}
+
+impl MessageNote<'_> {
+    /// The conversation's update for this message (not yet run).
+    pub(crate) fn update(&self) -> sea_orm::UpdateMany<conversation::Entity> {
+        let at = self.at;
+        let mut query = conversation::Entity::update_many()
+            .col_expr(
+                conversation::Column::ChannelMask,
+                Expr::col(conversation::Column::ChannelMask).bit_or(self.channel_bit),
+            )
+            .col_expr(conversation::Column::LastMessageAt, Expr::value(at))
+            .col_expr(conversation::Column::LastMessagePreview, Expr::value(self.preview))
+            .col_expr(conversation::Column::LastMessageChannel, Expr::value(self.channel))
+            .col_expr(conversation::Column::LastMessageDirection, Expr::value(self.direction))
+            .col_expr(conversation::Column::LastActivityAt, Expr::value(at))
+            .col_expr(conversation::Column::UpdatedAt, Expr::value(at));
+        if self.direction == Direction::Inbound {
+            query =
+                query.col_expr(conversation::Column::UnreadCount, Expr::col(conversation::Column::UnreadCount).add(1));
+        }
+        query.filter(conversation::Column::Id.eq(self.conversation_id))
     }
-    query.filter(conversation::Column::Id.eq(conversation_id)).exec(conn).await?;
+}
+
+/// Keeps a conversation's summary in step with a new message.
+pub async fn note_message_in_conversation(conn: &impl ConnectionTrait, note: &MessageNote<'_>) -> StoreResult<()> {
+    note.update().exec(conn).await?;
     Ok(())
 }

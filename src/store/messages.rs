@@ -11,7 +11,8 @@ use sea_orm::{
 use super::{
     StoreResult, dialect,
     entity::{
-        enums::{Channel, DeliveryStatus, Direction},
+        conversation,
+        enums::{Channel, ConversationStatus, DeliveryStatus, Direction},
         message,
     },
 };
@@ -308,15 +309,40 @@ pub fn new_message(
 /// `now`.
 pub async fn insert_message(
     conn: &impl ConnectionTrait,
-    mut new: message::ActiveModel,
+    new: message::ActiveModel,
     now: DateTime<Utc>,
 ) -> StoreResult<message::Model> {
+    Ok(completed(new, now).insert(conn).await?)
+}
+
+/// What [`insert_message`] fills in.
+fn completed(mut new: message::ActiveModel, now: DateTime<Utc>) -> message::ActiveModel {
     if new.created_at.is_not_set() {
         new.created_at = Set(now);
     }
     new.status_updated_at = Set(Some(now));
     new.attempt_count = Set(0);
-    Ok(new.insert(conn).await?)
+    new
+}
+
+/// Inserts a message with its note on the conversation and its event, all or nothing, unless
+/// the conversation's status is one of `unless` (an inbound message reopens a resolved or
+/// snoozed one: that takes the caller's transaction); then it writes nothing and answers `None`.
+/// The conversation's status is checked by the write itself, so a change between the caller's
+/// read and this write is never missed. The common ingest, one round trip on PostgreSQL.
+pub async fn insert_into_conversation_unless(
+    store: &super::Store,
+    new: message::ActiveModel,
+    note: &super::conversations::MessageNote<'_>,
+    unless: &[ConversationStatus],
+    event: super::events::NewEvent<'_>,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<message::Model>> {
+    let mut update = note.update();
+    if !unless.is_empty() {
+        update = update.filter(conversation::Column::Status.is_not_in(unless.iter().copied()));
+    }
+    dialect::insert_into_open_conversation(store, update, completed(new, now), event.row(now)).await
 }
 
 #[derive(Default)]

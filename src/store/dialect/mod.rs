@@ -133,6 +133,25 @@ pub fn announce_statement(channel: &str, payloads: String) -> Statement {
     postgres::announce(channel, payloads)
 }
 
+/// A message, its conversation's note and its event, written together only if the guarded
+/// update of the conversation finds its row (else nothing, and `None`). PostgreSQL: one statement
+/// of data-modifying CTEs. SQLite: a short transaction on the one writer.
+pub async fn insert_into_open_conversation(
+    store: &super::Store,
+    guarded_update: sea_orm::UpdateMany<super::entity::conversation::Entity>,
+    new: super::entity::message::ActiveModel,
+    event: super::entity::conversation_event::ActiveModel,
+) -> StoreResult<Option<super::entity::message::Model>> {
+    match Dialect::of_conn(store.connection()) {
+        Dialect::Postgres => {
+            postgres::insert_into_open_conversation(store.connection(), guarded_update, new, event).await
+        }
+        Dialect::Sqlite => {
+            sqlite::insert_into_open_conversation(store.begin().await?, guarded_update, new, event).await
+        }
+    }
+}
+
 /// "sqlite" or "postgresql".
 pub fn engine_name(backend: DbBackend) -> &'static str {
     match backend {

@@ -280,3 +280,22 @@ pub(super) async fn business_matches(conn: &impl ConnectionTrait, probe: &Busine
     }
     Ok(found)
 }
+
+/// The same as PostgreSQL's one statement, in a short transaction on the one writer: the guarded
+/// update first, so that a conversation no longer eligible costs no insert.
+pub(super) async fn insert_into_open_conversation(
+    txn: sea_orm::DatabaseTransaction,
+    guarded_update: sea_orm::UpdateMany<crate::store::entity::conversation::Entity>,
+    new: message::ActiveModel,
+    event: event::ActiveModel,
+) -> StoreResult<Option<message::Model>> {
+    use sea_orm::ActiveModelTrait;
+    if guarded_update.exec(&txn).await?.rows_affected == 0 {
+        txn.rollback().await?;
+        return Ok(None);
+    }
+    let message = new.insert(&txn).await?;
+    event.insert(&txn).await?;
+    txn.commit().await?;
+    Ok(Some(message))
+}
