@@ -86,6 +86,10 @@ pub struct DatabaseArgs {
     /// `sqlite://PATH?mode=rwc` (embedded, the default) or `postgres://USER@HOST:PORT/DB`.
     #[arg(long, env = "OMEGA_DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
     pub database_url: String,
+    /// Connections this process opens at most: PostgreSQL's pool; on SQLite the readers beside
+    /// its one writer. Opened as needed.
+    #[arg(long, env = "OMEGA_DATABASE_MAX_CONNECTIONS", default_value_t = crate::store::DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_max_connections: u32,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -66,7 +66,9 @@ async fn main() -> anyhow::Result<()> {
 
 /// Key commands work on a fresh database too: the schema is brought up to date first.
 async fn connect_migrated(database: &DatabaseArgs) -> anyhow::Result<Store> {
-    let store = Store::connect(&database.database_url).await.context("connecting to the database")?;
+    let store = Store::connect_with(&database.database_url, database.database_max_connections)
+        .await
+        .context("connecting to the database")?;
     store.migrate().await.context("applying migrations")?;
     Ok(store)
 }

@@ -58,7 +58,9 @@ pub enum Stop {
 pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 'static) -> anyhow::Result<()> {
     // The phone number metadata loads on first use; meanwhile the database connects.
     tokio::task::spawn_blocking(crate::domain::values::warm_phone_metadata);
-    let store = Store::connect(&args.database.database_url).await.context("connecting to the database")?;
+    let store = Store::connect_with(&args.database.database_url, args.database.database_max_connections)
+        .await
+        .context("connecting to the database")?;
     store.keep_event_feed_rows(usize::try_from(args.event_feed_rows).unwrap_or(usize::MAX));
     if args.migrate_on_start {
         store.migrate().await.context("applying migrations")?;

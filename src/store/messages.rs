@@ -11,7 +11,6 @@ use sea_orm::{
 use super::{
     StoreResult, dialect,
     entity::{
-        conversation,
         enums::{Channel, ConversationStatus, DeliveryStatus, Direction},
         message,
     },
@@ -338,11 +337,14 @@ pub async fn insert_into_conversation_unless(
     event: super::events::NewEvent<'_>,
     now: DateTime<Utc>,
 ) -> StoreResult<Option<message::Model>> {
-    let mut update = note.update();
-    if !unless.is_empty() {
-        update = update.filter(conversation::Column::Status.is_not_in(unless.iter().copied()));
-    }
-    dialect::insert_into_open_conversation(store, update, completed(new, now), event.row(now)).await
+    let write = dialect::GuardedWrite {
+        update: note.update(),
+        conversation_id: note.conversation_id,
+        unless: unless.to_vec(),
+        message: completed(new, now),
+        event: event.row(now),
+    };
+    dialect::insert_into_open_conversation(store, write).await
 }
 
 #[derive(Default)]

@@ -13,6 +13,7 @@ pub mod dialect;
 pub mod directory;
 pub mod entity;
 pub mod events;
+mod group_commit;
 pub mod inbound_email;
 pub mod messages;
 pub mod outbox;
@@ -121,6 +122,20 @@ pub(crate) async fn count_capped<E: sea_orm::EntityTrait>(
     Ok((std::cmp::min(n, cap), n > cap))
 }
 
+/// Connections a process opens at most unless configured (`OMEGA_DATABASE_MAX_CONNECTIONS`).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+
+/// A write transaction on SQLite's one writer, taking the write lock at `BEGIN IMMEDIATE`.
+async fn begin_immediate(writer: &DatabaseConnection) -> StoreResult<sea_orm::DatabaseTransaction> {
+    use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
+    Ok(writer
+        .begin_with_options(TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..Default::default()
+        })
+        .await?)
+}
+
 /// A handle to Omega's database; cheap to clone (the pool is shared).
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -137,6 +152,8 @@ pub struct Store {
     feeds: std::sync::Arc<events::EventFeeds>,
     /// PostgreSQL: tells other replicas' readers (see [`events::announcer`]).
     announce: Option<tokio::sync::mpsc::UnboundedSender<Option<i64>>>,
+    /// SQLite: the committer that groups concurrent ingests into one transaction.
+    group_writes: Option<tokio::sync::mpsc::UnboundedSender<group_commit::Write>>,
 }
 
 impl Store {
@@ -144,6 +161,12 @@ impl Store {
     /// directory is created, and the connection runs in WAL mode with a busy timeout so that
     /// readers never block the writer.
     pub async fn connect(url: &str) -> StoreResult<Self> {
+        Self::connect_with(url, DEFAULT_MAX_CONNECTIONS).await
+    }
+
+    /// [`Store::connect`] with at most `max_connections` connections: PostgreSQL's pool, or
+    /// SQLite's readers (its writer is one more).
+    pub async fn connect_with(url: &str, max_connections: u32) -> StoreResult<Self> {
         if let Some(path) = sqlite_file(url)
             && let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty())
         {
@@ -154,6 +177,9 @@ impl Store {
         let mut options = ConnectOptions::new(url.to_owned());
         options
             .sqlx_logging(false)
+            // Without it, sea-orm gives SQLite one connection: every read of every request took
+            // turns on it, and ingest waited for reads with a core idle (benchmark P1).
+            .max_connections(max_connections)
             // A request against a dead database answers 503 within about a second instead of
             // waiting out long timeouts; a healthy pool hands out connections in microseconds.
             .connect_timeout(Duration::from_secs(1))
@@ -186,7 +212,8 @@ impl Store {
         let announce = dialect::announces_commits(db.get_database_backend()).then(|| events::announcer(db.clone()));
         let events = std::sync::Arc::<events::EventWakeups>::default();
         let feeds = std::sync::Arc::new(events::EventFeeds::new(db.clone(), events.clone()));
-        Ok(Self { db, writer, sqlite_path: sqlite_file(url).map(PathBuf::from), events, feeds, announce })
+        let group_writes = writer.clone().map(group_commit::start);
+        Ok(Self { db, writer, sqlite_path: sqlite_file(url).map(PathBuf::from), events, feeds, announce, group_writes })
     }
 
     /// The pool for reads. Writes go through [`Store::writer`] or [`Store::begin`].
@@ -207,16 +234,26 @@ impl Store {
     /// transaction that reads first and then writes fails at once with SQLITE_BUSY (no busy
     /// wait) if another connection committed in between.
     pub async fn begin(&self) -> StoreResult<sea_orm::DatabaseTransaction> {
-        use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
+        use sea_orm::TransactionTrait;
         match &self.writer {
-            Some(writer) => Ok(writer
-                .begin_with_options(TransactionOptions {
-                    sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                    ..Default::default()
-                })
-                .await?),
+            Some(writer) => begin_immediate(writer).await,
             None => Ok(self.db.begin().await?),
         }
+    }
+
+    /// SQLite: runs an ingest's writes in the committer's next group (see [`group_commit`]).
+    pub(crate) async fn write_grouped(
+        &self,
+        write: dialect::GuardedWrite,
+    ) -> StoreResult<Option<entity::message::Model>> {
+        let Some(group_writes) = &self.group_writes else {
+            return Err(StoreError::Config("grouped writes are for SQLite's one writer".into()));
+        };
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        let write = group_commit::Write { write, reply };
+        let stopped = || StoreError::Other(DbErr::Custom("the group committer has stopped".into()));
+        group_writes.send(write).map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
     }
 
     /// Call after committing a transaction that may have appended to the event log (of

@@ -12,7 +12,7 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, Database, EntityTr
 use super::{
     Store, conversations, directory,
     entity::{
-        business, client, conversation, delivery_job as job,
+        business, client, conversation, conversation_event, delivery_job as job,
         enums::{AttemptOutcome, Channel, ConversationStatus, DeliveryStatus, Direction, JobState, SenderType},
         message, message_attempt as attempt,
     },
@@ -116,6 +116,7 @@ store_test_suite!(
     search_in_a_conversation_ranks_highlights_and_skips_notes,
     unread_count_is_recounted_from_the_messages,
     appended_events_read_back_in_order,
+    messages_into_a_conversation_commit_alone_or_refused_alone,
 );
 
 // ---- fixtures ----
@@ -596,4 +597,102 @@ async fn read_settled(store: &Store, filter: &events::EventFilter, cursor: event
         assert!(tokio::time::Instant::now() < deadline, "events still unsettled after 30 s");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// The common ingest's one-step write (one statement on PostgreSQL, the group committer on
+/// SQLite): 40 concurrent writes, two of which repeat a provider id and one of which names a
+/// resolved conversation the guard refuses. Each gets its own outcome; the refused ones write
+/// nothing, and every stored one has its event and its share of the conversation's unread count.
+async fn messages_into_a_conversation_commit_alone_or_refused_alone(store: &Store) {
+    let open = inbox(store, "Ada").await;
+    let resolved = inbox(store, "Grace").await;
+    conversation::Entity::update_many()
+        .col_expr(conversation::Column::Status, sea_orm::sea_query::Expr::value(ConversationStatus::Resolved))
+        .filter(conversation::Column::Id.eq(resolved.conversation.id))
+        .exec(store.writer())
+        .await
+        .expect("resolve");
+    let write = |target: &Inbox, provider_id: String| {
+        let (store, business_id, conversation_id, client_id) =
+            (store.clone(), target.business.id, target.conversation.id, target.client.id);
+        async move {
+            let at = now();
+            let new = message::ActiveModel {
+                provider: Set(Some("twilio".into())),
+                provider_message_id: Set(Some(provider_id)),
+                channel: Set(Channel::Sms),
+                direction: Set(Direction::Inbound),
+                sender_type: Set(SenderType::Client),
+                status: Set(DeliveryStatus::Received),
+                ..messages::new_message(business_id, conversation_id, client_id, None, "hello".into())
+            };
+            let note = conversations::MessageNote {
+                conversation_id,
+                channel: Channel::Sms,
+                channel_bit: 1,
+                preview: "hello",
+                direction: Direction::Inbound,
+                at,
+            };
+            let event = events::NewEvent {
+                business_id,
+                conversation_id: Some(conversation_id),
+                kind: "message.received",
+                actor_key_id: None,
+                actor_staff_id: None,
+                data: serde_json::json!({}),
+            };
+            let unless = [ConversationStatus::Resolved, ConversationStatus::Snoozed];
+            messages::insert_into_conversation_unless(&store, new, &note, &unless, event, at).await
+        }
+    };
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        // Messages 7 and 8 repeat message 3's provider id; message 20 goes to the resolved one.
+        let provider_id = format!("SM{}", if i == 7 || i == 8 { 3 } else { i });
+        let target = if i == 20 { &resolved } else { &open };
+        tasks.push(tokio::spawn(write(target, provider_id)));
+    }
+    let (mut stored, mut repeats, mut refused) = (0, 0, 0);
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(Some(message)) => {
+                assert_eq!(message.conversation_id, open.conversation.id);
+                stored += 1;
+            }
+            Ok(None) => refused += 1,
+            Err(super::StoreError::UniqueViolation(_)) => repeats += 1,
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+    assert_eq!((stored, repeats, refused), (37, 2, 1));
+    let count = |conversation_id: i64| async move {
+        message::Entity::find()
+            .filter(message::Column::ConversationId.eq(conversation_id))
+            .all(store.connection())
+            .await
+            .expect("messages")
+            .len()
+    };
+    assert_eq!(count(open.conversation.id).await, 37);
+    assert_eq!(count(resolved.conversation.id).await, 0, "the refused write left a message");
+    let logged = conversation_event::Entity::find()
+        .filter(conversation_event::Column::ConversationId.eq(open.conversation.id))
+        .filter(conversation_event::Column::Kind.eq("message.received"))
+        .all(store.connection())
+        .await
+        .expect("events");
+    assert_eq!(logged.len(), 37, "one event per stored message");
+    let refused_events = conversation_event::Entity::find()
+        .filter(conversation_event::Column::ConversationId.eq(resolved.conversation.id))
+        .all(store.connection())
+        .await
+        .expect("events");
+    assert!(refused_events.is_empty(), "the refused write left an event");
+    let after = |id: i64| async move {
+        conversation::Entity::find_by_id(id).one(store.connection()).await.expect("read").expect("conversation")
+    };
+    assert_eq!(after(open.conversation.id).await.unread_count, 37);
+    let untouched = after(resolved.conversation.id).await;
+    assert_eq!((untouched.unread_count, untouched.status), (0, ConversationStatus::Resolved));
 }

@@ -133,23 +133,55 @@ pub fn announce_statement(channel: &str, payloads: String) -> Statement {
     postgres::announce(channel, payloads)
 }
 
-/// A message, its conversation's note and its event, written together only if the guarded
-/// update of the conversation finds its row (else nothing, and `None`). PostgreSQL: one statement
-/// of data-modifying CTEs. SQLite: a short transaction on the one writer.
+/// A message, what it changes on its conversation and its event, to be written together unless
+/// the conversation's status (read by the write itself) is one of `unless`.
+pub struct GuardedWrite {
+    /// The conversation's update for the message, without the guard.
+    pub update: sea_orm::UpdateMany<super::entity::conversation::Entity>,
+    pub conversation_id: i64,
+    pub unless: Vec<super::entity::enums::ConversationStatus>,
+    pub message: super::entity::message::ActiveModel,
+    pub event: super::entity::conversation_event::ActiveModel,
+}
+
+/// Writes a [`GuardedWrite`] all or nothing; `None` (nothing written) when the guard refuses.
+/// PostgreSQL: one statement of data-modifying CTEs. SQLite: the group committer's next
+/// transaction on the one writer (see `group_commit`).
 pub async fn insert_into_open_conversation(
     store: &super::Store,
-    guarded_update: sea_orm::UpdateMany<super::entity::conversation::Entity>,
-    new: super::entity::message::ActiveModel,
-    event: super::entity::conversation_event::ActiveModel,
+    write: GuardedWrite,
 ) -> StoreResult<Option<super::entity::message::Model>> {
     match Dialect::of_conn(store.connection()) {
-        Dialect::Postgres => {
-            postgres::insert_into_open_conversation(store.connection(), guarded_update, new, event).await
-        }
-        Dialect::Sqlite => {
-            sqlite::insert_into_open_conversation(store.begin().await?, guarded_update, new, event).await
+        Dialect::Postgres => postgres::insert_into_open_conversation(store.connection(), write).await,
+        Dialect::Sqlite => store.write_grouped(write).await,
+    }
+}
+
+/// SQLite: the message of a [`GuardedWrite`], inserted only while its conversation passes the
+/// guard (`INSERT … SELECT … WHERE EXISTS`, returning the row): one statement instead of a
+/// savepoint around a guarded update.
+pub fn guarded_message_insert(write: &GuardedWrite) -> Statement {
+    sqlite::guarded_message_insert(write)
+}
+
+/// The columns an ActiveModel sets, with their values, in the entity's column order (quoted).
+fn set_columns<A: sea_orm::ActiveModelTrait>(row: &A) -> (Vec<String>, Vec<Value>) {
+    use sea_orm::{IdenStatic, Iterable};
+    let mut columns = Vec::new();
+    let mut values = Vec::new();
+    for column in <A::Entity as EntityTrait>::Column::iter() {
+        if let sea_orm::ActiveValue::Set(value) | sea_orm::ActiveValue::Unchanged(value) = row.get(column) {
+            columns.push(format!("\"{}\"", column.as_str()));
+            values.push(value);
         }
     }
+    (columns, values)
+}
+
+/// Every column of `E`, quoted and comma-separated (a RETURNING or SELECT list).
+fn all_columns<E: EntityTrait>() -> String {
+    use sea_orm::{IdenStatic, Iterable};
+    E::Column::iter().map(|c| format!("\"{}\"", c.as_str())).collect::<Vec<_>>().join(", ")
 }
 
 /// "sqlite" or "postgresql".

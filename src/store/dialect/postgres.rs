@@ -6,7 +6,7 @@ use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QuerySel
 use super::Binds;
 use crate::store::{
     StoreResult,
-    entity::{conversation, conversation_event as event, message},
+    entity::{conversation, message},
     events::NewEvent,
     outbox::{Accepted, Mark},
     search::{self, BusinessProbe, ConversationProbe, Doc, HitRow},
@@ -246,42 +246,31 @@ pub(super) async fn business_matches(conn: &impl ConnectionTrait, probe: &Busine
     Ok(Doc::find_by_statement(Statement::from_sql_and_values(backend, indexed, binds.values)).all(conn).await?)
 }
 
-/// The columns an ActiveModel sets, with their values, in the entity's column order.
-fn set_columns<A: sea_orm::ActiveModelTrait>(row: &A) -> (Vec<String>, Vec<sea_orm::Value>) {
-    use sea_orm::{IdenStatic, Iterable};
-    let mut columns = Vec::new();
-    let mut values = Vec::new();
-    for column in <A::Entity as EntityTrait>::Column::iter() {
-        if let sea_orm::ActiveValue::Set(value) | sea_orm::ActiveValue::Unchanged(value) = row.get(column) {
-            columns.push(format!("\"{}\"", column.as_str()));
-            values.push(value);
-        }
-    }
-    (columns, values)
-}
-
 /// One statement: the conversation's update (the guard: no row, nothing written), the message
 /// inserted for the row it returned, the event inserted for the message. Each is a data-modifying
 /// CTE of the same statement, so they commit or fail together without a transaction's round
 /// trips (BEGIN, one per statement, COMMIT).
 pub(super) async fn insert_into_open_conversation(
     conn: &impl ConnectionTrait,
-    guarded_update: sea_orm::UpdateMany<conversation::Entity>,
-    new: message::ActiveModel,
-    event: event::ActiveModel,
+    write: super::GuardedWrite,
 ) -> StoreResult<Option<message::Model>> {
-    use sea_orm::{IdenStatic, Iterable, QueryTrait};
-    let update = guarded_update.build(DbBackend::Postgres);
+    use sea_orm::{ColumnTrait, QueryFilter, QueryTrait};
+    let super::GuardedWrite { update, unless, message: new, event, .. } = write;
+    let mut update = update;
+    if !unless.is_empty() {
+        update = update.filter(conversation::Column::Status.is_not_in(unless));
+    }
+    let update = update.build(DbBackend::Postgres);
     let mut binds = Binds::new(DbBackend::Postgres);
     binds.values = update.values.map(|v| v.0).unwrap_or_default();
     let mut placeholders = |values: Vec<sea_orm::Value>| -> String {
         values.into_iter().map(|v| binds.push(v)).collect::<Vec<_>>().join(", ")
     };
-    let (message_columns, message_values) = set_columns(&new);
+    let (message_columns, message_values) = super::set_columns(&new);
     let message_values = placeholders(message_values);
-    let (event_columns, event_values) = set_columns(&event);
+    let (event_columns, event_values) = super::set_columns(&event);
     let event_values = placeholders(event_values);
-    let returned = message::Column::iter().map(|c| format!("\"{}\"", c.as_str())).collect::<Vec<_>>().join(", ");
+    let returned = super::all_columns::<message::Entity>();
     let sql = format!(
         "WITH c AS ({update} RETURNING \"id\"), \
          m AS (INSERT INTO \"messages\" ({message_columns}) SELECT {message_values} FROM c RETURNING {returned}), \

@@ -281,21 +281,23 @@ pub(super) async fn business_matches(conn: &impl ConnectionTrait, probe: &Busine
     Ok(found)
 }
 
-/// The same as PostgreSQL's one statement, in a short transaction on the one writer: the guarded
-/// update first, so that a conversation no longer eligible costs no insert.
-pub(super) async fn insert_into_open_conversation(
-    txn: sea_orm::DatabaseTransaction,
-    guarded_update: sea_orm::UpdateMany<crate::store::entity::conversation::Entity>,
-    new: message::ActiveModel,
-    event: event::ActiveModel,
-) -> StoreResult<Option<message::Model>> {
-    use sea_orm::ActiveModelTrait;
-    if guarded_update.exec(&txn).await?.rows_affected == 0 {
-        txn.rollback().await?;
-        return Ok(None);
-    }
-    let message = new.insert(&txn).await?;
-    event.insert(&txn).await?;
-    txn.commit().await?;
-    Ok(Some(message))
+pub(super) fn guarded_message_insert(write: &super::GuardedWrite) -> Statement {
+    let mut binds = Binds::new(DbBackend::Sqlite);
+    let (columns, values) = super::set_columns(&write.message);
+    let values = values.into_iter().map(|v| binds.push(v)).collect::<Vec<_>>().join(", ");
+    let conversation = binds.push(write.conversation_id);
+    let unless = if write.unless.is_empty() {
+        String::new()
+    } else {
+        let statuses =
+            write.unless.iter().map(|s| binds.push(sea_orm::ActiveEnum::to_value(s))).collect::<Vec<_>>().join(", ");
+        format!(" AND \"status\" NOT IN ({statuses})")
+    };
+    let returned = super::all_columns::<message::Entity>();
+    let sql = format!(
+        "INSERT INTO \"messages\" ({columns}) SELECT {values} \
+         WHERE EXISTS (SELECT 1 FROM \"conversations\" WHERE \"id\" = {conversation}{unless}) RETURNING {returned}",
+        columns = columns.join(", "),
+    );
+    Statement::from_sql_and_values(DbBackend::Sqlite, sql, binds.values)
 }
