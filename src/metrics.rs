@@ -182,6 +182,9 @@ fn sample_pools(store: &Store) {
     } else {
         pools[0].0 = "shared";
     }
+    if !std::ptr::eq(store.keyed(), store.connection()) {
+        pools.push(("keyed", store.keyed()));
+    }
     for (name, conn) in pools {
         let (size, idle, max) = match conn.get_database_backend() {
             DbBackend::Postgres => {

@@ -337,7 +337,7 @@ impl Directory {
     /// The business, if the caller may see it (another business's id is NOT_FOUND).
     pub async fn business(&self, caller: &Caller, business_id: i64) -> Result<business::Model> {
         caller.require_business(business_id)?;
-        db::business(self.store.connection(), business_id)
+        db::business(self.store.keyed(), business_id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("business {business_id}")))
     }

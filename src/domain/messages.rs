@@ -81,6 +81,19 @@ struct ClientIdentity {
     name: Option<String>,
 }
 
+impl ClientIdentity {
+    /// Which of the clients matching some identity is the one: the external reference's, then
+    /// the phone's, then the oldest.
+    fn preferred<T>(&self, found: Vec<T>, client: impl Fn(&T) -> &client::Model) -> Option<T> {
+        let position = found
+            .iter()
+            .position(|t| self.external_ref.is_some() && client(t).external_ref == self.external_ref)
+            .or_else(|| found.iter().position(|t| self.phone.is_some() && client(t).phone_e164 == self.phone))
+            .or((!found.is_empty()).then_some(0))?;
+        found.into_iter().nth(position)
+    }
+}
+
 impl ClientRef {
     /// Checks the reference; a phone without a country code takes the business's.
     fn checked(&self, calling_code: &str) -> Result<ClientKey> {
@@ -463,12 +476,36 @@ impl Omega {
         let found =
             directory::clients_by_identity(conn, business, external_ref.as_deref(), phone.as_deref(), email.as_deref())
                 .await?;
-        Ok(found
-            .iter()
-            .find(|c| external_ref.is_some() && &c.external_ref == external_ref)
-            .or_else(|| found.iter().find(|c| phone.is_some() && &c.phone_e164 == phone))
-            .or_else(|| found.first())
-            .cloned())
+        Ok(identity.preferred(found, |c| c))
+    }
+
+    /// The client an ingested message belongs to and its conversation, when both exist (one
+    /// read); `None` sends the message down the path that creates what is missing.
+    async fn find_conversation(
+        &self,
+        conn: &impl ConnectionTrait,
+        business: i64,
+        key: &ClientKey,
+    ) -> Result<Option<(client::Model, conversation::Model)>> {
+        let (id, identity) = match key {
+            ClientKey::Id(id) => (Some(*id), None),
+            ClientKey::Identity(identity) => (None, Some(identity)),
+        };
+        let field = |f: fn(&ClientIdentity) -> &Option<String>| identity.and_then(|i| f(i).as_deref());
+        let rows = directory::clients_with_conversation(
+            conn,
+            business,
+            id,
+            field(|i| &i.external_ref),
+            field(|i| &i.phone),
+            field(|i| &i.email),
+        )
+        .await?;
+        let row = match identity {
+            Some(identity) => identity.preferred(rows, |(c, _)| c),
+            None => rows.into_iter().next(),
+        };
+        Ok(row.and_then(|(client, conversation)| Some((client, conversation?))))
     }
 
     /// The client a message names, found or created in `txn` — so that a message refused later
@@ -661,8 +698,8 @@ impl Omega {
         // reopen: one write, no transaction to hold open across reads (one statement on
         // PostgreSQL). Anything else, or a conversation resolved meanwhile, takes the transaction.
         if input.attachments.is_empty()
-            && let Some(client) = self.find_client(conn, business_id, &client_key).await?
-            && let Some(conversation) = conversations_db::conversation_of_client(conn, business_id, client.id).await?
+            && let Some((client, conversation)) =
+                self.find_conversation(self.store.keyed(), business_id, &client_key).await?
         {
             let new = row(conversation.id, &client);
             let public_id = new.public_id.try_as_ref().cloned().unwrap_or_default();

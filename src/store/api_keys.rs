@@ -39,7 +39,7 @@ impl Store {
         Ok(api_key::Entity::find()
             .filter(api_key::Column::KeyPrefix.eq(prefix))
             .filter(api_key::Column::RevokedAt.is_null())
-            .all(self.connection())
+            .all(self.keyed())
             .await?)
     }
 

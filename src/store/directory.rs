@@ -11,7 +11,10 @@ use sea_orm::{
 
 use super::{
     StoreResult,
-    entity::{business, client, enums::Direction, location, location_phone_number as phone_number, message, staff},
+    entity::{
+        business, client, conversation, enums::Direction, location, location_phone_number as phone_number, message,
+        staff,
+    },
 };
 
 /// One page in id order (ascending) after `after_id`, and the number of rows `select` matches.
@@ -502,6 +505,49 @@ pub async fn clients_by_identity(
     phone: Option<&str>,
     email: Option<&str>,
 ) -> StoreResult<Vec<client::Model>> {
+    let Some(any) = identity_condition(external_ref, phone, email) else {
+        return Ok(Vec::new());
+    };
+    Ok(client::Entity::find()
+        .filter(client::Column::BusinessId.eq(business_id))
+        .filter(any)
+        .order_by_asc(client::Column::Id)
+        .all(conn)
+        .await?)
+}
+
+/// [`clients_by_identity`] (or the client `id`), each with its conversation if it has one: one
+/// query where a message to an existing client's conversation needed two.
+pub async fn clients_with_conversation(
+    conn: &impl ConnectionTrait,
+    business_id: i64,
+    id: Option<i64>,
+    external_ref: Option<&str>,
+    phone: Option<&str>,
+    email: Option<&str>,
+) -> StoreResult<Vec<(client::Model, Option<conversation::Model>)>> {
+    let which = match id {
+        Some(id) => sea_orm::Condition::all().add(client::Column::Id.eq(id)),
+        None => match identity_condition(external_ref, phone, email) {
+            Some(any) => any,
+            None => return Ok(Vec::new()),
+        },
+    };
+    Ok(client::Entity::find()
+        .find_also_related(conversation::Entity)
+        .filter(client::Column::BusinessId.eq(business_id))
+        .filter(which)
+        .order_by_asc(client::Column::Id)
+        .all(conn)
+        .await?)
+}
+
+/// Any of the identities given; `None` when none is.
+fn identity_condition(
+    external_ref: Option<&str>,
+    phone: Option<&str>,
+    email: Option<&str>,
+) -> Option<sea_orm::Condition> {
     let mut any = sea_orm::Condition::any();
     let mut given = false;
     for (column, value) in [
@@ -514,15 +560,7 @@ pub async fn clients_by_identity(
             given = true;
         }
     }
-    if !given {
-        return Ok(Vec::new());
-    }
-    Ok(client::Entity::find()
-        .filter(client::Column::BusinessId.eq(business_id))
-        .filter(any)
-        .order_by_asc(client::Column::Id)
-        .all(conn)
-        .await?)
+    given.then_some(any)
 }
 
 pub async fn list_clients(

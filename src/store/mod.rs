@@ -140,6 +140,9 @@ async fn begin_immediate(writer: &DatabaseConnection) -> StoreResult<sea_orm::Da
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
+    /// PostgreSQL: the pool for statements whose plan does not depend on their values (see
+    /// [`Store::keyed`]).
+    keyed: Option<DatabaseConnection>,
     /// SQLite only: one connection that every write transaction goes through. SQLite admits one
     /// writer at a time; queueing writers here (FIFO, no sleeping) instead of letting them meet
     /// in the file lock's busy-wait backoff more than doubles the rate of writes under load.
@@ -189,10 +192,18 @@ impl Store {
                     .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(5))
                     .foreign_keys(true)
-            })
-            // Plans made for the values at hand: a generic plan cannot tell a word in a million
-            // messages from one in ten, and chose bitmap ANDs over the right index (benchmark P3).
-            .map_sqlx_postgres_opts(|opts| opts.options([("plan_cache_mode", "force_custom_plan")]));
+            });
+        // PostgreSQL: lookups by key and the ingest's write keep PostgreSQL's plan caching, so
+        // that a prepared statement's generic plan saves planning it at every call (planning
+        // was a quarter of an ingest's cost, benchmark P1). Lazily opened, like the other pool.
+        let keyed = match sqlite_file(url) {
+            Some(_) => None,
+            None => Some(Database::connect(options.clone()).await?),
+        };
+        // Everything else is planned for the values at hand: a generic plan cannot tell a word
+        // in a million messages from one in ten, and chose bitmap ANDs over the right index
+        // (benchmark P3); the inbox's filters are as skewed.
+        options.map_sqlx_postgres_opts(|opts| opts.options([("plan_cache_mode", "force_custom_plan")]));
         let writer = if sqlite_file(url).is_some() {
             let mut writer = options.clone();
             writer.max_connections(1).min_connections(1).acquire_timeout(Duration::from_secs(30));
@@ -209,16 +220,35 @@ impl Store {
             Ok(db) => db,
             Err(err) => return Err(explain_connect_failure(url, err).await),
         };
-        let announce = dialect::announces_commits(db.get_database_backend()).then(|| events::announcer(db.clone()));
+        // The announcement's statement is the same whatever it announces: the keyed pool.
+        let announce = dialect::announces_commits(db.get_database_backend())
+            .then(|| events::announcer(keyed.clone().unwrap_or_else(|| db.clone())));
         let events = std::sync::Arc::<events::EventWakeups>::default();
         let feeds = std::sync::Arc::new(events::EventFeeds::new(db.clone(), events.clone()));
         let group_writes = writer.clone().map(group_commit::start);
-        Ok(Self { db, writer, sqlite_path: sqlite_file(url).map(PathBuf::from), events, feeds, announce, group_writes })
+        Ok(Self {
+            db,
+            keyed,
+            writer,
+            sqlite_path: sqlite_file(url).map(PathBuf::from),
+            events,
+            feeds,
+            announce,
+            group_writes,
+        })
     }
 
     /// The pool for reads. Writes go through [`Store::writer`] or [`Store::begin`].
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// The pool for lookups by key (a row by its id or unique key) and the common ingest's write:
+    /// statements whose best plan is the same whatever their values. On PostgreSQL their
+    /// sessions keep the server's plan caching; [`Store::connection`]'s plan every call for its
+    /// values. SQLite plans in-process: the read pool.
+    pub fn keyed(&self) -> &DatabaseConnection {
+        self.keyed.as_ref().unwrap_or(&self.db)
     }
 
     /// The connection a single write outside a transaction goes through: on SQLite the one
@@ -308,6 +338,9 @@ impl Store {
     pub async fn close(self) {
         if let Some(writer) = self.writer {
             let _ = writer.close().await;
+        }
+        if let Some(keyed) = self.keyed {
+            let _ = keyed.close().await;
         }
         let _ = self.db.close().await;
     }

@@ -152,7 +152,7 @@ pub async fn insert_into_open_conversation(
     write: GuardedWrite,
 ) -> StoreResult<Option<super::entity::message::Model>> {
     match Dialect::of_conn(store.connection()) {
-        Dialect::Postgres => postgres::insert_into_open_conversation(store.connection(), write).await,
+        Dialect::Postgres => postgres::insert_into_open_conversation(store.keyed(), write).await,
         Dialect::Sqlite => store.write_grouped(write).await,
     }
 }

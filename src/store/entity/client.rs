@@ -21,6 +21,7 @@ pub struct Model {
 
 relations! {
     belongs_to { Business: business via BusinessId }
+    has_many { Conversations: conversation }
 }
 
 impl ActiveModelBehavior for ActiveModel {}
