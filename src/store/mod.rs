@@ -196,10 +196,7 @@ impl Store {
         // PostgreSQL: lookups by key and the ingest's write keep PostgreSQL's plan caching, so
         // that a prepared statement's generic plan saves planning it at every call (planning
         // was a quarter of an ingest's cost, benchmark P1). Lazily opened, like the other pool.
-        let keyed = match sqlite_file(url) {
-            Some(_) => None,
-            None => Some(Database::connect(options.clone()).await?),
-        };
+        let keyed_options = sqlite_file(url).is_none().then(|| options.clone());
         // Everything else is planned for the values at hand: a generic plan cannot tell a word
         // in a million messages from one in ten, and chose bitmap ANDs over the right index
         // (benchmark P3); the inbox's filters are as skewed.
@@ -219,6 +216,13 @@ impl Store {
         let db = match Database::connect(options).await {
             Ok(db) => db,
             Err(err) => return Err(explain_connect_failure(url, err).await),
+        };
+        let keyed = match keyed_options {
+            Some(options) => match Database::connect(options).await {
+                Ok(keyed) => Some(keyed),
+                Err(err) => return Err(explain_connect_failure(url, err).await),
+            },
+            None => None,
         };
         // The announcement's statement is the same whatever it announces: the keyed pool.
         let announce = dialect::announces_commits(db.get_database_backend())
