@@ -93,8 +93,12 @@ async fn metrics_count_calls_sends_refusals_and_the_outbox(db: Db) {
     assert_eq!(sample(&text, "omega_outbox_oldest_age_seconds"), Some(0.0), "{text}");
     let pool = if db == Db::Sqlite { "read" } else { "shared" };
     let max = sample(&text, &format!(r#"omega_db_pool_max_connections{{pool="{pool}"}}"#)).expect(&text);
-    assert!(max >= 1.0, "{text}");
+    // OMEGA_DATABASE_MAX_CONNECTIONS's default, for SQLite's readers too (sea-orm's own is one).
+    assert_eq!(max, 10.0, "{text}");
     assert!(sample(&text, &format!(r#"omega_db_pool_connections{{pool="{pool}"}}"#)).is_some(), "{text}");
+    if db == Db::Postgres {
+        assert_eq!(sample(&text, r#"omega_db_pool_max_connections{pool="keyed"}"#), Some(10.0), "{text}");
+    }
 
     // A live event stream is a subscriber while it is held, and no longer once the client leaves.
     let subscribers = r#"omega_event_subscribers{consumer="stream"}"#;
@@ -217,6 +221,8 @@ fn an_unreachable_postgresql_says_connection_refused() {
 #[test]
 fn out_of_range_settings_stop_the_start() {
     for (name, value, flag) in [
+        ("OMEGA_DATABASE_MAX_CONNECTIONS", "0", "--database-max-connections"),
+        ("OMEGA_DATABASE_MAX_CONNECTIONS", "1001", "--database-max-connections"),
         ("OMEGA_DELIVERY_BATCH", "0", "--delivery-batch"),
         ("OMEGA_DELIVERY_BATCH", "501", "--delivery-batch"),
         ("OMEGA_DELIVERY_CONCURRENCY", "0", "--delivery-concurrency"),
