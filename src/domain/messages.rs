@@ -433,7 +433,6 @@ impl Omega {
             let note = MessageNote {
                 conversation_id: conversation.id,
                 channel: input.channel,
-                channel_bit: input.channel.bit(),
                 preview: &preview(text),
                 direction: Direction::Outbound,
                 at: now,
@@ -666,14 +665,8 @@ impl Omega {
                 ..db::new_message(business_id, conversation_id, client.id, input.sent_by, content.clone())
             }
         };
-        let note = |conversation_id| MessageNote {
-            conversation_id,
-            channel: input.channel,
-            channel_bit: input.channel.bit(),
-            preview: &preview,
-            direction,
-            at,
-        };
+        let note =
+            |conversation_id| MessageNote { conversation_id, channel: input.channel, preview: &preview, direction, at };
         let event = |conversation_id, public_id: &str| NewEvent {
             business_id,
             conversation_id: Some(conversation_id),

@@ -71,16 +71,6 @@ impl Channel {
         }
     }
 
-    pub fn bit(self) -> i32 {
-        match self {
-            Self::Sms => 1,
-            Self::Email => 2,
-            Self::Voice => 4,
-            Self::Chat => 8,
-            Self::Note => 0,
-        }
-    }
-
     pub fn parse(field: &str, value: &str) -> Result<Self> {
         match value.trim().to_ascii_uppercase().as_str() {
             "SMS" | "MMS" => Ok(Self::Sms),

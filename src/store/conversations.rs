@@ -397,8 +397,6 @@ pub async fn recount_unread(conn: &impl ConnectionTrait, conversation_id: i64) -
 pub struct MessageNote<'a> {
     pub conversation_id: i64,
     pub channel: Channel,
-    /// The channel's bit in the conversation's channel mask.
-    pub channel_bit: i32,
     pub direction: Direction,
     pub preview: &'a str,
     pub at: DateTime<Utc>,
@@ -411,7 +409,7 @@ impl MessageNote<'_> {
         let mut query = conversation::Entity::update_many()
             .col_expr(
                 conversation::Column::ChannelMask,
-                Expr::col(conversation::Column::ChannelMask).bit_or(self.channel_bit),
+                Expr::col(conversation::Column::ChannelMask).bit_or(self.channel.bit()),
             )
             .col_expr(conversation::Column::LastMessageAt, Expr::value(at))
             .col_expr(conversation::Column::LastMessagePreview, Expr::value(self.preview))

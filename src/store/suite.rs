@@ -629,7 +629,6 @@ async fn messages_into_a_conversation_commit_alone_or_refused_alone(store: &Stor
             let note = conversations::MessageNote {
                 conversation_id,
                 channel: Channel::Sms,
-                channel_bit: 1,
                 preview: "hello",
                 direction: Direction::Inbound,
                 at,

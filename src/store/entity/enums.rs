@@ -38,6 +38,19 @@ pub enum Channel {
     Note,
 }
 
+impl Channel {
+    /// The channel's bit in `conversations.channel_mask` (notes have none).
+    pub fn bit(self) -> i32 {
+        match self {
+            Self::Sms => 1,
+            Self::Email => 2,
+            Self::Voice => 4,
+            Self::Chat => 8,
+            Self::Note => 0,
+        }
+    }
+}
+
 /// Which way a message went (`messages.direction`, `conversations.last_message_direction`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
