@@ -3,7 +3,7 @@
 //! Inputs are the proto input messages (plain data; the protos are the single source of truth
 //! for field names, which are also the names validation errors report).
 
-use std::collections::HashSet;
+use std::{collections::HashSet, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use sea_orm::ConnectionTrait;
@@ -181,15 +181,45 @@ where
     }
 }
 
+/// What every message stored for a business needs of it: its id and the calling code its
+/// clients' local numbers are read in. Both are fixed when the business is onboarded (no
+/// statement updates them, and businesses are never deleted), so a profile once read stays true
+/// and is kept without invalidation; a column that could change does not belong here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BusinessProfile {
+    pub id: i64,
+    pub default_calling_code: String,
+}
+
+/// Profiles kept in memory (a few hundred bytes each).
+const PROFILES_KEPT: u64 = 100_000;
+
 /// A business's directory: the business itself, its locations, staff and clients.
 #[derive(Clone, Debug)]
 pub struct Directory {
     store: Store,
+    /// Businesses' fixed profiles, by id (see [`BusinessProfile`]). Absent businesses are not
+    /// kept: one may be onboarded the next moment.
+    profiles: moka::sync::Cache<i64, Arc<BusinessProfile>>,
 }
 
 impl Directory {
     pub(super) fn new(store: Store) -> Self {
-        Self { store }
+        Self { store, profiles: moka::sync::Cache::new(PROFILES_KEPT) }
+    }
+
+    /// The caller's business's fixed profile: read once per process, then from memory (an
+    /// ingest's read of the business, saved). NOT_FOUND as [`Self::business`].
+    pub async fn business_profile(&self, caller: &Caller, business_id: i64) -> Result<Arc<BusinessProfile>> {
+        caller.require_business(business_id)?;
+        if let Some(profile) = self.profiles.get(&business_id) {
+            return Ok(profile);
+        }
+        let business = self.business(caller, business_id).await?;
+        let profile =
+            Arc::new(BusinessProfile { id: business.id, default_calling_code: business.default_calling_code });
+        self.profiles.insert(business_id, profile.clone());
+        Ok(profile)
     }
 
     /// An active staff member of the business, or a violation of `field`.

@@ -593,7 +593,7 @@ impl Omega {
         let key = v.check(values::optional_text("idempotency_key", &input.idempotency_key, 100)).flatten();
         v.finish()?;
         let (direction, status) = (direction.unwrap_or(Direction::Inbound), status.unwrap_or(DeliveryStatus::Received));
-        let business = self.directory.business(caller, input.business_id).await?;
+        let business = self.directory.business_profile(caller, input.business_id).await?;
         let client_key = input.client.checked(&business.default_calling_code)?;
         let business_id = business.id;
         let conn = self.store.connection();
