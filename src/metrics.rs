@@ -30,6 +30,8 @@ pub const POOL_CONNECTIONS: &str = "omega_db_pool_connections";
 pub const POOL_IDLE: &str = "omega_db_pool_idle_connections";
 pub const POOL_MAX: &str = "omega_db_pool_max_connections";
 pub const EVENT_SUBSCRIBERS: &str = "omega_event_subscribers";
+/// API keys resolved, by where they were found (`source`: `cache` or `database`).
+pub const KEY_LOOKUPS: &str = "omega_api_key_lookups_total";
 
 /// Counts one live follower of the event log in `omega_event_subscribers` for as long as it is
 /// held: whichever way a stream ends (the client leaves, the server stops, a task is aborted),

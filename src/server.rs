@@ -198,9 +198,14 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = Stop> + Send + 
     let drain_for = Duration::from_secs(args.drain_secs);
     let stop_streams = store.event_wakeups().clone();
     let stop_streams_early = stop_streams.clone();
-    // Other replicas' commits reach this one's streams by NOTIFY (SQLite runs in one process).
+    // Other replicas' commits reach this one's streams, and their key revocations its key cache,
+    // by NOTIFY (SQLite runs in one process).
     let event_listener = (store.engine() == "postgresql").then(|| {
-        tokio::spawn(crate::store::events::listen(args.database.database_url.clone(), store.event_wakeups().clone()))
+        tokio::spawn(crate::store::events::listen(
+            args.database.database_url.clone(),
+            store.event_wakeups().clone(),
+            store.key_cache().clone(),
+        ))
     });
     let stop_delivery_early = stop_delivery.clone();
     let stop_webhooks_early = stop_webhooks.clone();

@@ -116,17 +116,43 @@ pub async fn authenticate(store: &Store, presented: &str) -> Result<Caller> {
     if !well_formed(presented) {
         return Err(Error::Unauthenticated);
     }
-    let presented_hash = Sha256::digest(presented.as_bytes());
+    let presented_hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+    let cache = store.key_cache();
+    let key = match cache.get(&presented_hash) {
+        Some(key) => {
+            metrics::counter!(crate::metrics::KEY_LOOKUPS, "source" => "cache").increment(1);
+            key
+        }
+        None => {
+            metrics::counter!(crate::metrics::KEY_LOOKUPS, "source" => "database").increment(1);
+            let ticket = cache.ticket();
+            let key = live_key(store, presented, &presented_hash).await?;
+            // Only here: a cached key is read again once its entry expires, so its use is
+            // still recorded about once a [`TOUCH_INTERVAL`] (its cached copy never is).
+            touch_if_stale(store, &key);
+            cache.keep(ticket, presented_hash, key.clone());
+            key
+        }
+    };
+    caller_of(&key)
+}
+
+/// The live key whose hash is `presented_hash`, from the database.
+async fn live_key(store: &Store, presented: &str, presented_hash: &[u8; 32]) -> Result<api_key::Model> {
     let candidates = store.live_api_keys_by_prefix(prefix_of(presented)).await?;
-    let mut matched: Option<&api_key::Model> = None;
+    let mut matched: Option<api_key::Model> = None;
     // Every candidate is compared, so timing does not depend on which one matches.
-    for candidate in &candidates {
+    for candidate in candidates {
         let stored = hex::decode(&candidate.key_hash).unwrap_or_default();
         if bool::from(stored.as_slice().ct_eq(&presented_hash[..])) {
             matched = Some(candidate);
         }
     }
-    let key = matched.ok_or(Error::Unauthenticated)?;
+    matched.ok_or(Error::Unauthenticated)
+}
+
+/// The caller a live key stands for.
+fn caller_of(key: &api_key::Model) -> Result<Caller> {
     let scope = match (key.scope.as_str(), key.business_id) {
         ("platform", None) => Scope::Platform,
         ("business", Some(id)) => Scope::Business(id),
@@ -137,6 +163,11 @@ pub async fn authenticate(store: &Store, presented: &str) -> Result<Caller> {
             )));
         }
     };
+    Ok(Caller { key_id: key.id, scope, staff_id: None, session: None })
+}
+
+/// Records the key's use unless it was recorded less than a [`TOUCH_INTERVAL`] ago.
+fn touch_if_stale(store: &Store, key: &api_key::Model) {
     let now = Utc::now();
     let stale = key.last_used_at.is_none_or(|at| (now - at).to_std().unwrap_or_default() >= TOUCH_INTERVAL);
     if stale {
@@ -148,7 +179,6 @@ pub async fn authenticate(store: &Store, presented: &str) -> Result<Caller> {
             }
         });
     }
-    Ok(Caller { key_id: key.id, scope, staff_id: None, session: None })
 }
 
 /// Creates a key for the platform (`business_id = None`) or for one existing business.

@@ -28,7 +28,12 @@ use tokio::{
     time::Instant,
 };
 
-use super::{StoreResult, dialect, entity::conversation_event as event};
+use super::{
+    StoreResult,
+    api_keys::{KeyCache, REVOCATIONS},
+    dialect,
+    entity::conversation_event as event,
+};
 
 // ---- appending ----
 
@@ -260,11 +265,13 @@ pub fn announcer(db: sea_orm::DatabaseConnection) -> tokio::sync::mpsc::Unbounde
     tx
 }
 
-/// Listens for other replicas' commits until the process ends, reconnecting after a loss (and
-/// waking every reader then: notifications sent meanwhile are gone).
-pub async fn listen(url: String, wakeups: std::sync::Arc<EventWakeups>) {
+/// Listens for other replicas' commits and key revocations until the process ends,
+/// reconnecting after a loss. While it is not listening, notifications are lost: the key cache
+/// is not used, and every reader is woken once it listens again.
+pub async fn listen(url: String, wakeups: std::sync::Arc<EventWakeups>, keys: std::sync::Arc<KeyCache>) {
     use sea_orm::sqlx::postgres::PgListener;
     loop {
+        keys.distrust();
         let mut listener = match PgListener::connect(&url).await {
             Ok(listener) => listener,
             Err(err) => {
@@ -273,19 +280,27 @@ pub async fn listen(url: String, wakeups: std::sync::Arc<EventWakeups>) {
                 continue;
             }
         };
-        if let Err(err) = listener.listen(CHANNEL).await {
+        if let Err(err) = listener.listen_all([CHANNEL, REVOCATIONS]).await {
             tracing::warn!(error = %err, "LISTEN failed; retrying");
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             continue;
         }
+        keys.trust();
         wakeups.wake(None);
         loop {
             match listener.try_recv().await {
+                Ok(Some(notification)) if notification.channel() == REVOCATIONS => keys.revoked(),
                 Ok(Some(notification)) => wakeups.wake(notification.payload().parse().ok()),
-                // The connection was lost; the next call reconnects. Whatever was sent
-                // meanwhile is lost, so every reader reads again.
-                Ok(None) => wakeups.wake(None),
+                // The connection was lost: connect and LISTEN again, trusting the key cache
+                // only from then on. Whatever was sent meanwhile is lost, so every reader
+                // reads again.
+                Ok(None) => {
+                    keys.distrust();
+                    wakeups.wake(None);
+                    break;
+                }
                 Err(err) => {
+                    keys.distrust();
                     tracing::warn!(error = %err, "lost the LISTEN connection; reconnecting");
                     wakeups.wake(None);
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;

@@ -189,6 +189,8 @@ pub struct Store {
     announce: Option<tokio::sync::mpsc::UnboundedSender<Option<i64>>>,
     /// SQLite: the committer that groups concurrent ingests into one transaction.
     group_writes: Option<tokio::sync::mpsc::UnboundedSender<group_commit::Write>>,
+    /// Keys that authenticated recently (see [`api_keys::KeyCache`]).
+    key_cache: std::sync::Arc<api_keys::KeyCache>,
 }
 
 impl Store {
@@ -263,6 +265,9 @@ impl Store {
         let events = std::sync::Arc::<events::EventWakeups>::default();
         let feeds = std::sync::Arc::new(events::EventFeeds::new(db.clone(), events.clone()));
         let group_writes = writer.clone().map(group_commit::start);
+        // Used only once a listener hears every process's revocations (`events::listen`, on
+        // PostgreSQL): on SQLite an `omega keys revoke` run beside the server would go unheard.
+        let key_cache = std::sync::Arc::new(api_keys::KeyCache::new(false, api_keys::KEY_CACHE_TTL));
         Ok(Self {
             db,
             keyed,
@@ -272,6 +277,7 @@ impl Store {
             feeds,
             announce,
             group_writes,
+            key_cache,
         })
     }
 
@@ -331,6 +337,10 @@ impl Store {
         if let Some(announce) = &self.announce {
             let _ = announce.send(business_id);
         }
+    }
+
+    pub fn key_cache(&self) -> &std::sync::Arc<api_keys::KeyCache> {
+        &self.key_cache
     }
 
     pub fn event_wakeups(&self) -> &std::sync::Arc<events::EventWakeups> {

@@ -3,10 +3,17 @@
 
 use crate::common;
 
-use std::collections::HashSet;
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
-use common::{Db, TestApp, spawn_app};
-use omega::proto::omega::v1::{CreateApiKeyRequest, api_key_service_client::ApiKeyServiceClient};
+use common::{Db, Process, TestApp, eventually, spawn_app, spawn_app_with, with_key};
+use omega::proto::omega::v1::{
+    CheckDbConnectionRequest, CreateApiKeyRequest, api_key_service_client::ApiKeyServiceClient,
+    health_service_client::HealthServiceClient,
+};
 use serde_json::{Value, json};
 use tonic_types::StatusExt;
 
@@ -16,6 +23,7 @@ both_databases!(
     rest_parameter_errors_are_422_naming_the_field,
     grpc_parameter_errors_carry_field_violations,
     key_lists_paginate_without_gaps_or_duplicates,
+    a_key_revoked_by_the_cli_beside_the_server_is_refused,
 );
 
 async fn list_keys(app: &TestApp, query: &str) -> Value {
@@ -178,4 +186,100 @@ async fn key_lists_paginate_without_gaps_or_duplicates(db: Db) {
     assert_eq!(seen.len(), 8);
     assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 8);
     assert!(seen.windows(2).all(|w| w[0] > w[1]), "newest first: {seen:?}");
+}
+
+/// Omega started with `OMEGA_METRICS_ADDR=127.0.0.1:0` logs where its metrics are.
+fn metrics_addr(omega: &Process) -> String {
+    let log = omega.log_text();
+    let line = log.lines().find(|l| l.contains("serving Prometheus metrics")).unwrap_or_else(|| panic!("{log}"));
+    let at = line.find("address=").expect("address field") + "address=".len();
+    line[at..].split_whitespace().next().unwrap().to_owned()
+}
+
+/// How many keys `omega` resolved from its key cache, by its metrics.
+async fn cached_lookups(omega: &Process) -> f64 {
+    let url = format!("http://{}/metrics", metrics_addr(omega));
+    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+    let series = r#"omega_api_key_lookups_total{source="cache"}"#;
+    text.lines().find_map(|l| l.strip_prefix(series)).map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// A replica's answer to the key, over gRPC straight to it.
+async fn grpc_check(addr: SocketAddr, key: &str) -> tonic::Code {
+    let mut client = HealthServiceClient::connect(format!("http://{addr}")).await.unwrap();
+    match client.check_db_connection(with_key(CheckDbConnectionRequest {}, key)).await {
+        Ok(_) => tonic::Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+/// Uses `key` on `addr` until `omega` answers it from its key cache (on PostgreSQL, once its
+/// listener is connected): what follows then tests a cached key.
+async fn until_cached(omega: &Process, addr: SocketAddr, key: &str) {
+    let before = cached_lookups(omega).await;
+    eventually(Duration::from_secs(10), "the key is answered from the key cache", || async {
+        assert_eq!(grpc_check(addr, key).await, tonic::Code::Ok);
+        cached_lookups(omega).await > before
+    })
+    .await;
+}
+
+/// `omega keys revoke` is another process on the same database: the server must not go on
+/// accepting the key from its cache. SQLite keeps no key cache (it could not hear this); on
+/// PostgreSQL the revocation's NOTIFY reaches the server's listener.
+async fn a_key_revoked_by_the_cli_beside_the_server_is_refused(db: Db) {
+    let app = spawn_app_with(db, &[("OMEGA_METRICS_ADDR", "127.0.0.1:0")]).await;
+    let (id, secret) = app.create_key("kiosk", None).await;
+    if db == Db::Postgres {
+        until_cached(&app.omega, app.grpc_addr, &secret).await;
+    } else {
+        for _ in 0..3 {
+            assert_eq!(grpc_check(app.grpc_addr, &secret).await, tonic::Code::Ok);
+        }
+        assert_eq!(cached_lookups(&app.omega).await, 0.0, "SQLite keeps no key cache");
+    }
+    let revoke = std::process::Command::new(env!("CARGO_BIN_EXE_omega"))
+        .args(["keys", "revoke", &id.to_string()])
+        .current_dir(app.dir.path())
+        .env("OMEGA_DATABASE_URL", &app.db.url)
+        .env("OMEGA_SECRETS_KEY_FILE", app.dir.path().join("omega-secrets.key"))
+        .output()
+        .unwrap();
+    assert!(revoke.status.success(), "{}", String::from_utf8_lossy(&revoke.stderr));
+    let revoked = Instant::now();
+    refused_soon(app.grpc_addr, &secret, revoked).await;
+}
+
+/// The key is refused at the latest 1 s after `revoked` (the NOTIFY's way to a listener takes
+/// milliseconds; on SQLite there is no cache and the first call is refused).
+async fn refused_soon(addr: SocketAddr, key: &str, revoked: Instant) {
+    loop {
+        match grpc_check(addr, key).await {
+            tonic::Code::Unauthenticated => break,
+            code => assert_eq!(code, tonic::Code::Ok),
+        }
+        assert!(revoked.elapsed() < Duration::from_secs(1), "the revoked key was still accepted after 1 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!("revoked key refused after {:?}", revoked.elapsed());
+}
+
+/// Two replicas on one PostgreSQL database: a key in use on one, so answered from its key cache,
+/// and revoked through the other (REST through Envoy) is refused by both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_key_revoked_through_one_replica_is_refused_by_the_other() {
+    let app = spawn_app(Db::Postgres).await;
+    let (id, secret) = app.create_key("front desk", None).await;
+    let (other, other_addr) = app.start_replica(&[("OMEGA_METRICS_ADDR", "127.0.0.1:0")]).await;
+    until_cached(&other, other_addr, &secret).await;
+    assert_eq!(db_check_status(&app, &secret).await, 200);
+    let resp = app.post(&format!("/omega/api-keys/{id}/revoke"), &app.platform_key, None).await;
+    assert_eq!(resp.status(), 200);
+    let revoked = Instant::now();
+    // The revoking replica at once…
+    assert_eq!(db_check_status(&app, &secret).await, 401);
+    // …and the other as soon as the revocation's NOTIFY reaches it.
+    refused_soon(other_addr, &secret, revoked).await;
+    // Other keys work on; the next use of the platform key reads it again.
+    assert_eq!(grpc_check(other_addr, &app.platform_key).await, tonic::Code::Ok);
 }
