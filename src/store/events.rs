@@ -236,15 +236,25 @@ impl EventWakeups {
 /// The PostgreSQL channel on which replicas announce their commits to the log.
 pub const CHANNEL: &str = "omega_events";
 
+/// The shortest time between two announcements. Each is a transaction of its own; sent as soon
+/// as the last one was done, a replica under steady ingest sent one per few messages, and
+/// spacing them (at most 100 a second) raised ingest on PostgreSQL by about a tenth of its
+/// limit (benchmark P1). Other replicas' streams hear of a commit at most this much later.
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(10);
+
 /// Announces this replica's commits to the others, after they are made: NOTIFY inside a writing
 /// transaction would hold PostgreSQL's cluster-wide notify lock through that transaction's WAL
-/// flush and so make every write commit one after another. Announcements that queue up while one
-/// is sent go out together in the next statement (one per business, or one that wakes every
-/// reader). The task ends when the store's last handle is gone.
+/// flush and so make every write commit one after another. Announcements go out at most every
+/// [`ANNOUNCE_EVERY`]; those that queue up meanwhile go out together in the next statement (one
+/// per business, or one that wakes every reader). The task ends when the store's last handle is
+/// gone.
 pub fn announcer(db: sea_orm::DatabaseConnection) -> tokio::sync::mpsc::UnboundedSender<Option<i64>> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Option<i64>>();
     tokio::spawn(async move {
+        let mut last = Instant::now().checked_sub(ANNOUNCE_EVERY).unwrap_or_else(Instant::now);
         while let Some(first) = rx.recv().await {
+            tokio::time::sleep_until(last + ANNOUNCE_EVERY).await;
+            last = Instant::now();
             let mut businesses = std::collections::BTreeSet::new();
             let mut every = first.is_none();
             businesses.extend(first);
