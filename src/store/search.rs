@@ -70,32 +70,6 @@ pub struct SearchPage {
     pub capped: bool,
 }
 
-/// How many messages `matches` (a FROM … WHERE over messages `m`, binding the conversation as
-/// the first parameter and the backend's query as the second) finds, up to
-/// [`RANKED_MATCHES`] + 1. Counted without their texts: in a busy conversation a common word
-/// matches thousands, and then the page is simply the newest (loading a thousand texts to count
-/// them cost more than the rest of the search).
-pub(crate) async fn count_matches(
-    conn: &impl ConnectionTrait,
-    matches: &str,
-    conversation_id: i64,
-    query: &str,
-) -> StoreResult<u64> {
-    #[derive(FromQueryResult)]
-    struct Count {
-        n: i64,
-    }
-    let count_sql = format!("SELECT COUNT(*) AS n FROM (SELECT 1 {matches} LIMIT {}) capped", RANKED_MATCHES + 1);
-    Ok(Count::find_by_statement(Statement::from_sql_and_values(
-        conn.get_database_backend(),
-        &count_sql,
-        [conversation_id.into(), query.into()],
-    ))
-    .one(conn)
-    .await?
-    .map_or(0, |c| c.n as u64))
-}
-
 /// The hits of `sql`, which binds the conversation, the query, the limit and the offset in that
 /// order.
 pub(crate) async fn hit_page(
