@@ -695,3 +695,21 @@ async fn messages_into_a_conversation_commit_alone_or_refused_alone(store: &Stor
     let untouched = after(resolved.conversation.id).await;
     assert_eq!((untouched.unread_count, untouched.status), (0, ConversationStatus::Resolved));
 }
+
+/// Both PostgreSQL pools run without JIT compilation; only the shared one plans every call for
+/// its values (the keyed pool keeps PostgreSQL's plan caching).
+#[tokio::test]
+async fn postgres_sessions_run_without_jit() {
+    let test = TestStore::postgres().await;
+    let sql = "SELECT current_setting('jit') AS jit, current_setting('plan_cache_mode') AS plans";
+    for (db, plans) in [(test.store.connection(), "force_custom_plan"), (test.store.keyed(), "auto")] {
+        let row = db
+            .query_one_raw(sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, sql))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.try_get::<String>("", "jit").unwrap(), "off");
+        assert_eq!(row.try_get::<String>("", "plans").unwrap(), plans);
+    }
+    test.close().await;
+}

@@ -244,7 +244,11 @@ pub(super) async fn business_matches(conn: &impl ConnectionTrait, probe: &Busine
     let (business, before_p, query) = (binds.push(business_id), binds.push(before), binds.push(tsquery(terms)));
     let conditions = filter.sql(&mut binds);
     // The subquery's LIMIT keeps the planner from pushing the match into it; the outer LIMIT
-    // stops reading it once the page is full.
+    // stops reading it once the page is full. The business is a range of one value, and both
+    // orders name it: an equality would let the planner drop it from the order and walk the
+    // primary key instead, filtering the business's rows out of everyone's. At 10M messages,
+    // with other businesses' 500,000 newest ids above this one's, that walk read them all
+    // (210 ms against 1.8 ms through the (business_id, id) index).
     let steps = match window {
         Some(window) => [std::cmp::min(PROBE_ROWS[0], window), window],
         None => PROBE_ROWS,
@@ -253,9 +257,10 @@ pub(super) async fn business_matches(conn: &impl ConnectionTrait, probe: &Busine
         let probe = format!(
             "SELECT m.id, coalesce(m.subject, '') AS subject, m.content FROM \
              (SELECT id, business_id, conversation_id, channel, direction, created_at, subject, content, \
-              search FROM messages WHERE business_id = {business} AND id < {before_p} \
-              ORDER BY id DESC LIMIT {rows}) m \
-             WHERE m.search @@ to_tsquery('simple', {query}){conditions} ORDER BY m.id DESC LIMIT {limit}"
+              search FROM messages WHERE business_id >= {business} AND business_id <= {business} \
+              AND id < {before_p} ORDER BY business_id DESC, id DESC LIMIT {rows}) m \
+             WHERE m.search @@ to_tsquery('simple', {query}){conditions} \
+             ORDER BY m.business_id DESC, m.id DESC LIMIT {limit}"
         );
         let found = Doc::find_by_statement(Statement::from_sql_and_values(backend, probe, binds.values.clone()))
             .all(conn)
