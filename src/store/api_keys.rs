@@ -42,8 +42,8 @@ pub async fn insert(conn: &impl ConnectionTrait, key: NewApiKey<'_>) -> StoreRes
 /// and the revocation's transaction sends a NOTIFY on [`REVOCATIONS`] (PostgreSQL), which every
 /// replica's listener turns into the same. A cache is used only while its listener is connected
 /// (a notification sent while it was not is lost), so never on SQLite, where another process
-/// (`omega keys revoke`) could revoke a key unheard. Entries also expire after `ttl`, so that a
-/// key in use is read again, and its last use recorded, about once a minute.
+/// (`omega keys revoke`) could revoke a key unheard. Entries also expire after [`KEY_CACHE_TTL`],
+/// so that a key in use is read again, and its last use recorded, about once a minute.
 pub struct KeyCache {
     entries: moka::sync::Cache<[u8; 32], api_key::Model>,
     /// Bumped by every revocation and every loss of the listener: a lookup that started before
@@ -59,22 +59,25 @@ pub const REVOCATIONS: &str = "omega_key_revocations";
 const KEYS_KEPT: u64 = 100_000;
 
 /// How long a cached key is used before it is read again.
-pub const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A lookup's place in the cache's history, taken before reading the database (see
 /// [`KeyCache::keep`]).
 #[derive(Clone, Copy)]
 pub struct Ticket(u64);
 
-impl KeyCache {
-    pub fn new(trusted: bool, ttl: std::time::Duration) -> Self {
+/// A cache not used until [`KeyCache::trust`] says revocations are heard.
+impl Default for KeyCache {
+    fn default() -> Self {
         Self {
-            entries: moka::sync::Cache::builder().max_capacity(KEYS_KEPT).time_to_live(ttl).build(),
+            entries: moka::sync::Cache::builder().max_capacity(KEYS_KEPT).time_to_live(KEY_CACHE_TTL).build(),
             generation: AtomicU64::new(0),
-            trusted: AtomicBool::new(trusted),
+            trusted: AtomicBool::new(false),
         }
     }
+}
 
+impl KeyCache {
     pub fn get(&self, presented_hash: &[u8; 32]) -> Option<api_key::Model> {
         if !self.trusted.load(SeqCst) {
             return None;
@@ -213,11 +216,10 @@ mod tests {
         }
     }
 
-    const TTL: std::time::Duration = std::time::Duration::from_secs(60);
-
     #[test]
     fn a_kept_key_is_answered_until_any_revocation() {
-        let cache = KeyCache::new(true, TTL);
+        let cache = KeyCache::default();
+        cache.trust();
         let ticket = cache.ticket();
         cache.keep(ticket, [1; 32], key(1));
         cache.keep(ticket, [2; 32], key(2));
@@ -228,7 +230,8 @@ mod tests {
 
     #[test]
     fn a_lookup_that_began_before_a_revocation_keeps_nothing() {
-        let cache = KeyCache::new(true, TTL);
+        let cache = KeyCache::default();
+        cache.trust();
         let ticket = cache.ticket();
         // The row was read (live) before the revocation committed and was heard…
         cache.revoked();
@@ -242,7 +245,7 @@ mod tests {
 
     #[test]
     fn without_a_listener_nothing_is_kept_or_answered() {
-        let cache = KeyCache::new(false, TTL);
+        let cache = KeyCache::default();
         cache.keep(cache.ticket(), [1; 32], key(1));
         assert!(cache.get(&[1; 32]).is_none());
         cache.trust();

@@ -239,6 +239,7 @@ impl Store {
         // Everything else is planned for the values at hand: a generic plan cannot tell a word
         // in a million messages from one in ten, and chose bitmap ANDs over the right index
         // (benchmark P3); the inbox's filters are as skewed.
+        // (The map replaces the one above, so it names `jit` again.)
         options.map_sqlx_postgres_opts(|opts| opts.options([("jit", "off"), ("plan_cache_mode", "force_custom_plan")]));
         let writer = if sqlite_file(url).is_some() {
             let mut writer = options.clone();
@@ -271,7 +272,7 @@ impl Store {
         let group_writes = writer.clone().map(group_commit::start);
         // Used only once a listener hears every process's revocations (`events::listen`, on
         // PostgreSQL): on SQLite an `omega keys revoke` run beside the server would go unheard.
-        let key_cache = std::sync::Arc::new(api_keys::KeyCache::new(false, api_keys::KEY_CACHE_TTL));
+        let key_cache = std::sync::Arc::<api_keys::KeyCache>::default();
         Ok(Self {
             db,
             keyed,

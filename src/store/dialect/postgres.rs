@@ -187,24 +187,7 @@ pub(super) async fn conversation_hits(
                   'StartSel=<mark>, StopSel=</mark>, MaxFragments=1, MaxWords=20, MinWords=5') AS highlight \
                   FROM (SELECT m.id, m.content, ts_rank(m.search, to_tsquery('simple', $2))::float8 AS rank";
     let by_age = "ORDER BY m.id + 0 DESC LIMIT $3 OFFSET $4) page ORDER BY page.id DESC";
-    // One walk of the index finds the matches (up to one more than are ranked): their number,
-    // and, when they are few enough to rank, the rows to rank by key. (Counting first and
-    // matching again for the page walked it twice: with two common words in the busiest
-    // conversation the walk is most of the search.)
-    #[derive(FromQueryResult)]
-    struct Id {
-        id: i64,
-    }
-    let ids: Vec<i64> = Id::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        format!("SELECT m.id {matches} LIMIT {}", search::RANKED_MATCHES + 1),
-        [conversation_id.into(), query.clone().into()],
-    ))
-    .all(conn)
-    .await?
-    .into_iter()
-    .map(|row| row.id)
-    .collect();
+    let ids = search::matching_ids(conn, &matches, conversation_id, &query, search::RANKED_MATCHES + 1).await?;
     let counted = ids.len() as u64;
     if counted > search::RANKED_MATCHES {
         let hits =

@@ -122,29 +122,6 @@ pub(super) async fn highlights(
     search::highlight_rows(conn, Statement::from_sql_and_values(DbBackend::Sqlite, sql, [query.into()])).await
 }
 
-/// The ids of up to `limit` of the conversation's matching messages (`matches` binds the
-/// conversation, then the FTS5 query).
-async fn matching_ids(
-    conn: &impl ConnectionTrait,
-    matches: &str,
-    query: &str,
-    conversation_id: i64,
-    limit: u64,
-) -> StoreResult<Vec<i64>> {
-    #[derive(FromQueryResult)]
-    struct Id {
-        id: i64,
-    }
-    let rows = Id::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Sqlite,
-        format!("SELECT m.id {matches} LIMIT {limit}"),
-        [conversation_id.into(), query.into()],
-    ))
-    .all(conn)
-    .await?;
-    Ok(rows.into_iter().map(|r| r.id).collect())
-}
-
 /// The texts of the messages `ids`, by primary key.
 async fn docs_by_ids(conn: &impl ConnectionTrait, ids: &[i64]) -> StoreResult<Vec<Doc>> {
     if ids.is_empty() {
@@ -204,11 +181,7 @@ pub(super) async fn conversation_hits(
     let select = "SELECT m.id, 0.0 AS rank, snippet(messages_fts, 2, '<mark>', '</mark>', '…', 20) AS highlight";
     let by_age = "ORDER BY f.rowid DESC LIMIT ?3 OFFSET ?4";
     let query = format!("conversation : \"c{conversation_id}\" AND {}", fts_words(terms));
-    // One pass of the index finds the matches (up to one more than are ranked): their number,
-    // and, when they are few enough to rank, which texts to load. (Counting first and matching
-    // again for the texts walked the index twice: with two common words in the busiest
-    // conversation the walk is most of the search, ~45 ms each time.)
-    let ids = matching_ids(conn, &matches, &query, conversation_id, search::RANKED_MATCHES + 1).await?;
+    let ids = search::matching_ids(conn, &matches, conversation_id, &query, search::RANKED_MATCHES + 1).await?;
     let counted = ids.len() as u64;
     if counted <= search::RANKED_MATCHES {
         // Up to a thousand matches are ranked from their texts.
