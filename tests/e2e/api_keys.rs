@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Db, Process, TestApp, eventually, spawn_app, spawn_app_with, with_key};
+use common::{Db, Process, TestApp, eventually, metric_sample, spawn_app, spawn_app_with, with_key};
 use omega::proto::omega::v1::{
     CheckDbConnectionRequest, CreateApiKeyRequest, api_key_service_client::ApiKeyServiceClient,
     health_service_client::HealthServiceClient,
@@ -188,20 +188,11 @@ async fn key_lists_paginate_without_gaps_or_duplicates(db: Db) {
     assert!(seen.windows(2).all(|w| w[0] > w[1]), "newest first: {seen:?}");
 }
 
-/// Omega started with `OMEGA_METRICS_ADDR=127.0.0.1:0` logs where its metrics are.
-fn metrics_addr(omega: &Process) -> String {
-    let log = omega.log_text();
-    let line = log.lines().find(|l| l.contains("serving Prometheus metrics")).unwrap_or_else(|| panic!("{log}"));
-    let at = line.find("address=").expect("address field") + "address=".len();
-    line[at..].split_whitespace().next().unwrap().to_owned()
-}
-
 /// How many keys `omega` resolved from its key cache, by its metrics.
 async fn cached_lookups(omega: &Process) -> f64 {
-    let url = format!("http://{}/metrics", metrics_addr(omega));
+    let url = format!("http://{}/metrics", omega.metrics_addr());
     let text = reqwest::get(url).await.unwrap().text().await.unwrap();
-    let series = r#"omega_api_key_lookups_total{source="cache"}"#;
-    text.lines().find_map(|l| l.strip_prefix(series)).map_or(0.0, |v| v.trim().parse().unwrap())
+    metric_sample(&text, r#"omega_api_key_lookups_total{source="cache"}"#).unwrap_or(0.0)
 }
 
 /// A replica's answer to the key, over gRPC straight to it.

@@ -5,32 +5,17 @@ use crate::common;
 
 use std::{process::Stdio, time::Duration};
 
-use common::{Db, TestApp, eventually, fakes::FakeTwilio, spawn_app_with, with_key};
+use common::{Db, TestApp, eventually, fakes::FakeTwilio, metric_sample, spawn_app_with, with_key};
 use omega::proto::omega::v1::{StreamEventsRequest, event_service_client::EventServiceClient};
 use serde_json::json;
 
 both_databases!(metrics_count_calls_sends_refusals_and_the_outbox, every_call_is_one_log_line_at_its_level);
 
-/// The address Omega logged for its metrics listener (it binds port 0 in the tests).
-fn metrics_addr(app: &TestApp) -> String {
-    let log = app.omega.log_text();
-    let line = log.lines().find(|l| l.contains("serving Prometheus metrics")).unwrap_or_else(|| panic!("{log}"));
-    let at = line.find("address=").expect("address field") + "address=".len();
-    line[at..].split_whitespace().next().unwrap().to_owned()
-}
-
 async fn scrape(app: &TestApp) -> String {
-    let resp = app.http.get(format!("http://{}/metrics", metrics_addr(app))).send().await.unwrap();
+    let resp = app.http.get(format!("http://{}/metrics", app.omega.metrics_addr())).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     resp.text().await.unwrap()
-}
-
-/// The value of the sample whose name and labels are exactly `series` (labels in the
-/// exporter's order), if present.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).map(|v| v.parse().unwrap()))
 }
 
 async fn metrics_count_calls_sends_refusals_and_the_outbox(db: Db) {
@@ -75,29 +60,34 @@ async fn metrics_count_calls_sends_refusals_and_the_outbox(db: Db) {
     assert_eq!(queued.status(), 200);
 
     eventually(Duration::from_secs(15), "the send is counted", || async {
-        sample(&scrape(&app).await, r#"omega_delivery_sends_total{provider="twilio",outcome="sent"}"#) == Some(1.0)
+        metric_sample(&scrape(&app).await, r#"omega_delivery_sends_total{provider="twilio",outcome="sent"}"#)
+            == Some(1.0)
     })
     .await;
     let text = scrape(&app).await;
     assert!(text.contains("# TYPE omega_requests_total counter"), "{text}");
     assert!(text.contains("# TYPE omega_request_duration_seconds histogram"), "{text}");
     let health = r#"omega_requests_total{method="omega.v1.HealthService/GetHealth",status="OK"}"#;
-    assert_eq!(sample(&text, health), Some(3.0), "{text}");
+    assert_eq!(metric_sample(&text, health), Some(3.0), "{text}");
     let refused = r#"omega_requests_total{method="omega.v1.HealthService/CheckDbConnection",status="UNAUTHENTICATED"}"#;
-    assert_eq!(sample(&text, refused), Some(1.0), "{text}");
+    assert_eq!(metric_sample(&text, refused), Some(1.0), "{text}");
     let bucket =
         r#"omega_request_duration_seconds_bucket{method="omega.v1.HealthService/GetHealth",status="OK",le="+Inf"}"#;
-    assert_eq!(sample(&text, bucket), Some(3.0), "{text}");
-    assert_eq!(sample(&text, r#"omega_webhook_verification_failures_total{provider="twilio"}"#), Some(1.0), "{text}");
-    assert_eq!(sample(&text, r#"omega_outbox_jobs{state="pending"}"#), Some(0.0), "{text}");
-    assert_eq!(sample(&text, "omega_outbox_oldest_age_seconds"), Some(0.0), "{text}");
+    assert_eq!(metric_sample(&text, bucket), Some(3.0), "{text}");
+    assert_eq!(
+        metric_sample(&text, r#"omega_webhook_verification_failures_total{provider="twilio"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(metric_sample(&text, r#"omega_outbox_jobs{state="pending"}"#), Some(0.0), "{text}");
+    assert_eq!(metric_sample(&text, "omega_outbox_oldest_age_seconds"), Some(0.0), "{text}");
     let pool = if db == Db::Sqlite { "read" } else { "shared" };
-    let max = sample(&text, &format!(r#"omega_db_pool_max_connections{{pool="{pool}"}}"#)).expect(&text);
+    let max = metric_sample(&text, &format!(r#"omega_db_pool_max_connections{{pool="{pool}"}}"#)).expect(&text);
     // OMEGA_DATABASE_MAX_CONNECTIONS's default, for SQLite's readers too (sea-orm's own is one).
     assert_eq!(max, 10.0, "{text}");
-    assert!(sample(&text, &format!(r#"omega_db_pool_connections{{pool="{pool}"}}"#)).is_some(), "{text}");
+    assert!(metric_sample(&text, &format!(r#"omega_db_pool_connections{{pool="{pool}"}}"#)).is_some(), "{text}");
     if db == Db::Postgres {
-        assert_eq!(sample(&text, r#"omega_db_pool_max_connections{pool="keyed"}"#), Some(10.0), "{text}");
+        assert_eq!(metric_sample(&text, r#"omega_db_pool_max_connections{pool="keyed"}"#), Some(10.0), "{text}");
     }
 
     // A live event stream is a subscriber while it is held, and no longer once the client leaves.
@@ -106,12 +96,12 @@ async fn metrics_count_calls_sends_refusals_and_the_outbox(db: Db) {
     let request = StreamEventsRequest { business_id: b.id as u32, ..Default::default() };
     let stream = events.stream_events(with_key(request, &b.key)).await.unwrap().into_inner();
     eventually(Duration::from_secs(15), "the stream is counted", || async {
-        sample(&scrape(&app).await, subscribers) == Some(1.0)
+        metric_sample(&scrape(&app).await, subscribers) == Some(1.0)
     })
     .await;
     drop(stream);
     eventually(Duration::from_secs(15), "the stream's end is counted", || async {
-        sample(&scrape(&app).await, subscribers) == Some(0.0)
+        metric_sample(&scrape(&app).await, subscribers) == Some(0.0)
     })
     .await;
 
@@ -124,11 +114,11 @@ async fn metrics_count_calls_sends_refusals_and_the_outbox(db: Db) {
     assert_eq!(queued.status(), 200);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let text = scrape(&app).await;
-    assert_eq!(sample(&text, r#"omega_outbox_jobs{state="pending"}"#), Some(1.0), "{text}");
-    let age = sample(&text, "omega_outbox_oldest_age_seconds").expect(&text);
+    assert_eq!(metric_sample(&text, r#"omega_outbox_jobs{state="pending"}"#), Some(1.0), "{text}");
+    let age = metric_sample(&text, "omega_outbox_oldest_age_seconds").expect(&text);
     assert!((1.0..60.0).contains(&age), "oldest job age {age}");
     // Anything but /metrics is not found there.
-    let other = app.http.get(format!("http://{}/", metrics_addr(&app))).send().await.unwrap();
+    let other = app.http.get(format!("http://{}/", app.omega.metrics_addr())).send().await.unwrap();
     assert_eq!(other.status(), 404);
 }
 

@@ -428,10 +428,7 @@ async fn retries_permanent_failures_and_disabling(db: Db) {
     assert_eq!(enabled["consecutive_failures"], 0);
 
     // The metrics count attempts by outcome and the endpoints disabled.
-    let log = app.omega.log_text();
-    let line = log.lines().find(|l| l.contains("serving Prometheus metrics")).unwrap();
-    let at = line.find("address=").unwrap() + "address=".len();
-    let metrics_addr = line[at..].split_whitespace().next().unwrap();
+    let metrics_addr = app.omega.metrics_addr();
     let text = app.http.get(format!("http://{metrics_addr}/metrics")).send().await.unwrap().text().await.unwrap();
     let value = |series: &str| -> f64 {
         let line = text.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("{series} in {text}"));

@@ -159,6 +159,14 @@ impl Process {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Where an Omega process started with `OMEGA_METRICS_ADDR` serves its metrics (it logs it).
+    pub fn metrics_addr(&self) -> String {
+        let log = self.log_text();
+        let line = log.lines().find(|l| l.contains("serving Prometheus metrics")).unwrap_or_else(|| panic!("{log}"));
+        let at = line.find("address=").expect("address field") + "address=".len();
+        line[at..].split_whitespace().next().unwrap().to_owned()
+    }
+
     /// Panics with the process's log if it has exited.
     fn assert_alive(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
@@ -597,6 +605,13 @@ where
 }
 
 /// The response's JSON body, after checking its status (the body is shown when it differs).
+/// The value of the sample whose name and labels are exactly `series` (labels in the
+/// exporter's order) in a Prometheus text exposition, if present.
+pub fn metric_sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).map(|v| v.parse().unwrap()))
+}
+
 pub async fn json_of(resp: reqwest::Response, status: u16) -> serde_json::Value {
     let code = resp.status().as_u16();
     let body = resp.text().await.unwrap();
