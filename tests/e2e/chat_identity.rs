@@ -288,8 +288,19 @@ async fn staff_merge_a_visitor_into_a_client(db: Db) {
     assert!([403, 404].contains(&cross.status().as_u16()), "another business's key: {}", cross.status());
     assert_eq!(chat.client(visitor_id).await.status(), 200, "the refused merge changed nothing");
 
+    // Search follows the moved messages: Carla's thread finds the visitor's words only after.
+    let search = || {
+        let path = format!(
+            "/omega/businesses/{}/clients/{}/conversations/{}/messages/search?q=website",
+            chat.b.id, chat.carla, chat.carla_conversation
+        );
+        let (app, key) = (&chat.app, chat.b.key.clone());
+        async move { json_of(app.get(&path, &key).await, 200).await["total_size"].clone() }
+    };
+    assert_eq!(search().await, 0);
     let merged = json_of(merge(chat.carla, visitor_id).await, 200).await;
     assert_eq!(merged["conversation_id"], chat.carla_conversation);
+    assert_eq!(search().await, 1);
     let thread = chat.carla_thread().await;
     assert!(thread.contains("this is Carla, from the website"), "{thread}");
     assert_eq!(chat.client(visitor_id).await.status(), 404);

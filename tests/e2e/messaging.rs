@@ -617,6 +617,20 @@ async fn search_beyond_a_thousand_matches_lists_newest_first(db: Db) {
     let one = json_of(app.get(&format!("{path}?q=first"), &b.key).await, 200).await;
     assert_eq!(one["total_size"], 1);
     assert_eq!(one["total_size_capped"], false);
+    // The next conversation's messages sit right after these in the index: they are its own.
+    let other_client = app.upsert_client(&b, json!({ "name": "Other", "phone": "+14155550177" })).await;
+    let other = json!({ "business_id": b.id, "channel": "SMS", "direction": "INBOUND",
+                        "client": { "client_id": other_client },
+                        "content": "another invoice", "provider": "twilio", "provider_message_id": "SMbulk-other" });
+    let other = json_of(app.post("/omega/messages", &b.key, Some(other)).await, 200).await;
+    let other_conversation = &other["conversation_id"];
+    let other_path =
+        format!("/omega/businesses/{}/clients/{other_client}/conversations/{other_conversation}/messages/search", b.id);
+    let theirs = json_of(app.get(&format!("{other_path}?q=invoice"), &b.key).await, 200).await;
+    assert_eq!(theirs["total_size"], 1, "{theirs}");
+    assert_eq!(theirs["hits"][0]["message"]["content"], "another invoice");
+    let ours = json_of(app.get(&format!("{path}?q=another"), &b.key).await, 200).await;
+    assert_eq!(ours["total_size"], 0, "{ours}");
 }
 
 // ---- delivery tells the truth: claims, crashes, outages, reconciliation ----

@@ -1,0 +1,96 @@
+//! Search within one conversation reads only that conversation's index entries, however
+//! common its words are elsewhere.
+//!
+//! Migration 8 (SQLite) and 21 (PostgreSQL) scope a conversation's search by intersecting the
+//! conversation's entries with each word's: in the busiest conversation (40,000 messages) of
+//! ten million, a common word's million entries were walked for every search, 45–70 ms.
+//!
+//! SQLite: a second FTS5 index, contentless, whose row key is the conversation in the high 32
+//! bits and the message id in the low. A doclist is in key order, so a word's matches in one
+//! conversation are one run of it, which a search bounded to the conversation's key range
+//! seeks to directly. Message ids and conversation ids past 2^32 and 2^31 would make keys
+//! collide; the insert trigger refuses them rather than index a message under another
+//! conversation. The message-id index stays for searches across a business and for passages.
+//!
+//! PostgreSQL is unchanged. Its equivalent, a GIN over (conversation, word) keys, measured at
+//! 1.4 times the table's own size (two million messages: 560 MB beside a 400 MB heap and the
+//! existing 92 MB GIN); one keyed by a bucket of conversations stays small but makes a small
+//! conversation's search recheck the bucket's other messages.
+
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+/// The key of `<row>`'s message in the conversation-keyed index.
+const KEY: &str = "<row>.conversation_id * 4294967296 + <row>.id";
+
+fn key(row: &str) -> String {
+    KEY.replace("<row>", row)
+}
+
+fn sqlite_up() -> Vec<String> {
+    vec![
+        "CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts_by_conversation USING fts5(subject, content, \
+         content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 2')"
+            .to_owned(),
+        format!(
+            "CREATE TRIGGER messages_fts_by_conversation_insert AFTER INSERT ON messages BEGIN \
+             SELECT RAISE(ABORT, 'message or conversation id too large for the conversation-keyed search index') \
+             WHERE new.id >= 4294967296 OR new.conversation_id >= 2147483648; \
+             INSERT INTO messages_fts_by_conversation(rowid, subject, content) \
+             VALUES ({}, coalesce(new.subject, ''), new.content); END",
+            key("new")
+        ),
+        format!(
+            "CREATE TRIGGER messages_fts_by_conversation_delete AFTER DELETE ON messages BEGIN \
+             DELETE FROM messages_fts_by_conversation WHERE rowid = {}; END",
+            key("old")
+        ),
+        format!(
+            "CREATE TRIGGER messages_fts_by_conversation_update AFTER UPDATE OF conversation_id, subject, content \
+             ON messages BEGIN \
+             DELETE FROM messages_fts_by_conversation WHERE rowid = {}; \
+             INSERT INTO messages_fts_by_conversation(rowid, subject, content) \
+             VALUES ({}, coalesce(new.subject, ''), new.content); END",
+            key("old"),
+            key("new")
+        ),
+        // In key order: FTS5 appends to its pending doclists only while keys ascend.
+        format!(
+            "INSERT INTO messages_fts_by_conversation(rowid, subject, content) \
+             SELECT {}, coalesce(m.subject, ''), m.content FROM messages m ORDER BY m.conversation_id, m.id",
+            key("m")
+        ),
+    ]
+}
+
+const SQLITE_DOWN: [&str; 4] = [
+    "DROP TRIGGER IF EXISTS messages_fts_by_conversation_insert",
+    "DROP TRIGGER IF EXISTS messages_fts_by_conversation_delete",
+    "DROP TRIGGER IF EXISTS messages_fts_by_conversation_update",
+    "DROP TABLE IF EXISTS messages_fts_by_conversation",
+];
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        if manager.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
+            for statement in sqlite_up() {
+                db.execute_unprepared(&statement).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        if manager.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
+            for statement in SQLITE_DOWN {
+                db.execute_unprepared(statement).await?;
+            }
+        }
+        Ok(())
+    }
+}
