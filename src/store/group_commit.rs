@@ -51,7 +51,11 @@ pub(super) fn start(writer: DatabaseConnection) -> mpsc::UnboundedSender<Write> 
     tx
 }
 
-async fn commit(writer: &DatabaseConnection, group: Vec<Write>) {
+async fn commit(writer: &DatabaseConnection, mut group: Vec<Write>) {
+    // In conversation order (a conversation's own writes keep theirs): the conversation-keyed
+    // search index (migration 24) then receives ascending keys, which FTS5 appends to one
+    // pending segment; a key below the last one makes it write out what it holds first.
+    group.sort_by_key(|w| w.write.conversation_id);
     let attempt = async {
         let txn = super::begin_immediate(writer).await?;
         let mut outcomes = Vec::with_capacity(group.len());
