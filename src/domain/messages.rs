@@ -94,6 +94,22 @@ impl ClientIdentity {
     }
 }
 
+impl ClientKey {
+    /// The identity to find the client by when it is named only by the address `channel`
+    /// writes from or to (its phone for SMS and calls, its email for email), which is unique
+    /// in a business.
+    fn unique_address(&self, channel: Channel) -> Option<db::UniqueIdentity<'_>> {
+        let ClientKey::Identity(ClientIdentity { phone, email, external_ref: None, .. }) = self else {
+            return None;
+        };
+        match (channel, phone, email) {
+            (Channel::Sms | Channel::Voice, Some(phone), None) => Some(db::UniqueIdentity::Phone(phone)),
+            (Channel::Email, None, Some(email)) => Some(db::UniqueIdentity::Email(email)),
+            _ => None,
+        }
+    }
+}
+
 impl ClientRef {
     /// Checks the reference; a phone without a country code takes the business's.
     fn checked(&self, calling_code: &str) -> Result<ClientKey> {
@@ -629,13 +645,15 @@ impl Omega {
             (true, true) => format!("({})", input.channel.as_str().to_ascii_lowercase()),
         };
         let preview = preview(&text);
-        let row = |conversation_id: i64, client: &client::Model| {
+        // The row for the client's conversation, addressed from or to the client's phone or email.
+        let row = |conversation_id: i64, client_id: i64, phone: Option<&str>, email: Option<&str>| {
+            let (phone, email) = (phone.map(str::to_owned), email.map(str::to_owned));
             let (from, to) = match (input.channel, direction) {
-                (Channel::Sms, Direction::Inbound) => (client.phone_e164.clone(), None),
-                (Channel::Sms, _) => (None, client.phone_e164.clone()),
-                (Channel::Email, Direction::Inbound) => (client.email.clone(), None),
-                (Channel::Email, _) => (None, client.email.clone()),
-                (Channel::Voice, Direction::Inbound) => (client.phone_e164.clone(), None),
+                (Channel::Sms, Direction::Inbound) => (phone, None),
+                (Channel::Sms, _) => (None, phone),
+                (Channel::Email, Direction::Inbound) => (email, None),
+                (Channel::Email, _) => (None, email),
+                (Channel::Voice, Direction::Inbound) => (phone, None),
                 _ => (None, None),
             };
             message::ActiveModel {
@@ -662,7 +680,7 @@ impl Omega {
                     _ => SenderType::System,
                 }),
                 status: Set(status),
-                ..db::new_message(business_id, conversation_id, client.id, input.sent_by, content.clone())
+                ..db::new_message(business_id, conversation_id, client_id, input.sent_by, content.clone())
             }
         };
         let note =
@@ -690,19 +708,37 @@ impl Omega {
         // The common case, an existing client's existing conversation that the message does not
         // reopen: one write, no transaction to hold open across reads (one statement on
         // PostgreSQL). Anything else, or a conversation resolved meanwhile, takes the transaction.
-        if input.attachments.is_empty()
-            && let Some((client, conversation)) =
-                self.find_conversation(self.store.keyed(), business_id, &client_key).await?
-        {
-            let new = row(conversation.id, &client);
-            let public_id = new.public_id.try_as_ref().cloned().unwrap_or_default();
+        if input.attachments.is_empty() {
             let reopening: &[ConversationStatus] = match direction {
                 Direction::Inbound => &REOPENED_BY_INBOUND,
                 _ => &[],
             };
-            let note = note(conversation.id);
-            let event = event(conversation.id, &public_id);
-            match db::insert_into_conversation_unless(&self.store, new, &note, reopening, event, now).await {
+            // A client named only by the address the message comes from or goes to (an SMS
+            // by its phone, an email by its address) is unique in the business: the write finds
+            // it and its conversation itself. Otherwise they are read first.
+            let written = match client_key.unique_address(input.channel) {
+                Some(identity) => {
+                    let (phone, email) = match identity {
+                        db::UniqueIdentity::Phone(phone) => (Some(phone), None),
+                        db::UniqueIdentity::Email(email) => (None, Some(email)),
+                    };
+                    let new = row(0, 0, phone, email);
+                    let public_id = new.public_id.try_as_ref().cloned().unwrap_or_default();
+                    let (note, event) = (note(0), event(0, &public_id));
+                    db::insert_for_client_unless(&self.store, identity, new, &note, reopening, event, now).await
+                }
+                None => match self.find_conversation(self.store.keyed(), business_id, &client_key).await? {
+                    Some((client, conversation)) => {
+                        let new =
+                            row(conversation.id, client.id, client.phone_e164.as_deref(), client.email.as_deref());
+                        let public_id = new.public_id.try_as_ref().cloned().unwrap_or_default();
+                        let (note, event) = (note(conversation.id), event(conversation.id, &public_id));
+                        db::insert_into_conversation_unless(&self.store, new, &note, reopening, event, now).await
+                    }
+                    None => Ok(None),
+                },
+            };
+            match written {
                 Ok(Some(message)) => {
                     self.store.wake_event_readers(Some(business_id));
                     return Ok(StoredRow { message, created: true });
@@ -717,7 +753,8 @@ impl Omega {
         let client = self.resolve_client(&txn, business_id, &client_key).await?;
         let (conversation, _) =
             ensure_conversation(&txn, Some(caller), business_id, client.id, input.location_id, now).await?;
-        let message = match db::insert_message(&txn, row(conversation.id, &client), now).await {
+        let new = row(conversation.id, client.id, client.phone_e164.as_deref(), client.email.as_deref());
+        let message = match db::insert_message(&txn, new, now).await {
             Ok(message) => message,
             Err(StoreError::UniqueViolation(_)) => {
                 txn.rollback().await.map_err(StoreError::from)?;

@@ -405,6 +405,29 @@ pub struct MessageNote<'a> {
 impl MessageNote<'_> {
     /// The conversation's update for this message (not yet run).
     pub(crate) fn update(&self) -> sea_orm::UpdateMany<conversation::Entity> {
+        self.changes().filter(conversation::Column::Id.eq(self.conversation_id))
+    }
+
+    /// The same update of the conversation of the business's client whose `identity` column (a
+    /// unique one) holds `value`: the statement finds the conversation itself.
+    pub(crate) fn update_for_client(
+        &self,
+        business_id: i64,
+        identity: client::Column,
+        value: &str,
+    ) -> sea_orm::UpdateMany<conversation::Entity> {
+        let client = Query::select()
+            .column(client::Column::Id)
+            .from(client::Entity)
+            .and_where(client::Column::BusinessId.eq(business_id))
+            .and_where(identity.eq(value))
+            .to_owned();
+        self.changes()
+            .filter(conversation::Column::BusinessId.eq(business_id))
+            .filter(conversation::Column::ClientId.in_subquery(client))
+    }
+
+    fn changes(&self) -> sea_orm::UpdateMany<conversation::Entity> {
         let at = self.at;
         let mut query = conversation::Entity::update_many()
             .col_expr(
@@ -421,7 +444,7 @@ impl MessageNote<'_> {
             query =
                 query.col_expr(conversation::Column::UnreadCount, Expr::col(conversation::Column::UnreadCount).add(1));
         }
-        query.filter(conversation::Column::Id.eq(self.conversation_id))
+        query
     }
 }
 

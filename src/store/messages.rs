@@ -347,6 +347,56 @@ pub async fn insert_into_conversation_unless(
     dialect::insert_into_open_conversation(store, write).await
 }
 
+/// A client named by one of its identities that are unique within a business.
+#[derive(Clone, Copy)]
+pub enum UniqueIdentity<'a> {
+    Phone(&'a str),
+    Email(&'a str),
+}
+
+/// [`insert_into_conversation_unless`] into the conversation of the business's client with
+/// `identity`, whichever it is: the message's, the note's and the event's conversation and
+/// client are filled in from the one found. `None`, having written nothing, when the client or
+/// its conversation does not exist or the guard refuses. On PostgreSQL the write's own
+/// statement finds the conversation (the update names it by its client), so the common ingest
+/// is one round trip with no read before it; SQLite reads it first, in process.
+pub async fn insert_for_client_unless(
+    store: &super::Store,
+    identity: UniqueIdentity<'_>,
+    mut new: message::ActiveModel,
+    note: &super::conversations::MessageNote<'_>,
+    unless: &[ConversationStatus],
+    mut event: super::events::NewEvent<'_>,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<message::Model>> {
+    use super::entity::client;
+    let business_id = event.business_id;
+    let (column, value, phone, email) = match identity {
+        UniqueIdentity::Phone(phone) => (client::Column::PhoneE164, phone, Some(phone), None),
+        UniqueIdentity::Email(email) => (client::Column::Email, email, None, Some(email)),
+    };
+    if dialect::Dialect::of_conn(store.connection()) == dialect::Dialect::Postgres {
+        let write = dialect::GuardedWrite {
+            update: note.update_for_client(business_id, column, value),
+            conversation_id: note.conversation_id,
+            unless: unless.to_vec(),
+            message: completed(new, now),
+            event: event.row(now),
+        };
+        return dialect::insert_into_open_conversation(store, write).await;
+    }
+    let found =
+        super::directory::clients_with_conversation(store.keyed(), business_id, None, None, phone, email).await?;
+    let Some((client, Some(conversation))) = found.into_iter().next() else {
+        return Ok(None);
+    };
+    new.conversation_id = Set(conversation.id);
+    new.client_id = Set(client.id);
+    event.conversation_id = Some(conversation.id);
+    let note = super::conversations::MessageNote { conversation_id: conversation.id, ..*note };
+    insert_into_conversation_unless(store, new, &note, unless, event, now).await
+}
+
 #[derive(Default)]
 pub struct MessageFilter {
     pub channel: Option<Channel>,

@@ -117,6 +117,7 @@ store_test_suite!(
     unread_count_is_recounted_from_the_messages,
     appended_events_read_back_in_order,
     messages_into_a_conversation_commit_alone_or_refused_alone,
+    a_message_finds_its_conversation_by_the_clients_phone_within_its_business,
 );
 
 // ---- fixtures ----
@@ -135,6 +136,11 @@ struct Inbox {
 
 /// A business with one client and the client's conversation.
 async fn inbox(store: &Store, client_name: &str) -> Inbox {
+    inbox_with_phone(store, client_name, None).await
+}
+
+/// [`inbox`], the client with `phone`.
+async fn inbox_with_phone(store: &Store, client_name: &str, phone: Option<&str>) -> Inbox {
     let conn = store.writer();
     let at = now();
     let business = directory::insert_business(
@@ -156,7 +162,11 @@ async fn inbox(store: &Store, client_name: &str) -> Inbox {
     let client = directory::insert_client(
         conn,
         business.id,
-        directory::ClientFields { name: Some(client_name.into()), ..Default::default() },
+        directory::ClientFields {
+            name: Some(client_name.into()),
+            phone_e164: phone.map(str::to_owned),
+            ..Default::default()
+        },
         at,
     )
     .await
@@ -694,6 +704,86 @@ async fn messages_into_a_conversation_commit_alone_or_refused_alone(store: &Stor
     assert_eq!(after(open.conversation.id).await.unread_count, 37);
     let untouched = after(resolved.conversation.id).await;
     assert_eq!((untouched.unread_count, untouched.status), (0, ConversationStatus::Resolved));
+}
+
+/// The one-step write that finds its conversation by the client's phone (in the statement
+/// itself on PostgreSQL): it writes to the named business's client only, never to another
+/// business's client with the same phone; an unknown phone and a resolved conversation write
+/// nothing.
+async fn a_message_finds_its_conversation_by_the_clients_phone_within_its_business(store: &Store) {
+    const PHONE: &str = "+14155550100";
+    let ours = inbox_with_phone(store, "Ada", Some(PHONE)).await;
+    let theirs = inbox_with_phone(store, "Eve", Some(PHONE)).await;
+    let write = |business_id: i64, phone: &'static str| {
+        let store = store.clone();
+        async move {
+            let at = now();
+            let new = message::ActiveModel {
+                channel: Set(Channel::Sms),
+                direction: Set(Direction::Inbound),
+                sender_type: Set(SenderType::Client),
+                status: Set(DeliveryStatus::Received),
+                from_address: Set(Some(phone.to_owned())),
+                ..messages::new_message(business_id, 0, 0, None, "hello".into())
+            };
+            let note = conversations::MessageNote {
+                conversation_id: 0,
+                channel: Channel::Sms,
+                preview: "hello",
+                direction: Direction::Inbound,
+                at,
+            };
+            let event = events::NewEvent {
+                business_id,
+                conversation_id: Some(0),
+                kind: "message.received",
+                actor_key_id: None,
+                actor_staff_id: None,
+                data: serde_json::json!({}),
+            };
+            let unless = [ConversationStatus::Resolved, ConversationStatus::Snoozed];
+            let identity = messages::UniqueIdentity::Phone(phone);
+            messages::insert_for_client_unless(&store, identity, new, &note, &unless, event, at).await.expect("write")
+        }
+    };
+    let stored = write(ours.business.id, PHONE).await.expect("stored");
+    assert_eq!(
+        (stored.business_id, stored.conversation_id, stored.client_id),
+        (ours.business.id, ours.conversation.id, ours.client.id)
+    );
+    assert!(write(ours.business.id, "+14155550199").await.is_none(), "an unknown phone");
+    let summary = |id: i64| async move {
+        conversation::Entity::find_by_id(id).one(store.connection()).await.expect("read").expect("conversation")
+    };
+    let messages_of = |conversation_id: i64| async move {
+        message::Entity::find()
+            .filter(message::Column::ConversationId.eq(conversation_id))
+            .all(store.connection())
+            .await
+            .expect("messages")
+    };
+    let events_of = |conversation_id: i64| async move {
+        conversation_event::Entity::find()
+            .filter(conversation_event::Column::ConversationId.eq(conversation_id))
+            .filter(conversation_event::Column::Kind.eq("message.received"))
+            .all(store.connection())
+            .await
+            .expect("events")
+    };
+    assert_eq!(summary(ours.conversation.id).await.unread_count, 1);
+    assert_eq!(events_of(ours.conversation.id).await.len(), 1, "the message's event, on its conversation");
+    assert_eq!(summary(theirs.conversation.id).await.unread_count, 0, "another business's client was written to");
+    assert!(messages_of(theirs.conversation.id).await.is_empty());
+    assert!(events_of(theirs.conversation.id).await.is_empty());
+    conversation::Entity::update_many()
+        .col_expr(conversation::Column::Status, sea_orm::sea_query::Expr::value(ConversationStatus::Resolved))
+        .filter(conversation::Column::Id.eq(ours.conversation.id))
+        .exec(store.writer())
+        .await
+        .expect("resolve");
+    assert!(write(ours.business.id, PHONE).await.is_none(), "the guard refuses a resolved conversation");
+    assert_eq!(messages_of(ours.conversation.id).await.len(), 1);
+    assert_eq!(events_of(ours.conversation.id).await.len(), 1);
 }
 
 /// Both PostgreSQL pools run without JIT compilation; only the shared one plans every call for

@@ -274,7 +274,12 @@ pub(super) async fn insert_into_open_conversation(
     write: super::GuardedWrite,
 ) -> StoreResult<Option<message::Model>> {
     use sea_orm::{ColumnTrait, QueryFilter, QueryTrait};
-    let super::GuardedWrite { update, unless, message: new, event, .. } = write;
+    let super::GuardedWrite { update, unless, message: mut new, mut event, .. } = write;
+    // The conversation and client are the ones the update found (by id, or by the client's
+    // identity in the same statement).
+    new.conversation_id = sea_orm::ActiveValue::NotSet;
+    new.client_id = sea_orm::ActiveValue::NotSet;
+    event.conversation_id = sea_orm::ActiveValue::NotSet;
     let mut update = update;
     if !unless.is_empty() {
         update = update.filter(conversation::Column::Status.is_not_in(unless));
@@ -291,9 +296,11 @@ pub(super) async fn insert_into_open_conversation(
     let event_values = placeholders(event_values);
     let returned = super::all_columns::<message::Entity>();
     let sql = format!(
-        "WITH c AS ({update} RETURNING \"id\"), \
-         m AS (INSERT INTO \"messages\" ({message_columns}) SELECT {message_values} FROM c RETURNING {returned}), \
-         e AS (INSERT INTO \"conversation_events\" ({event_columns}) SELECT {event_values} FROM m) \
+        "WITH c AS ({update} RETURNING \"id\", \"client_id\"), \
+         m AS (INSERT INTO \"messages\" ({message_columns}, \"conversation_id\", \"client_id\") \
+         SELECT {message_values}, c.\"id\", c.\"client_id\" FROM c RETURNING {returned}), \
+         e AS (INSERT INTO \"conversation_events\" ({event_columns}, \"conversation_id\") \
+         SELECT {event_values}, m.\"conversation_id\" FROM m) \
          SELECT {returned} FROM m",
         update = update.sql,
         message_columns = message_columns.join(", "),
