@@ -6,12 +6,13 @@
 //! ten million, a common word's million entries were walked for every search, 45–70 ms.
 //!
 //! SQLite: a second FTS5 index, contentless (it only answers which messages match: ranks and
-//! passages come from the messages and the message-id index), whose row key is the
-//! conversation in the high 32 bits and the message id in the low. A doclist is in key order,
-//! so a word's matches in one conversation are one run of it, which a search bounded to the
-//! conversation's key range seeks to directly. Message ids and conversation ids past 2^32 and 2^31 would make keys
+//! passages are made from the messages' texts), whose row key is the conversation in the high
+//! 32 bits and the message id in the low. A doclist is in key order, so a word's matches in one
+//! conversation are one run of it, which a search bounded to the conversation's key range
+//! seeks to directly. A third column holds `note` for a note, so a search that leaves notes out
+//! does so in the index. Message ids and conversation ids past 2^32 and 2^31 would make keys
 //! collide; the insert trigger refuses them rather than index a message under another
-//! conversation. The message-id index stays for searches across a business and for passages.
+//! conversation. The message-id index stays for searches across a business.
 //!
 //! PostgreSQL is unchanged. Its equivalent, a GIN over (conversation, word) keys, measured at
 //! 1.4 times the table's own size (two million messages: 560 MB beside a 400 MB heap and the
@@ -33,8 +34,17 @@ fn key(row: &str) -> String {
 /// The statement removing `<row>`'s message from the conversation-keyed index.
 fn forget(row: &str) -> String {
     format!(
-        "INSERT INTO messages_fts_by_conversation(messages_fts_by_conversation, rowid, subject, content) \
-         VALUES ('delete', {}, coalesce({row}.subject, ''), {row}.content);",
+        "INSERT INTO messages_fts_by_conversation(messages_fts_by_conversation, rowid, subject, content, kind) \
+         VALUES ('delete', {});",
+        values(row)
+    )
+}
+
+/// The indexed values of `<row>`'s message: its key, subject, text and kind (`note` for a note,
+/// so that a search leaves notes out within FTS5, without looking each match up).
+fn values(row: &str) -> String {
+    format!(
+        "{}, coalesce({row}.subject, ''), {row}.content, CASE WHEN {row}.channel = 'NOTE' THEN 'note' ELSE '' END",
         key(row)
     )
 }
@@ -43,16 +53,15 @@ fn sqlite_up() -> Vec<String> {
     vec![
         // No sizes (`columnsize=0`): nothing ranks with this index (see the module), and each
         // commit writes one page fewer.
-        "CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts_by_conversation USING fts5(subject, content, \
+        "CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts_by_conversation USING fts5(subject, content, kind, \
          content='', columnsize=0, tokenize='unicode61 remove_diacritics 2')"
             .to_owned(),
         format!(
             "CREATE TRIGGER messages_fts_by_conversation_insert AFTER INSERT ON messages BEGIN \
              SELECT RAISE(ABORT, 'message or conversation id too large for the conversation-keyed search index') \
              WHERE new.id >= 4294967296 OR new.conversation_id >= 2147483648; \
-             INSERT INTO messages_fts_by_conversation(rowid, subject, content) \
-             VALUES ({}, coalesce(new.subject, ''), new.content); END",
-            key("new")
+             INSERT INTO messages_fts_by_conversation(rowid, subject, content, kind) VALUES ({}); END",
+            values("new")
         ),
         // A contentless index forgets a row given the values it indexed, which the trigger has.
         format!(
@@ -60,18 +69,17 @@ fn sqlite_up() -> Vec<String> {
             forget("old")
         ),
         format!(
-            "CREATE TRIGGER messages_fts_by_conversation_update AFTER UPDATE OF conversation_id, subject, content \
+            "CREATE TRIGGER messages_fts_by_conversation_update AFTER UPDATE OF conversation_id, channel, subject, content \
              ON messages BEGIN {} \
-             INSERT INTO messages_fts_by_conversation(rowid, subject, content) \
-             VALUES ({}, coalesce(new.subject, ''), new.content); END",
+             INSERT INTO messages_fts_by_conversation(rowid, subject, content, kind) VALUES ({}); END",
             forget("old"),
-            key("new")
+            values("new")
         ),
         // In key order: FTS5 appends to its pending doclists only while keys ascend.
         format!(
-            "INSERT INTO messages_fts_by_conversation(rowid, subject, content) \
-             SELECT {}, coalesce(m.subject, ''), m.content FROM messages m ORDER BY m.conversation_id, m.id",
-            key("m")
+            "INSERT INTO messages_fts_by_conversation(rowid, subject, content, kind) \
+             SELECT {} FROM messages m ORDER BY m.conversation_id, m.id",
+            values("m")
         ),
     ]
 }

@@ -310,7 +310,7 @@ pub async fn highlights(
     }
     match Dialect::of_conn(conn) {
         Dialect::Postgres => postgres::highlights(conn, &postgres::tsquery(terms), ids).await,
-        Dialect::Sqlite => sqlite::highlights(conn, &sqlite::fts_words(terms), ids).await,
+        Dialect::Sqlite => sqlite::highlights(conn, terms, ids).await,
     }
 }
 

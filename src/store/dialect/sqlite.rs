@@ -105,18 +105,13 @@ pub(super) fn fts_words(terms: &[String]) -> String {
         .join(" AND ")
 }
 
-/// The highlighted passage of each message in `ids` for the FTS5 expression `query`.
+/// The highlighted passage of each message in `ids` for `terms` (see [`search::passage`]).
 pub(super) async fn highlights(
     conn: &impl ConnectionTrait,
-    query: &str,
+    terms: &[String],
     ids: &[i64],
 ) -> StoreResult<std::collections::HashMap<i64, String>> {
-    let ids = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-    let sql = format!(
-        "SELECT f.rowid AS id, snippet(messages_fts, 2, '<mark>', '</mark>', '…', 20) AS highlight \
-         FROM messages_fts f WHERE messages_fts MATCH ?1 AND f.rowid IN ({ids})"
-    );
-    search::highlight_rows(conn, Statement::from_sql_and_values(DbBackend::Sqlite, sql, [query.into()])).await
+    Ok(docs_by_ids(conn, ids).await?.into_iter().map(|doc| (doc.id, search::passage(terms, &doc.content))).collect())
 }
 
 /// The texts of the messages `ids`, by primary key.
@@ -135,27 +130,20 @@ async fn docs_by_ids(conn: &impl ConnectionTrait, ids: &[i64]) -> StoreResult<Ve
 
 /// The ranked page: every match of the conversation (at most [`search::RANKED_MATCHES`]) scored
 /// with BM25's term-frequency saturation and length normalisation over the conversation's own
-/// matches (every word is required, so a corpus-wide IDF would only scale the scores), then the
-/// page's highlights from FTS5.
-async fn rank_in_conversation(
-    conn: &impl ConnectionTrait,
-    docs: Vec<Doc>,
-    query: &str,
-    terms: &[String],
-    offset: u64,
-    limit: u64,
-) -> StoreResult<Vec<HitRow>> {
+/// matches (every word is required, so a corpus-wide IDF would only scale the scores), each
+/// with its passage.
+fn rank_in_conversation(docs: Vec<Doc>, terms: &[String], offset: u64, limit: u64) -> Vec<HitRow> {
     let scores = search::rank_docs(terms, &docs);
-    let page: Vec<(i64, f64)> = scores.into_iter().skip(offset as usize).take(limit as usize).collect();
-    if page.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<i64> = page.iter().map(|(id, _)| *id).collect();
-    let mut highlights = highlights(conn, query, &ids).await?;
-    Ok(page
+    let mut texts: std::collections::HashMap<i64, String> = docs.into_iter().map(|d| (d.id, d.content)).collect();
+    scores
         .into_iter()
-        .map(|(id, rank)| HitRow { id, rank, highlight: highlights.remove(&id).unwrap_or_default() })
-        .collect())
+        .skip(offset as usize)
+        .take(limit as usize)
+        .map(|(id, rank)| {
+            let highlight = texts.remove(&id).map(|text| search::passage(terms, &text)).unwrap_or_default();
+            HitRow { id, rank, highlight }
+        })
+        .collect()
 }
 
 /// A message's key in the conversation-keyed index (migration 24): its conversation in the high
@@ -164,46 +152,49 @@ async fn rank_in_conversation(
 const CONVERSATION_KEY: &str = "4294967296";
 
 /// FTS5 over the conversation-keyed index, bounded to the conversation's key range, ranked by
-/// [`rank_in_conversation`].
+/// [`rank_in_conversation`] up to a thousand matches, newest first beyond.
 pub(super) async fn conversation_hits(
     conn: &impl ConnectionTrait,
     probe: &ConversationProbe<'_>,
 ) -> StoreResult<(Vec<HitRow>, u64)> {
     let ConversationProbe { conversation_id, terms, include_notes, offset, limit } = *probe;
-    let notes = if include_notes { "" } else { " AND m.channel <> 'NOTE'" };
     // Bounded by key, every word's doclist is read only across this conversation's entries,
     // however common the word is elsewhere: the message-id index (scoped by a `cN` token)
-    // intersected the conversation's 40,000 entries with a common word's million, ~45 ms. The
-    // index drives the join (CROSS JOIN); each match is looked up once by its id.
-    let matches = format!(
-        "FROM messages_fts_by_conversation f CROSS JOIN messages m ON m.id = f.rowid - ?1 * {CONVERSATION_KEY} \
-         WHERE messages_fts_by_conversation MATCH ?2 AND f.rowid >= ?1 * {CONVERSATION_KEY} \
-         AND f.rowid < (?1 + 1) * {CONVERSATION_KEY}{notes}"
-    );
-    let query = fts_words(terms);
-    let ids = search::matching_ids(conn, &matches, conversation_id, &query, search::RANKED_MATCHES + 1).await?;
+    // intersected the conversation's 40,000 entries with a common word's million, ~45 ms.
+    // Notes are left out by their `kind`, in the index, so no match is looked up to count it.
+    let query = match include_notes {
+        true => fts_words(terms),
+        false => format!("({}) NOT kind : \"note\"", fts_words(terms)),
+    };
+    let ids_where = |tail: String| {
+        let sql = format!(
+            "SELECT f.rowid - ?1 * {CONVERSATION_KEY} AS id FROM messages_fts_by_conversation f \
+             WHERE messages_fts_by_conversation MATCH ?2 AND f.rowid >= ?1 * {CONVERSATION_KEY} \
+             AND f.rowid < (?1 + 1) * {CONVERSATION_KEY} {tail}"
+        );
+        #[derive(FromQueryResult)]
+        struct Id {
+            id: i64,
+        }
+        let statement =
+            Statement::from_sql_and_values(DbBackend::Sqlite, sql, [conversation_id.into(), query.clone().into()]);
+        async move {
+            StoreResult::Ok(
+                Id::find_by_statement(statement).all(conn).await?.into_iter().map(|r| r.id).collect::<Vec<i64>>(),
+            )
+        }
+    };
+    let ids = ids_where(format!("LIMIT {}", search::RANKED_MATCHES + 1)).await?;
     let counted = ids.len() as u64;
     if counted <= search::RANKED_MATCHES {
         // Up to a thousand matches are ranked from their texts.
         let docs = docs_by_ids(conn, &ids).await?;
-        return Ok((rank_in_conversation(conn, docs, &query, terms, offset, limit).await?, counted));
+        return Ok((rank_in_conversation(docs, terms, offset, limit), counted));
     }
-    // More: the newest first. The index is contentless, so the page's passages come from the
-    // message-id index, by id.
-    #[derive(FromQueryResult)]
-    struct Id {
-        id: i64,
-    }
-    let page = Id::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Sqlite,
-        format!("SELECT m.id {matches} ORDER BY f.rowid DESC LIMIT ?3 OFFSET ?4"),
-        [conversation_id.into(), query.clone().into(), (limit as i64).into(), (offset as i64).into()],
-    ))
-    .all(conn)
-    .await?;
-    let ids: Vec<i64> = page.iter().map(|r| r.id).collect();
-    let mut highlights = highlights(conn, &query, &ids).await?;
-    let hits = ids
+    // More: the newest first.
+    let page = ids_where(format!("ORDER BY f.rowid DESC LIMIT {limit} OFFSET {offset}")).await?;
+    let mut highlights = highlights(conn, terms, &page).await?;
+    let hits = page
         .into_iter()
         .map(|id| HitRow { id, rank: 0.0, highlight: highlights.remove(&id).unwrap_or_default() })
         .collect();
