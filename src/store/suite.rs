@@ -609,6 +609,62 @@ async fn read_settled(store: &Store, filter: &events::EventFilter, cursor: event
     }
 }
 
+/// The messages of a conversation.
+async fn messages_in(store: &Store, conversation_id: i64) -> Vec<message::Model> {
+    message::Entity::find()
+        .filter(message::Column::ConversationId.eq(conversation_id))
+        .all(store.connection())
+        .await
+        .expect("messages")
+}
+
+/// The `message.received` events of a conversation.
+async fn received_events_in(store: &Store, conversation_id: i64) -> Vec<conversation_event::Model> {
+    conversation_event::Entity::find()
+        .filter(conversation_event::Column::ConversationId.eq(conversation_id))
+        .filter(conversation_event::Column::Kind.eq("message.received"))
+        .all(store.connection())
+        .await
+        .expect("events")
+}
+
+async fn conversation_row(store: &Store, id: i64) -> conversation::Model {
+    conversation::Entity::find_by_id(id).one(store.connection()).await.expect("read").expect("conversation")
+}
+
+/// An inbound SMS "hello" for the one-step write: the message, its note on the conversation
+/// and its event.
+fn inbound_hello(
+    business_id: i64,
+    conversation_id: i64,
+    client_id: i64,
+    at: DateTime<Utc>,
+) -> (message::ActiveModel, conversations::MessageNote<'static>, events::NewEvent<'static>) {
+    let new = message::ActiveModel {
+        channel: Set(Channel::Sms),
+        direction: Set(Direction::Inbound),
+        sender_type: Set(SenderType::Client),
+        status: Set(DeliveryStatus::Received),
+        ..messages::new_message(business_id, conversation_id, client_id, None, "hello".into())
+    };
+    let note = conversations::MessageNote {
+        conversation_id,
+        channel: Channel::Sms,
+        preview: "hello",
+        direction: Direction::Inbound,
+        at,
+    };
+    let event = events::NewEvent {
+        business_id,
+        conversation_id: Some(conversation_id),
+        kind: "message.received",
+        actor_key_id: None,
+        actor_staff_id: None,
+        data: serde_json::json!({}),
+    };
+    (new, note, event)
+}
+
 /// The common ingest's one-step write (one statement on PostgreSQL, the group committer on
 /// SQLite): 40 concurrent writes, two of which repeat a provider id and one of which names a
 /// resolved conversation the guard refuses. Each gets its own outcome; the refused ones write
@@ -627,30 +683,9 @@ async fn messages_into_a_conversation_commit_alone_or_refused_alone(store: &Stor
             (store.clone(), target.business.id, target.conversation.id, target.client.id);
         async move {
             let at = now();
-            let new = message::ActiveModel {
-                provider: Set(Some("twilio".into())),
-                provider_message_id: Set(Some(provider_id)),
-                channel: Set(Channel::Sms),
-                direction: Set(Direction::Inbound),
-                sender_type: Set(SenderType::Client),
-                status: Set(DeliveryStatus::Received),
-                ..messages::new_message(business_id, conversation_id, client_id, None, "hello".into())
-            };
-            let note = conversations::MessageNote {
-                conversation_id,
-                channel: Channel::Sms,
-                preview: "hello",
-                direction: Direction::Inbound,
-                at,
-            };
-            let event = events::NewEvent {
-                business_id,
-                conversation_id: Some(conversation_id),
-                kind: "message.received",
-                actor_key_id: None,
-                actor_staff_id: None,
-                data: serde_json::json!({}),
-            };
+            let (mut new, note, event) = inbound_hello(business_id, conversation_id, client_id, at);
+            new.provider = Set(Some("twilio".into()));
+            new.provider_message_id = Set(Some(provider_id));
             let unless = [ConversationStatus::Resolved, ConversationStatus::Snoozed];
             messages::insert_into_conversation_unless(&store, new, &note, &unless, event, at).await
         }
@@ -675,34 +710,12 @@ async fn messages_into_a_conversation_commit_alone_or_refused_alone(store: &Stor
         }
     }
     assert_eq!((stored, repeats, refused), (37, 2, 1));
-    let count = |conversation_id: i64| async move {
-        message::Entity::find()
-            .filter(message::Column::ConversationId.eq(conversation_id))
-            .all(store.connection())
-            .await
-            .expect("messages")
-            .len()
-    };
-    assert_eq!(count(open.conversation.id).await, 37);
-    assert_eq!(count(resolved.conversation.id).await, 0, "the refused write left a message");
-    let logged = conversation_event::Entity::find()
-        .filter(conversation_event::Column::ConversationId.eq(open.conversation.id))
-        .filter(conversation_event::Column::Kind.eq("message.received"))
-        .all(store.connection())
-        .await
-        .expect("events");
-    assert_eq!(logged.len(), 37, "one event per stored message");
-    let refused_events = conversation_event::Entity::find()
-        .filter(conversation_event::Column::ConversationId.eq(resolved.conversation.id))
-        .all(store.connection())
-        .await
-        .expect("events");
-    assert!(refused_events.is_empty(), "the refused write left an event");
-    let after = |id: i64| async move {
-        conversation::Entity::find_by_id(id).one(store.connection()).await.expect("read").expect("conversation")
-    };
-    assert_eq!(after(open.conversation.id).await.unread_count, 37);
-    let untouched = after(resolved.conversation.id).await;
+    assert_eq!(messages_in(store, open.conversation.id).await.len(), 37);
+    assert!(messages_in(store, resolved.conversation.id).await.is_empty(), "the refused write left a message");
+    assert_eq!(received_events_in(store, open.conversation.id).await.len(), 37, "one event per stored message");
+    assert!(received_events_in(store, resolved.conversation.id).await.is_empty(), "the refused write left an event");
+    assert_eq!(conversation_row(store, open.conversation.id).await.unread_count, 37);
+    let untouched = conversation_row(store, resolved.conversation.id).await;
     assert_eq!((untouched.unread_count, untouched.status), (0, ConversationStatus::Resolved));
 }
 
@@ -718,29 +731,9 @@ async fn a_message_finds_its_conversation_by_the_clients_phone_within_its_busine
         let store = store.clone();
         async move {
             let at = now();
-            let new = message::ActiveModel {
-                channel: Set(Channel::Sms),
-                direction: Set(Direction::Inbound),
-                sender_type: Set(SenderType::Client),
-                status: Set(DeliveryStatus::Received),
-                from_address: Set(Some(phone.to_owned())),
-                ..messages::new_message(business_id, 0, 0, None, "hello".into())
-            };
-            let note = conversations::MessageNote {
-                conversation_id: 0,
-                channel: Channel::Sms,
-                preview: "hello",
-                direction: Direction::Inbound,
-                at,
-            };
-            let event = events::NewEvent {
-                business_id,
-                conversation_id: Some(0),
-                kind: "message.received",
-                actor_key_id: None,
-                actor_staff_id: None,
-                data: serde_json::json!({}),
-            };
+            // The conversation and client are unknown to the caller: the write finds them.
+            let (mut new, note, event) = inbound_hello(business_id, 0, 0, at);
+            new.from_address = Set(Some(phone.to_owned()));
             let unless = [ConversationStatus::Resolved, ConversationStatus::Snoozed];
             let identity = messages::UniqueIdentity::Phone(phone);
             messages::insert_for_client_unless(&store, identity, new, &note, &unless, event, at).await.expect("write")
@@ -752,29 +745,19 @@ async fn a_message_finds_its_conversation_by_the_clients_phone_within_its_busine
         (ours.business.id, ours.conversation.id, ours.client.id)
     );
     assert!(write(ours.business.id, "+14155550199").await.is_none(), "an unknown phone");
-    let summary = |id: i64| async move {
-        conversation::Entity::find_by_id(id).one(store.connection()).await.expect("read").expect("conversation")
-    };
-    let messages_of = |conversation_id: i64| async move {
-        message::Entity::find()
-            .filter(message::Column::ConversationId.eq(conversation_id))
-            .all(store.connection())
-            .await
-            .expect("messages")
-    };
-    let events_of = |conversation_id: i64| async move {
-        conversation_event::Entity::find()
-            .filter(conversation_event::Column::ConversationId.eq(conversation_id))
-            .filter(conversation_event::Column::Kind.eq("message.received"))
-            .all(store.connection())
-            .await
-            .expect("events")
-    };
-    assert_eq!(summary(ours.conversation.id).await.unread_count, 1);
-    assert_eq!(events_of(ours.conversation.id).await.len(), 1, "the message's event, on its conversation");
-    assert_eq!(summary(theirs.conversation.id).await.unread_count, 0, "another business's client was written to");
-    assert!(messages_of(theirs.conversation.id).await.is_empty());
-    assert!(events_of(theirs.conversation.id).await.is_empty());
+    assert_eq!(conversation_row(store, ours.conversation.id).await.unread_count, 1);
+    assert_eq!(
+        received_events_in(store, ours.conversation.id).await.len(),
+        1,
+        "the message's event, on its conversation"
+    );
+    assert_eq!(
+        conversation_row(store, theirs.conversation.id).await.unread_count,
+        0,
+        "another business's client was written to"
+    );
+    assert!(messages_in(store, theirs.conversation.id).await.is_empty());
+    assert!(received_events_in(store, theirs.conversation.id).await.is_empty());
     conversation::Entity::update_many()
         .col_expr(conversation::Column::Status, sea_orm::sea_query::Expr::value(ConversationStatus::Resolved))
         .filter(conversation::Column::Id.eq(ours.conversation.id))
@@ -782,8 +765,8 @@ async fn a_message_finds_its_conversation_by_the_clients_phone_within_its_busine
         .await
         .expect("resolve");
     assert!(write(ours.business.id, PHONE).await.is_none(), "the guard refuses a resolved conversation");
-    assert_eq!(messages_of(ours.conversation.id).await.len(), 1);
-    assert_eq!(events_of(ours.conversation.id).await.len(), 1);
+    assert_eq!(messages_in(store, ours.conversation.id).await.len(), 1);
+    assert_eq!(received_events_in(store, ours.conversation.id).await.len(), 1);
 }
 
 /// Both PostgreSQL pools run without JIT compilation; only the shared one plans every call for
