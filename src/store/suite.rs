@@ -618,14 +618,18 @@ async fn messages_in(store: &Store, conversation_id: i64) -> Vec<message::Model>
         .expect("messages")
 }
 
-/// The `message.received` events of a conversation.
-async fn received_events_in(store: &Store, conversation_id: i64) -> Vec<conversation_event::Model> {
+/// The events of a conversation, of every kind.
+async fn events_in(store: &Store, conversation_id: i64) -> Vec<conversation_event::Model> {
     conversation_event::Entity::find()
         .filter(conversation_event::Column::ConversationId.eq(conversation_id))
-        .filter(conversation_event::Column::Kind.eq("message.received"))
         .all(store.connection())
         .await
         .expect("events")
+}
+
+/// The `message.received` events of a conversation.
+async fn received_events_in(store: &Store, conversation_id: i64) -> Vec<conversation_event::Model> {
+    events_in(store, conversation_id).await.into_iter().filter(|e| e.kind == "message.received").collect()
 }
 
 async fn conversation_row(store: &Store, id: i64) -> conversation::Model {
@@ -713,7 +717,7 @@ async fn messages_into_a_conversation_commit_alone_or_refused_alone(store: &Stor
     assert_eq!(messages_in(store, open.conversation.id).await.len(), 37);
     assert!(messages_in(store, resolved.conversation.id).await.is_empty(), "the refused write left a message");
     assert_eq!(received_events_in(store, open.conversation.id).await.len(), 37, "one event per stored message");
-    assert!(received_events_in(store, resolved.conversation.id).await.is_empty(), "the refused write left an event");
+    assert!(events_in(store, resolved.conversation.id).await.is_empty(), "the refused write left an event");
     assert_eq!(conversation_row(store, open.conversation.id).await.unread_count, 37);
     let untouched = conversation_row(store, resolved.conversation.id).await;
     assert_eq!((untouched.unread_count, untouched.status), (0, ConversationStatus::Resolved));
@@ -757,7 +761,7 @@ async fn a_message_finds_its_conversation_by_the_clients_phone_within_its_busine
         "another business's client was written to"
     );
     assert!(messages_in(store, theirs.conversation.id).await.is_empty());
-    assert!(received_events_in(store, theirs.conversation.id).await.is_empty());
+    assert!(events_in(store, theirs.conversation.id).await.is_empty());
     conversation::Entity::update_many()
         .col_expr(conversation::Column::Status, sea_orm::sea_query::Expr::value(ConversationStatus::Resolved))
         .filter(conversation::Column::Id.eq(ours.conversation.id))
