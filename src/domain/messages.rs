@@ -718,10 +718,7 @@ impl Omega {
             // it and its conversation itself. Otherwise they are read first.
             let written = match client_key.unique_address(input.channel) {
                 Some(identity) => {
-                    let (phone, email) = match identity {
-                        db::UniqueIdentity::Phone(phone) => (Some(phone), None),
-                        db::UniqueIdentity::Email(email) => (None, Some(email)),
-                    };
+                    let (phone, email) = identity.addresses();
                     let new = row(0, 0, phone, email);
                     let public_id = new.public_id.try_as_ref().cloned().unwrap_or_default();
                     let (note, event) = (note(0), event(0, &public_id));

@@ -354,6 +354,16 @@ pub enum UniqueIdentity<'a> {
     Email(&'a str),
 }
 
+impl<'a> UniqueIdentity<'a> {
+    /// (phone, email): the one this names.
+    pub fn addresses(self) -> (Option<&'a str>, Option<&'a str>) {
+        match self {
+            UniqueIdentity::Phone(phone) => (Some(phone), None),
+            UniqueIdentity::Email(email) => (None, Some(email)),
+        }
+    }
+}
+
 /// [`insert_into_conversation_unless`] into the conversation of the business's client with
 /// `identity`, whichever it is: the message's, the note's and the event's conversation and
 /// client are filled in from the one found. `None`, having written nothing, when the client or
@@ -371,9 +381,9 @@ pub async fn insert_for_client_unless(
 ) -> StoreResult<Option<message::Model>> {
     use super::entity::client;
     let business_id = event.business_id;
-    let (column, value, phone, email) = match identity {
-        UniqueIdentity::Phone(phone) => (client::Column::PhoneE164, phone, Some(phone), None),
-        UniqueIdentity::Email(email) => (client::Column::Email, email, None, Some(email)),
+    let (column, value) = match identity {
+        UniqueIdentity::Phone(phone) => (client::Column::PhoneE164, phone),
+        UniqueIdentity::Email(email) => (client::Column::Email, email),
     };
     if dialect::Dialect::of_conn(store.connection()) == dialect::Dialect::Postgres {
         let write = dialect::GuardedWrite {
@@ -385,6 +395,7 @@ pub async fn insert_for_client_unless(
         };
         return dialect::insert_into_open_conversation(store, write).await;
     }
+    let (phone, email) = identity.addresses();
     let found =
         super::directory::clients_with_conversation(store.keyed(), business_id, None, None, phone, email).await?;
     let Some((client, Some(conversation))) = found.into_iter().next() else {
