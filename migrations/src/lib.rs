@@ -25,6 +25,7 @@ mod m20261204_000020_inbound_calls;
 mod m20261204_000021_business_search;
 mod m20261204_000023_notify_after_commit;
 mod m20261206_000024_conversation_keyed_search;
+mod m20261206_000025_conversation_terms_index;
 
 pub struct Migrator;
 
@@ -54,6 +55,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000021_business_search::Migration),
             Box::new(m20261204_000023_notify_after_commit::Migration),
             Box::new(m20261206_000024_conversation_keyed_search::Migration),
+            Box::new(m20261206_000025_conversation_terms_index::Migration),
         ]
     }
 }

@@ -70,52 +70,6 @@ pub struct SearchPage {
     pub capped: bool,
 }
 
-/// The ids of up to `limit` messages that `matches` (a FROM … WHERE over messages `m`, binding
-/// the conversation as the first parameter and the backend's query as the second) finds. One
-/// walk of the index gives both the number of matches (up to one more than are ranked) and,
-/// when they are few enough to rank, the rows to rank by key: counting first and matching again
-/// walked it twice, and with two common words in the busiest conversation the walk is most of
-/// the search (~45 ms each time on SQLite).
-pub(crate) async fn matching_ids(
-    conn: &impl ConnectionTrait,
-    matches: &str,
-    conversation_id: i64,
-    query: &str,
-    limit: u64,
-) -> StoreResult<Vec<i64>> {
-    #[derive(FromQueryResult)]
-    struct Id {
-        id: i64,
-    }
-    let rows = Id::find_by_statement(Statement::from_sql_and_values(
-        conn.get_database_backend(),
-        format!("SELECT m.id {matches} LIMIT {limit}"),
-        [conversation_id.into(), query.into()],
-    ))
-    .all(conn)
-    .await?;
-    Ok(rows.into_iter().map(|r| r.id).collect())
-}
-
-/// The hits of `sql`, which binds the conversation, the query, the limit and the offset in that
-/// order.
-pub(crate) async fn hit_page(
-    conn: &impl ConnectionTrait,
-    sql: String,
-    conversation_id: i64,
-    query: &str,
-    offset: u64,
-    limit: u64,
-) -> StoreResult<Vec<HitRow>> {
-    Ok(HitRow::find_by_statement(Statement::from_sql_and_values(
-        conn.get_database_backend(),
-        sql,
-        [conversation_id.into(), query.into(), (limit as i64).into(), (offset as i64).into()],
-    ))
-    .all(conn)
-    .await?)
-}
-
 /// The (id, highlight) rows `statement` answers, as a map.
 pub(crate) async fn highlight_rows(
     conn: &impl ConnectionTrait,
@@ -133,8 +87,7 @@ pub(crate) async fn highlight_rows(
 /// One page of a conversation's messages matching every term, with a highlighted passage.
 /// Whole words, all required; every term quoted, so no user text is parsed as query syntax.
 /// SQLite: FTS5's conversation-keyed index, ranked by BM25 over the conversation's own matches;
-/// PostgreSQL: tsvector with ts_rank, through the (business_id, conversation_id, search)
-/// GIN index.
+/// PostgreSQL: tsvector with ts_rank, through the conversation-terms GIN index.
 pub async fn search(
     conn: &impl ConnectionTrait,
     conversation_id: i64,

@@ -114,6 +114,7 @@ store_test_suite!(
     concurrent_reservations_take_distinct_slots,
     settling_accepted_sends_moves_only_queued_messages,
     search_in_a_conversation_ranks_highlights_and_skips_notes,
+    a_capped_search_pages_its_newest_matches_wherever_they_are,
     unread_count_is_recounted_from_the_messages,
     appended_events_read_back_in_order,
     messages_into_a_conversation_commit_alone_or_refused_alone,
@@ -492,6 +493,68 @@ async fn search_in_a_conversation_ranks_highlights_and_skips_notes(store: &Store
     let page = search::search(store.connection(), inbox.conversation.id, &both, false, 0, 10).await.expect("search");
     let found: Vec<i64> = page.hits.iter().map(|(m, _, _)| m.id).collect();
     assert_eq!(found, vec![weak.id], "every word is required");
+}
+
+/// `count` messages in `inbox`'s conversation in one statement, created at `at`, the i-th
+/// (from 1) reading `<text> <i>`, on `channel`.
+async fn bulk_messages(store: &Store, inbox: &Inbox, count: u32, text: &str, channel: &str, at: DateTime<Utc>) {
+    let numbers = match store.connection().get_database_backend() {
+        sea_orm::DbBackend::Postgres => "SELECT i FROM generate_series(1, $6) AS i".to_owned(),
+        _ => "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $6) SELECT i FROM n".to_owned(),
+    };
+    let sql = format!(
+        "INSERT INTO messages (public_id, business_id, conversation_id, client_id, channel, direction, sender_type, \
+         content, status, attempt_count, created_at) \
+         SELECT $5 || '-' || i, $1, $2, $3, $7, 'INBOUND', 'client', $5 || ' ' || i, 'RECEIVED', 0, $4 FROM ({numbers}) AS n"
+    );
+    let values: Vec<sea_orm::Value> = vec![
+        inbox.business.id.into(),
+        inbox.conversation.id.into(),
+        inbox.client.id.into(),
+        at.into(),
+        text.into(),
+        i64::from(count).into(),
+        channel.into(),
+    ];
+    let statement = sea_orm::Statement::from_sql_and_values(store.connection().get_database_backend(), sql, values);
+    store.writer().execute_raw(statement).await.expect("bulk messages");
+}
+
+/// Beyond a thousand matches a page is the newest matches, notes left out unless asked for,
+/// whether they are the conversation's newest messages or lie under many newer ones (on
+/// PostgreSQL the first is a walk down the conversation, the second a sort of every match).
+async fn a_capped_search_pages_its_newest_matches_wherever_they_are(store: &Store) {
+    let inbox = inbox(store, "Grace").await;
+    let at = now();
+    bulk_messages(store, &inbox, 1_100, "invoice", "SMS", at).await;
+    let contents = |page: &search::SearchPage| -> Vec<String> {
+        page.hits.iter().map(|(m, _, _)| m.content.clone()).collect()
+    };
+    let search = |include_notes: bool, offset: u64| {
+        let terms = vec!["invoice".to_owned()];
+        async move {
+            search::search(store.connection(), inbox.conversation.id, &terms, include_notes, offset, 3)
+                .await
+                .expect("search")
+        }
+    };
+    let newest = ["invoice 1100", "invoice 1099", "invoice 1098"];
+    let next = ["invoice 1097", "invoice 1096", "invoice 1095"];
+    let page = search(false, 0).await;
+    assert_eq!((page.total, page.capped), (1_000, true));
+    assert_eq!(contents(&page), newest);
+    assert!(page.hits.iter().all(|(_, _, highlight)| highlight.contains("<mark>invoice</mark>")), "{:?}", page.hits);
+    assert_eq!(contents(&search(false, 3).await), next);
+
+    // Buried under newer messages that do not match, and a newer note that does.
+    bulk_messages(store, &inbox, 400, "receipt", "SMS", at + Duration::minutes(1)).await;
+    bulk_messages(store, &inbox, 1, "invoice note", "NOTE", at + Duration::minutes(2)).await;
+    let page = search(false, 0).await;
+    assert_eq!((page.total, page.capped), (1_000, true));
+    assert_eq!(contents(&page), newest);
+    assert_eq!(contents(&search(false, 3).await), next);
+    let with_notes = search(true, 0).await;
+    assert_eq!(contents(&with_notes), ["invoice note 1", "invoice 1100", "invoice 1099"]);
 }
 
 // ---- unread counts ----

@@ -169,43 +169,98 @@ pub(super) async fn highlights(
     search::highlight_rows(conn, Statement::from_sql_and_values(DbBackend::Postgres, sql, [query.into()])).await
 }
 
-/// tsvector with ts_rank, through the (business_id, conversation_id, search) GIN index.
+/// The keys a message matching every word of `$3` (the words, space-separated) holds in the
+/// conversation-terms GIN (migration 25) for conversation `$1`. Never empty: `@>` an empty
+/// array would match every entry of the index (a word the parser drops, say, leaves none).
+const CONVERSATION_TERM_KEYS: &str =
+    "COALESCE(NULLIF(omega_conversation_terms($1, to_tsvector('simple', $3)), '{}'), '{0}')";
+
+/// How many of a conversation's newest messages a page of a capped search (over a thousand
+/// matches) reads per hit it needs, before it sorts every match instead. The walk stops at the
+/// page's last hit, so a word in one message in fifty costs at most this; a rarer one (a
+/// capped word can be, in a conversation of more than 50,000 messages) is cheaper sorted.
+const WALK_ROWS_PER_HIT: u64 = 50;
+
+/// tsvector with ts_rank. Matches come from the conversation-terms GIN (migration 25), every
+/// row tested with `@@`; up to a thousand are ranked, and a capped search's page is the newest
+/// matches, found by walking the conversation's messages from the newest down.
 pub(super) async fn conversation_hits(
     conn: &impl ConnectionTrait,
     probe: &ConversationProbe<'_>,
 ) -> StoreResult<(Vec<HitRow>, u64)> {
     let ConversationProbe { conversation_id, terms, include_notes, offset, limit } = *probe;
     let notes = if include_notes { "" } else { " AND m.channel <> 'NOTE'" };
-    let query = tsquery(terms);
-    // The GIN index answers the match with its conversation and word entries (the id is bound
-    // as bigint, the type the index's operator class takes). The page is cut before
-    // ts_headline runs; `m.id + 0` keeps the planner from walking the primary key backwards
-    // hoping to meet matches.
-    let matches =
-        "FROM messages m WHERE m.conversation_id = $1 AND m.search @@ to_tsquery('simple', $2)".to_owned() + notes;
+    let (query, words) = (tsquery(terms), terms.join(" "));
+    let matched = format!("m.search @@ to_tsquery('simple', $2){notes}");
+    // The conversation is bound as bigint, the type btree_gin's operator class takes.
+    let matches = format!(
+        "FROM messages m WHERE m.conversation_id = $1 \
+         AND omega_conversation_terms(m.conversation_id, m.search) @> {CONVERSATION_TERM_KEYS} AND {matched}"
+    );
+    #[derive(FromQueryResult)]
+    struct Id {
+        id: i64,
+    }
+    let ids: Vec<i64> = Id::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        format!("SELECT m.id {matches} LIMIT {}", search::RANKED_MATCHES + 1),
+        [conversation_id.into(), query.clone().into(), words.clone().into()],
+    ))
+    .all(conn)
+    .await?
+    .into_iter()
+    .map(|r| r.id)
+    .collect();
+    let counted = ids.len() as u64;
+    // The page is cut before ts_headline runs.
     let select = "SELECT page.id, page.rank, ts_headline('simple', page.content, to_tsquery('simple', $2), \
                   'StartSel=<mark>, StopSel=</mark>, MaxFragments=1, MaxWords=20, MinWords=5') AS highlight \
-                  FROM (SELECT m.id, m.content, ts_rank(m.search, to_tsquery('simple', $2))::float8 AS rank";
-    let by_age = "ORDER BY m.id + 0 DESC LIMIT $3 OFFSET $4) page ORDER BY page.id DESC";
-    let ids = search::matching_ids(conn, &matches, conversation_id, &query, search::RANKED_MATCHES + 1).await?;
-    let counted = ids.len() as u64;
+                  FROM (SELECT m.id, m.content, m.created_at, ts_rank(m.search, to_tsquery('simple', $2))::float8 AS rank";
+    let newest = "ORDER BY m.created_at DESC, m.id DESC";
+    let by_age = "ORDER BY page.created_at DESC, page.id DESC";
+    let page = |sql: String, values: Vec<sea_orm::Value>| async move {
+        StoreResult::Ok(
+            HitRow::find_by_statement(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
+                .all(conn)
+                .await?,
+        )
+    };
     if counted > search::RANKED_MATCHES {
-        let hits =
-            search::hit_page(conn, format!("{select} {matches} {by_age}"), conversation_id, &query, offset, limit)
-                .await?;
-        return Ok((hits, counted));
+        // Newest first, as the conversation lists its messages: its (conversation, time) index
+        // walked down, each message tested, up to a bound (the subquery's LIMIT also keeps the
+        // planner from turning the walk into a sort of every match).
+        let walk = (offset + limit) * WALK_ROWS_PER_HIT;
+        let walked = page(
+            format!(
+                "{select} FROM (SELECT id, content, created_at, channel, search FROM messages \
+                 WHERE conversation_id = $1 ORDER BY conversation_id DESC, created_at DESC, id DESC LIMIT {walk}) m \
+                 WHERE {matched} {newest} LIMIT $3 OFFSET $4) page {by_age}"
+            ),
+            vec![conversation_id.into(), query.clone().into(), (limit as i64).into(), (offset as i64).into()],
+        )
+        .await?;
+        if walked.len() as u64 == limit {
+            return Ok((walked, counted));
+        }
+        // Too rare for the walk (or the last page): every match, sorted.
+        let sorted = page(
+            format!("{select} {matches} {newest} LIMIT $4 OFFSET $5) page {by_age}"),
+            vec![
+                conversation_id.into(),
+                query.into(),
+                words.into(),
+                (limit as i64).into(),
+                (offset as i64).into(),
+            ],
+        )
+        .await?;
+        return Ok((sorted, counted));
     }
     let ranked = format!(
         "{select} FROM messages m WHERE m.id = ANY($1) \
          ORDER BY rank DESC, m.id DESC LIMIT $3 OFFSET $4) page ORDER BY page.rank DESC, page.id DESC"
     );
-    let hits = HitRow::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        ranked,
-        [ids.into(), query.into(), (limit as i64).into(), (offset as i64).into()],
-    ))
-    .all(conn)
-    .await?;
+    let hits = page(ranked, vec![ids.into(), query.into(), (limit as i64).into(), (offset as i64).into()]).await?;
     Ok((hits, counted))
 }
 
