@@ -993,6 +993,11 @@ impl Omega {
         let terms = search_terms(q)?;
         let conversation = self.conversation_at(caller, ids.business_id, ids.client_id, ids.conversation_id).await?;
         let offset = page.after.unwrap_or(0);
+        // Tokens carry the next offset, which a page of this search never puts past the
+        // conversation's messages (fewer than 2^31, the conversation-keyed index's bound).
+        if offset > MAX_SEARCH_OFFSET {
+            return Err(Error::invalid("page_token", "is not a page of this search"));
+        }
         let found =
             search::search(self.store.connection(), conversation.id, &terms, include_notes, offset, page.size + 1)
                 .await?;
@@ -1153,6 +1158,9 @@ pub const BUSINESS_RANKED_MATCHES: u64 = 1_000;
 pub const BUSINESS_RANKED_WINDOW: u64 = 20_000;
 /// unless those hold fewer than this many matches: then among all of them.
 pub const BUSINESS_RANKED_ENOUGH: u64 = 20;
+
+/// The furthest offset a conversation search's page token can carry.
+const MAX_SEARCH_OFFSET: u64 = i32::MAX as u64;
 
 /// The most characters of a business search's `q`.
 const SEARCH_QUERY_MAX_CHARS: usize = 1_000;

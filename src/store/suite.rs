@@ -527,9 +527,8 @@ async fn a_capped_search_pages_its_newest_matches_wherever_they_are(store: &Stor
     let inbox = inbox(store, "Grace").await;
     let at = now();
     bulk_messages(store, &inbox, 1_100, "invoice", "SMS", at).await;
-    let contents = |page: &search::SearchPage| -> Vec<String> {
-        page.hits.iter().map(|(m, _, _)| m.content.clone()).collect()
-    };
+    let contents =
+        |page: &search::SearchPage| -> Vec<String> { page.hits.iter().map(|(m, _, _)| m.content.clone()).collect() };
     let search = |include_notes: bool, offset: u64| {
         let terms = vec!["invoice".to_owned()];
         async move {

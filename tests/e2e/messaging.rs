@@ -613,6 +613,10 @@ async fn search_beyond_a_thousand_matches_lists_newest_first(db: Db) {
     let next = json_of(app.get(&format!("{path}?q=invoice&page_size=3&page_token={token}"), &b.key).await, 200).await;
     assert_eq!(next["hits"][0]["message"]["content"], "invoice number 1097");
     assert!(found["hits"][0]["highlight"].as_str().unwrap().contains("<mark>invoice</mark>"), "{found}");
+    // A forged token far past any page (base64 of u64::MAX) is refused, not run.
+    let forged = app.get(&format!("{path}?q=invoice&page_token=MTg0NDY3NDQwNzM3MDk1NTE2MTU"), &b.key).await;
+    assert_eq!(forged.status().as_u16(), 422);
+    assert!(forged.text().await.unwrap().contains("page_token"));
     // A rarer word is ranked as usual.
     let one = json_of(app.get(&format!("{path}?q=first"), &b.key).await, 200).await;
     assert_eq!(one["total_size"], 1);

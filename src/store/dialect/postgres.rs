@@ -245,13 +245,7 @@ pub(super) async fn conversation_hits(
         // Too rare for the walk (or the last page): every match, sorted.
         let sorted = page(
             format!("{select} {matches} {newest} LIMIT $4 OFFSET $5) page {by_age}"),
-            vec![
-                conversation_id.into(),
-                query.into(),
-                words.into(),
-                (limit as i64).into(),
-                (offset as i64).into(),
-            ],
+            vec![conversation_id.into(), query.into(), words.into(), (limit as i64).into(), (offset as i64).into()],
         )
         .await?;
         return Ok((sorted, counted));
