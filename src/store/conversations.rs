@@ -311,16 +311,11 @@ pub async fn clients_matching(
     text: &str,
     limit: u64,
 ) -> StoreResult<Option<Vec<i64>>> {
-    #[derive(FromQueryResult)]
-    struct Id {
-        id: i64,
-    }
     let Some(statement) = dialect::clients_matching_statement(conn.get_database_backend(), business_id, text, limit)
     else {
         return Ok(None);
     };
-    let rows = Id::find_by_statement(statement).all(conn).await?;
-    Ok(Some(rows.into_iter().map(|r| r.id).collect()))
+    Ok(Some(super::ids_of(conn, statement).await?))
 }
 
 /// Conversations per location (None: no location), for the filter list.

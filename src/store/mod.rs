@@ -154,6 +154,16 @@ pub(crate) async fn count_capped<E: sea_orm::EntityTrait>(
     Ok((std::cmp::min(n, cap), n > cap))
 }
 
+/// The `id` column of every row `statement` answers, in its order.
+pub(crate) async fn ids_of(conn: &impl ConnectionTrait, statement: Statement) -> StoreResult<Vec<i64>> {
+    use sea_orm::FromQueryResult;
+    #[derive(FromQueryResult)]
+    struct Id {
+        id: i64,
+    }
+    Ok(Id::find_by_statement(statement).all(conn).await?.into_iter().map(|r| r.id).collect())
+}
+
 /// Connections a process opens at most unless configured (`OMEGA_DATABASE_MAX_CONNECTIONS`).
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 

@@ -197,20 +197,15 @@ pub(super) async fn conversation_hits(
         "FROM messages m WHERE m.conversation_id = $1 \
          AND omega_conversation_terms(m.conversation_id, m.search) @> {CONVERSATION_TERM_KEYS} AND {matched}"
     );
-    #[derive(FromQueryResult)]
-    struct Id {
-        id: i64,
-    }
-    let ids: Vec<i64> = Id::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        format!("SELECT m.id {matches} LIMIT {}", search::RANKED_MATCHES + 1),
-        [conversation_id.into(), query.clone().into(), words.clone().into()],
-    ))
-    .all(conn)
-    .await?
-    .into_iter()
-    .map(|r| r.id)
-    .collect();
+    let ids = crate::store::ids_of(
+        conn,
+        Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            format!("SELECT m.id {matches} LIMIT {}", search::RANKED_MATCHES + 1),
+            [conversation_id.into(), query.clone().into(), words.clone().into()],
+        ),
+    )
+    .await?;
     let counted = ids.len() as u64;
     // The page is cut before ts_headline runs.
     let select = "SELECT page.id, page.rank, ts_headline('simple', page.content, to_tsquery('simple', $2), \

@@ -172,17 +172,9 @@ pub(super) async fn conversation_hits(
              WHERE messages_fts_by_conversation MATCH ?2 AND f.rowid >= ?1 * {CONVERSATION_KEY} \
              AND f.rowid < (?1 + 1) * {CONVERSATION_KEY} {tail}"
         );
-        #[derive(FromQueryResult)]
-        struct Id {
-            id: i64,
-        }
         let statement =
             Statement::from_sql_and_values(DbBackend::Sqlite, sql, [conversation_id.into(), query.clone().into()]);
-        async move {
-            StoreResult::Ok(
-                Id::find_by_statement(statement).all(conn).await?.into_iter().map(|r| r.id).collect::<Vec<i64>>(),
-            )
-        }
+        crate::store::ids_of(conn, statement)
     };
     let ids = ids_where(format!("LIMIT {}", search::RANKED_MATCHES + 1)).await?;
     let counted = ids.len() as u64;
