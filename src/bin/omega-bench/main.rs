@@ -10,6 +10,7 @@
 //! P1 ingest, P2 inbox lists, P3 search, P4 dispatch, P5 transports, P6 footprint, P7 two
 //! replicas, P8 live events, P9 outbound webhooks: see the README.
 
+mod cpu;
 mod dataset;
 mod harness;
 mod ingest_limit;

@@ -22,6 +22,7 @@ use tonic::transport::Channel;
 
 use crate::{
     Settings,
+    cpu::{CpuMeter, Source},
     dataset::{self, Business, Dataset, Scale},
     harness::{
         ACCOUNT_SID, Backend, BenchDb, KEY, Omega, SenderLog, grpc_channel, http_client, keyed, rss, start_envoy,
@@ -71,7 +72,8 @@ pub async fn run_all(
     let (envoy, envoy_addr) = start_envoy(dir, omega.addr).await?;
 
     if wants("p1") {
-        ingest(db, &channel, envoy_addr, &data, settings, report).await?;
+        let pids = (omega.process.pid(), envoy.pid());
+        ingest(db, &channel, (envoy_addr, pids), &data, settings, report).await?;
     }
     if wants("p2") {
         inbox(backend, &channel, &data, settings, report).await?;
@@ -108,11 +110,12 @@ pub async fn run_all(
 /// Inbound SMS stored per second through gRPC and REST, 16 at a time, against the limit of
 /// storing the same rows in the same database with the same durability (`ingest_limit.rs`).
 /// The three cases run alternately, in rounds of a share of the messages each, starting from a
-/// different case each round; each case's rate is its messages over its summed time.
+/// different case each round; each case's rate is its messages over its summed time. The CPU
+/// each case took per message, by process, goes into the report's notes.
 async fn ingest(
     db: &BenchDb,
     channel: &Channel,
-    envoy: SocketAddr,
+    (envoy, (omega_pid, envoy_pid)): (SocketAddr, (u32, u32)),
     data: &Dataset,
     settings: &Settings,
     report: &mut Report,
@@ -128,6 +131,23 @@ async fn ingest(
     let per_round = n.div_ceil(rounds);
     let mut elapsed = [Duration::ZERO; 3];
     let mut stored = [0usize; 3];
+    let database = match db.backend {
+        Backend::Postgres => vec![("PostgreSQL", Source::Command("postgres"))],
+        // In Omega's process, or the benchmark's for the limit.
+        Backend::Sqlite => vec![],
+    };
+    let meter = |sources: &[(&'static str, Source)]| {
+        CpuMeter::new(sources.iter().cloned().chain(database.iter().cloned()).collect())
+    };
+    let mut cpu = [
+        meter(&[("benchmark", Source::Me)]),
+        meter(&[("benchmark (gRPC client)", Source::Me), ("Omega", Source::Pid(omega_pid))]),
+        meter(&[
+            ("benchmark (HTTP client)", Source::Me),
+            ("Envoy", Source::Pid(envoy_pid)),
+            ("Omega", Source::Pid(omega_pid)),
+        ]),
+    ];
     for round in 0..rounds {
         let range = round * per_round..((round + 1) * per_round).min(n);
         for k in 0..3 {
@@ -136,6 +156,7 @@ async fn ingest(
                 let targets = targets.clone();
                 move |i: usize| targets[i % targets.len()].phone.clone()
             };
+            cpu[case].start();
             elapsed[case] += match case {
                 0 => limit.store(targets.clone(), i64::from(business.id), range.clone(), &run).await?,
                 1 => {
@@ -145,6 +166,7 @@ async fn ingest(
                     rest_ingest_to(envoy, business.id, range.clone(), concurrency, &format!("rest{run}"), phone).await?
                 }
             };
+            cpu[case].stop();
             stored[case] += range.len();
         }
     }
@@ -162,6 +184,9 @@ async fn ingest(
         business.conversations,
         rounds
     ));
+    for (case, name) in ["the limit", "gRPC", "REST"].iter().enumerate() {
+        report.note(format!("{}: P1 CPU per message, {name}: {}", backend.name(), cpu[case].per_unit(stored[case])));
+    }
     for (figure, case) in [("ingest inbound SMS via gRPC", 1), ("ingest inbound SMS via REST (Envoy)", 2)] {
         let value = rate(case);
         let met = value / baseline.1 >= 0.5;
