@@ -38,21 +38,55 @@ end
 -- the repeated fields in its JSON body }.
 local ROUTES = {{ROUTES}}
 
--- The bindings of `path` (no query): the one for `method`, if any, and the methods it has.
+-- The literal first segment of a route's pattern ("^/api%-keys$" → "api-keys"), or nil when
+-- it is not literal (a pattern class such as "[^/]*").
+local function literal_first_segment(pattern)
+  local first = string.match(pattern, "^%^/([^/]*)")
+  if first == nil then
+    return nil
+  end
+  first = string.gsub(first, "%$$", "")
+  if string.find(string.gsub(first, "%%.", ""), "[%^%$%(%)%.%[%]%*%+%-%?%%]") then
+    return nil
+  end
+  return (string.gsub(first, "%%(.)", "%1"))
+end
+
+-- The routes by their first segment, so that a request tries the few that can match it (with
+-- every route each request tried ~90 patterns: about a tenth of Envoy's time per REST call).
+local ROUTES_BY_FIRST, ROUTES_ANY_FIRST = {}, {}
+for _, route in ipairs(ROUTES) do
+  local first = literal_first_segment(route[1])
+  if first == nil then
+    ROUTES_ANY_FIRST[#ROUTES_ANY_FIRST + 1] = route
+  else
+    ROUTES_BY_FIRST[first] = ROUTES_BY_FIRST[first] or {}
+    table.insert(ROUTES_BY_FIRST[first], route)
+  end
+end
+
+-- The bindings of `path` (no query): the one for `method`, if any, and (when there is none)
+-- the methods the path has.
 local function route_of(path, method)
   local found, allowed, listed = nil, {}, {}
-  for _, route in ipairs(ROUTES) do
-    if string.find(path, route[1]) then
-      if route[2] == method then
-        found = route
-      end
-      if not listed[route[2]] then
-        listed[route[2]] = true
-        allowed[#allowed + 1] = route[2]
+  local function try(routes)
+    for _, route in ipairs(routes) do
+      if string.find(path, route[1]) then
+        if route[2] == method then
+          found = route
+        end
+        if not listed[route[2]] then
+          listed[route[2]] = true
+          allowed[#allowed + 1] = route[2]
+        end
       end
     end
   end
-  table.sort(allowed)
+  try(ROUTES_BY_FIRST[string.match(path, "^/([^/]*)")] or {})
+  try(ROUTES_ANY_FIRST)
+  if found == nil then
+    table.sort(allowed)
+  end
   return found, allowed
 end
 
@@ -112,8 +146,6 @@ function envoy_on_request(handle)
   end
   local path = headers:get(":path") or "/"
   headers:replace("x-omega-public-path", path)
-  -- Marks the stream as a REST call that reached this edge (see envoy_on_response).
-  handle:streamInfo():dynamicMetadata():set("omega", "rest", "1")
   path = merged_public_path(headers, path)
   local rest = path
   local omega = path == "/omega" or starts_with(path, "/omega/") or starts_with(path, "/omega?")
@@ -156,26 +188,35 @@ function envoy_on_request(handle)
   end
   if omega then
     headers:replace(":path", rest)
-  else
-    handle:streamInfo():dynamicMetadata():set("omega.lua", "chatwoot", "1")
   end
+  -- Marks the stream as a call that passed this edge, and which API it is (see
+  -- envoy_on_response).
+  handle:streamInfo():dynamicMetadata():set("omega", "edge", omega and "rest" or "chatwoot")
+end
+
+-- The stream's mark from envoy_on_request ("rest" or "chatwoot"), or nil when the call did not
+-- pass the edge (Envoy answered it itself).
+local function edge_of(handle)
+  local mark = handle:streamInfo():dynamicMetadata():get("omega")
+  return mark and mark["edge"]
 end
 
 function envoy_on_response(handle)
   local headers = handle:headers()
   local decided = headers:get("x-omega-http-status")
-  headers:remove("x-omega-http-status")
+  if decided ~= nil then
+    headers:remove("x-omega-http-status")
+  end
   local content_type = headers:get("content-type") or ""
   if starts_with(content_type, "application/grpc") then
     return
   end
-  -- Only on calls that came through this edge: Envoy's own answers keep their status.
-  local rest = handle:streamInfo():dynamicMetadata():get("omega")
-  if decided ~= nil and rest ~= nil then
+  -- Only on calls that came through this edge: Envoy's own answers keep their status. (A
+  -- successful call has nothing to decide: the stream's mark is read only when needed.)
+  if decided ~= nil and edge_of(handle) ~= nil then
     headers:replace(":status", decided)
   end
-  local marks = handle:streamInfo():dynamicMetadata():get("omega.lua")
-  if headers:get(":status") == "404" and marks ~= nil and marks["chatwoot"] == "1" then
+  if headers:get(":status") == "404" and edge_of(handle) == "chatwoot" then
     -- Chatwoot's clients read its 404 as {"error": "Resource could not be found"}: the Chatwoot
     -- paths' 404s carry that field beside Omega's own {code, message}.
     local body = handle:body()
