@@ -25,8 +25,8 @@ use crate::{
     cpu::{CpuMeter, Source},
     dataset::{self, Business, Dataset, Scale},
     harness::{
-        ACCOUNT_SID, Backend, BenchDb, KEY, Omega, SenderLog, grpc_channel, http_client, keyed, rss, start_envoy,
-        start_envoy_for, start_fake_twilio, start_omega,
+        ACCOUNT_SID, Backend, BenchDb, ENVOY_FLOOR_PATH, KEY, Omega, SenderLog, grpc_channel, http_client, keyed, rss,
+        start_envoy, start_envoy_for, start_fake_twilio, start_omega,
     },
     ingest_limit,
     report::Report,
@@ -184,6 +184,18 @@ async fn ingest(
         business.conversations,
         rounds
     ));
+    // Envoy's floor under the same load: requests like the REST case's, answered by Envoy itself
+    // (a direct response; no filter at work): what any REST call costs Envoy on this machine
+    // before Omega's edge and the transcoder add theirs.
+    let mut floor = CpuMeter::new(vec![("Envoy", Source::Pid(envoy_pid))]);
+    floor.start();
+    envoy_floor(envoy, per_round, concurrency).await?;
+    floor.stop();
+    report.note(format!(
+        "{}: P1 Envoy's floor per request (the REST case's requests answered by Envoy itself): {}",
+        backend.name(),
+        floor.per_unit(per_round)
+    ));
     for (case, name) in ["the limit", "gRPC", "REST"].iter().enumerate() {
         report.note(format!("{}: P1 CPU per message, {name}: {}", backend.name(), cpu[case].per_unit(stored[case])));
     }
@@ -275,6 +287,33 @@ async fn rest_ingest_to(
                 .send()
                 .await?;
             anyhow::ensure!(resp.status().is_success(), "REST ingest answered {}", resp.status());
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// `n` requests shaped like the REST ingest's to Envoy's floor route, `concurrency` at a time.
+async fn envoy_floor(envoy: SocketAddr, n: usize, concurrency: usize) -> anyhow::Result<Duration> {
+    let http = http_client();
+    run_concurrently(n, concurrency, move |i| {
+        let http = http.clone();
+        async move {
+            let resp = http
+                .post(format!("http://{envoy}{ENVOY_FLOOR_PATH}"))
+                .header("x-api-key", KEY)
+                .json(&serde_json::json!({
+                    "business_id": 1,
+                    "channel": "SMS",
+                    "direction": "INBOUND",
+                    "client": { "phone": "+12000000000" },
+                    "content": format!("Is there parking near the studio at {} pm?", 1 + i % 9),
+                    "provider": "twilio",
+                    "provider_message_id": format!("SMfloor{i:020}"),
+                }))
+                .send()
+                .await?;
+            anyhow::ensure!(resp.status().is_success(), "Envoy's floor answered {}", resp.status());
             Ok(())
         }
     })
