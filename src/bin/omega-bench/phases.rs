@@ -189,7 +189,12 @@ async fn ingest(
     // before Omega's edge and the transcoder add theirs.
     let mut floor = CpuMeter::new(vec![("Envoy", Source::Pid(envoy_pid))]);
     floor.start();
-    envoy_floor(envoy, per_round, concurrency).await?;
+    let phone = {
+        let targets = targets.clone();
+        move |i: usize| targets[i % targets.len()].phone.clone()
+    };
+    post_ingests(envoy, ENVOY_FLOOR_PATH, business.id, 0..per_round, concurrency, &format!("floor{run}"), phone)
+        .await?;
     floor.stop();
     report.note(format!(
         "{}: P1 Envoy's floor per request (the REST case's requests answered by Envoy itself): {}",
@@ -264,6 +269,19 @@ async fn rest_ingest_to(
     run: &str,
     phone: impl Fn(usize) -> String + Send + Sync + 'static,
 ) -> anyhow::Result<Duration> {
+    post_ingests(envoy, "/omega/messages", business_id, range, concurrency, run, phone).await
+}
+
+/// [`rest_ingest_to`]'s requests, posted to `path` on Envoy.
+async fn post_ingests(
+    envoy: SocketAddr,
+    path: &'static str,
+    business_id: u32,
+    range: std::ops::Range<usize>,
+    concurrency: usize,
+    run: &str,
+    phone: impl Fn(usize) -> String + Send + Sync + 'static,
+) -> anyhow::Result<Duration> {
     let http = http_client();
     let (run, first) = (run.to_owned(), range.start);
     run_concurrently(range.len(), concurrency, move |i| {
@@ -273,7 +291,7 @@ async fn rest_ingest_to(
         let phone = phone(i);
         async move {
             let resp = http
-                .post(format!("http://{envoy}/omega/messages"))
+                .post(format!("http://{envoy}{path}"))
                 .header("x-api-key", KEY)
                 .json(&serde_json::json!({
                     "business_id": business_id,
@@ -286,34 +304,7 @@ async fn rest_ingest_to(
                 }))
                 .send()
                 .await?;
-            anyhow::ensure!(resp.status().is_success(), "REST ingest answered {}", resp.status());
-            Ok(())
-        }
-    })
-    .await
-}
-
-/// `n` requests shaped like the REST ingest's to Envoy's floor route, `concurrency` at a time.
-async fn envoy_floor(envoy: SocketAddr, n: usize, concurrency: usize) -> anyhow::Result<Duration> {
-    let http = http_client();
-    run_concurrently(n, concurrency, move |i| {
-        let http = http.clone();
-        async move {
-            let resp = http
-                .post(format!("http://{envoy}{ENVOY_FLOOR_PATH}"))
-                .header("x-api-key", KEY)
-                .json(&serde_json::json!({
-                    "business_id": 1,
-                    "channel": "SMS",
-                    "direction": "INBOUND",
-                    "client": { "phone": "+12000000000" },
-                    "content": format!("Is there parking near the studio at {} pm?", 1 + i % 9),
-                    "provider": "twilio",
-                    "provider_message_id": format!("SMfloor{i:020}"),
-                }))
-                .send()
-                .await?;
-            anyhow::ensure!(resp.status().is_success(), "Envoy's floor answered {}", resp.status());
+            anyhow::ensure!(resp.status().is_success(), "{path} answered {}", resp.status());
             Ok(())
         }
     })
