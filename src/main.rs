@@ -13,11 +13,6 @@ use omega::{
     telemetry,
 };
 
-// mimalloc rather than glibc's malloc: a request allocates and frees many small buffers
-// across threads (see docs/benchmarks/ingest.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
