@@ -129,6 +129,11 @@ async fn ingest(
     let limit = ingest_limit::Limit::open(db, concurrency).await?;
     let rounds = if settings.tiny { 2 } else { 4 };
     let per_round = n.div_ceil(rounds);
+    // Message i comes from target i's client (each case's requests take their own copy).
+    let phone_of = || {
+        let targets = targets.clone();
+        move |i: usize| targets[i % targets.len()].phone.clone()
+    };
     let mut elapsed = [Duration::ZERO; 3];
     let mut stored = [0usize; 3];
     let database = match db.backend {
@@ -152,10 +157,7 @@ async fn ingest(
         let range = round * per_round..((round + 1) * per_round).min(n);
         for k in 0..3 {
             let case = (round + k) % 3;
-            let phone = {
-                let targets = targets.clone();
-                move |i: usize| targets[i % targets.len()].phone.clone()
-            };
+            let phone = phone_of();
             cpu[case].start();
             elapsed[case] += match case {
                 0 => limit.store(targets.clone(), i64::from(business.id), range.clone(), &run).await?,
@@ -189,10 +191,7 @@ async fn ingest(
     // before Omega's edge and the transcoder add theirs.
     let mut floor = CpuMeter::new(vec![("Envoy", Source::Pid(envoy_pid))]);
     floor.start();
-    let phone = {
-        let targets = targets.clone();
-        move |i: usize| targets[i % targets.len()].phone.clone()
-    };
+    let phone = phone_of();
     post_ingests(envoy, ENVOY_FLOOR_PATH, business.id, 0..per_round, concurrency, &format!("floor{run}"), phone)
         .await?;
     floor.stop();
