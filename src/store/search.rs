@@ -3,7 +3,7 @@
 //! this module holds what both share: the filters, the ranking and the pages' shapes.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, Statement};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QuerySelect};
 
 use super::{
     StoreResult,
@@ -68,20 +68,6 @@ pub struct SearchPage {
     /// Whether there were more than [`RANKED_MATCHES`]: then `total` is that cap and the hits
     /// are newest first instead of best first.
     pub capped: bool,
-}
-
-/// The (id, highlight) rows `statement` answers, as a map.
-pub(crate) async fn highlight_rows(
-    conn: &impl ConnectionTrait,
-    statement: Statement,
-) -> StoreResult<std::collections::HashMap<i64, String>> {
-    #[derive(FromQueryResult)]
-    struct Highlight {
-        id: i64,
-        highlight: String,
-    }
-    let rows = Highlight::find_by_statement(statement).all(conn).await?;
-    Ok(rows.into_iter().map(|h| (h.id, h.highlight)).collect())
 }
 
 /// One page of a conversation's messages matching every term, with a highlighted passage.
@@ -200,13 +186,23 @@ pub struct BusinessProbe<'a> {
     pub limit: u64,
 }
 
-/// The highlighted passage of each of the messages `ids` for `terms`.
+/// The highlighted passage (see [`passage`]) of each of the messages `ids` for `terms`.
 pub async fn highlights_for(
     conn: &impl ConnectionTrait,
     terms: &[String],
     ids: &[i64],
 ) -> StoreResult<std::collections::HashMap<i64, String>> {
-    dialect::highlights(conn, terms, ids).await
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let texts: Vec<(i64, String)> = message::Entity::find()
+        .select_only()
+        .columns([message::Column::Id, message::Column::Content])
+        .filter(message::Column::Id.is_in(ids.iter().copied()))
+        .into_tuple()
+        .all(conn)
+        .await?;
+    Ok(texts.into_iter().map(|(id, text)| (id, passage(terms, &text))).collect())
 }
 
 /// Words in a highlighted passage, as FTS5's `snippet(…, 20)` gave.
@@ -221,10 +217,13 @@ fn folded(word: &str) -> String {
 
 /// The passage of `text` that holds the most of its words matching `terms` (at most
 /// [`PASSAGE_WORDS`] words, the earliest such run), each of them in `<mark>…</mark>`, with `…`
-/// where the text is cut. Words are runs of letters and digits, as in a search's terms, and
-/// compare without case or accents, as SQLite's index matched them. Made here rather than by
-/// FTS5's `snippet()`, which re-runs the query over the whole index to mark a page of messages
-/// (19–52 ms for two common words at ten million messages, against microseconds here).
+/// where the text is cut. The passage is HTML: the text around the marks is escaped, so a
+/// client showing it as markup shows the message's own `<script>` as text. Words are runs of
+/// letters and digits, as in a search's terms, and compare without case or accents, as SQLite's
+/// index matched them. Made here, for both databases, rather than by FTS5's `snippet()` (which
+/// re-runs the query over the whole index to mark a page of messages: 19–52 ms for two common
+/// words at ten million messages, against microseconds here) or PostgreSQL's `ts_headline`
+/// (which leaves the text unescaped).
 pub(crate) fn passage(terms: &[String], text: &str) -> String {
     let terms: Vec<String> = terms.iter().map(|t| folded(t)).collect();
     let mut words: Vec<(usize, usize, bool)> = Vec::new();
@@ -260,21 +259,24 @@ pub(crate) fn passage(terms: &[String], text: &str) -> String {
     } else {
         0
     };
+    let escaped = |out: &mut String, part: &str| {
+        html_escape::encode_safe_to_string(part, out);
+    };
     for &(from, to, matched) in &words[first..last] {
-        out.push_str(&text[cursor..from]);
+        escaped(&mut out, &text[cursor..from]);
         if matched {
             out.push_str("<mark>");
-            out.push_str(&text[from..to]);
+            escaped(&mut out, &text[from..to]);
             out.push_str("</mark>");
         } else {
-            out.push_str(&text[from..to]);
+            escaped(&mut out, &text[from..to]);
         }
         cursor = to;
     }
     if last < words.len() {
         out.push('…');
     } else {
-        out.push_str(&text[cursor..]);
+        escaped(&mut out, &text[cursor..]);
     }
     out
 }
@@ -297,6 +299,18 @@ mod ranking_tests {
         );
         assert_eq!(passage(&terms, "nothing here"), "nothing here");
         assert_eq!(passage(&terms, ""), "");
+    }
+
+    #[test]
+    fn passages_are_html_with_the_text_escaped() {
+        let terms = vec!["refund".to_owned()];
+        assert_eq!(
+            passage(&terms, "<script>refund()</script> & 'refund' \"now\""),
+            "&lt;script&gt;<mark>refund</mark>()&lt;&#x2F;script&gt; &amp; &#x27;<mark>refund</mark>&#x27; &quot;now&quot;"
+        );
+        let filler = (0..30).map(|i| format!("<w{i}>")).collect::<Vec<_>>().join(" ");
+        let cut = passage(&terms, &format!("{filler} refund {filler}"));
+        assert!(!cut.contains("<w") && cut.contains("&lt;w"), "a cut passage is escaped too: {cut}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ both_databases!(
     business_search_ranks_best_first_and_pages_the_same_set,
     business_search_ranks_the_newest_messages_when_they_hold_enough,
     business_search_refuses_bad_filters_and_survives_hostile_queries,
+    highlights_escape_the_message_text_around_their_marks,
 );
 
 /// Records a message (nothing is sent) of the client with this phone; answers (message id,
@@ -354,4 +355,25 @@ async fn business_search_refuses_bad_filters_and_survives_hostile_queries(db: Db
     let found = json_of(search(&app, &b, "q=%22quote%22%20*%20(").await, 200).await;
     assert_eq!(hit_ids(&found), std::slice::from_ref(&id));
     assert_eq!(hit_ids(&json_of(search(&app, &b, "q=it%27s%2050%25").await, 200).await), [id]);
+}
+
+/// A highlight is HTML: markup in a message is escaped, in both searches (business and
+/// conversation), in both orders, and only the match is wrapped in `<mark>`.
+async fn highlights_escape_the_message_text_around_their_marks(db: Db) {
+    let app = spawn_app(db).await;
+    let b = app.onboard_simple("lotus", "+14155550100").await;
+    let text = r#"<img src=x onerror="alert('invoice')"> Invoice & <b>refund</b>"#;
+    let (id, conversation, client) = record(&app, &b, "+14155550111", ("SMS", "INBOUND"), text, T0).await;
+    let escaped = "&lt;img src=x onerror=&quot;alert(&#x27;<mark>invoice</mark>&#x27;)&quot;&gt; \
+                   <mark>Invoice</mark> &amp; &lt;b&gt;refund&lt;&#x2F;b&gt;";
+    for order in ["", "&order=RELEVANCE"] {
+        let found = json_of(search(&app, &b, &format!("q=invoice{order}")).await, 200).await;
+        assert_eq!(hit_ids(&found), std::slice::from_ref(&id));
+        assert_eq!(found["hits"][0]["highlight"], escaped, "{found}");
+    }
+    let path =
+        format!("/omega/businesses/{}/clients/{client}/conversations/{conversation}/messages/search?q=invoice", b.id);
+    let found = json_of(app.get(&path, &b.key).await, 200).await;
+    assert_eq!(found["hits"][0]["highlight"], escaped, "{found}");
+    assert_eq!(found["hits"][0]["message"]["content"], text, "the message itself is returned as written");
 }

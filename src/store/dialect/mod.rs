@@ -298,22 +298,6 @@ pub async fn business_matches(conn: &impl ConnectionTrait, probe: &BusinessProbe
     }
 }
 
-/// The highlighted passage of each of the messages `ids` for `terms`: matches wrapped in
-/// `<mark></mark>`.
-pub async fn highlights(
-    conn: &impl ConnectionTrait,
-    terms: &[String],
-    ids: &[i64],
-) -> StoreResult<std::collections::HashMap<i64, String>> {
-    if ids.is_empty() {
-        return Ok(Default::default());
-    }
-    match Dialect::of_conn(conn) {
-        Dialect::Postgres => postgres::highlights(conn, &postgres::tsquery(terms), ids).await,
-        Dialect::Sqlite => sqlite::highlights(conn, terms, ids).await,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use sea_orm::{EntityTrait, QueryFilter, QueryTrait};

@@ -154,21 +154,6 @@ pub(super) fn tsquery(terms: &[String]) -> String {
     terms.iter().map(|t| format!("'{}'", t.replace('\'', "''"))).collect::<Vec<_>>().join(" & ")
 }
 
-/// The highlighted passage of each message in `ids` for the tsquery `query`.
-pub(super) async fn highlights(
-    conn: &impl ConnectionTrait,
-    query: &str,
-    ids: &[i64],
-) -> StoreResult<std::collections::HashMap<i64, String>> {
-    let ids = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-    let sql = format!(
-        "SELECT id, ts_headline('simple', content, to_tsquery('simple', $1), \
-         'StartSel=<mark>, StopSel=</mark>, MaxFragments=1, MaxWords=20, MinWords=5') AS highlight \
-         FROM messages WHERE id IN ({ids})"
-    );
-    search::highlight_rows(conn, Statement::from_sql_and_values(DbBackend::Postgres, sql, [query.into()])).await
-}
-
 /// The keys a message matching every word of `$3` (the words, space-separated) holds in the
 /// conversation-terms GIN (migration 25) for conversation `$1`. Never empty: `@>` an empty
 /// array would match every entry of the index (a word the parser drops, say, leaves none).
@@ -207,17 +192,24 @@ pub(super) async fn conversation_hits(
     )
     .await?;
     let counted = ids.len() as u64;
-    // The page is cut before ts_headline runs.
-    let select = "SELECT page.id, page.rank, ts_headline('simple', page.content, to_tsquery('simple', $2), \
-                  'StartSel=<mark>, StopSel=</mark>, MaxFragments=1, MaxWords=20, MinWords=5') AS highlight \
+    // Each hit's text comes back for its passage (see [`search::passage`]).
+    let select = "SELECT page.id, page.rank, page.content \
                   FROM (SELECT m.id, m.content, m.created_at, ts_rank(m.search, to_tsquery('simple', $2))::float8 AS rank";
     let newest = "ORDER BY m.created_at DESC, m.id DESC";
     let by_age = "ORDER BY page.created_at DESC, page.id DESC";
+    #[derive(FromQueryResult)]
+    struct Hit {
+        id: i64,
+        rank: f64,
+        content: String,
+    }
     let page = |sql: String, values: Vec<sea_orm::Value>| async move {
+        let hits =
+            Hit::find_by_statement(Statement::from_sql_and_values(DbBackend::Postgres, sql, values)).all(conn).await?;
         StoreResult::Ok(
-            HitRow::find_by_statement(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
-                .all(conn)
-                .await?,
+            hits.into_iter()
+                .map(|hit| HitRow { id: hit.id, rank: hit.rank, highlight: search::passage(terms, &hit.content) })
+                .collect::<Vec<_>>(),
         )
     };
     if counted > search::RANKED_MATCHES {

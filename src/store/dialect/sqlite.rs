@@ -105,15 +105,6 @@ pub(super) fn fts_words(terms: &[String]) -> String {
         .join(" AND ")
 }
 
-/// The highlighted passage of each message in `ids` for `terms` (see [`search::passage`]).
-pub(super) async fn highlights(
-    conn: &impl ConnectionTrait,
-    terms: &[String],
-    ids: &[i64],
-) -> StoreResult<std::collections::HashMap<i64, String>> {
-    Ok(docs_by_ids(conn, ids).await?.into_iter().map(|doc| (doc.id, search::passage(terms, &doc.content))).collect())
-}
-
 /// The texts of the messages `ids`, by primary key.
 async fn docs_by_ids(conn: &impl ConnectionTrait, ids: &[i64]) -> StoreResult<Vec<Doc>> {
     if ids.is_empty() {
@@ -185,7 +176,7 @@ pub(super) async fn conversation_hits(
     }
     // More: the newest first.
     let page = ids_where(format!("ORDER BY f.rowid DESC LIMIT {limit} OFFSET {offset}")).await?;
-    let mut highlights = highlights(conn, terms, &page).await?;
+    let mut highlights = search::highlights_for(conn, terms, &page).await?;
     let hits = page
         .into_iter()
         .map(|id| HitRow { id, rank: 0.0, highlight: highlights.remove(&id).unwrap_or_default() })
