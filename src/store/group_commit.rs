@@ -15,7 +15,7 @@
 //! unexpected error, its COMMIT), each write is tried again alone, so every caller gets its own
 //! write's outcome and never a neighbour's error.
 
-use sea_orm::{ActiveModelTrait, DatabaseConnection, DatabaseTransaction, EntityTrait};
+use sea_orm::{DatabaseConnection, DatabaseTransaction, EntityTrait};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
@@ -90,21 +90,17 @@ async fn commit(writer: &DatabaseConnection, mut group: Vec<Write>) {
     }
 }
 
-/// One write in `txn`. The outer `Err` fails the whole transaction; the inner result is this
-/// write's own outcome (`None`: the guard refused; a unique violation: a twin was stored first),
-/// in which case nothing of it was written.
+/// One write in `txn`, one command (see [`dialect::guarded_write`]). The outer `Err` fails the
+/// whole transaction; the inner result is this write's own outcome (`None`: the guard refused; a
+/// unique violation: a twin was stored first), in which case nothing of it was written.
 async fn write_one(
     txn: &DatabaseTransaction,
     write: &GuardedWrite,
 ) -> StoreResult<StoreResult<Option<message::Model>>> {
-    let insert = dialect::guarded_message_insert(write);
-    let message = match message::Entity::find().from_raw_sql(insert).one(txn).await.map_err(StoreError::from) {
-        Ok(Some(message)) => message,
-        Ok(None) => return Ok(Ok(None)),
-        Err(err @ StoreError::UniqueViolation(_)) => return Ok(Err(err)),
-        Err(err) => return Err(err),
-    };
-    write.update.clone().exec(txn).await?;
-    write.event.clone().insert(txn).await?;
-    Ok(Ok(Some(message)))
+    let statement = dialect::guarded_write(write);
+    match message::Entity::find().from_raw_sql(statement).all(txn).await.map_err(StoreError::from) {
+        Ok(mut stored) => Ok(Ok(stored.pop())),
+        Err(err @ StoreError::UniqueViolation(_)) => Ok(Err(err)),
+        Err(err) => Err(err),
+    }
 }

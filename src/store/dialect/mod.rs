@@ -157,11 +157,10 @@ pub async fn insert_into_open_conversation(
     }
 }
 
-/// SQLite: the message of a [`GuardedWrite`], inserted only while its conversation passes the
-/// guard (`INSERT … SELECT … WHERE EXISTS`, returning the row): one statement instead of a
-/// savepoint around a guarded update.
-pub fn guarded_message_insert(write: &GuardedWrite) -> Statement {
-    sqlite::guarded_message_insert(write)
+/// SQLite: a [`GuardedWrite`] as one command (see [`sqlite::guarded_write`]), answering the
+/// message's row when it was written.
+pub fn guarded_write(write: &GuardedWrite) -> Statement {
+    sqlite::guarded_write(write)
 }
 
 /// The columns an ActiveModel sets, with their values, in the entity's column order (quoted).

@@ -247,23 +247,63 @@ pub(super) async fn business_matches(conn: &impl ConnectionTrait, probe: &Busine
     Ok(found)
 }
 
-pub(super) fn guarded_message_insert(write: &super::GuardedWrite) -> Statement {
-    let mut binds = Binds::new(DbBackend::Sqlite);
-    let (columns, values) = super::set_columns(&write.message);
-    let values = values.into_iter().map(|v| binds.push(v)).collect::<Vec<_>>().join(", ");
-    let conversation = binds.push(write.conversation_id);
+/// A [`super::GuardedWrite`] as one command of three statements, so that SQLite's thread runs
+/// them back to back (each command is a round trip to it, two thread wake-ups): the message,
+/// inserted only while its conversation passes the guard (`INSERT … SELECT … WHERE EXISTS`,
+/// returning the row); then the conversation's update and the event, each only if that message
+/// is there (by its new public id). A refused guard thus writes nothing, and a repeated provider
+/// id fails the first statement, which SQLite undoes alone, before the others run (the message
+/// holds the write's only unique columns). The text is the same for every write of the same
+/// shape, so sqlx prepares it once and keeps it. Placeholders are plain `?`: sqlx binds those in
+/// order across the statements of a command.
+pub(super) fn guarded_write(write: &super::GuardedWrite) -> Statement {
+    use sea_orm::{
+        ColumnTrait, QueryFilter, QueryTrait,
+        sea_query::{Expr, Query},
+    };
+    let mut values: Vec<sea_orm::Value> = Vec::new();
+    let mut bind = |value: sea_orm::Value| {
+        values.push(value);
+        "?"
+    };
+    let public_id = write.message.public_id.try_as_ref().cloned().unwrap_or_default();
+    let (columns, row) = super::set_columns(&write.message);
+    let row = row.into_iter().map(&mut bind).collect::<Vec<_>>().join(", ");
+    let conversation = bind(write.conversation_id.into());
     let unless = if write.unless.is_empty() {
         String::new()
     } else {
-        let statuses =
-            write.unless.iter().map(|s| binds.push(sea_orm::ActiveEnum::to_value(s))).collect::<Vec<_>>().join(", ");
-        format!(" AND \"status\" NOT IN ({statuses})")
+        let statuses = write.unless.iter().map(|s| bind(sea_orm::ActiveEnum::to_value(s).into())).collect::<Vec<_>>();
+        format!(" AND \"status\" NOT IN ({})", statuses.join(", "))
     };
-    let returned = super::all_columns::<message::Entity>();
-    let sql = format!(
-        "INSERT INTO \"messages\" ({columns}) SELECT {values} \
+    let insert = format!(
+        "INSERT INTO \"messages\" ({columns}) SELECT {row} \
          WHERE EXISTS (SELECT 1 FROM \"conversations\" WHERE \"id\" = {conversation}{unless}) RETURNING {returned}",
         columns = columns.join(", "),
+        returned = super::all_columns::<message::Entity>(),
     );
-    Statement::from_sql_and_values(DbBackend::Sqlite, sql, binds.values)
+    let stored = |public_id: &str| {
+        Expr::exists(
+            Query::select()
+                .expr(Expr::val(1))
+                .from(message::Entity)
+                .and_where(message::Column::PublicId.eq(public_id))
+                .to_owned(),
+        )
+    };
+    let update = write.update.clone().filter(stored(&public_id)).build(DbBackend::Sqlite);
+    values.extend(update.values.map(|v| v.0).unwrap_or_default());
+    let mut bind = |value: sea_orm::Value| {
+        values.push(value);
+        "?"
+    };
+    let (event_columns, event_row) = super::set_columns(&write.event);
+    let event_row = event_row.into_iter().map(&mut bind).collect::<Vec<_>>().join(", ");
+    let event_public_id = bind(public_id.into());
+    let event = format!(
+        "INSERT INTO \"conversation_events\" ({columns}) SELECT {event_row} \
+         WHERE EXISTS (SELECT 1 FROM \"messages\" WHERE \"public_id\" = {event_public_id})",
+        columns = event_columns.join(", "),
+    );
+    Statement::from_sql_and_values(DbBackend::Sqlite, format!("{insert}; {}; {event}", update.sql), values)
 }
