@@ -15,12 +15,12 @@
 //! unexpected error, its COMMIT), each write is tried again alone, so every caller gets its own
 //! write's outcome and never a neighbour's error.
 
-use sea_orm::{DatabaseConnection, DatabaseTransaction, EntityTrait};
+use sea_orm::{DatabaseConnection, DatabaseTransaction, EntityTrait, FromQueryResult};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
     StoreError, StoreResult,
-    dialect::{self, GuardedWrite},
+    dialect::{self, GuardedWrite, WriteTarget},
     entity::message,
 };
 
@@ -51,21 +51,8 @@ pub(super) fn start(writer: DatabaseConnection) -> mpsc::UnboundedSender<Write> 
     tx
 }
 
-async fn commit(writer: &DatabaseConnection, mut group: Vec<Write>) {
-    // In conversation order (a conversation's own writes keep theirs): the conversation-keyed
-    // search index (migration 24) then receives ascending keys, which FTS5 appends to one
-    // pending segment; a key below the last one makes it write out what it holds first.
-    group.sort_by_key(|w| w.write.conversation_id);
-    let attempt = async {
-        let txn = super::begin_immediate(writer).await?;
-        let mut outcomes = Vec::with_capacity(group.len());
-        for write in &group {
-            outcomes.push(write_one(&txn, &write.write).await?);
-        }
-        txn.commit().await?;
-        StoreResult::Ok(outcomes)
-    };
-    match attempt.await {
+async fn commit(writer: &DatabaseConnection, group: Vec<Write>) {
+    match write_group(writer, &group).await {
         Ok(outcomes) => {
             for (write, outcome) in group.into_iter().zip(outcomes) {
                 let _ = write.reply.send(outcome);
@@ -75,29 +62,87 @@ async fn commit(writer: &DatabaseConnection, mut group: Vec<Write>) {
             if group.len() > 1 {
                 tracing::warn!(error = %err, writes = group.len(), "group commit failed; writing each alone");
             }
-            for Write { write, reply } in group {
-                let outcome = async {
-                    let txn = super::begin_immediate(writer).await?;
-                    let outcome = write_one(&txn, &write).await?;
-                    txn.commit().await?;
-                    Ok(outcome)
-                }
-                .await
-                .and_then(|outcome| outcome);
-                let _ = reply.send(outcome);
+            for write in group {
+                let outcome = write_group(writer, std::slice::from_ref(&write))
+                    .await
+                    .and_then(|mut outcomes| outcomes.pop().unwrap_or(Ok(None)));
+                let _ = write.reply.send(outcome);
             }
         }
     }
 }
 
-/// One write in `txn`, one command (see [`dialect::guarded_write`]). The outer `Err` fails the
-/// whole transaction; the inner result is this write's own outcome (`None`: the guard refused; a
-/// unique violation: a twin was stored first), in which case nothing of it was written.
+/// The writes of `group` in one transaction, and each one's own outcome, in the group's order.
+async fn write_group(
+    writer: &DatabaseConnection,
+    group: &[Write],
+) -> StoreResult<Vec<StoreResult<Option<message::Model>>>> {
+    let txn = super::begin_immediate(writer).await?;
+    let found = conversations_of(&txn, group).await?;
+    // In conversation order (a conversation's own writes keep theirs): the conversation-keyed
+    // search index (migration 24) then receives ascending keys, which FTS5 appends to one
+    // pending segment; a key below the last one makes it write out what it holds first.
+    let mut order: Vec<usize> = (0..group.len()).collect();
+    order.sort_by_key(|&i| found[i].map(|(conversation_id, _)| conversation_id));
+    let mut outcomes: Vec<StoreResult<Option<message::Model>>> = group.iter().map(|_| Ok(None)).collect();
+    for i in order {
+        // A client without a conversation (or none at all) writes nothing: the caller's own
+        // transaction makes them.
+        if let Some(target) = found[i] {
+            outcomes[i] = write_one(&txn, &group[i].write, target).await?;
+        }
+    }
+    txn.commit().await?;
+    Ok(outcomes)
+}
+
+/// The (conversation, client) each write goes to, found in `txn`: a write named by its
+/// client's identity is looked up with the rest of the group's in one statement, on the writer
+/// (whose page cache every commit leaves warm, where a reader's is dropped by each one).
+async fn conversations_of(txn: &DatabaseTransaction, group: &[Write]) -> StoreResult<Vec<Option<(i64, i64)>>> {
+    #[derive(FromQueryResult)]
+    struct Found {
+        at: i64,
+        client_id: i64,
+        conversation_id: i64,
+    }
+    let mut named = Vec::new();
+    let mut clients = Vec::new();
+    for (i, write) in group.iter().enumerate() {
+        if let WriteTarget::Client { identity, value } = &write.write.target {
+            let business_id = write.write.message.business_id.try_as_ref().copied().unwrap_or_default();
+            named.push(i);
+            clients.push((business_id, *identity, value.as_str()));
+        }
+    }
+    let mut found: Vec<Option<(i64, i64)>> = group
+        .iter()
+        .map(|write| match write.write.target {
+            WriteTarget::Conversation(id) => Some((id, write.write.message.client_id.try_as_ref().copied()?)),
+            WriteTarget::Client { .. } => None,
+        })
+        .collect();
+    if !clients.is_empty() {
+        let statement = dialect::clients_conversations_statement(&clients);
+        for row in Found::find_by_statement(statement).all(txn).await? {
+            if let Some(&i) = usize::try_from(row.at).ok().and_then(|at| named.get(at)) {
+                found[i] = Some((row.conversation_id, row.client_id));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// One write in `txn` to its (conversation, client), one command (see
+/// [`dialect::guarded_write`]). The outer `Err` fails the whole transaction; the inner result
+/// is this write's own outcome (`None`: the guard refused; a unique violation: a twin was stored
+/// first), in which case nothing of it was written.
 async fn write_one(
     txn: &DatabaseTransaction,
     write: &GuardedWrite,
+    target: (i64, i64),
 ) -> StoreResult<StoreResult<Option<message::Model>>> {
-    let statement = dialect::guarded_write(write);
+    let statement = dialect::guarded_write(write, target);
     match message::Entity::find().from_raw_sql(statement).all(txn).await.map_err(StoreError::from) {
         Ok(mut stored) => Ok(Ok(stored.pop())),
         Err(err @ StoreError::UniqueViolation(_)) => Ok(Err(err)),

@@ -339,7 +339,7 @@ pub async fn insert_into_conversation_unless(
 ) -> StoreResult<Option<message::Model>> {
     let write = dialect::GuardedWrite {
         update: note.update(),
-        conversation_id: note.conversation_id,
+        target: dialect::WriteTarget::Conversation(note.conversation_id),
         unless: unless.to_vec(),
         message: completed(new, now),
         event: event.row(now),
@@ -367,45 +367,33 @@ impl<'a> UniqueIdentity<'a> {
 /// [`insert_into_conversation_unless`] into the conversation of the business's client with
 /// `identity`, whichever it is: the message's, the note's and the event's conversation and
 /// client are filled in from the one found. `None`, having written nothing, when the client or
-/// its conversation does not exist or the guard refuses. On PostgreSQL the write's own
-/// statement finds the conversation (the update names it by its client), so the common ingest
-/// is one round trip with no read before it; SQLite reads it first, in process.
+/// its conversation does not exist or the guard refuses. Nothing is read before the write: on
+/// PostgreSQL the write's own statement finds the conversation (the update names it by its
+/// client), so the common ingest is one round trip; on SQLite the group committer finds the
+/// conversations of its whole group in one statement, in its transaction.
 pub async fn insert_for_client_unless(
     store: &super::Store,
     identity: UniqueIdentity<'_>,
-    mut new: message::ActiveModel,
+    new: message::ActiveModel,
     note: &super::conversations::MessageNote<'_>,
     unless: &[ConversationStatus],
-    mut event: super::events::NewEvent<'_>,
+    event: super::events::NewEvent<'_>,
     now: DateTime<Utc>,
 ) -> StoreResult<Option<message::Model>> {
     use super::entity::client;
     let business_id = event.business_id;
-    let (column, value) = match identity {
+    let (identity, value) = match identity {
         UniqueIdentity::Phone(phone) => (client::Column::PhoneE164, phone),
         UniqueIdentity::Email(email) => (client::Column::Email, email),
     };
-    if dialect::Dialect::of_conn(store.connection()) == dialect::Dialect::Postgres {
-        let write = dialect::GuardedWrite {
-            update: note.update_for_client(business_id, column, value),
-            conversation_id: note.conversation_id,
-            unless: unless.to_vec(),
-            message: completed(new, now),
-            event: event.row(now),
-        };
-        return dialect::insert_into_open_conversation(store, write).await;
-    }
-    let (phone, email) = identity.addresses();
-    let found =
-        super::directory::clients_with_conversation(store.keyed(), business_id, None, None, phone, email).await?;
-    let Some((client, Some(conversation))) = found.into_iter().next() else {
-        return Ok(None);
+    let write = dialect::GuardedWrite {
+        update: note.update_for_client(business_id, identity, value),
+        target: dialect::WriteTarget::Client { identity, value: value.to_owned() },
+        unless: unless.to_vec(),
+        message: completed(new, now),
+        event: event.row(now),
     };
-    new.conversation_id = Set(conversation.id);
-    new.client_id = Set(client.id);
-    event.conversation_id = Some(conversation.id);
-    let note = super::conversations::MessageNote { conversation_id: conversation.id, ..*note };
-    insert_into_conversation_unless(store, new, &note, unless, event, now).await
+    dialect::insert_into_open_conversation(store, write).await
 }
 
 #[derive(Default)]

@@ -119,6 +119,7 @@ store_test_suite!(
     appended_events_read_back_in_order,
     messages_into_a_conversation_commit_alone_or_refused_alone,
     a_message_finds_its_conversation_by_the_clients_phone_within_its_business,
+    concurrent_messages_by_phone_each_find_their_own_clients_conversation,
 );
 
 // ---- fixtures ----
@@ -833,6 +834,55 @@ async fn a_message_finds_its_conversation_by_the_clients_phone_within_its_busine
     assert!(write(ours.business.id, PHONE).await.is_none(), "the guard refuses a resolved conversation");
     assert_eq!(messages_in(store, ours.conversation.id).await.len(), 1);
     assert_eq!(received_events_in(store, ours.conversation.id).await.len(), 1);
+}
+
+/// Many writes by phone at once (on SQLite, grouped: their conversations are found together in
+/// one statement): each lands in the conversation of its own business's client, two businesses
+/// sharing a phone included, and a phone no client has writes nothing.
+async fn concurrent_messages_by_phone_each_find_their_own_clients_conversation(store: &Store) {
+    const SHARED: &str = "+14155550100";
+    let inboxes = [
+        inbox_with_phone(store, "Ada", Some(SHARED)).await,
+        inbox_with_phone(store, "Eve", Some(SHARED)).await,
+        inbox_with_phone(store, "Grace", Some("+14155550102")).await,
+    ];
+    let write = |business_id: i64, phone: String| {
+        let store = store.clone();
+        async move {
+            let at = now();
+            let (mut new, note, event) = inbound_hello(business_id, 0, 0, at);
+            new.from_address = Set(Some(phone.clone()));
+            let unless = [ConversationStatus::Resolved, ConversationStatus::Snoozed];
+            let identity = messages::UniqueIdentity::Phone(&phone);
+            messages::insert_for_client_unless(&store, identity, new, &note, &unless, event, at).await.expect("write")
+        }
+    };
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let (business_id, phone) = match i % 4 {
+            3 => (inboxes[0].business.id, "+14155550199".to_owned()),
+            n => (inboxes[n].business.id, inboxes[n].client.phone_e164.clone().expect("a phone")),
+        };
+        tasks.push((i % 4, tokio::spawn(write(business_id, phone))));
+    }
+    for (n, task) in tasks {
+        let stored = task.await.expect("task");
+        match inboxes.get(n) {
+            Some(inbox) => {
+                let stored = stored.expect("stored");
+                assert_eq!(
+                    (stored.business_id, stored.conversation_id, stored.client_id),
+                    (inbox.business.id, inbox.conversation.id, inbox.client.id)
+                );
+            }
+            None => assert!(stored.is_none(), "a phone no client has"),
+        }
+    }
+    for inbox in &inboxes {
+        assert_eq!(messages_in(store, inbox.conversation.id).await.len(), 10);
+        assert_eq!(received_events_in(store, inbox.conversation.id).await.len(), 10);
+        assert_eq!(conversation_row(store, inbox.conversation.id).await.unread_count, 10);
+    }
 }
 
 /// Both PostgreSQL pools run without JIT compilation; only the shared one plans every call for

@@ -138,10 +138,20 @@ pub fn announce_statement(channel: &str, payloads: String) -> Statement {
 pub struct GuardedWrite {
     /// The conversation's update for the message, without the guard.
     pub update: sea_orm::UpdateMany<super::entity::conversation::Entity>,
-    pub conversation_id: i64,
+    pub target: WriteTarget,
     pub unless: Vec<super::entity::enums::ConversationStatus>,
     pub message: super::entity::message::ActiveModel,
     pub event: super::entity::conversation_event::ActiveModel,
+}
+
+/// The conversation a [`GuardedWrite`] goes to.
+#[derive(Clone, Debug)]
+pub enum WriteTarget {
+    /// This conversation (its client is the message's).
+    Conversation(i64),
+    /// The conversation of the business's client whose unique identity column holds this value
+    /// (the business is the event's); found by the write, not read before it.
+    Client { identity: super::entity::client::Column, value: String },
 }
 
 /// Writes a [`GuardedWrite`] all or nothing; `None` (nothing written) when the guard refuses.
@@ -157,10 +167,17 @@ pub async fn insert_into_open_conversation(
     }
 }
 
-/// SQLite: a [`GuardedWrite`] as one command (see [`sqlite::guarded_write`]), answering the
-/// message's row when it was written.
-pub fn guarded_write(write: &GuardedWrite) -> Statement {
-    sqlite::guarded_write(write)
+/// SQLite: a [`GuardedWrite`] to the conversation and client found for it (its target), as one
+/// command (see [`sqlite::guarded_write`]), answering the message's row when it was written.
+pub fn guarded_write(write: &GuardedWrite, conversation_and_client: (i64, i64)) -> Statement {
+    sqlite::guarded_write(write, conversation_and_client)
+}
+
+/// SQLite: the client and conversation of each business's client named by a unique identity,
+/// `clients` being (business, identity column, value): rows of `at` (the position in
+/// `clients`), `client_id` and `conversation_id`, one statement for a group of writes.
+pub fn clients_conversations_statement(clients: &[(i64, super::entity::client::Column, &str)]) -> Statement {
+    sqlite::clients_conversations(clients)
 }
 
 /// The columns an ActiveModel sets, with their values, in the entity's column order (quoted).

@@ -256,7 +256,7 @@ pub(super) async fn business_matches(conn: &impl ConnectionTrait, probe: &Busine
 /// holds the write's only unique columns). The text is the same for every write of the same
 /// shape, so sqlx prepares it once and keeps it. Placeholders are plain `?`: sqlx binds those in
 /// order across the statements of a command.
-pub(super) fn guarded_write(write: &super::GuardedWrite) -> Statement {
+pub(super) fn guarded_write(write: &super::GuardedWrite, (conversation_id, client_id): (i64, i64)) -> Statement {
     use sea_orm::{
         ColumnTrait, QueryFilter, QueryTrait,
         sea_query::{Expr, Query},
@@ -267,9 +267,12 @@ pub(super) fn guarded_write(write: &super::GuardedWrite) -> Statement {
         "?"
     };
     let public_id = write.message.public_id.try_as_ref().cloned().unwrap_or_default();
-    let (columns, row) = super::set_columns(&write.message);
+    let mut message = write.message.clone();
+    message.conversation_id = Set(conversation_id);
+    message.client_id = Set(client_id);
+    let (columns, row) = super::set_columns(&message);
     let row = row.into_iter().map(&mut bind).collect::<Vec<_>>().join(", ");
-    let conversation = bind(write.conversation_id.into());
+    let conversation = bind(conversation_id.into());
     let unless = if write.unless.is_empty() {
         String::new()
     } else {
@@ -297,7 +300,9 @@ pub(super) fn guarded_write(write: &super::GuardedWrite) -> Statement {
         values.push(value);
         "?"
     };
-    let (event_columns, event_row) = super::set_columns(&write.event);
+    let mut event = write.event.clone();
+    event.conversation_id = Set(Some(conversation_id));
+    let (event_columns, event_row) = super::set_columns(&event);
     let event_row = event_row.into_iter().map(&mut bind).collect::<Vec<_>>().join(", ");
     let event_public_id = bind(public_id.into());
     let event = format!(
@@ -306,4 +311,28 @@ pub(super) fn guarded_write(write: &super::GuardedWrite) -> Statement {
         columns = event_columns.join(", "),
     );
     Statement::from_sql_and_values(DbBackend::Sqlite, format!("{insert}; {}; {event}", update.sql), values)
+}
+
+/// See [`super::clients_conversations_statement`]: answers `at` (the client's position in
+/// `clients`), `client_id` and `conversation_id` for each client found with its conversation,
+/// each through the clients' unique (business, identity) index.
+pub(super) fn clients_conversations(clients: &[(i64, crate::store::entity::client::Column, &str)]) -> Statement {
+    use sea_orm::IdenStatic;
+    let mut binds = Binds::new(DbBackend::Sqlite);
+    let sql = clients
+        .iter()
+        .enumerate()
+        .map(|(at, (business_id, identity, value))| {
+            format!(
+                "SELECT {at} AS at, cl.\"id\" AS client_id, c.\"id\" AS conversation_id FROM \"clients\" cl \
+                 JOIN \"conversations\" c ON c.\"business_id\" = cl.\"business_id\" AND c.\"client_id\" = cl.\"id\" \
+                 WHERE cl.\"business_id\" = {} AND cl.\"{}\" = {}",
+                binds.push(*business_id),
+                identity.as_str(),
+                binds.push(*value)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    Statement::from_sql_and_values(DbBackend::Sqlite, sql, binds.values)
 }
