@@ -316,6 +316,10 @@ pub async fn insert_message(
 
 /// What [`insert_message`] fills in.
 fn completed(mut new: message::ActiveModel, now: DateTime<Utc>) -> message::ActiveModel {
+    // SQLite's guarded write finds the message it just stored by its public id.
+    if new.public_id.is_not_set() {
+        new.public_id = Set(uuid::Uuid::now_v7().to_string());
+    }
     if new.created_at.is_not_set() {
         new.created_at = Set(now);
     }
