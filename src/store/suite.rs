@@ -786,6 +786,17 @@ async fn messages_into_a_conversation_commit_alone_or_refused_alone(store: &Stor
     assert_eq!((untouched.unread_count, untouched.status), (0, ConversationStatus::Resolved));
 }
 
+/// An inbound "hello" from `phone` to the business, written by the one-step write that finds
+/// the client and conversation itself (the caller knows neither); `None` when it wrote nothing.
+async fn inbound_by_phone(store: Store, business_id: i64, phone: String) -> Option<message::Model> {
+    let at = now();
+    let (mut new, note, event) = inbound_hello(business_id, 0, 0, at);
+    new.from_address = Set(Some(phone.clone()));
+    let unless = [ConversationStatus::Resolved, ConversationStatus::Snoozed];
+    let identity = messages::UniqueIdentity::Phone(&phone);
+    messages::insert_for_client_unless(&store, identity, new, &note, &unless, event, at).await.expect("write")
+}
+
 /// The one-step write that finds its conversation by the client's phone (in the statement
 /// itself on PostgreSQL): it writes to the named business's client only, never to another
 /// business's client with the same phone; an unknown phone and a resolved conversation write
@@ -794,18 +805,7 @@ async fn a_message_finds_its_conversation_by_the_clients_phone_within_its_busine
     const PHONE: &str = "+14155550100";
     let ours = inbox_with_phone(store, "Ada", Some(PHONE)).await;
     let theirs = inbox_with_phone(store, "Eve", Some(PHONE)).await;
-    let write = |business_id: i64, phone: &'static str| {
-        let store = store.clone();
-        async move {
-            let at = now();
-            // The conversation and client are unknown to the caller: the write finds them.
-            let (mut new, note, event) = inbound_hello(business_id, 0, 0, at);
-            new.from_address = Set(Some(phone.to_owned()));
-            let unless = [ConversationStatus::Resolved, ConversationStatus::Snoozed];
-            let identity = messages::UniqueIdentity::Phone(phone);
-            messages::insert_for_client_unless(&store, identity, new, &note, &unless, event, at).await.expect("write")
-        }
-    };
+    let write = |business_id: i64, phone: &'static str| inbound_by_phone(store.clone(), business_id, phone.to_owned());
     let stored = write(ours.business.id, PHONE).await.expect("stored");
     assert_eq!(
         (stored.business_id, stored.conversation_id, stored.client_id),
@@ -846,24 +846,13 @@ async fn concurrent_messages_by_phone_each_find_their_own_clients_conversation(s
         inbox_with_phone(store, "Eve", Some(SHARED)).await,
         inbox_with_phone(store, "Grace", Some("+14155550102")).await,
     ];
-    let write = |business_id: i64, phone: String| {
-        let store = store.clone();
-        async move {
-            let at = now();
-            let (mut new, note, event) = inbound_hello(business_id, 0, 0, at);
-            new.from_address = Set(Some(phone.clone()));
-            let unless = [ConversationStatus::Resolved, ConversationStatus::Snoozed];
-            let identity = messages::UniqueIdentity::Phone(&phone);
-            messages::insert_for_client_unless(&store, identity, new, &note, &unless, event, at).await.expect("write")
-        }
-    };
     let mut tasks = Vec::new();
     for i in 0..40 {
         let (business_id, phone) = match i % 4 {
             3 => (inboxes[0].business.id, "+14155550199".to_owned()),
             n => (inboxes[n].business.id, inboxes[n].client.phone_e164.clone().expect("a phone")),
         };
-        tasks.push((i % 4, tokio::spawn(write(business_id, phone))));
+        tasks.push((i % 4, tokio::spawn(inbound_by_phone(store.clone(), business_id, phone))));
     }
     for (n, task) in tasks {
         let stored = task.await.expect("task");
