@@ -96,24 +96,16 @@ async fn write_group(
     Ok(outcomes)
 }
 
-/// The (conversation, client) each write goes to, found in `txn`: a write named by its
-/// client's identity is looked up with the rest of the group's in one statement, on the writer
+/// The (conversation, client) each write goes to, found in `txn`: writes named by their
+/// client's identity are looked up together, one statement per kind of identity, on the writer
 /// (whose page cache every commit leaves warm, where a reader's is dropped by each one).
 async fn conversations_of(txn: &DatabaseTransaction, group: &[Write]) -> StoreResult<Vec<Option<(i64, i64)>>> {
+    use super::entity::client;
     #[derive(FromQueryResult)]
     struct Found {
         at: i64,
         client_id: i64,
         conversation_id: i64,
-    }
-    let mut named = Vec::new();
-    let mut clients = Vec::new();
-    for (i, write) in group.iter().enumerate() {
-        if let WriteTarget::Client { identity, value } = &write.write.target {
-            let business_id = write.write.message.business_id.try_as_ref().copied().unwrap_or_default();
-            named.push(i);
-            clients.push((business_id, *identity, value.as_str()));
-        }
     }
     let mut found: Vec<Option<(i64, i64)>> = group
         .iter()
@@ -122,10 +114,28 @@ async fn conversations_of(txn: &DatabaseTransaction, group: &[Write]) -> StoreRe
             WriteTarget::Client { .. } => None,
         })
         .collect();
-    if !clients.is_empty() {
-        let statement = dialect::clients_conversations_statement(&clients);
+    for kind in [client::Column::PhoneE164, client::Column::Email] {
+        // (the write's position in the group, its business, the identity's value)
+        let named: Vec<(usize, i64, &str)> = group
+            .iter()
+            .enumerate()
+            .filter_map(|(i, write)| match &write.write.target {
+                WriteTarget::Client { identity, value }
+                    if std::mem::discriminant(identity) == std::mem::discriminant(&kind) =>
+                {
+                    let business_id = write.write.message.business_id.try_as_ref().copied().unwrap_or_default();
+                    Some((i, business_id, value.as_str()))
+                }
+                _ => None,
+            })
+            .collect();
+        if named.is_empty() {
+            continue;
+        }
+        let clients: Vec<(i64, &str)> = named.iter().map(|&(_, business_id, value)| (business_id, value)).collect();
+        let statement = dialect::clients_conversations_statement(kind, &clients);
         for row in Found::find_by_statement(statement).all(txn).await? {
-            if let Some(&i) = usize::try_from(row.at).ok().and_then(|at| named.get(at)) {
+            if let Some(&(i, _, _)) = usize::try_from(row.at).ok().and_then(|at| named.get(at)) {
                 found[i] = Some((row.conversation_id, row.client_id));
             }
         }

@@ -119,7 +119,7 @@ store_test_suite!(
     appended_events_read_back_in_order,
     messages_into_a_conversation_commit_alone_or_refused_alone,
     a_message_finds_its_conversation_by_the_clients_phone_within_its_business,
-    concurrent_messages_by_phone_each_find_their_own_clients_conversation,
+    concurrent_messages_by_phone_or_email_each_find_their_own_clients_conversation,
 );
 
 // ---- fixtures ----
@@ -786,14 +786,18 @@ async fn messages_into_a_conversation_commit_alone_or_refused_alone(store: &Stor
     assert_eq!((untouched.unread_count, untouched.status), (0, ConversationStatus::Resolved));
 }
 
-/// An inbound "hello" from `phone` to the business, written by the one-step write that finds
-/// the client and conversation itself (the caller knows neither); `None` when it wrote nothing.
-async fn inbound_by_phone(store: Store, business_id: i64, phone: String) -> Option<message::Model> {
+/// An inbound "hello" from `address` (an email address if it holds `@`, else a phone) to the
+/// business, written by the one-step write that finds the client and conversation itself (the
+/// caller knows neither); `None` when it wrote nothing.
+async fn inbound_by(store: Store, business_id: i64, address: String) -> Option<message::Model> {
     let at = now();
     let (mut new, note, event) = inbound_hello(business_id, 0, 0, at);
-    new.from_address = Set(Some(phone.clone()));
+    new.from_address = Set(Some(address.clone()));
     let unless = [ConversationStatus::Resolved, ConversationStatus::Snoozed];
-    let identity = messages::UniqueIdentity::Phone(&phone);
+    let identity = match address.contains('@') {
+        true => messages::UniqueIdentity::Email(&address),
+        false => messages::UniqueIdentity::Phone(&address),
+    };
     messages::insert_for_client_unless(&store, identity, new, &note, &unless, event, at).await.expect("write")
 }
 
@@ -805,7 +809,7 @@ async fn a_message_finds_its_conversation_by_the_clients_phone_within_its_busine
     const PHONE: &str = "+14155550100";
     let ours = inbox_with_phone(store, "Ada", Some(PHONE)).await;
     let theirs = inbox_with_phone(store, "Eve", Some(PHONE)).await;
-    let write = |business_id: i64, phone: &'static str| inbound_by_phone(store.clone(), business_id, phone.to_owned());
+    let write = |business_id: i64, phone: &'static str| inbound_by(store.clone(), business_id, phone.to_owned());
     let stored = write(ours.business.id, PHONE).await.expect("stored");
     assert_eq!(
         (stored.business_id, stored.conversation_id, stored.client_id),
@@ -836,27 +840,46 @@ async fn a_message_finds_its_conversation_by_the_clients_phone_within_its_busine
     assert_eq!(received_events_in(store, ours.conversation.id).await.len(), 1);
 }
 
-/// Many writes by phone at once (on SQLite, grouped: their conversations are found together in
-/// one statement): each lands in the conversation of its own business's client, two businesses
-/// sharing a phone included, and a phone no client has writes nothing.
-async fn concurrent_messages_by_phone_each_find_their_own_clients_conversation(store: &Store) {
-    const SHARED: &str = "+14155550100";
+/// Many writes by phone or email at once (on SQLite, grouped: their conversations are found
+/// together, one statement per kind of address): each lands in the conversation of its own
+/// business's client, two businesses sharing a phone and an email included, and an address no
+/// client has writes nothing.
+async fn concurrent_messages_by_phone_or_email_each_find_their_own_clients_conversation(store: &Store) {
+    const PHONE: &str = "+14155550100";
+    const EMAIL: &str = "shared@clients.example";
     let inboxes = [
-        inbox_with_phone(store, "Ada", Some(SHARED)).await,
-        inbox_with_phone(store, "Eve", Some(SHARED)).await,
+        inbox_with_phone(store, "Ada", Some(PHONE)).await,
+        inbox_with_phone(store, "Eve", Some(PHONE)).await,
         inbox_with_phone(store, "Grace", Some("+14155550102")).await,
+    ];
+    for (inbox, email) in inboxes.iter().zip([EMAIL, EMAIL, "grace@clients.example"]) {
+        client::Entity::update_many()
+            .col_expr(client::Column::Email, sea_orm::sea_query::Expr::value(email))
+            .filter(client::Column::Id.eq(inbox.client.id))
+            .exec(store.writer())
+            .await
+            .expect("an email");
+    }
+    // (the inbox written to, or none; the address)
+    let targets = [
+        (Some(0), PHONE),
+        (Some(1), PHONE),
+        (Some(2), "+14155550102"),
+        (None, "+14155550199"),
+        (Some(0), EMAIL),
+        (Some(1), EMAIL),
+        (Some(2), "grace@clients.example"),
+        (None, "nobody@clients.example"),
     ];
     let mut tasks = Vec::new();
     for i in 0..40 {
-        let (business_id, phone) = match i % 4 {
-            3 => (inboxes[0].business.id, "+14155550199".to_owned()),
-            n => (inboxes[n].business.id, inboxes[n].client.phone_e164.clone().expect("a phone")),
-        };
-        tasks.push((i % 4, tokio::spawn(inbound_by_phone(store.clone(), business_id, phone))));
+        let (inbox, address) = targets[i % targets.len()];
+        let business_id = inboxes[inbox.unwrap_or(0)].business.id;
+        tasks.push((inbox, tokio::spawn(inbound_by(store.clone(), business_id, address.to_owned()))));
     }
-    for (n, task) in tasks {
+    for (inbox, task) in tasks {
         let stored = task.await.expect("task");
-        match inboxes.get(n) {
+        match inbox.map(|n| &inboxes[n]) {
             Some(inbox) => {
                 let stored = stored.expect("stored");
                 assert_eq!(
@@ -864,7 +887,7 @@ async fn concurrent_messages_by_phone_each_find_their_own_clients_conversation(s
                     (inbox.business.id, inbox.conversation.id, inbox.client.id)
                 );
             }
-            None => assert!(stored.is_none(), "a phone no client has"),
+            None => assert!(stored.is_none(), "an address no client has"),
         }
     }
     for inbox in &inboxes {

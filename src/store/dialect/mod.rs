@@ -173,11 +173,11 @@ pub fn guarded_write(write: &GuardedWrite, conversation_and_client: (i64, i64)) 
     sqlite::guarded_write(write, conversation_and_client)
 }
 
-/// SQLite: the client and conversation of each business's client named by a unique identity,
-/// `clients` being (business, identity column, value): rows of `at` (the position in
-/// `clients`), `client_id` and `conversation_id`, one statement for a group of writes.
-pub fn clients_conversations_statement(clients: &[(i64, super::entity::client::Column, &str)]) -> Statement {
-    sqlite::clients_conversations(clients)
+/// SQLite: the client and conversation of each business's client named by its `identity`
+/// column (a unique one), `clients` being (business, value): rows of `at` (the position in
+/// `clients`), `client_id` and `conversation_id`; one statement for a group of writes.
+pub fn clients_conversations_statement(identity: super::entity::client::Column, clients: &[(i64, &str)]) -> Statement {
+    sqlite::clients_conversations(identity, clients)
 }
 
 /// The columns an ActiveModel sets, with their values, in the entity's column order (quoted).

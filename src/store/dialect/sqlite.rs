@@ -313,26 +313,25 @@ pub(super) fn guarded_write(write: &super::GuardedWrite, (conversation_id, clien
     Statement::from_sql_and_values(DbBackend::Sqlite, format!("{insert}; {}; {event}", update.sql), values)
 }
 
-/// See [`super::clients_conversations_statement`]: answers `at` (the client's position in
-/// `clients`), `client_id` and `conversation_id` for each client found with its conversation,
-/// each through the clients' unique (business, identity) index.
-pub(super) fn clients_conversations(clients: &[(i64, crate::store::entity::client::Column, &str)]) -> Statement {
+/// See [`super::clients_conversations_statement`]. The clients go as one JSON array bound to one
+/// placeholder, so the statement's text is the same for any number of them (sqlx prepares it
+/// once; a text per group size would crowd its statement cache). The array drives the join
+/// (`CROSS JOIN` keeps it outermost), each client found through the unique (business,
+/// identity) index.
+pub(super) fn clients_conversations(
+    identity: crate::store::entity::client::Column,
+    clients: &[(i64, &str)],
+) -> Statement {
     use sea_orm::IdenStatic;
-    let mut binds = Binds::new(DbBackend::Sqlite);
-    let sql = clients
-        .iter()
-        .enumerate()
-        .map(|(at, (business_id, identity, value))| {
-            format!(
-                "SELECT {at} AS at, cl.\"id\" AS client_id, c.\"id\" AS conversation_id FROM \"clients\" cl \
-                 JOIN \"conversations\" c ON c.\"business_id\" = cl.\"business_id\" AND c.\"client_id\" = cl.\"id\" \
-                 WHERE cl.\"business_id\" = {} AND cl.\"{}\" = {}",
-                binds.push(*business_id),
-                identity.as_str(),
-                binds.push(*value)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ");
-    Statement::from_sql_and_values(DbBackend::Sqlite, sql, binds.values)
+    let array = serde_json::Value::from(
+        clients.iter().map(|(business_id, value)| serde_json::json!([business_id, value])).collect::<Vec<_>>(),
+    );
+    let sql = format!(
+        "SELECT j.\"key\" AS at, cl.\"id\" AS client_id, c.\"id\" AS conversation_id FROM json_each(?1) j \
+         CROSS JOIN \"clients\" cl ON cl.\"business_id\" = json_extract(j.\"value\", '$[0]') \
+         AND cl.\"{identity}\" = json_extract(j.\"value\", '$[1]') \
+         JOIN \"conversations\" c ON c.\"business_id\" = cl.\"business_id\" AND c.\"client_id\" = cl.\"id\"",
+        identity = identity.as_str(),
+    );
+    Statement::from_sql_and_values(DbBackend::Sqlite, sql, [array.to_string().into()])
 }
