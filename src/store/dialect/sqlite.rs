@@ -257,27 +257,33 @@ pub(super) async fn business_matches(conn: &impl ConnectionTrait, probe: &Busine
 /// shape, so sqlx prepares it once and keeps it. Placeholders are plain `?`: sqlx binds those in
 /// order across the statements of a command.
 pub(super) fn guarded_write(write: &super::GuardedWrite, (conversation_id, client_id): (i64, i64)) -> Statement {
-    use sea_orm::{
-        ColumnTrait, QueryFilter, QueryTrait,
-        sea_query::{Expr, Query},
-    };
-    let mut values: Vec<sea_orm::Value> = Vec::new();
-    let mut bind = |value: sea_orm::Value| {
-        values.push(value);
-        "?"
-    };
+    use sea_orm::{QueryFilter, QueryTrait, sea_query::Expr};
+    /// What the update and the event each require: the message this write stored.
+    const STORED: &str = "EXISTS (SELECT 1 FROM \"messages\" WHERE \"public_id\" = ?)";
+    /// Appends `bound` to `values`, answering their placeholders.
+    fn bind(values: &mut Vec<sea_orm::Value>, bound: impl IntoIterator<Item = sea_orm::Value>) -> String {
+        bound
+            .into_iter()
+            .map(|value| {
+                values.push(value);
+                "?"
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+    let mut values = Vec::new();
     let public_id = write.message.public_id.try_as_ref().cloned().unwrap_or_default();
     let mut message = write.message.clone();
     message.conversation_id = Set(conversation_id);
     message.client_id = Set(client_id);
     let (columns, row) = super::set_columns(&message);
-    let row = row.into_iter().map(&mut bind).collect::<Vec<_>>().join(", ");
-    let conversation = bind(conversation_id.into());
+    let row = bind(&mut values, row);
+    let conversation = bind(&mut values, [conversation_id.into()]);
     let unless = if write.unless.is_empty() {
         String::new()
     } else {
-        let statuses = write.unless.iter().map(|s| bind(sea_orm::ActiveEnum::to_value(s).into())).collect::<Vec<_>>();
-        format!(" AND \"status\" NOT IN ({})", statuses.join(", "))
+        let statuses = bind(&mut values, write.unless.iter().map(|s| sea_orm::ActiveEnum::to_value(s).into()));
+        format!(" AND \"status\" NOT IN ({statuses})")
     };
     let insert = format!(
         "INSERT INTO \"messages\" ({columns}) SELECT {row} \
@@ -285,29 +291,16 @@ pub(super) fn guarded_write(write: &super::GuardedWrite, (conversation_id, clien
         columns = columns.join(", "),
         returned = super::all_columns::<message::Entity>(),
     );
-    let stored = |public_id: &str| {
-        Expr::exists(
-            Query::select()
-                .expr(Expr::val(1))
-                .from(message::Entity)
-                .and_where(message::Column::PublicId.eq(public_id))
-                .to_owned(),
-        )
-    };
-    let update = write.update.clone().filter(stored(&public_id)).build(DbBackend::Sqlite);
+    let update =
+        write.update.clone().filter(Expr::cust_with_values(STORED, [public_id.clone()])).build(DbBackend::Sqlite);
     values.extend(update.values.map(|v| v.0).unwrap_or_default());
-    let mut bind = |value: sea_orm::Value| {
-        values.push(value);
-        "?"
-    };
     let mut event = write.event.clone();
     event.conversation_id = Set(Some(conversation_id));
     let (event_columns, event_row) = super::set_columns(&event);
-    let event_row = event_row.into_iter().map(&mut bind).collect::<Vec<_>>().join(", ");
-    let event_public_id = bind(public_id.into());
+    let event_row = bind(&mut values, event_row);
+    values.push(public_id.into());
     let event = format!(
-        "INSERT INTO \"conversation_events\" ({columns}) SELECT {event_row} \
-         WHERE EXISTS (SELECT 1 FROM \"messages\" WHERE \"public_id\" = {event_public_id})",
+        "INSERT INTO \"conversation_events\" ({columns}) SELECT {event_row} WHERE {STORED}",
         columns = event_columns.join(", "),
     );
     Statement::from_sql_and_values(DbBackend::Sqlite, format!("{insert}; {}; {event}", update.sql), values)
