@@ -97,10 +97,11 @@ async fn write_group(
 }
 
 /// The (conversation, client) each write goes to, found in `txn`: writes named by their
-/// client's identity are looked up together, one statement per kind of identity, on the writer
+/// client's identity are looked up together, one statement per identity column, on the writer
 /// (whose page cache every commit leaves warm, where a reader's is dropped by each one).
 async fn conversations_of(txn: &DatabaseTransaction, group: &[Write]) -> StoreResult<Vec<Option<(i64, i64)>>> {
     use super::entity::client;
+    use sea_orm::IdenStatic;
     #[derive(FromQueryResult)]
     struct Found {
         at: i64,
@@ -114,28 +115,25 @@ async fn conversations_of(txn: &DatabaseTransaction, group: &[Write]) -> StoreRe
             WriteTarget::Client { .. } => None,
         })
         .collect();
-    for kind in [client::Column::PhoneE164, client::Column::Email] {
-        // (the write's position in the group, its business, the identity's value)
-        let named: Vec<(usize, i64, &str)> = group
-            .iter()
-            .enumerate()
-            .filter_map(|(i, write)| match &write.write.target {
-                WriteTarget::Client { identity, value }
-                    if std::mem::discriminant(identity) == std::mem::discriminant(&kind) =>
-                {
-                    let business_id = write.write.message.business_id.try_as_ref().copied().unwrap_or_default();
-                    Some((i, business_id, value.as_str()))
-                }
-                _ => None,
-            })
-            .collect();
-        if named.is_empty() {
-            continue;
-        }
-        let clients: Vec<(i64, &str)> = named.iter().map(|&(_, business_id, value)| (business_id, value)).collect();
-        let statement = dialect::clients_conversations_statement(kind, &clients);
+    // (the identity column, the write's position in the group, its business, the value)
+    let mut named: Vec<(client::Column, usize, i64, &str)> = group
+        .iter()
+        .enumerate()
+        .filter_map(|(i, write)| match &write.write.target {
+            WriteTarget::Client { identity, value } => {
+                let business_id = write.write.message.business_id.try_as_ref().copied().unwrap_or_default();
+                Some((*identity, i, business_id, value.as_str()))
+            }
+            WriteTarget::Conversation(_) => None,
+        })
+        .collect();
+    named.sort_by_key(|&(identity, i, ..)| (identity.as_str(), i));
+    // One statement for each identity column the group names its clients by.
+    for same in named.chunk_by(|a, b| a.0.as_str() == b.0.as_str()) {
+        let clients: Vec<(i64, &str)> = same.iter().map(|&(_, _, business_id, value)| (business_id, value)).collect();
+        let statement = dialect::clients_conversations_statement(same[0].0, &clients);
         for row in Found::find_by_statement(statement).all(txn).await? {
-            if let Some(&(i, _, _)) = usize::try_from(row.at).ok().and_then(|at| named.get(at)) {
+            if let Some(&(_, i, ..)) = usize::try_from(row.at).ok().and_then(|at| same.get(at)) {
                 found[i] = Some((row.conversation_id, row.client_id));
             }
         }
