@@ -1,26 +1,43 @@
-//! SQLite's group commit for the common ingest (a message into an existing conversation, see
-//! [`super::messages::insert_into_conversation_unless`]).
+//! Group commit for the common ingest (a message into an existing conversation, see
+//! [`super::messages::insert_into_conversation_unless`]): concurrent ingests share one
+//! transaction. Nothing waits to fill a group, so a lone ingest commits as soon as it arrives;
+//! a caller hears back only once its group has committed, so grouping never answers for a write
+//! that is not durable, and a crash leaves uncertain only writes whose callers heard nothing.
 //!
 //! SQLite has one writer, so concurrent ingests used to queue for it one transaction each, and
 //! most of each transaction's time on the writer was the hops between the async caller and the
 //! connection's thread (BEGIN, the statements, COMMIT), not SQLite's work: the writer sat idle
 //! between statements while the machine had CPU to spare. Here one task owns those writes and
-//! commits whatever queued up while its last transaction ran as one transaction. Nothing waits
-//! to fill a group, so a lone ingest commits as soon as it arrives; a caller hears back only once
-//! its group has committed, so grouping never answers for a write that is not durable.
+//! commits whatever queued up while its last transaction ran as one transaction. A write that
+//! cannot be made (its conversation no longer passes the guard, a repeated provider id) fails at
+//! its first statement, the message's guarded insert, which SQLite undoes alone while the
+//! transaction and the others' writes go on.
 //!
-//! A write that cannot be made (its conversation no longer passes the guard, a repeated provider
-//! id) fails at its first statement, the message's guarded insert, which SQLite undoes alone
-//! while the transaction and the others' writes go on. If the group itself fails (its BEGIN, an
-//! unexpected error, its COMMIT), each write is tried again alone, so every caller gets its own
-//! write's outcome and never a neighbour's error.
+//! PostgreSQL: each ingest was one statement committed alone, and under load the commits cost
+//! the server more than the statements (benchmark P1: its CPU per message rose as fewer commits
+//! shared a WAL flush). A few committers per process, each on a pooled connection, take turns
+//! at the queue: each takes whatever waits there, writes it (one statement per write) in one
+//! transaction and commits, while the others write theirs. Any failed statement aborts a
+//! PostgreSQL transaction, so a group with a repeated provider id is written again write by
+//! write. Every group writes in one order (by conversation id, then by client address), so two
+//! groups (of this process or another replica) meeting at the same conversations queue for them
+//! instead of deadlocking. Writes that name the client rather than the conversation cannot be
+//! put in conversation order before they run, so groups mixing both kinds can still deadlock;
+//! PostgreSQL then aborts one of them, whose writes are tried again alone like any failed group.
+//!
+//! If a group fails (its BEGIN, an error, its COMMIT), each write is tried again alone, so every
+//! caller gets its own write's outcome and never a neighbour's error.
 
-use sea_orm::{DatabaseConnection, DatabaseTransaction, EntityTrait, FromQueryResult};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, FromQueryResult, TransactionTrait,
+};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{
     StoreError, StoreResult,
-    dialect::{self, GuardedWrite, WriteTarget},
+    dialect::{self, Dialect, GuardedWrite, WriteTarget},
     entity::message,
 };
 
@@ -28,31 +45,50 @@ use super::{
 /// writer is held from the other transactions queued for it.
 const MAX_GROUP: usize = 64;
 
+/// PostgreSQL's committers per process: while one waits for its commit to be flushed, another
+/// writes. More would split the same load into smaller groups (more commits per message).
+const POSTGRES_COMMITTERS: usize = 4;
+
 /// One ingest's writes and where its outcome goes.
 pub(super) struct Write {
     pub write: GuardedWrite,
     pub reply: oneshot::Sender<StoreResult<Option<message::Model>>>,
 }
 
-/// Starts the committer on `writer`; it ends when every sender is gone.
-pub(super) fn start(writer: DatabaseConnection) -> mpsc::UnboundedSender<Write> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Write>();
-    tokio::spawn(async move {
-        while let Some(first) = rx.recv().await {
-            let mut group = vec![first];
-            while group.len() < MAX_GROUP
-                && let Ok(next) = rx.try_recv()
-            {
-                group.push(next);
+/// Starts the committers on `db` (SQLite's one writer, or a PostgreSQL pool); they end when
+/// every sender is gone.
+pub(super) fn start(db: DatabaseConnection) -> mpsc::UnboundedSender<Write> {
+    let committers = match Dialect::of_conn(&db) {
+        Dialect::Sqlite => 1,
+        Dialect::Postgres => POSTGRES_COMMITTERS,
+    };
+    let (tx, rx) = mpsc::unbounded_channel::<Write>();
+    // The committer holding the queue takes the next group; the others are writing theirs.
+    let queue = Arc::new(Mutex::new(rx));
+    for _ in 0..committers {
+        let (db, queue) = (db.clone(), queue.clone());
+        tokio::spawn(async move {
+            loop {
+                let group = {
+                    let mut rx = queue.lock().await;
+                    let Some(first) = rx.recv().await else { return };
+                    let mut group = vec![first];
+                    while group.len() < MAX_GROUP
+                        && let Ok(next) = rx.try_recv()
+                    {
+                        group.push(next);
+                    }
+                    group
+                };
+                commit(&db, group).await;
             }
-            commit(&writer, group).await;
-        }
-    });
+        });
+    }
     tx
 }
 
-async fn commit(writer: &DatabaseConnection, group: Vec<Write>) {
-    match write_group(writer, &group).await {
+async fn commit(db: &DatabaseConnection, group: Vec<Write>) {
+    match write_group(db, &group).await {
         Ok(outcomes) => {
             for (write, outcome) in group.into_iter().zip(outcomes) {
                 let _ = write.reply.send(outcome);
@@ -63,7 +99,7 @@ async fn commit(writer: &DatabaseConnection, group: Vec<Write>) {
                 tracing::warn!(error = %err, writes = group.len(), "group commit failed; writing each alone");
             }
             for write in group {
-                let outcome = write_group(writer, std::slice::from_ref(&write))
+                let outcome = write_group(db, std::slice::from_ref(&write))
                     .await
                     .and_then(|mut outcomes| outcomes.pop().unwrap_or(Ok(None)));
                 let _ = write.reply.send(outcome);
@@ -74,6 +110,54 @@ async fn commit(writer: &DatabaseConnection, group: Vec<Write>) {
 
 /// The writes of `group` in one transaction, and each one's own outcome, in the group's order.
 async fn write_group(
+    db: &DatabaseConnection,
+    group: &[Write],
+) -> StoreResult<Vec<StoreResult<Option<message::Model>>>> {
+    match Dialect::of_conn(db) {
+        Dialect::Sqlite => write_sqlite_group(db, group).await,
+        Dialect::Postgres => write_postgres_group(db, group).await,
+    }
+}
+
+/// PostgreSQL: each write is one statement that finds its own conversation
+/// ([`dialect::guarded_write`]). The outer `Err` fails the group (the first failed statement
+/// aborted the transaction); a lone write commits by itself, without BEGIN and COMMIT, and its
+/// error is its own outcome.
+async fn write_postgres_group(
+    db: &DatabaseConnection,
+    group: &[Write],
+) -> StoreResult<Vec<StoreResult<Option<message::Model>>>> {
+    async fn written(conn: &impl ConnectionTrait, write: &GuardedWrite) -> StoreResult<Option<message::Model>> {
+        Ok(message::Entity::find().from_raw_sql(dialect::guarded_write(write)).one(conn).await?)
+    }
+    if let [alone] = group {
+        return Ok(vec![written(db, &alone.write).await]);
+    }
+    let txn = db.begin().await?;
+    let mut order: Vec<usize> = (0..group.len()).collect();
+    order.sort_by_key(|&i| lock_order(&group[i].write));
+    let mut outcomes: Vec<StoreResult<Option<message::Model>>> = group.iter().map(|_| Ok(None)).collect();
+    for i in order {
+        outcomes[i] = Ok(written(&txn, &group[i].write).await?);
+    }
+    txn.commit().await?;
+    Ok(outcomes)
+}
+
+/// Where a write's conversation comes in the order every PostgreSQL group locks them: by
+/// business, then by conversation id or by the client's identity.
+fn lock_order(write: &GuardedWrite) -> (i64, i64, &'static str, &str) {
+    use sea_orm::IdenStatic;
+    let business_id = write.message.business_id.try_as_ref().copied().unwrap_or_default();
+    match &write.target {
+        WriteTarget::Conversation(id) => (business_id, *id, "", ""),
+        WriteTarget::Client { identity, value } => (business_id, 0, identity.as_str(), value.as_str()),
+    }
+}
+
+/// SQLite: the group's clients and conversations are found first, in the transaction on the
+/// writer; then each write is one command to its conversation.
+async fn write_sqlite_group(
     writer: &DatabaseConnection,
     group: &[Write],
 ) -> StoreResult<Vec<StoreResult<Option<message::Model>>>> {
@@ -150,7 +234,7 @@ async fn write_one(
     write: &GuardedWrite,
     target: (i64, i64),
 ) -> StoreResult<StoreResult<Option<message::Model>>> {
-    let statement = dialect::guarded_write(write, target);
+    let statement = dialect::guarded_write_to(write, target);
     match message::Entity::find().from_raw_sql(statement).all(txn).await.map_err(StoreError::from) {
         Ok(mut stored) => Ok(Ok(stored.pop())),
         Err(err @ StoreError::UniqueViolation(_)) => Ok(Err(err)),

@@ -197,8 +197,8 @@ pub struct Store {
     feeds: std::sync::Arc<events::EventFeeds>,
     /// PostgreSQL: tells other replicas' readers (see [`events::announcer`]).
     announce: Option<tokio::sync::mpsc::UnboundedSender<Option<i64>>>,
-    /// SQLite: the committer that groups concurrent ingests into one transaction.
-    group_writes: Option<tokio::sync::mpsc::UnboundedSender<group_commit::Write>>,
+    /// The committers that group concurrent ingests into shared transactions.
+    group_writes: tokio::sync::mpsc::UnboundedSender<group_commit::Write>,
     /// Keys that authenticated recently (see [`api_keys::KeyCache`]).
     key_cache: std::sync::Arc<api_keys::KeyCache>,
 }
@@ -279,7 +279,8 @@ impl Store {
             .then(|| events::announcer(keyed.clone().unwrap_or_else(|| db.clone())));
         let events = std::sync::Arc::<events::EventWakeups>::default();
         let feeds = std::sync::Arc::new(events::EventFeeds::new(db.clone(), events.clone()));
-        let group_writes = writer.clone().map(group_commit::start);
+        // SQLite's one writer; PostgreSQL's keyed pool (the ingest's write keeps its plan).
+        let group_writes = group_commit::start(writer.clone().or_else(|| keyed.clone()).unwrap_or_else(|| db.clone()));
         // Used only once a listener hears every process's revocations (`events::listen`, on
         // PostgreSQL): on SQLite an `omega keys revoke` run beside the server would go unheard.
         let key_cache = std::sync::Arc::<api_keys::KeyCache>::default();
@@ -329,18 +330,15 @@ impl Store {
         }
     }
 
-    /// SQLite: runs an ingest's writes in the committer's next group (see [`group_commit`]).
+    /// Runs an ingest's writes in a committer's next group (see [`group_commit`]).
     pub(crate) async fn write_grouped(
         &self,
         write: dialect::GuardedWrite,
     ) -> StoreResult<Option<entity::message::Model>> {
-        let Some(group_writes) = &self.group_writes else {
-            return Err(StoreError::Config("grouped writes are for SQLite's one writer".into()));
-        };
         let (reply, outcome) = tokio::sync::oneshot::channel();
         let write = group_commit::Write { write, reply };
         let stopped = || StoreError::Other(DbErr::Custom("the group committer has stopped".into()));
-        group_writes.send(write).map_err(|_| stopped())?;
+        self.group_writes.send(write).map_err(|_| stopped())?;
         outcome.await.map_err(|_| stopped())?
     }
 

@@ -155,21 +155,23 @@ pub enum WriteTarget {
 }
 
 /// Writes a [`GuardedWrite`] all or nothing; `None` (nothing written) when the guard refuses.
-/// PostgreSQL: one statement of data-modifying CTEs. SQLite: the group committer's next
-/// transaction on the one writer (see `group_commit`).
+/// Concurrent ones share a transaction (see `group_commit`).
 pub async fn insert_into_open_conversation(
     store: &super::Store,
     write: GuardedWrite,
 ) -> StoreResult<Option<super::entity::message::Model>> {
-    match Dialect::of_conn(store.connection()) {
-        Dialect::Postgres => postgres::insert_into_open_conversation(store.keyed(), write).await,
-        Dialect::Sqlite => store.write_grouped(write).await,
-    }
+    store.write_grouped(write).await
+}
+
+/// PostgreSQL: a [`GuardedWrite`] as one statement of data-modifying CTEs that finds its own
+/// conversation, answering the message's row when it was written.
+pub fn guarded_write(write: &GuardedWrite) -> Statement {
+    postgres::guarded_write(write)
 }
 
 /// SQLite: a [`GuardedWrite`] to the conversation and client found for it (its target), as one
 /// command (see [`sqlite::guarded_write`]), answering the message's row when it was written.
-pub fn guarded_write(write: &GuardedWrite, conversation_and_client: (i64, i64)) -> Statement {
+pub fn guarded_write_to(write: &GuardedWrite, conversation_and_client: (i64, i64)) -> Statement {
     sqlite::guarded_write(write, conversation_and_client)
 }
 

@@ -303,22 +303,20 @@ pub(super) async fn business_matches(conn: &impl ConnectionTrait, probe: &Busine
 
 /// One statement: the conversation's update (the guard: no row, nothing written), the message
 /// inserted for the row it returned, the event inserted for the message. Each is a data-modifying
-/// CTE of the same statement, so they commit or fail together without a transaction's round
-/// trips (BEGIN, one per statement, COMMIT).
-pub(super) async fn insert_into_open_conversation(
-    conn: &impl ConnectionTrait,
-    write: super::GuardedWrite,
-) -> StoreResult<Option<message::Model>> {
+/// CTE of the same statement, so they commit or fail together (alone, or in the group committer's
+/// transaction); it answers the message's row, or none when the guard refused.
+pub(super) fn guarded_write(write: &super::GuardedWrite) -> Statement {
     use sea_orm::{ColumnTrait, QueryFilter, QueryTrait};
-    let super::GuardedWrite { update, unless, message: mut new, mut event, .. } = write;
     // The conversation and client are the ones the update found (by id, or by the client's
     // identity in the same statement).
+    let mut new = write.message.clone();
     new.conversation_id = sea_orm::ActiveValue::NotSet;
     new.client_id = sea_orm::ActiveValue::NotSet;
+    let mut event = write.event.clone();
     event.conversation_id = sea_orm::ActiveValue::NotSet;
-    let mut update = update;
-    if !unless.is_empty() {
-        update = update.filter(conversation::Column::Status.is_not_in(unless));
+    let mut update = write.update.clone();
+    if !write.unless.is_empty() {
+        update = update.filter(conversation::Column::Status.is_not_in(write.unless.iter().cloned()));
     }
     let update = update.build(DbBackend::Postgres);
     let mut binds = Binds::new(DbBackend::Postgres);
@@ -342,6 +340,5 @@ pub(super) async fn insert_into_open_conversation(
         message_columns = message_columns.join(", "),
         event_columns = event_columns.join(", "),
     );
-    let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, binds.values);
-    Ok(message::Entity::find().from_raw_sql(statement).one(conn).await?)
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, binds.values)
 }
