@@ -120,6 +120,7 @@ store_test_suite!(
     messages_into_a_conversation_commit_alone_or_refused_alone,
     a_message_finds_its_conversation_by_the_clients_phone_within_its_business,
     concurrent_messages_by_phone_or_email_each_find_their_own_clients_conversation,
+    concurrent_writes_by_conversation_and_by_phone_across_conversations_each_land_once,
 );
 
 // ---- fixtures ----
@@ -894,6 +895,50 @@ async fn concurrent_messages_by_phone_or_email_each_find_their_own_clients_conve
         assert_eq!(messages_in(store, inbox.conversation.id).await.len(), 10);
         assert_eq!(received_events_in(store, inbox.conversation.id).await.len(), 10);
         assert_eq!(conversation_row(store, inbox.conversation.id).await.unread_count, 10);
+    }
+}
+
+/// Writes naming their conversation and writes naming the client's phone, interleaved over
+/// three conversations in a different order each round, all at once: the groups they share
+/// (several at a time on PostgreSQL, meeting at the same conversations) store each exactly once,
+/// with its event and its share of the unread count.
+async fn concurrent_writes_by_conversation_and_by_phone_across_conversations_each_land_once(store: &Store) {
+    let phones = ["+14155550110", "+14155550111", "+14155550112"];
+    let mut inboxes = Vec::new();
+    for (name, phone) in ["Ada", "Eve", "Grace"].into_iter().zip(phones) {
+        inboxes.push(inbox_with_phone(store, name, Some(phone)).await);
+    }
+    let by_conversation = |inbox: &Inbox| {
+        let (store, business_id, conversation_id, client_id) =
+            (store.clone(), inbox.business.id, inbox.conversation.id, inbox.client.id);
+        async move {
+            let at = now();
+            let (new, note, event) = inbound_hello(business_id, conversation_id, client_id, at);
+            let unless = [ConversationStatus::Resolved, ConversationStatus::Snoozed];
+            messages::insert_into_conversation_unless(&store, new, &note, &unless, event, at).await.expect("write")
+        }
+    };
+    let mut tasks = Vec::new();
+    for round in 0..20 {
+        for step in 0..3 {
+            // Round r visits the conversations forwards or backwards from a rotating start.
+            let n = if round % 2 == 0 { (round + step) % 3 } else { (round + 3 - step) % 3 };
+            let inbox = &inboxes[n];
+            let task = match (round + step) % 2 {
+                0 => tokio::spawn(by_conversation(inbox)),
+                _ => tokio::spawn(inbound_by(store.clone(), inbox.business.id, phones[n].to_owned())),
+            };
+            tasks.push((n, task));
+        }
+    }
+    for (n, task) in tasks {
+        let stored = task.await.expect("task").expect("stored");
+        assert_eq!(stored.conversation_id, inboxes[n].conversation.id);
+    }
+    for inbox in &inboxes {
+        assert_eq!(messages_in(store, inbox.conversation.id).await.len(), 20);
+        assert_eq!(received_events_in(store, inbox.conversation.id).await.len(), 20);
+        assert_eq!(conversation_row(store, inbox.conversation.id).await.unread_count, 20);
     }
 }
 
