@@ -46,7 +46,8 @@ use super::{
 const MAX_GROUP: usize = 64;
 
 /// PostgreSQL's committers per process: while one waits for its commit to be flushed, another
-/// writes. More would split the same load into smaller groups (more commits per message).
+/// writes. More would split the same load into smaller groups (more commits per message). At
+/// most half the pool, so that a small pool still has connections for the lookups.
 const POSTGRES_COMMITTERS: usize = 4;
 
 /// One ingest's writes and where its outcome goes.
@@ -55,12 +56,12 @@ pub(super) struct Write {
     pub reply: oneshot::Sender<StoreResult<Option<message::Model>>>,
 }
 
-/// Starts the committers on `db` (SQLite's one writer, or a PostgreSQL pool); they end when
-/// every sender is gone.
-pub(super) fn start(db: DatabaseConnection) -> mpsc::UnboundedSender<Write> {
+/// Starts the committers on `db` (SQLite's one writer, or a PostgreSQL pool of `pool_size`
+/// connections); they end when every sender is gone.
+pub(super) fn start(db: DatabaseConnection, pool_size: u32) -> mpsc::UnboundedSender<Write> {
     let committers = match Dialect::of_conn(&db) {
         Dialect::Sqlite => 1,
-        Dialect::Postgres => POSTGRES_COMMITTERS,
+        Dialect::Postgres => POSTGRES_COMMITTERS.min(pool_size as usize / 2).max(1),
     };
     let (tx, rx) = mpsc::unbounded_channel::<Write>();
     // The committer holding the queue takes the next group; the others are writing theirs.

@@ -280,7 +280,10 @@ impl Store {
         let events = std::sync::Arc::<events::EventWakeups>::default();
         let feeds = std::sync::Arc::new(events::EventFeeds::new(db.clone(), events.clone()));
         // SQLite's one writer; PostgreSQL's keyed pool (the ingest's write keeps its plan).
-        let group_writes = group_commit::start(writer.clone().or_else(|| keyed.clone()).unwrap_or_else(|| db.clone()));
+        let group_writes = group_commit::start(
+            writer.clone().or_else(|| keyed.clone()).unwrap_or_else(|| db.clone()),
+            max_connections,
+        );
         // Used only once a listener hears every process's revocations (`events::listen`, on
         // PostgreSQL): on SQLite an `omega keys revoke` run beside the server would go unheard.
         let key_cache = std::sync::Arc::<api_keys::KeyCache>::default();
