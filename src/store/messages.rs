@@ -373,8 +373,9 @@ impl<'a> UniqueIdentity<'a> {
 /// client are filled in from the one found. `None`, having written nothing, when the client or
 /// its conversation does not exist or the guard refuses. Nothing is read before the write: on
 /// PostgreSQL the write's own statement finds the conversation (the update names it by its
-/// client), so the common ingest is one round trip; on SQLite the group committer finds the
-/// conversations of its whole group in one statement, in its transaction.
+/// client), so the common ingest is one statement (in a transaction shared with concurrent
+/// ones); on SQLite the group committer finds the conversations of its whole group in one
+/// statement, in its transaction.
 pub async fn insert_for_client_unless(
     store: &super::Store,
     identity: UniqueIdentity<'_>,
