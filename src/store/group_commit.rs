@@ -26,7 +26,8 @@
 //! PostgreSQL then aborts one of them, whose writes are tried again alone like any failed group.
 //!
 //! If a group fails (its BEGIN, an error, its COMMIT), each write is tried again alone, so every
-//! caller gets its own write's outcome and never a neighbour's error.
+//! caller gets its own write's outcome and never a neighbour's error; unless the database could
+//! not be reached, which every caller hears (a COMMIT cut off may have stored the group).
 
 use std::sync::Arc;
 
@@ -93,6 +94,17 @@ async fn commit(db: &DatabaseConnection, group: Vec<Write>) {
         Ok(outcomes) => {
             for (write, outcome) in group.into_iter().zip(outcomes) {
                 let _ = write.reply.send(outcome);
+            }
+        }
+        Err(StoreError::Unavailable(cause)) if group.len() > 1 => {
+            // The line to the database broke, or never opened; if it broke during COMMIT the
+            // group may even be stored. Writing each again alone would wait out the outage once
+            // per write and could store a write twice: each caller hears that the database was
+            // unavailable, as a lone write's caller would.
+            tracing::warn!(error = %cause, writes = group.len(), "group commit: database unavailable");
+            let cause = cause.to_string();
+            for write in group {
+                let _ = write.reply.send(Err(StoreError::Unavailable(sea_orm::DbErr::Custom(cause.clone()))));
             }
         }
         Err(err) => {
