@@ -899,16 +899,11 @@ async fn retry_reaches_every_failed_message_of_a_large_business(db: Db) {
     assert!(reached.iter().all(|id| retried.contains(id)));
 }
 
-/// A PostgreSQL outage mid-backlog (the line to the database cut for 4 s): no new send starts
-/// once results cannot be recorded, the ones held are recorded when it returns, health and
-/// requests say 503 within about a second, and every message ends SENT once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_outage_mid_backlog_starts_no_new_sends_and_loses_no_result() {
-    let (mut app, twilio, b, client) = sms_setup(Db::Postgres, &[("OMEGA_DELIVERY_WORKERS", "0")]).await;
-    queue_many(&app, &b, client, 40, "outage backlog").await;
+/// Restarts the app's Omega (dispatching to `twilio`) and Envoy with Omega's line to PostgreSQL
+/// through a proxy the test can cut.
+async fn restart_through_a_proxy(app: &mut TestApp, twilio: &FakeTwilio) -> common::fakes::TcpProxy {
     let proxy = common::fakes::TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
     let proxied = app.db.url.replace("127.0.0.1:5432", &proxy.addr().to_string());
-    twilio.set_answer(common::fakes::Answer::After(Duration::from_millis(500)));
     let base = twilio.base_url();
     let env = dispatch_env(&base, &[]);
     let _ = app.omega.child.kill();
@@ -917,6 +912,18 @@ async fn a_database_outage_mid_backlog_starts_no_new_sends_and_loses_no_result()
     let (envoy, envoy_addr, envoy_admin) = common::start_envoy(app.dir.path(), grpc_addr).await;
     (app.omega, app.envoy, app.grpc_addr, app.envoy_addr, app.envoy_admin) =
         (omega, envoy, grpc_addr, envoy_addr, envoy_admin);
+    proxy
+}
+
+/// A PostgreSQL outage mid-backlog (the line to the database cut for 4 s): no new send starts
+/// once results cannot be recorded, the ones held are recorded when it returns, health and
+/// requests say 503 within about a second, and every message ends SENT once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_mid_backlog_starts_no_new_sends_and_loses_no_result() {
+    let (mut app, twilio, b, client) = sms_setup(Db::Postgres, &[("OMEGA_DELIVERY_WORKERS", "0")]).await;
+    queue_many(&app, &b, client, 40, "outage backlog").await;
+    twilio.set_answer(common::fakes::Answer::After(Duration::from_millis(500)));
+    let proxy = restart_through_a_proxy(&mut app, &twilio).await;
     eventually(Duration::from_secs(30), "some sent", || async { twilio.messages().len() >= 8 }).await;
 
     proxy.cut();
@@ -954,16 +961,7 @@ async fn a_database_outage_mid_backlog_starts_no_new_sends_and_loses_no_result()
 async fn ingest_through_a_database_outage_answers_503_and_stores_each_retry_once() {
     let (mut app, twilio, b, client) = sms_setup(Db::Postgres, &[]).await;
     let conversation = app.conversation(&b, client).await;
-    let proxy = common::fakes::TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let proxied = app.db.url.replace("127.0.0.1:5432", &proxy.addr().to_string());
-    let base = twilio.base_url();
-    let env = dispatch_env(&base, &[]);
-    let _ = app.omega.child.kill();
-    let _ = app.omega.child.wait();
-    let (omega, grpc_addr) = common::start_omega(app.dir.path(), &proxied, &app.platform_key, &env).await;
-    let (envoy, envoy_addr, envoy_admin) = common::start_envoy(app.dir.path(), grpc_addr).await;
-    (app.omega, app.envoy, app.grpc_addr, app.envoy_addr, app.envoy_admin) =
-        (omega, envoy, grpc_addr, envoy_addr, envoy_admin);
+    let proxy = restart_through_a_proxy(&mut app, &twilio).await;
     // Through the proxy before the cut: the pool's connections are open when the line goes.
     for resp in ingest_outage_sms(&app, &b, 0..16).await {
         assert_eq!(json_of(resp, 200).await["created"], true);
