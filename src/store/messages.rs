@@ -348,7 +348,7 @@ pub async fn insert_into_conversation_unless(
         message: completed(new, now),
         event: event.row(now),
     };
-    dialect::insert_into_open_conversation(store, write).await
+    store.write_grouped(write).await
 }
 
 /// A client named by one of its identities that are unique within a business.
@@ -398,7 +398,7 @@ pub async fn insert_for_client_unless(
         message: completed(new, now),
         event: event.row(now),
     };
-    dialect::insert_into_open_conversation(store, write).await
+    store.write_grouped(write).await
 }
 
 #[derive(Default)]

@@ -333,7 +333,8 @@ impl Store {
         }
     }
 
-    /// Runs an ingest's writes in a committer's next group (see [`group_commit`]).
+    /// Writes a [`dialect::GuardedWrite`] all or nothing, in a committer's next group (see
+    /// [`group_commit`]); `None` (nothing written) when the guard refuses.
     pub(crate) async fn write_grouped(
         &self,
         write: dialect::GuardedWrite,

@@ -734,9 +734,10 @@ fn inbound_hello(
 }
 
 /// The common ingest's one-step write (through the group committers, which on PostgreSQL write
-/// a group with a failed write again write by write): 40 concurrent writes, two of which repeat a provider id and one of which names a
-/// resolved conversation the guard refuses. Each gets its own outcome; the refused ones write
-/// nothing, and every stored one has its event and its share of the conversation's unread count.
+/// a group with a failed write again write by write): 40 concurrent writes, two of which repeat
+/// a provider id and one of which names a resolved conversation the guard refuses. Each gets its
+/// own outcome; the refused ones write nothing, and every stored one has its event and its share
+/// of the conversation's unread count.
 async fn messages_into_a_conversation_commit_alone_or_refused_alone(store: &Store) {
     let open = inbox(store, "Ada").await;
     let resolved = inbox(store, "Grace").await;

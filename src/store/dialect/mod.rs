@@ -154,15 +154,6 @@ pub enum WriteTarget {
     Client { identity: super::entity::client::Column, value: String },
 }
 
-/// Writes a [`GuardedWrite`] all or nothing; `None` (nothing written) when the guard refuses.
-/// Concurrent ones share a transaction (see `group_commit`).
-pub async fn insert_into_open_conversation(
-    store: &super::Store,
-    write: GuardedWrite,
-) -> StoreResult<Option<super::entity::message::Model>> {
-    store.write_grouped(write).await
-}
-
 /// PostgreSQL: a [`GuardedWrite`] as one statement of data-modifying CTEs that finds its own
 /// conversation, answering the message's row when it was written.
 pub fn guarded_write(write: &GuardedWrite) -> Statement {
