@@ -422,6 +422,16 @@ impl MessageNote<'_> {
             .filter(conversation::Column::ClientId.in_subquery(client))
     }
 
+    /// The same change, owning its preview: what a grouped write carries to its committer.
+    pub(crate) fn summary(&self) -> SummaryChange {
+        SummaryChange {
+            channel: self.channel,
+            direction: self.direction,
+            preview: self.preview.to_owned(),
+            at: self.at,
+        }
+    }
+
     fn changes(&self) -> sea_orm::UpdateMany<conversation::Entity> {
         let at = self.at;
         let mut query = conversation::Entity::update_many()
@@ -441,6 +451,18 @@ impl MessageNote<'_> {
         }
         query
     }
+}
+
+/// A [`MessageNote`]'s change without its conversation, owned. PostgreSQL's grouped writes
+/// apply it in SQL (`dialect`'s `guarded_writes`), where several messages of a group may go to
+/// one conversation: the channel bits of all of them, the last one's message and time, one
+/// unread more for each inbound one, as the same notes applied one after another would leave it.
+#[derive(Clone, Debug)]
+pub struct SummaryChange {
+    pub channel: Channel,
+    pub direction: Direction,
+    pub preview: String,
+    pub at: DateTime<Utc>,
 }
 
 /// Keeps a conversation's summary in step with a new message.

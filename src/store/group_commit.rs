@@ -16,14 +16,18 @@
 //! PostgreSQL: each ingest was one statement committed alone, and under load the commits cost
 //! the server more than the statements (benchmark P1: its CPU per message rose as fewer commits
 //! shared a WAL flush). A few committers per process, each on a pooled connection, take turns
-//! at the queue: each takes whatever waits there, writes it (one statement per write) in one
-//! transaction and commits, while the others write theirs. Any failed statement aborts a
-//! PostgreSQL transaction, so a group with a repeated provider id is written again write by
-//! write. Every group writes in one order (by conversation id, then by client address), so two
-//! groups (of this process or another replica) meeting at the same conversations queue for them
-//! instead of deadlocking. Writes that name the client rather than the conversation cannot be
-//! put in conversation order before they run, so groups mixing both kinds can still deadlock;
-//! PostgreSQL then aborts one of them, whose writes are tried again alone like any failed group.
+//! at the queue: each takes whatever waits there and writes it, while the others write theirs.
+//! The group's writes go in as one statement (one per shape of write, in one transaction when
+//! there are several; see [`dialect::guarded_writes`]), which finds their conversations, locks
+//! them in id order, updates each once for all of its messages and inserts the messages and
+//! their events: PostgreSQL's per-statement work, the round trips and the commit are paid once
+//! per group, not per message (a lone write takes a simpler statement, cheaper for one).
+//! Any failed statement aborts a PostgreSQL transaction, so a group with a repeated provider id
+//! is written again write by write. Conversations are locked in one order within a statement,
+//! so two groups (of this process or another replica) meeting at the same conversations queue
+//! for them instead of deadlocking; a group of writes of two shapes locks in two runs, and can
+//! still deadlock with another such group; PostgreSQL then aborts one of them, whose writes are
+//! tried again alone like any failed group.
 //!
 //! If a group fails (its BEGIN, an error, its COMMIT), each write is tried again alone, so every
 //! caller gets its own write's outcome and never a neighbour's error; unless the database could
@@ -122,7 +126,7 @@ async fn commit(db: &DatabaseConnection, group: Vec<Write>) {
 }
 
 /// The writes of `group` in one transaction, and each one's own outcome, in the group's order.
-async fn write_group(
+pub(super) async fn write_group(
     db: &DatabaseConnection,
     group: &[Write],
 ) -> StoreResult<Vec<StoreResult<Option<message::Model>>>> {
@@ -132,40 +136,52 @@ async fn write_group(
     }
 }
 
-/// PostgreSQL: each write is one statement that finds its own conversation
-/// ([`dialect::guarded_write`]). The outer `Err` fails the group (the first failed statement
-/// aborted the transaction); a lone write commits by itself, without BEGIN and COMMIT, and its
-/// error is its own outcome.
+/// PostgreSQL: the group's writes of one shape (usually all of them) are one statement that
+/// finds their conversations ([`dialect::guarded_writes`]); a statement is all or nothing by
+/// itself, so a group of one shape needs no BEGIN and COMMIT. Groups of several shapes write
+/// them in one transaction. The outer `Err` fails the group (a failed statement wrote nothing, or
+/// aborted the transaction); a lone write's error is its own outcome.
 async fn write_postgres_group(
     db: &DatabaseConnection,
     group: &[Write],
 ) -> StoreResult<Vec<StoreResult<Option<message::Model>>>> {
-    async fn written(conn: &impl ConnectionTrait, write: &GuardedWrite) -> StoreResult<Option<message::Model>> {
-        Ok(message::Entity::find().from_raw_sql(dialect::guarded_write(write)).one(conn).await?)
-    }
     if let [alone] = group {
-        return Ok(vec![written(db, &alone.write).await]);
+        return Ok(vec![written(db, &[&alone.write]).await.map(|mut stored| stored.pop())]);
     }
-    let txn = db.begin().await?;
-    let mut order: Vec<usize> = (0..group.len()).collect();
-    order.sort_by_key(|&i| lock_order(&group[i].write));
-    let mut outcomes: Vec<StoreResult<Option<message::Model>>> = group.iter().map(|_| Ok(None)).collect();
-    for i in order {
-        outcomes[i] = Ok(written(&txn, &group[i].write).await?);
+    // One statement per shape, each in the group's order, the shapes in order of first appearance.
+    let mut shapes: Vec<(dialect::WriteShape, Vec<&GuardedWrite>)> = Vec::new();
+    for Write { write, .. } in group {
+        let shape = dialect::WriteShape::of(write);
+        match shapes.iter_mut().find(|(known, _)| *known == shape) {
+            Some((_, writes)) => writes.push(write),
+            None => shapes.push((shape, vec![write])),
+        }
     }
-    txn.commit().await?;
-    Ok(outcomes)
+    let mut stored: std::collections::HashMap<String, message::Model> = std::collections::HashMap::new();
+    let mut keep = |rows: Vec<message::Model>| stored.extend(rows.into_iter().map(|row| (row.public_id.clone(), row)));
+    if let [(_, writes)] = shapes.as_slice() {
+        keep(written(db, writes).await?);
+    } else {
+        let txn = db.begin().await?;
+        for (_, writes) in &shapes {
+            keep(written(&txn, writes).await?);
+        }
+        txn.commit().await?;
+    }
+    // A write whose message is not among the rows wrote nothing (refused, or no such client).
+    Ok(group
+        .iter()
+        .map(|Write { write, .. }| Ok(write.message.public_id.try_as_ref().and_then(|id| stored.remove(id))))
+        .collect())
 }
 
-/// Where a write's conversation comes in the order every PostgreSQL group locks them: by
-/// business, then by conversation id or by the client's identity.
-fn lock_order(write: &GuardedWrite) -> (i64, i64, &'static str, &str) {
-    use sea_orm::IdenStatic;
-    let business_id = write.message.business_id.try_as_ref().copied().unwrap_or_default();
-    match &write.target {
-        WriteTarget::Conversation(id) => (business_id, *id, "", ""),
-        WriteTarget::Client { identity, value } => (business_id, 0, identity.as_str(), value.as_str()),
-    }
+/// The messages `writes` (of one shape) stored, in one statement.
+async fn written(conn: &impl ConnectionTrait, writes: &[&GuardedWrite]) -> StoreResult<Vec<message::Model>> {
+    let statement = match writes {
+        [alone] => dialect::guarded_write(alone),
+        _ => dialect::guarded_writes(writes)?,
+    };
+    Ok(message::Entity::find().from_raw_sql(statement).all(conn).await?)
 }
 
 /// SQLite: the group's clients and conversations are found first, in the transaction on the

@@ -341,14 +341,25 @@ pub async fn insert_into_conversation_unless(
     event: super::events::NewEvent<'_>,
     now: DateTime<Utc>,
 ) -> StoreResult<Option<message::Model>> {
-    let write = dialect::GuardedWrite {
+    store.write_grouped(into_conversation_unless(new, note, unless, event, now)).await
+}
+
+/// The write [`insert_into_conversation_unless`] hands to the group committers.
+pub(super) fn into_conversation_unless(
+    new: message::ActiveModel,
+    note: &super::conversations::MessageNote<'_>,
+    unless: &[ConversationStatus],
+    event: super::events::NewEvent<'_>,
+    now: DateTime<Utc>,
+) -> dialect::GuardedWrite {
+    dialect::GuardedWrite {
         update: note.update(),
+        summary: note.summary(),
         target: dialect::WriteTarget::Conversation(note.conversation_id),
         unless: unless.to_vec(),
         message: completed(new, now),
         event: event.row(now),
-    };
-    store.write_grouped(write).await
+    }
 }
 
 /// A client named by one of its identities that are unique within a business.
@@ -385,20 +396,32 @@ pub async fn insert_for_client_unless(
     event: super::events::NewEvent<'_>,
     now: DateTime<Utc>,
 ) -> StoreResult<Option<message::Model>> {
+    store.write_grouped(for_client_unless(identity, new, note, unless, event, now)).await
+}
+
+/// The write [`insert_for_client_unless`] hands to the group committers.
+pub(super) fn for_client_unless(
+    identity: UniqueIdentity<'_>,
+    new: message::ActiveModel,
+    note: &super::conversations::MessageNote<'_>,
+    unless: &[ConversationStatus],
+    event: super::events::NewEvent<'_>,
+    now: DateTime<Utc>,
+) -> dialect::GuardedWrite {
     use super::entity::client;
     let business_id = event.business_id;
     let (identity, value) = match identity {
         UniqueIdentity::Phone(phone) => (client::Column::PhoneE164, phone),
         UniqueIdentity::Email(email) => (client::Column::Email, email),
     };
-    let write = dialect::GuardedWrite {
+    dialect::GuardedWrite {
         update: note.update_for_client(business_id, identity, value),
+        summary: note.summary(),
         target: dialect::WriteTarget::Client { identity, value: value.to_owned() },
         unless: unless.to_vec(),
         message: completed(new, now),
         event: event.row(now),
-    };
-    store.write_grouped(write).await
+    }
 }
 
 #[derive(Default)]

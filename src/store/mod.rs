@@ -346,6 +346,22 @@ impl Store {
         outcome.await.map_err(|_| stopped())?
     }
 
+    /// `writes` as one group of the committers (whatever else waits), on the committers'
+    /// connection: what a test needs to know a group's outcome without relying on timing.
+    #[cfg(test)]
+    pub(crate) async fn write_as_one_group(
+        &self,
+        writes: Vec<dialect::GuardedWrite>,
+    ) -> StoreResult<Vec<StoreResult<Option<entity::message::Model>>>> {
+        let group: Vec<group_commit::Write> = writes
+            .into_iter()
+            .map(|write| group_commit::Write { write, reply: tokio::sync::oneshot::channel().0 })
+            .collect();
+        // SQLite's one writer, PostgreSQL's keyed pool: the connection `connect_with` gives them.
+        let db = self.writer.as_ref().unwrap_or_else(|| self.keyed());
+        group_commit::write_group(db, &group).await
+    }
+
     /// Call after committing a transaction that may have appended to the event log (of
     /// `business_id`, or None when unknown): readers in this process read again at once, and
     /// on PostgreSQL those of the other replicas soon after.

@@ -121,6 +121,7 @@ store_test_suite!(
     a_message_finds_its_conversation_by_the_clients_phone_within_its_business,
     concurrent_messages_by_phone_or_email_each_find_their_own_clients_conversation,
     concurrent_writes_by_conversation_and_by_phone_across_conversations_each_land_once,
+    one_group_of_every_kind_of_write_leaves_each_conversation_as_its_last_message_says,
 );
 
 // ---- fixtures ----
@@ -940,6 +941,98 @@ async fn concurrent_writes_by_conversation_and_by_phone_across_conversations_eac
         assert_eq!(messages_in(store, inbox.conversation.id).await.len(), 20);
         assert_eq!(received_events_in(store, inbox.conversation.id).await.len(), 20);
         assert_eq!(conversation_row(store, inbox.conversation.id).await.unread_count, 20);
+    }
+}
+
+/// One group of the committers (on PostgreSQL one statement per shape of write) leaves each
+/// conversation as its messages written one after another would: 60 writes to two open
+/// conversations (by id and by phone; inbound and outbound; SMS, voice, and email with a
+/// subject, a second shape), to a resolved conversation and to an unknown phone. Each conversation's last
+/// message is its newest (highest id), its channels are all of its messages', its unread count
+/// its inbound ones; each message has its own event, in the messages' order; the refused and the
+/// unknown write nothing. (The concurrent tests above cover groups as they form under load.)
+async fn one_group_of_every_kind_of_write_leaves_each_conversation_as_its_last_message_says(store: &Store) {
+    let phones = ["+14155550120", "+14155550121", "+14155550122"];
+    let mut inboxes = Vec::new();
+    for (name, phone) in ["Ada", "Eve", "Grace"].into_iter().zip(phones) {
+        inboxes.push(inbox_with_phone(store, name, Some(phone)).await);
+    }
+    let resolved = &inboxes[2];
+    conversation::Entity::update_many()
+        .col_expr(conversation::Column::Status, sea_orm::sea_query::Expr::value(ConversationStatus::Resolved))
+        .filter(conversation::Column::Id.eq(resolved.conversation.id))
+        .exec(store.writer())
+        .await
+        .expect("resolve");
+    let write = |i: usize, inbox: &Inbox, by_phone: Option<&str>| {
+        let at = now() + Duration::seconds(i as i64 % 7);
+        let content = format!("message {i}");
+        let channel = match i % 5 {
+            4 => Channel::Email,
+            2 => Channel::Voice,
+            _ => Channel::Sms,
+        };
+        let direction = if i % 4 == 3 { Direction::Outbound } else { Direction::Inbound };
+        let (business_id, conversation_id, client_id) = (inbox.business.id, inbox.conversation.id, inbox.client.id);
+        let (mut new, note, mut event) = inbound_hello(business_id, conversation_id, client_id, at);
+        new.content = Set(content.clone());
+        new.channel = Set(channel);
+        new.direction = Set(direction);
+        if channel == Channel::Email {
+            new.subject = Set(Some(format!("subject {i}")));
+        }
+        let note = conversations::MessageNote { channel, direction, preview: &content, ..note };
+        event.data = serde_json::json!({ "content": content });
+        let unless = [ConversationStatus::Resolved, ConversationStatus::Snoozed];
+        match by_phone {
+            Some(phone) => {
+                let identity = messages::UniqueIdentity::Phone(phone);
+                messages::for_client_unless(identity, new, &note, &unless, event, at)
+            }
+            None => messages::into_conversation_unless(new, &note, &unless, event, at),
+        }
+    };
+    let (mut writes, mut targets) = (Vec::new(), Vec::new());
+    for i in 0..60 {
+        let n = if i % 10 == 9 { 2 } else { i % 2 };
+        writes.push(write(i, &inboxes[n], (i % 3 != 0).then_some(phones[n])));
+        targets.push(Some(n));
+    }
+    writes.push(write(60, &inboxes[0], Some("+14155550199")));
+    targets.push(None);
+    let outcomes = store.write_as_one_group(writes).await.expect("the group commits");
+    let mut expected = [0; 2];
+    for (outcome, target) in outcomes.into_iter().zip(targets) {
+        let stored = outcome.expect("its own outcome");
+        match target {
+            Some(n @ (0 | 1)) => {
+                assert_eq!(stored.expect("stored").conversation_id, inboxes[n].conversation.id);
+                expected[n] += 1;
+            }
+            _ => assert!(stored.is_none(), "the resolved conversation refuses; no client has the unknown phone"),
+        }
+    }
+    assert!(messages_in(store, resolved.conversation.id).await.is_empty());
+    assert_eq!(conversation_row(store, resolved.conversation.id).await.unread_count, 0);
+    for (inbox, expected) in inboxes[..2].iter().zip(expected) {
+        let mut stored = messages_in(store, inbox.conversation.id).await;
+        stored.sort_by_key(|m| m.id);
+        assert_eq!(stored.len(), expected);
+        let row = conversation_row(store, inbox.conversation.id).await;
+        let last = stored.last().expect("a message");
+        assert_eq!(row.last_message_preview.as_deref(), Some(last.content.as_str()), "the newest message's preview");
+        assert_eq!(row.last_message_at, Some(last.created_at));
+        assert_eq!((row.last_message_channel, row.last_message_direction), (Some(last.channel), Some(last.direction)));
+        let inbound = stored.iter().filter(|m| m.direction == Direction::Inbound).count();
+        assert_eq!(row.unread_count as usize, inbound);
+        let mask = stored.iter().fold(inbox.conversation.channel_mask, |mask, m| mask | m.channel.bit());
+        assert_eq!(row.channel_mask, mask);
+        let mut events = received_events_in(store, inbox.conversation.id).await;
+        events.sort_by_key(|e| e.id);
+        let told: Vec<String> = events.iter().map(|e| e.data.clone()).collect();
+        let written: Vec<String> =
+            stored.iter().map(|m| serde_json::json!({ "content": m.content }).to_string()).collect();
+        assert_eq!(told, written, "one event per message, in the messages' order");
     }
 }
 

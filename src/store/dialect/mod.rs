@@ -136,8 +136,10 @@ pub fn announce_statement(channel: &str, payloads: String) -> Statement {
 /// A message, what it changes on its conversation and its event, to be written together unless
 /// the conversation's status (read by the write itself) is one of `unless`.
 pub struct GuardedWrite {
-    /// The conversation's update for the message, without the guard.
+    /// The conversation's update for the message, without the guard (SQLite's write).
     pub update: sea_orm::UpdateMany<super::entity::conversation::Entity>,
+    /// The same change, for PostgreSQL's grouped statement.
+    pub summary: super::conversations::SummaryChange,
     pub target: WriteTarget,
     pub unless: Vec<super::entity::enums::ConversationStatus>,
     pub message: super::entity::message::ActiveModel,
@@ -154,10 +156,47 @@ pub enum WriteTarget {
     Client { identity: super::entity::client::Column, value: String },
 }
 
-/// PostgreSQL: a [`GuardedWrite`] as one statement of data-modifying CTEs that finds its own
+/// PostgreSQL: one [`GuardedWrite`] as one statement of data-modifying CTEs that finds its own
 /// conversation, answering the message's row when it was written.
 pub fn guarded_write(write: &GuardedWrite) -> Statement {
     postgres::guarded_write(write)
+}
+
+/// PostgreSQL: writes of one [`WriteShape`] as one statement of data-modifying CTEs that finds
+/// each one's conversation, answering the rows of the messages written (see
+/// [`postgres::guarded_writes`]).
+pub fn guarded_writes(writes: &[&GuardedWrite]) -> StoreResult<Statement> {
+    postgres::guarded_writes(writes)
+}
+
+/// What must be the same for writes to go in one of PostgreSQL's grouped statements: the columns
+/// the message and the event set (the others take their defaults) and the statuses that refuse.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct WriteShape {
+    message_columns: u64,
+    event_columns: u64,
+    unless: Vec<super::entity::enums::ConversationStatus>,
+}
+
+impl WriteShape {
+    pub fn of(write: &GuardedWrite) -> Self {
+        Self {
+            message_columns: set_mask(&write.message),
+            event_columns: set_mask(&write.event),
+            unless: write.unless.clone(),
+        }
+    }
+}
+
+/// Which columns of `row` are set, one bit per column in the entity's order.
+fn set_mask<A: sea_orm::ActiveModelTrait>(row: &A) -> u64 {
+    use sea_orm::Iterable;
+    <A::Entity as EntityTrait>::Column::iter()
+        .enumerate()
+        .filter(|(_, column)| {
+            matches!(row.get(*column), sea_orm::ActiveValue::Set(_) | sea_orm::ActiveValue::Unchanged(_))
+        })
+        .fold(0, |mask, (i, _)| mask | 1u64 << i)
 }
 
 /// SQLite: a [`GuardedWrite`] to the conversation and client found for it (its target), as one
