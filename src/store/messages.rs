@@ -341,25 +341,7 @@ pub async fn insert_into_conversation_unless(
     event: super::events::NewEvent<'_>,
     now: DateTime<Utc>,
 ) -> StoreResult<Option<message::Model>> {
-    store.write_grouped(into_conversation_unless(new, note, unless, event, now)).await
-}
-
-/// The write [`insert_into_conversation_unless`] hands to the group committers.
-pub(super) fn into_conversation_unless(
-    new: message::ActiveModel,
-    note: &super::conversations::MessageNote<'_>,
-    unless: &[ConversationStatus],
-    event: super::events::NewEvent<'_>,
-    now: DateTime<Utc>,
-) -> dialect::GuardedWrite {
-    dialect::GuardedWrite {
-        update: note.update(),
-        summary: note.summary(),
-        target: dialect::WriteTarget::Conversation(note.conversation_id),
-        unless: unless.to_vec(),
-        message: completed(new, now),
-        event: event.row(now),
-    }
+    store.write_grouped(guarded_write(None, new, note, unless, event, now)).await
 }
 
 /// A client named by one of its identities that are unique within a business.
@@ -396,12 +378,13 @@ pub async fn insert_for_client_unless(
     event: super::events::NewEvent<'_>,
     now: DateTime<Utc>,
 ) -> StoreResult<Option<message::Model>> {
-    store.write_grouped(for_client_unless(identity, new, note, unless, event, now)).await
+    store.write_grouped(guarded_write(Some(identity), new, note, unless, event, now)).await
 }
 
-/// The write [`insert_for_client_unless`] hands to the group committers.
-pub(super) fn for_client_unless(
-    identity: UniqueIdentity<'_>,
+/// The write an ingest hands to the group committers: to the note's conversation, or (with
+/// `identity`) to the conversation of the business's client it names.
+pub(super) fn guarded_write(
+    identity: Option<UniqueIdentity<'_>>,
     new: message::ActiveModel,
     note: &super::conversations::MessageNote<'_>,
     unless: &[ConversationStatus],
@@ -409,15 +392,21 @@ pub(super) fn for_client_unless(
     now: DateTime<Utc>,
 ) -> dialect::GuardedWrite {
     use super::entity::client;
-    let business_id = event.business_id;
-    let (identity, value) = match identity {
-        UniqueIdentity::Phone(phone) => (client::Column::PhoneE164, phone),
-        UniqueIdentity::Email(email) => (client::Column::Email, email),
+    let (update, target) = match identity {
+        None => (note.update(), dialect::WriteTarget::Conversation(note.conversation_id)),
+        Some(identity) => {
+            let (identity, value) = match identity {
+                UniqueIdentity::Phone(phone) => (client::Column::PhoneE164, phone),
+                UniqueIdentity::Email(email) => (client::Column::Email, email),
+            };
+            let update = note.update_for_client(event.business_id, identity, value);
+            (update, dialect::WriteTarget::Client { identity, value: value.to_owned() })
+        }
     };
     dialect::GuardedWrite {
-        update: note.update_for_client(business_id, identity, value),
+        update,
         summary: note.summary(),
-        target: dialect::WriteTarget::Client { identity, value: value.to_owned() },
+        target,
         unless: unless.to_vec(),
         message: completed(new, now),
         event: event.row(now),

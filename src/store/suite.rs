@@ -697,6 +697,16 @@ async fn received_events_in(store: &Store, conversation_id: i64) -> Vec<conversa
     events_in(store, conversation_id).await.into_iter().filter(|e| e.kind == "message.received").collect()
 }
 
+/// Marks a conversation resolved, behind the domain's back.
+async fn resolve(store: &Store, id: i64) {
+    conversation::Entity::update_many()
+        .col_expr(conversation::Column::Status, sea_orm::sea_query::Expr::value(ConversationStatus::Resolved))
+        .filter(conversation::Column::Id.eq(id))
+        .exec(store.writer())
+        .await
+        .expect("resolve");
+}
+
 async fn conversation_row(store: &Store, id: i64) -> conversation::Model {
     conversation::Entity::find_by_id(id).one(store.connection()).await.expect("read").expect("conversation")
 }
@@ -742,12 +752,7 @@ fn inbound_hello(
 async fn messages_into_a_conversation_commit_alone_or_refused_alone(store: &Store) {
     let open = inbox(store, "Ada").await;
     let resolved = inbox(store, "Grace").await;
-    conversation::Entity::update_many()
-        .col_expr(conversation::Column::Status, sea_orm::sea_query::Expr::value(ConversationStatus::Resolved))
-        .filter(conversation::Column::Id.eq(resolved.conversation.id))
-        .exec(store.writer())
-        .await
-        .expect("resolve");
+    resolve(store, resolved.conversation.id).await;
     let write = |target: &Inbox, provider_id: String| {
         let (store, business_id, conversation_id, client_id) =
             (store.clone(), target.business.id, target.conversation.id, target.client.id);
@@ -958,12 +963,7 @@ async fn one_group_of_every_kind_of_write_leaves_each_conversation_as_its_last_m
         inboxes.push(inbox_with_phone(store, name, Some(phone)).await);
     }
     let resolved = &inboxes[2];
-    conversation::Entity::update_many()
-        .col_expr(conversation::Column::Status, sea_orm::sea_query::Expr::value(ConversationStatus::Resolved))
-        .filter(conversation::Column::Id.eq(resolved.conversation.id))
-        .exec(store.writer())
-        .await
-        .expect("resolve");
+    resolve(store, resolved.conversation.id).await;
     let write = |i: usize, inbox: &Inbox, by_phone: Option<&str>| {
         let at = now() + Duration::seconds(i as i64 % 7);
         let content = format!("message {i}");
@@ -984,13 +984,8 @@ async fn one_group_of_every_kind_of_write_leaves_each_conversation_as_its_last_m
         let note = conversations::MessageNote { channel, direction, preview: &content, ..note };
         event.data = serde_json::json!({ "content": content });
         let unless = [ConversationStatus::Resolved, ConversationStatus::Snoozed];
-        match by_phone {
-            Some(phone) => {
-                let identity = messages::UniqueIdentity::Phone(phone);
-                messages::for_client_unless(identity, new, &note, &unless, event, at)
-            }
-            None => messages::into_conversation_unless(new, &note, &unless, event, at),
-        }
+        let identity = by_phone.map(messages::UniqueIdentity::Phone);
+        messages::guarded_write(identity, new, &note, &unless, event, at)
     };
     let (mut writes, mut targets) = (Vec::new(), Vec::new());
     for i in 0..60 {
