@@ -143,6 +143,15 @@ async fn inbox(store: &Store, client_name: &str) -> Inbox {
     inbox_with_phone(store, client_name, None).await
 }
 
+/// Three [`inbox`]es (Ada, Eve, Grace), their clients with these phones.
+async fn inboxes_with_phones(store: &Store, phones: [&str; 3]) -> Vec<Inbox> {
+    let mut inboxes = Vec::new();
+    for (name, phone) in ["Ada", "Eve", "Grace"].into_iter().zip(phones) {
+        inboxes.push(inbox_with_phone(store, name, Some(phone)).await);
+    }
+    inboxes
+}
+
 /// [`inbox`], the client with `phone`.
 async fn inbox_with_phone(store: &Store, client_name: &str, phone: Option<&str>) -> Inbox {
     let conn = store.writer();
@@ -911,10 +920,7 @@ async fn concurrent_messages_by_phone_or_email_each_find_their_own_clients_conve
 /// with its event and its share of the unread count.
 async fn concurrent_writes_by_conversation_and_by_phone_across_conversations_each_land_once(store: &Store) {
     let phones = ["+14155550110", "+14155550111", "+14155550112"];
-    let mut inboxes = Vec::new();
-    for (name, phone) in ["Ada", "Eve", "Grace"].into_iter().zip(phones) {
-        inboxes.push(inbox_with_phone(store, name, Some(phone)).await);
-    }
+    let inboxes = inboxes_with_phones(store, phones).await;
     let by_conversation = |inbox: &Inbox| {
         let (store, business_id, conversation_id, client_id) =
             (store.clone(), inbox.business.id, inbox.conversation.id, inbox.client.id);
@@ -952,16 +958,14 @@ async fn concurrent_writes_by_conversation_and_by_phone_across_conversations_eac
 /// One group of the committers (on PostgreSQL one statement per shape of write) leaves each
 /// conversation as its messages written one after another would: 60 writes to two open
 /// conversations (by id and by phone; inbound and outbound; SMS, voice, and email with a
-/// subject, a second shape), to a resolved conversation and to an unknown phone. Each conversation's last
-/// message is its newest (highest id), its channels are all of its messages', its unread count
-/// its inbound ones; each message has its own event, in the messages' order; the refused and the
-/// unknown write nothing. (The concurrent tests above cover groups as they form under load.)
+/// subject, a second shape), to a resolved conversation and to an unknown phone. Each
+/// conversation's last message is its newest (highest id), its channels are all of its
+/// messages', its unread count its inbound ones; each message has its own event, in the
+/// messages' order; the refused and the unknown write nothing. (The concurrent tests above cover
+/// groups as they form under load.)
 async fn one_group_of_every_kind_of_write_leaves_each_conversation_as_its_last_message_says(store: &Store) {
     let phones = ["+14155550120", "+14155550121", "+14155550122"];
-    let mut inboxes = Vec::new();
-    for (name, phone) in ["Ada", "Eve", "Grace"].into_iter().zip(phones) {
-        inboxes.push(inbox_with_phone(store, name, Some(phone)).await);
-    }
+    let inboxes = inboxes_with_phones(store, phones).await;
     let resolved = &inboxes[2];
     resolve(store, resolved.conversation.id).await;
     let write = |i: usize, inbox: &Inbox, by_phone: Option<&str>| {

@@ -214,16 +214,20 @@ pub fn clients_conversations_statement(identity: super::entity::client::Column, 
 
 /// The columns an ActiveModel sets, with their values, in the entity's column order (quoted).
 fn set_columns<A: sea_orm::ActiveModelTrait>(row: &A) -> (Vec<String>, Vec<Value>) {
+    set_values(row, &[]).into_iter().map(|(column, value)| (format!("\"{column}\""), value)).unzip()
+}
+
+/// The columns an ActiveModel sets, but those in `skip`, with their values, in the entity's
+/// column order (unquoted).
+fn set_values<A: sea_orm::ActiveModelTrait>(row: &A, skip: &[&str]) -> Vec<(&'static str, Value)> {
     use sea_orm::{IdenStatic, Iterable};
-    let mut columns = Vec::new();
-    let mut values = Vec::new();
-    for column in <A::Entity as EntityTrait>::Column::iter() {
-        if let sea_orm::ActiveValue::Set(value) | sea_orm::ActiveValue::Unchanged(value) = row.get(column) {
-            columns.push(format!("\"{}\"", column.as_str()));
-            values.push(value);
-        }
-    }
-    (columns, values)
+    <A::Entity as EntityTrait>::Column::iter()
+        .filter(|column| !skip.contains(&column.as_str()))
+        .filter_map(|column| match row.get(column) {
+            sea_orm::ActiveValue::Set(value) | sea_orm::ActiveValue::Unchanged(value) => Some((column.as_str(), value)),
+            sea_orm::ActiveValue::NotSet => None,
+        })
+        .collect()
 }
 
 /// Every column of `E`, quoted and comma-separated (a RETURNING or SELECT list).

@@ -376,13 +376,14 @@ pub(super) fn guarded_writes(writes: &[&super::GuardedWrite]) -> StoreResult<Sta
         return Err(no_batch("an empty group"));
     };
     // The message's conversation and client, and the event's conversation, are the ones found.
-    let message_of = |write: &super::GuardedWrite| set_values(&write.message, &["conversation_id", "client_id"]);
-    let event_of = |write: &super::GuardedWrite| set_values(&write.event, &["conversation_id"]);
+    let message_of = |write: &super::GuardedWrite| super::set_values(&write.message, &["conversation_id", "client_id"]);
+    let event_of = |write: &super::GuardedWrite| super::set_values(&write.event, &["conversation_id"]);
     let names = |values: &[(&'static str, sea_orm::Value)]| values.iter().map(|(name, _)| *name).collect::<Vec<_>>();
     let (message_columns, event_columns) = (names(&message_of(first)), names(&event_of(first)));
     if !message_columns.contains(&"public_id") {
         return Err(no_batch("a message without its public id"));
     }
+    let columns: Vec<&str> = message_columns.iter().chain(&event_columns).copied().collect();
     let keys: Vec<String> = message_columns
         .iter()
         .map(|c| format!("m_{c}"))
@@ -414,13 +415,10 @@ pub(super) fn guarded_writes(writes: &[&super::GuardedWrite]) -> StoreResult<Sta
         row.insert("d".into(), summary.direction.to_value().into());
         row.insert("u".into(), i32::from(summary.direction == Direction::Inbound).into());
         let values: Vec<_> = message_of(write).into_iter().chain(event_of(write)).collect();
-        if values.len() != keys.len() {
+        if values.iter().map(|(name, _)| *name).ne(columns.iter().copied()) {
             return Err(no_batch("writes of different shapes"));
         }
         for (i, ((name, value), key)) in values.into_iter().zip(&keys).enumerate() {
-            if !key.ends_with(name) {
-                return Err(no_batch("writes of different shapes"));
-            }
             let (pg_type, value) = json_field(&value)?;
             match types.get(i) {
                 None => types.push(pg_type),
@@ -477,18 +475,6 @@ pub(super) fn guarded_writes(writes: &[&super::GuardedWrite]) -> StoreResult<Sta
 fn returned_message_columns() -> &'static str {
     static COLUMNS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     COLUMNS.get_or_init(super::all_columns::<message::Entity>)
-}
-
-/// The columns of `row` that are set, but those in `skip`, with their values, in the entity's order.
-fn set_values<A: sea_orm::ActiveModelTrait>(row: &A, skip: &[&str]) -> Vec<(&'static str, sea_orm::Value)> {
-    use sea_orm::{IdenStatic, Iterable};
-    <A::Entity as EntityTrait>::Column::iter()
-        .filter(|column| !skip.contains(&column.as_str()))
-        .filter_map(|column| match row.get(column) {
-            sea_orm::ActiveValue::Set(value) | sea_orm::ActiveValue::Unchanged(value) => Some((column.as_str(), value)),
-            sea_orm::ActiveValue::NotSet => None,
-        })
-        .collect()
 }
 
 /// `value` as JSON, with its PostgreSQL type. The types here are those of the message and
