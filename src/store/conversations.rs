@@ -403,25 +403,6 @@ impl MessageNote<'_> {
         self.changes().filter(conversation::Column::Id.eq(self.conversation_id))
     }
 
-    /// The same update of the conversation of the business's client whose `identity` column (a
-    /// unique one) holds `value`: the statement finds the conversation itself.
-    pub(crate) fn update_for_client(
-        &self,
-        business_id: i64,
-        identity: client::Column,
-        value: &str,
-    ) -> sea_orm::UpdateMany<conversation::Entity> {
-        let client = Query::select()
-            .column(client::Column::Id)
-            .from(client::Entity)
-            .and_where(client::Column::BusinessId.eq(business_id))
-            .and_where(identity.eq(value))
-            .to_owned();
-        self.changes()
-            .filter(conversation::Column::BusinessId.eq(business_id))
-            .filter(conversation::Column::ClientId.in_subquery(client))
-    }
-
     /// The same change, owning its preview: what a grouped write carries to its committer.
     pub(crate) fn summary(&self) -> SummaryChange {
         SummaryChange {

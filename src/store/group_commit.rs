@@ -35,9 +35,7 @@
 
 use std::sync::Arc;
 
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, FromQueryResult, TransactionTrait,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, FromQueryResult, TransactionTrait};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{
@@ -178,10 +176,12 @@ async fn write_postgres_group(
 /// The messages `writes` (of one shape) stored, in one statement.
 async fn written(conn: &impl ConnectionTrait, writes: &[&GuardedWrite]) -> StoreResult<Vec<message::Model>> {
     let statement = match writes {
-        [alone] => dialect::guarded_write(alone),
+        [alone] => dialect::guarded_write(alone)?,
         _ => dialect::guarded_writes(writes)?,
     };
-    Ok(message::Entity::find().from_raw_sql(statement).all(conn).await?)
+    // Read as the entity's rows without building the entity's SELECT (`Entity::find()`), which
+    // the raw statement would replace: ~50,000 instructions a statement (callgrind).
+    Ok(message::Model::find_by_statement(statement).all(conn).await?)
 }
 
 /// SQLite: the group's clients and conversations are found first, in the transaction on the
@@ -264,7 +264,7 @@ async fn write_one(
     target: (i64, i64),
 ) -> StoreResult<StoreResult<Option<message::Model>>> {
     let statement = dialect::guarded_write_to(write, target);
-    match message::Entity::find().from_raw_sql(statement).all(txn).await.map_err(StoreError::from) {
+    match message::Model::find_by_statement(statement).all(txn).await.map_err(StoreError::from) {
         Ok(mut stored) => Ok(Ok(stored.pop())),
         Err(err @ StoreError::UniqueViolation(_)) => Ok(Err(err)),
         Err(err) => Err(err),

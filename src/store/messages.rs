@@ -392,19 +392,16 @@ pub(super) fn guarded_write(
     now: DateTime<Utc>,
 ) -> dialect::GuardedWrite {
     use super::entity::client;
-    let (update, target) = match identity {
-        None => (note.update(), dialect::WriteTarget::Conversation(note.conversation_id)),
-        Some(identity) => {
-            let (identity, value) = match identity {
-                UniqueIdentity::Phone(phone) => (client::Column::PhoneE164, phone),
-                UniqueIdentity::Email(email) => (client::Column::Email, email),
-            };
-            let update = note.update_for_client(event.business_id, identity, value);
-            (update, dialect::WriteTarget::Client { identity, value: value.to_owned() })
+    let target = match identity {
+        None => dialect::WriteTarget::Conversation(note.conversation_id),
+        Some(UniqueIdentity::Phone(phone)) => {
+            dialect::WriteTarget::Client { identity: client::Column::PhoneE164, value: phone.to_owned() }
+        }
+        Some(UniqueIdentity::Email(email)) => {
+            dialect::WriteTarget::Client { identity: client::Column::Email, value: email.to_owned() }
         }
     };
     dialect::GuardedWrite {
-        update,
         summary: note.summary(),
         target,
         unless: unless.to_vec(),

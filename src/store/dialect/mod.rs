@@ -136,9 +136,7 @@ pub fn announce_statement(channel: &str, payloads: String) -> Statement {
 /// A message, what it changes on its conversation and its event, to be written together unless
 /// the conversation's status (read by the write itself) is one of `unless`.
 pub struct GuardedWrite {
-    /// The conversation's update for the message, without the guard (SQLite's write).
-    pub update: sea_orm::UpdateMany<super::entity::conversation::Entity>,
-    /// The same change, for PostgreSQL's grouped statement.
+    /// What the message changes on its conversation.
     pub summary: super::conversations::SummaryChange,
     pub target: WriteTarget,
     pub unless: Vec<super::entity::enums::ConversationStatus>,
@@ -158,7 +156,7 @@ pub enum WriteTarget {
 
 /// PostgreSQL: one [`GuardedWrite`] as one statement of data-modifying CTEs that finds its own
 /// conversation, answering the message's row when it was written.
-pub fn guarded_write(write: &GuardedWrite) -> Statement {
+pub fn guarded_write(write: &GuardedWrite) -> StoreResult<Statement> {
     postgres::guarded_write(write)
 }
 
