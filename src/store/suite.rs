@@ -118,6 +118,7 @@ store_test_suite!(
     unread_count_is_recounted_from_the_messages,
     appended_events_read_back_in_order,
     messages_into_a_conversation_commit_alone_or_refused_alone,
+    a_lone_outbound_write_goes_to_any_conversation_and_counts_no_unread,
     a_message_finds_its_conversation_by_the_clients_phone_within_its_business,
     concurrent_messages_by_phone_or_email_each_find_their_own_clients_conversation,
     concurrent_writes_by_conversation_and_by_phone_across_conversations_each_land_once,
@@ -801,6 +802,40 @@ async fn messages_into_a_conversation_commit_alone_or_refused_alone(store: &Stor
     assert_eq!(conversation_row(store, open.conversation.id).await.unread_count, 37);
     let untouched = conversation_row(store, resolved.conversation.id).await;
     assert_eq!((untouched.unread_count, untouched.status), (0, ConversationStatus::Resolved));
+}
+
+/// A lone write with no guarding statuses (an outbound message) is written whatever its
+/// conversation's status, leaves the conversation's summary as the message says (its channel
+/// bit added to those it had, its preview, time, channel and direction) and counts no unread.
+async fn a_lone_outbound_write_goes_to_any_conversation_and_counts_no_unread(store: &Store) {
+    let target = inbox(store, "Ada").await;
+    let (business_id, conversation_id, client_id) = (target.business.id, target.conversation.id, target.client.id);
+    let at = now();
+    let (new, note, event) = inbound_hello(business_id, conversation_id, client_id, at);
+    messages::insert_into_conversation_unless(store, new, &note, &[], event, at).await.expect("write").expect("stored");
+    resolve(store, conversation_id).await;
+    let later = at + chrono::Duration::seconds(5);
+    let (mut new, mut note, event) = inbound_hello(business_id, conversation_id, client_id, later);
+    new.channel = Set(Channel::Voice);
+    new.direction = Set(Direction::Outbound);
+    new.sender_type = Set(SenderType::Staff);
+    new.content = Set("call back at noon".into());
+    (note.channel, note.direction, note.preview) = (Channel::Voice, Direction::Outbound, "call back at noon");
+    let stored = messages::insert_into_conversation_unless(store, new, &note, &[], event, later)
+        .await
+        .expect("write")
+        .expect("an outbound message is written to a resolved conversation");
+    assert_eq!((stored.conversation_id, stored.direction), (conversation_id, Direction::Outbound));
+    let row = conversation_row(store, conversation_id).await;
+    assert_eq!(row.status, ConversationStatus::Resolved, "the write does not reopen it");
+    assert_eq!(row.unread_count, 1, "only the inbound message is unread");
+    assert_eq!(row.channel_mask, Channel::Sms.bit() | Channel::Voice.bit());
+    assert_eq!(
+        (row.last_message_preview.as_deref(), row.last_message_channel, row.last_message_direction),
+        (Some("call back at noon"), Some(Channel::Voice), Some(Direction::Outbound))
+    );
+    assert_eq!(row.last_message_at, Some(later));
+    assert_eq!(messages_in(store, conversation_id).await.len(), 2);
 }
 
 /// An inbound "hello" from `address` (an email address if it holds `@`, else a phone) to the
