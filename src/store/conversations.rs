@@ -398,11 +398,6 @@ pub struct MessageNote<'a> {
 }
 
 impl MessageNote<'_> {
-    /// The conversation's update for this message (not yet run).
-    pub(crate) fn update(&self) -> sea_orm::UpdateMany<conversation::Entity> {
-        self.changes().filter(conversation::Column::Id.eq(self.conversation_id))
-    }
-
     /// The same change, owning its preview: what a grouped write carries to its committer.
     pub(crate) fn summary(&self) -> SummaryChange {
         SummaryChange {
@@ -412,30 +407,11 @@ impl MessageNote<'_> {
             at: self.at,
         }
     }
-
-    fn changes(&self) -> sea_orm::UpdateMany<conversation::Entity> {
-        let at = self.at;
-        let mut query = conversation::Entity::update_many()
-            .col_expr(
-                conversation::Column::ChannelMask,
-                Expr::col(conversation::Column::ChannelMask).bit_or(self.channel.bit()),
-            )
-            .col_expr(conversation::Column::LastMessageAt, Expr::value(at))
-            .col_expr(conversation::Column::LastMessagePreview, Expr::value(self.preview))
-            .col_expr(conversation::Column::LastMessageChannel, Expr::value(self.channel))
-            .col_expr(conversation::Column::LastMessageDirection, Expr::value(self.direction))
-            .col_expr(conversation::Column::LastActivityAt, Expr::value(at))
-            .col_expr(conversation::Column::UpdatedAt, Expr::value(at));
-        if self.direction == Direction::Inbound {
-            query =
-                query.col_expr(conversation::Column::UnreadCount, Expr::col(conversation::Column::UnreadCount).add(1));
-        }
-        query
-    }
 }
 
-/// A [`MessageNote`]'s change without its conversation, owned. PostgreSQL's grouped writes
-/// apply it in SQL (`dialect`'s `guarded_writes`), where several messages of a group may go to
+/// A [`MessageNote`]'s change without its conversation, owned: what every write of a message
+/// applies to its conversation (`dialect::summary_set`). PostgreSQL's grouped writes apply many
+/// in one statement (`dialect`'s `guarded_writes`), where several messages of a group may go to
 /// one conversation: the channel bits of all of them, the last one's message and time, one
 /// unread more for each inbound one, as the same notes applied one after another would leave it.
 #[derive(Clone, Debug)]
@@ -448,6 +424,11 @@ pub struct SummaryChange {
 
 /// Keeps a conversation's summary in step with a new message.
 pub async fn note_message_in_conversation(conn: &impl ConnectionTrait, note: &MessageNote<'_>) -> StoreResult<()> {
-    note.update().exec(conn).await?;
+    let backend = conn.get_database_backend();
+    let mut binds = dialect::Binds::new(backend);
+    let set = dialect::summary_set(&note.summary(), |value| binds.push(value));
+    let id = binds.push(note.conversation_id);
+    let sql = format!("UPDATE \"conversations\" SET {set} WHERE \"id\" = {id}");
+    conn.execute_raw(sea_orm::Statement::from_sql_and_values(backend, sql, binds.values)).await?;
     Ok(())
 }

@@ -186,15 +186,38 @@ impl WriteShape {
     }
 }
 
-/// Which columns of `row` are set, one bit per column in the entity's order.
+/// Which columns of `row` are set, one bit per column in the entity's order (asked without
+/// reading the values, which `get` would clone).
 fn set_mask<A: sea_orm::ActiveModelTrait>(row: &A) -> u64 {
     use sea_orm::Iterable;
     <A::Entity as EntityTrait>::Column::iter()
         .enumerate()
-        .filter(|(_, column)| {
-            matches!(row.get(*column), sea_orm::ActiveValue::Set(_) | sea_orm::ActiveValue::Unchanged(_))
-        })
+        .filter(|(_, column)| !row.is_not_set(*column))
         .fold(0, |mask, (i, _)| mask | 1u64 << i)
+}
+
+/// The SET list of a conversation's update for one message (`summary`): its channel bit added,
+/// its last message, channel, direction and times, one unread more if it is inbound. Each value
+/// is bound through `bind`, in the order of the text, which answers its placeholder. The one
+/// rendering of that change for a single message, whatever runs it (PostgreSQL's grouped
+/// statement applies many at once, see [`postgres::guarded_writes`]).
+pub fn summary_set(summary: &super::conversations::SummaryChange, mut bind: impl FnMut(Value) -> String) -> String {
+    use super::entity::enums::Direction;
+    use sea_orm::ActiveEnum;
+    let at = Value::from(summary.at);
+    format!(
+        "\"channel_mask\" = \"channel_mask\" | {}, \"last_message_at\" = {}, \"last_message_preview\" = {}, \
+         \"last_message_channel\" = {}, \"last_message_direction\" = {}, \"last_activity_at\" = {}, \
+         \"updated_at\" = {}, \"unread_count\" = \"unread_count\" + {}",
+        bind(summary.channel.bit().into()),
+        bind(at.clone()),
+        bind(summary.preview.as_str().into()),
+        bind(summary.channel.to_value().into()),
+        bind(summary.direction.to_value().into()),
+        bind(at.clone()),
+        bind(at),
+        bind(i32::from(summary.direction == Direction::Inbound).into()),
+    )
 }
 
 /// SQLite: a [`GuardedWrite`] to the conversation and client found for it (its target), as one

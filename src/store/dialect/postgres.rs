@@ -315,14 +315,10 @@ pub(super) async fn business_matches(conn: &impl ConnectionTrait, probe: &Busine
 pub(super) fn guarded_write(write: &super::GuardedWrite) -> StoreResult<Statement> {
     use sea_orm::{ActiveEnum, IdenStatic};
 
-    use crate::store::entity::{client, enums::Direction};
-    let summary = &write.summary;
+    use crate::store::entity::client;
     let business_id = write.message.business_id.try_as_ref().copied().unwrap_or_default();
     let mut binds = Binds::new(DbBackend::Postgres);
-    let (mask, at, preview) =
-        (binds.push(summary.channel.bit()), binds.push(summary.at), binds.push(summary.preview.as_str()));
-    let (channel, direction) = (binds.push(summary.channel.to_value()), binds.push(summary.direction.to_value()));
-    let unread = binds.push(i32::from(summary.direction == Direction::Inbound));
+    let set = super::summary_set(&write.summary, |value| binds.push(value));
     let unless = binds.push(write.unless.iter().map(|status| status.to_value()).collect::<Vec<String>>());
     let conversation = match &write.target {
         super::WriteTarget::Conversation(id) => format!("cv.id = {}", binds.push(*id)),
@@ -358,9 +354,7 @@ pub(super) fn guarded_write(write: &super::GuardedWrite) -> StoreResult<Statemen
     let (event_columns, event_values) = insert(super::set_values(&write.event, &["conversation_id"]));
     let returned = returned_message_columns();
     let sql = format!(
-        "WITH c AS (UPDATE conversations cv SET channel_mask = cv.channel_mask | {mask}, last_message_at = {at}, \
-         last_message_preview = {preview}, last_message_channel = {channel}, last_message_direction = {direction}, \
-         last_activity_at = {at}, updated_at = {at}, unread_count = cv.unread_count + {unread} \
+        "WITH c AS (UPDATE conversations cv SET {set} \
          WHERE {conversation} AND cv.status <> ALL({unless}) RETURNING cv.id, cv.client_id), \
          m AS (INSERT INTO messages ({message_columns}, conversation_id, client_id) \
          SELECT {message_values}, c.id, c.client_id FROM c RETURNING {returned}), \

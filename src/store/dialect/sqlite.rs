@@ -257,7 +257,6 @@ pub(super) async fn business_matches(conn: &impl ConnectionTrait, probe: &Busine
 /// shape, so sqlx prepares it once and keeps it. Placeholders are plain `?`: sqlx binds those in
 /// order across the statements of a command.
 pub(super) fn guarded_write(write: &super::GuardedWrite, (conversation_id, client_id): (i64, i64)) -> Statement {
-    use crate::store::entity::enums::Direction;
     /// What the update and the event each require: the message this write stored.
     const STORED: &str = "EXISTS (SELECT 1 FROM \"messages\" WHERE \"public_id\" = ?)";
     /// Appends `bound` to `values`, answering their placeholders.
@@ -291,24 +290,10 @@ pub(super) fn guarded_write(write: &super::GuardedWrite, (conversation_id, clien
         columns = columns.join(", "),
         returned = super::all_columns::<message::Entity>(),
     );
-    // The change PostgreSQL's statements make too (`SummaryChange`), to the conversation found.
-    // Plain `?`s are bound in the order they appear.
-    let summary = &write.summary;
-    let at: sea_orm::Value = summary.at.into();
-    let set = [
-        ("\"channel_mask\" = \"channel_mask\" | ?", summary.channel.bit().into()),
-        ("\"last_message_at\" = ?", at.clone()),
-        ("\"last_message_preview\" = ?", summary.preview.as_str().into()),
-        ("\"last_message_channel\" = ?", sea_orm::ActiveEnum::to_value(&summary.channel).into()),
-        ("\"last_message_direction\" = ?", sea_orm::ActiveEnum::to_value(&summary.direction).into()),
-        ("\"last_activity_at\" = ?", at.clone()),
-        ("\"updated_at\" = ?", at),
-        ("\"unread_count\" = \"unread_count\" + ?", i32::from(summary.direction == Direction::Inbound).into()),
-    ];
-    let (set, set_values): (Vec<&str>, Vec<sea_orm::Value>) = set.into_iter().unzip();
-    values.extend(set_values);
+    // The message's change to the conversation found (plain `?`s are bound in order).
+    let set = super::summary_set(&write.summary, |value| bind(&mut values, [value]));
     values.extend([conversation_id.into(), public_id.clone().into()]);
-    let update = format!("UPDATE \"conversations\" SET {} WHERE \"id\" = ? AND {STORED}", set.join(", "));
+    let update = format!("UPDATE \"conversations\" SET {set} WHERE \"id\" = ? AND {STORED}");
     let mut event = write.event.clone();
     event.conversation_id = Set(Some(conversation_id));
     let (event_columns, event_row) = super::set_columns(&event);
