@@ -271,10 +271,11 @@ async fn write_one(
     }
 }
 
-/// The messages a write's statement answers (every column of `messages`, by name), read with
-/// sqlx column by column instead of through the entity's derived reader: for each NULL column
-/// that one builds a "null" error naming the column (`format!` of its name's `Debug`) only for
-/// the `Option` reader to drop it, ~25 a message row, ~40,000 instructions a row (callgrind).
+/// The messages a write's statement answers (every column of `messages`, in the entity's
+/// order), read with sqlx column by column instead of through the entity's derived reader: for
+/// each NULL column that one builds a "null" error naming the column (`format!` of its name's
+/// `Debug`) only for the `Option` reader to drop it, ~25 a message row, ~40,000 instructions a
+/// row (callgrind).
 async fn messages_of(conn: &impl ConnectionTrait, statement: sea_orm::Statement) -> StoreResult<Vec<message::Model>> {
     let rows = conn.query_all_raw(statement).await?;
     rows.iter().map(message_of).collect()
@@ -289,9 +290,9 @@ enum ColumnRead {
     Timestamp,
 }
 
-/// `row` (a `messages` row: every column, by name) as the entity's model.
+/// `row` (a `messages` row: every column) as the entity's model.
 fn message_of(row: &sea_orm::QueryResult) -> StoreResult<message::Model> {
-    use sea_orm::{ActiveModelTrait, ColumnTrait, ColumnType, IdenStatic, Iterable, TryIntoModel};
+    use sea_orm::{ColumnTrait, ColumnType, Iterable};
     static COLUMNS: std::sync::OnceLock<Option<Vec<(message::Column, ColumnRead)>>> = std::sync::OnceLock::new();
     let columns = COLUMNS.get_or_init(|| {
         message::Column::iter()
@@ -307,34 +308,18 @@ fn message_of(row: &sea_orm::QueryResult) -> StoreResult<message::Model> {
             })
             .collect()
     });
-    // A column of a type not read here: the entity's own reader.
-    let Some(columns) = columns else {
-        return Ok(message::Model::from_query_result(row, "")?);
-    };
-    let mut model = <message::ActiveModel as Default>::default();
-    for (index, &(column, read)) in columns.iter().enumerate() {
-        let name = column.as_str();
-        let value = if let Some(row) = row.try_as_pg_row() {
-            read_column(row, (index, name), read)
-        } else if let Some(row) = row.try_as_sqlite_row() {
-            read_column(row, (index, name), read)
-        } else {
-            return Ok(message::Model::from_query_result(row, "")?);
-        };
-        let value =
-            value.map_err(|err| StoreError::Other(sea_orm::DbErr::Custom(format!("messages.{name}: {err}"))))?;
-        model.try_set(column, value)?;
+    match (columns, row.try_as_pg_row(), row.try_as_sqlite_row()) {
+        (Some(columns), Some(row), _) => model_of(columns, row),
+        (Some(columns), None, Some(row)) => model_of(columns, row),
+        // A column of a type not read here, or another driver's row: the entity's own reader.
+        _ => Ok(message::Model::from_query_result(row, "")?),
     }
-    Ok(model.try_into_model()?)
 }
 
-/// Column `name` of `row`, read as `read` says: at `index` when the column there is the one
-/// named (the statements list every column in the entity's order), else by its name.
-fn read_column<R>(
-    row: &R,
-    (index, name): (usize, &str),
-    read: ColumnRead,
-) -> Result<sea_orm::Value, sea_orm::sqlx::Error>
+/// The model of `row`, its `columns` read as each says: the column at a column's position when
+/// it is the one named (the statements list every column in the entity's order), else the one
+/// of its name.
+fn model_of<R>(columns: &[(message::Column, ColumnRead)], row: &R) -> StoreResult<message::Model>
 where
     R: sea_orm::sqlx::Row,
     for<'a> &'a str: sea_orm::sqlx::ColumnIndex<R>,
@@ -344,27 +329,26 @@ where
     for<'r> i64: sea_orm::sqlx::Decode<'r, R::Database> + sea_orm::sqlx::Type<R::Database>,
     for<'r> chrono::DateTime<chrono::Utc>: sea_orm::sqlx::Decode<'r, R::Database> + sea_orm::sqlx::Type<R::Database>,
 {
-    use sea_orm::sqlx::Column as _;
-    if row.columns().get(index).is_none_or(|column| column.name() != name) {
-        return read_as(row, name, read);
+    use sea_orm::{ActiveModelTrait, IdenStatic, TryIntoModel, Value, sqlx::Column as _};
+    let mut model = <message::ActiveModel as Default>::default();
+    for (index, &(column, read)) in columns.iter().enumerate() {
+        let name = column.as_str();
+        let value = (|| {
+            let at = match row.columns().get(index) {
+                Some(there) if there.name() == name => index,
+                _ => row.try_column(name)?.ordinal(),
+            };
+            Ok::<_, sea_orm::sqlx::Error>(match read {
+                ColumnRead::Text => Value::String(row.try_get::<Option<String>, _>(at)?),
+                ColumnRead::Int => Value::Int(row.try_get::<Option<i32>, _>(at)?),
+                ColumnRead::BigInt => Value::BigInt(row.try_get::<Option<i64>, _>(at)?),
+                ColumnRead::Timestamp => {
+                    Value::ChronoDateTimeUtc(row.try_get::<Option<chrono::DateTime<chrono::Utc>>, _>(at)?)
+                }
+            })
+        })()
+        .map_err(|err| StoreError::Other(sea_orm::DbErr::Custom(format!("messages.{name}: {err}"))))?;
+        model.try_set(column, value)?;
     }
-    read_as(row, index, read)
-}
-
-fn read_as<R, I>(row: &R, at: I, read: ColumnRead) -> Result<sea_orm::Value, sea_orm::sqlx::Error>
-where
-    R: sea_orm::sqlx::Row,
-    I: sea_orm::sqlx::ColumnIndex<R>,
-    for<'r> String: sea_orm::sqlx::Decode<'r, R::Database> + sea_orm::sqlx::Type<R::Database>,
-    for<'r> i32: sea_orm::sqlx::Decode<'r, R::Database> + sea_orm::sqlx::Type<R::Database>,
-    for<'r> i64: sea_orm::sqlx::Decode<'r, R::Database> + sea_orm::sqlx::Type<R::Database>,
-    for<'r> chrono::DateTime<chrono::Utc>: sea_orm::sqlx::Decode<'r, R::Database> + sea_orm::sqlx::Type<R::Database>,
-{
-    use sea_orm::Value;
-    Ok(match read {
-        ColumnRead::Text => Value::String(row.try_get::<Option<String>, _>(at)?),
-        ColumnRead::Int => Value::Int(row.try_get::<Option<i32>, _>(at)?),
-        ColumnRead::BigInt => Value::BigInt(row.try_get::<Option<i64>, _>(at)?),
-        ColumnRead::Timestamp => Value::ChronoDateTimeUtc(row.try_get::<Option<chrono::DateTime<chrono::Utc>>, _>(at)?),
-    })
+    Ok(model.try_into_model()?)
 }

@@ -449,7 +449,10 @@ pub(super) fn guarded_writes(writes: &[&super::GuardedWrite]) -> StoreResult<Sta
         json_key(&mut json, ",\"u\":");
         json_number(&mut json, i64::from(summary.direction == Direction::Inbound));
         let (message, event) = (message_of(write), event_of(write));
-        if names(&message) != message_columns || names(&event) != event_columns {
+        let same = |values: &[(&'static str, sea_orm::Value)], columns: &[&str]| {
+            values.iter().map(|(name, _)| *name).eq(columns.iter().copied())
+        };
+        if !same(&message, &message_columns) || !same(&event, &event_columns) {
             return Err(no_batch("writes of different shapes"));
         }
         let fields = message.iter().map(|field| ("m_", field)).chain(event.iter().map(|field| ("e_", field)));
